@@ -1,0 +1,42 @@
+"""Domain errors. Engines raise these; `common.server` maps them to gRPC
+status codes in one place, so no servicer sets a status code by hand."""
+
+from __future__ import annotations
+
+
+class SuiteError(Exception):
+    """Base of the errors a caller can act on; the message is shown to them."""
+
+
+class InvalidInputError(SuiteError):
+    """Bad or undecodable input, bad options (INVALID_ARGUMENT)."""
+
+
+class NotFoundError(SuiteError):
+    """Unknown file, audio, job, model or language (NOT_FOUND)."""
+
+
+class PermissionDeniedError(SuiteError):
+    """A path outside the configured media root (PERMISSION_DENIED)."""
+
+
+class ResourceExhaustedError(SuiteError):
+    """Over a configured limit, or at capacity (RESOURCE_EXHAUSTED).
+
+    `retry_after_s` is set when retrying later can succeed."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnavailableError(SuiteError):
+    """Not ready yet, e.g. a model still loading (UNAVAILABLE)."""
+
+
+class FailedPreconditionError(SuiteError):
+    """The request conflicts with the current state (FAILED_PRECONDITION)."""
+
+
+class CancelledError(SuiteError):
+    """The work was cancelled by the caller (CANCELLED)."""

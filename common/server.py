@@ -1,0 +1,340 @@
+"""Server bootstrap shared by every service: a `grpc.aio` server with the
+standard health service, server reflection, one interceptor that maps domain
+errors to status codes and writes one log line per RPC, and graceful shutdown
+on SIGTERM.
+
+A service's `server.py` does::
+
+    async def create(config: VadConfig) -> RunningServer:
+        engine = SpeechDetector(...)
+        running = create_server(config.server, "vad", [
+            (vad_pb2_grpc.add_VadServiceServicer_to_server, VadServicer(engine),
+             vad_pb2.DESCRIPTOR.services_by_name["VadService"].full_name),
+        ])
+        await running.start()
+        running.serve_when_ready(load_model)   # health SERVING once loaded
+        return running
+
+and its `__main__.py` does::
+
+    config = VadConfig.from_env(os.environ)
+    run_service("vad", config.server, lambda: create(config))
+
+Tests call `create(config)` with port 0 and read `running.port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common import errors
+from common.config import env_choice, env_float, env_int, env_path, env_str
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+JOB_ID_KEY = "x-job-id"
+RETRY_AFTER_KEY = "retry-after-s"
+
+_STATUS_OF_ERROR: dict[type[errors.SuiteError], grpc.StatusCode] = {
+    errors.InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CancelledError: grpc.StatusCode.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how a service listens."""
+
+    host: str = "127.0.0.1"
+    # 0 picks a free port (tests); the bound port is written to port_file if set.
+    port: int = 0
+    port_file: Path | None = None
+    # Concurrent RPCs beyond this are refused with RESOURCE_EXHAUSTED by gRPC.
+    max_concurrent_rpcs: int = 64
+    # Time in-flight RPCs get to finish after SIGTERM.
+    grace_period_s: float = 10.0
+    # Largest message accepted or sent (bytes).
+    max_message_bytes: int = 64 * 1024 * 1024
+    # Level of the process's logs (SUBTITLER_LOG_LEVEL, shared by every service).
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str, default_port: int) -> ServerConfig:
+        """Reads `<prefix>HOST`, `PORT`, `PORT_FILE`, `MAX_CONCURRENT_RPCS`, `GRACE_PERIOD_S`."""
+        port_file = env.get(f"{prefix}PORT_FILE")
+        return cls(
+            host=env_str(env, f"{prefix}HOST", "127.0.0.1"),
+            port=env_int(env, f"{prefix}PORT", default_port, minimum=0),
+            port_file=env_path(env, f"{prefix}PORT_FILE", "") if port_file else None,
+            max_concurrent_rpcs=env_int(env, f"{prefix}MAX_CONCURRENT_RPCS", 64, minimum=1),
+            grace_period_s=env_float(env, f"{prefix}GRACE_PERIOD_S", 10.0, minimum=0.0),
+            log_level=env_choice(env, "SUBTITLER_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a caller gets for an exception."""
+    if isinstance(error, errors.SuiteError):
+        for kind in type(error).__mro__:
+            if kind in _STATUS_OF_ERROR:
+                return _STATUS_OF_ERROR[kind], str(error)
+    if isinstance(error, grpc.aio.AioRpcError):
+        # A peer service's answer keeps its meaning for our caller.
+        return error.code(), error.details() or error.code().name
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class _RpcScope:
+    """Request id, logging and error mapping around one RPC."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        metadata = {item.key: item.value for item in (context.invocation_metadata() or ())}
+        self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+        self.job_id = str(metadata.get(JOB_ID_KEY, ""))
+        self.started = time.perf_counter()
+
+    def bind(self) -> None:
+        structlog.contextvars.bind_contextvars(request_id=self.request_id, job_id=self.job_id or None)
+
+    async def fail(self, error: BaseException) -> None:
+        code, message = status_of(error)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("rpc failed with a bug", method=self.method, exc_info=error)
+            message = f"internal error (request id {self.request_id})"
+        if isinstance(error, errors.ResourceExhaustedError) and error.retry_after_s is not None:
+            self.context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{error.retry_after_s:g}"),))
+        self.code = code
+        await self.context.abort(code, message)
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        log.info(
+            "rpc",
+            method=self.method,
+            peer=self.context.peer(),
+            code=code.name,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+        )
+        structlog.contextvars.unbind_contextvars("request_id", "job_id")
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain errors to status codes and logs one canonical line per RPC."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        scope = _RpcScope(method, context)
+        scope.bind()
+        code = grpc.StatusCode.OK
+        try:
+            return await behaviour(request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as error:  # noqa: BLE001 - every error is mapped to a status here, once
+            code = status_of(error)[0]
+            await scope.fail(error)
+        finally:
+            scope.finish(code)
+
+    return run
+
+
+def _wrap_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        scope = _RpcScope(method, context)
+        scope.bind()
+        code = grpc.StatusCode.OK
+        try:
+            produced = behaviour(request, context)
+            if inspect.isasyncgen(produced):
+                async for response in produced:
+                    yield response
+            else:
+                await produced
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as error:  # noqa: BLE001 - every error is mapped to a status here, once
+            code = status_of(error)[0]
+            await scope.fail(error)
+        finally:
+            scope.finish(code)
+
+    return run
+
+
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+
+
+@dataclass
+class RunningServer:
+    """A started (or startable) service: its server, bound port and health."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+    config: ServerConfig
+    # Called after the server stopped, in order (release resources).
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.config.port_file is not None:
+            tmp = self.config.port_file.with_suffix(".tmp")
+            tmp.write_text(str(self.port))
+            tmp.replace(self.config.port_file)
+        log.info("listening", service=self.name, host=self.config.host, port=self.port)
+
+    async def set_serving(self, serving: bool = True) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    def serve_when_ready(self, load: Callable[[], Awaitable[None]]) -> None:
+        """Runs `load` (e.g. model loading) in the background and marks the
+        service SERVING once it succeeds. Until then health says NOT_SERVING."""
+
+        async def load_then_serve() -> None:
+            started = time.perf_counter()
+            try:
+                await load()
+            except Exception:
+                log.exception("loading failed; the service stays NOT_SERVING", service=self.name)
+                return
+            await self.set_serving(True)
+            log.info("ready", service=self.name, load_s=round(time.perf_counter() - started, 2))
+
+        task = asyncio.get_running_loop().create_task(load_then_serve())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: health NOT_SERVING, in-flight RPCs get the grace
+        period, then resources are released."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        for task in list(self._background):
+            task.cancel()
+        for callback in self.on_stop:
+            try:
+                await callback()
+            except Exception:
+                log.exception("stop callback failed", service=self.name)
+
+
+def create_server(config: ServerConfig, name: str, registrations: Sequence[Registration]) -> RunningServer:
+    """Builds a server with health, reflection and the error-mapping
+    interceptor, bound to `config.host:config.port` (0: a free port)."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    service_names = []
+    for add, servicer, full_name in registrations:
+        add(servicer, server)
+        service_names.append(full_name)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    return RunningServer(name, server, port, health_servicer, tuple(service_names), config)
+
+
+def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[RunningServer]]) -> None:
+    """Entry point of a service process: logs, start, wait for SIGTERM or
+    SIGINT, graceful stop, exit 0."""
+    from common.logs import configure_logging
+
+    configure_logging(name, level=config.log_level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        running = await create()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop.wait()
+        log.info("stopping", service=name, grace_s=running.config.grace_period_s)
+        await running.stop()
+        log.info("stopped", service=name)
+
+    asyncio.run(main())
+    logging.shutdown()
