@@ -244,6 +244,7 @@ class RunningServer:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
+        await self.set_serving(False)
         await self.server.start()
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")

@@ -1,0 +1,1 @@
+"""The deployable services of the suite, one package each."""

@@ -1,0 +1,1 @@
+"""The audio service: decodes media once into shared memory and hands out handles."""

@@ -1,0 +1,282 @@
+"""Decoding any audio or video file into 16 kHz mono float32 samples.
+
+PyAV (FFmpeg) demuxes the file packet by packet, decodes, and resamples
+(`av.AudioResampler`, libswresample) each frame to the target rate and to
+one channel, so the file is read once and never held in memory; only the
+decoded samples are, as a list of chunks the caller copies once into their
+final place (`DecodedAudio.chunks`). Channels are down-mixed with FFmpeg's
+matrix, normalised so the result never exceeds full scale (stereo becomes
+the mean of its two channels).
+
+What counts as an error (all raised as `common.errors` types):
+
+* missing file: `NotFoundError`;
+* not a media file, a container FFmpeg cannot open (e.g. an MP4 cut before
+  its moov atom), or a file whose every audio packet fails to decode:
+  `InvalidInputError` with FFmpeg's reason;
+* no audio stream (a video-only file): `InvalidInputError`;
+* longer than `DecodeOptions.max_duration_s`: `ResourceExhaustedError`,
+  raised as soon as the container header or the decoded samples pass the
+  limit, without decoding the rest.
+
+A file cut off midway (an interrupted download) whose container FFmpeg can
+still open decodes up to the cut, as ffmpeg does, with a warning in the log;
+isolated undecodable packets are skipped the same way. Zero-length audio is
+valid and yields 0 samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import av.container
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import CancelledError, InvalidInputError, NotFoundError, ResourceExhaustedError
+
+logger = logging.getLogger(__name__)
+
+TARGET_SAMPLE_RATE_HERTZ = 16_000
+"""The rate every service of the suite works at."""
+
+# A container header may round or estimate its duration (e.g. VBR MP3 without
+# a Xing header), so it is trusted to reject a file early only when it is
+# clearly over the limit; the exact check is on the decoded samples.
+_HEADER_DURATION_TOLERANCE = 1.02
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode."""
+
+    # Rate of the decoded samples.
+    sample_rate_hertz: int = TARGET_SAMPLE_RATE_HERTZ
+    # Longest audio accepted (4 h); longer input fails early.
+    max_duration_s: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class SourceDescription:
+    """What the decoder found in the source."""
+
+    # FFmpeg's name of the container format, e.g. "mov,mp4,m4a,3gp,3g2,mj2".
+    container_format: str
+    # Codec of the decoded audio stream, e.g. "aac", "pcm_s16le".
+    codec: str
+    # Rate and channels of the audio stream before resampling and down-mixing.
+    source_sample_rate_hertz: int
+    source_channel_count: int
+    # Size of the file.
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Decoded mono float32 samples, as consecutive chunks."""
+
+    chunks: tuple[npt.NDArray[np.float32], ...]
+    sample_count: int
+    sample_rate_hertz: int
+    source: SourceDescription
+    decode_duration_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.sample_count / self.sample_rate_hertz
+
+    def samples(self) -> npt.NDArray[np.float32]:
+        """All samples in one array (a copy; the chunks stay as they are)."""
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(self.chunks)
+
+
+def decode_file(
+    path: Path,
+    options: DecodeOptions | None = None,
+    *,
+    cancel_event: threading.Event | None = None,
+    display_name: str | None = None,
+) -> DecodedAudio:
+    """Decode the best audio stream of the file at `path` (see module doc).
+
+    `cancel_event`, when set by another thread, stops decoding at the next
+    packet with `CancelledError`. `display_name` names the file in messages
+    (default: its file name), e.g. the client's name of an uploaded file.
+    """
+    options = options or DecodeOptions()
+    name = display_name or path.name
+    started = time.perf_counter()
+    try:
+        size_bytes = path.stat().st_size
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    if not path.is_file():
+        raise InvalidInputError(f"not a regular file: {path}")
+    try:
+        # An absolute path, so FFmpeg never reads it as a protocol ("concat:").
+        container = av.open(str(path.absolute()), mode="r", metadata_errors="ignore")
+    except av.error.FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    except av.error.FFmpegError as error:
+        raise InvalidInputError(f"{name} is not a readable media file: {_reason(error)}") from error
+    with container:
+        return _decode_container(container, name, size_bytes, options, cancel_event, started)
+
+
+def _decode_container(
+    container: av.container.InputContainer,
+    name: str,
+    size_bytes: int,
+    options: DecodeOptions,
+    cancel_event: threading.Event | None,
+    started: float,
+) -> DecodedAudio:
+    if not container.streams.audio:
+        found = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams) or "no streams"
+        raise InvalidInputError(f"{name} has no audio stream (found {found})")
+    best = container.streams.best("audio")
+    stream = best if isinstance(best, av.AudioStream) else container.streams.audio[0]
+    codec_context = stream.codec_context
+    source = SourceDescription(
+        container_format=container.format.name,
+        codec=codec_context.name,
+        source_sample_rate_hertz=int(codec_context.sample_rate or 0),
+        source_channel_count=int(codec_context.channels or 0),
+        size_bytes=size_bytes,
+    )
+    max_samples = int(options.max_duration_s * options.sample_rate_hertz)
+    header_duration_s = _header_duration_s(container, stream)
+    if header_duration_s is not None and header_duration_s > options.max_duration_s * _HEADER_DURATION_TOLERANCE:
+        raise ResourceExhaustedError(_too_long_message(name, header_duration_s, options))
+
+    # rematrix_maxval=1 normalises FFmpeg's down-mix matrix so the mono output
+    # never exceeds full scale (stereo becomes the mean of its channels; 5.1
+    # summed unnormalised would peak at 1.7 times the input).
+    resampler = av.AudioResampler(
+        format="flt",
+        layout="mono",
+        rate=options.sample_rate_hertz,
+        options={"rematrix_maxval": "1.0"},
+    )
+    blocks = _SampleBlocks()
+    bad_packet_count = 0
+    first_bad_reason = ""
+
+    def keep(frames: list[av.AudioFrame]) -> None:
+        for frame in frames:
+            blocks.append(frame.to_ndarray().reshape(-1))
+        if blocks.sample_count > max_samples:
+            raise ResourceExhaustedError(_too_long_message(name, None, options))
+
+    try:
+        for packet in container.demux(stream):
+            if cancel_event is not None and cancel_event.is_set():
+                raise CancelledError(f"decoding of {name} was cancelled")
+            try:
+                frames = stream.decode(packet)
+            except av.error.FFmpegError as error:
+                bad_packet_count += 1
+                first_bad_reason = first_bad_reason or _reason(error)
+                continue
+            for frame in frames:
+                keep(resampler.resample(frame))
+        keep(resampler.resample(None))
+    except av.error.FFmpegError as error:
+        # The demuxer itself failed midway: the file is damaged past this point.
+        if blocks.sample_count == 0:
+            raise InvalidInputError(f"{name} could not be decoded: {_reason(error)}") from error
+        logger.warning(
+            "%s is damaged after %.1f s of audio, keeping what decoded: %s",
+            name,
+            blocks.sample_count / options.sample_rate_hertz,
+            _reason(error),
+        )
+    if bad_packet_count:
+        if blocks.sample_count == 0:
+            raise InvalidInputError(f"{name} could not be decoded: {first_bad_reason}")
+        logger.warning("%s: skipped %d undecodable packets (%s)", name, bad_packet_count, first_bad_reason)
+    decoded = DecodedAudio(
+        chunks=blocks.finish(),
+        sample_count=blocks.sample_count,
+        sample_rate_hertz=options.sample_rate_hertz,
+        source=source,
+        decode_duration_s=time.perf_counter() - started,
+    )
+    logger.info(
+        "decoded %s (%s/%s, %d Hz, %d ch): %.1f s of audio in %.2f s",
+        name,
+        source.container_format,
+        source.codec,
+        source.source_sample_rate_hertz,
+        source.source_channel_count,
+        decoded.duration_s,
+        decoded.decode_duration_s,
+    )
+    return decoded
+
+
+class _SampleBlocks:
+    """Gathers the decoder's small frames (a few hundred samples each) into
+    blocks of `block_samples`, so hours of audio are a few hundred arrays,
+    not a million, and copying them into shared memory is quick."""
+
+    def __init__(self, block_samples: int = 1 << 18) -> None:
+        self._block_samples = block_samples
+        self._blocks: list[npt.NDArray[np.float32]] = []
+        self._current = np.empty(block_samples, dtype=np.float32)
+        self._filled = 0
+        self.sample_count = 0
+
+    def append(self, samples: npt.NDArray[Any]) -> None:
+        while samples.size:
+            taken = min(self._block_samples - self._filled, samples.size)
+            self._current[self._filled : self._filled + taken] = samples[:taken]
+            self._filled += taken
+            self.sample_count += taken
+            samples = samples[taken:]
+            if self._filled == self._block_samples:
+                self._blocks.append(self._current)
+                self._current = np.empty(self._block_samples, dtype=np.float32)
+                self._filled = 0
+
+    def finish(self) -> tuple[npt.NDArray[np.float32], ...]:
+        """The blocks, the last one trimmed (copied, so the rest is freed)."""
+        if self._filled:
+            self._blocks.append(self._current[: self._filled].copy())
+        self._current = np.empty(0, dtype=np.float32)
+        self._filled = 0
+        return tuple(self._blocks)
+
+
+def _header_duration_s(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """Duration the container header claims for the stream, if any."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _too_long_message(name: str, header_duration_s: float | None, options: DecodeOptions) -> str:
+    what = f"{header_duration_s:.1f} s long" if header_duration_s is not None else "longer than the limit"
+    return (
+        f"{name} is {what}; the maximum duration of audio this service decodes is "
+        f"{options.max_duration_s:g} s: cut the file into parts"
+    )
+
+
+def _reason(error: av.error.FFmpegError) -> str:
+    """FFmpeg's own words, without the file name PyAV appends."""
+    reason = error.strerror or str(error)
+    if isinstance(error, av.error.EOFError):
+        reason += " (the file ends too early: truncated?)"
+    return reason
