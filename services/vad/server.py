@@ -1,0 +1,56 @@
+"""Builds and starts the VAD server: model, engine, servicer, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from common.audio_access import AudioReader
+from common.errors import NotFoundError
+from common.server import RunningServer, create_server
+from services.vad.config import VadConfig
+from services.vad.engine import SpeechDetector, bundled_model_path
+from services.vad.servicer import SERVICE_NAME, VadServicer
+from subtitler.vad.v1 import vad_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+async def create(config: VadConfig) -> RunningServer:
+    """Starts the server; health turns SERVING once the ONNX model is loaded.
+
+    A missing model fails here, at start, not at the first request.
+    """
+    model_path = config.model_path or bundled_model_path()
+    if not model_path.is_file():
+        raise NotFoundError(f"VAD model {model_path} does not exist")
+    detector = SpeechDetector(
+        model_path, intra_op_threads=config.intra_op_threads, block_duration_s=config.block_duration_s
+    )
+    executor = ThreadPoolExecutor(max_workers=config.max_concurrent_detections, thread_name_prefix="vad-model")
+    loop = asyncio.get_running_loop()
+    audio_reader = AudioReader(config.audio_target)
+    servicer = VadServicer(detector, audio_reader, executor, max_concurrent_detections=config.max_concurrent_detections)
+    running = create_server(
+        config.server, "vad", [(vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME)]
+    )
+
+    async def release() -> None:
+        await audio_reader.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    running.on_stop.append(release)
+    await running.start()
+
+    async def load_model() -> None:
+        await loop.run_in_executor(executor, detector.load)
+
+    running.serve_when_ready(load_model)
+    logger.info(
+        "VAD service: model %s, %d detections at once, %g s blocks",
+        model_path,
+        config.max_concurrent_detections,
+        config.block_duration_s,
+    )
+    return running

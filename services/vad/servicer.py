@@ -1,0 +1,113 @@
+"""VadService over gRPC: protobuf in and out, the engine in an executor.
+
+Errors are raised as `common.errors` and mapped to status codes by the
+server's interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from common.audio_access import AudioReader, audio_ref_from_proto
+from common.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
+from common.errors import InvalidInputError
+from common.transcript import TimeRange
+from services.vad.engine import SAMPLE_RATE_HERTZ, DetectionEvent, SpeechChunk, SpeechDetector, VadOptions
+from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
+
+SERVICE_NAME = vad_pb2.DESCRIPTOR.services_by_name["VadService"].full_name
+
+_Result = TypeVar("_Result")
+
+
+class VadServicer(vad_pb2_grpc.VadServiceServicer):
+    def __init__(
+        self,
+        detector: SpeechDetector,
+        audio_reader: AudioReader,
+        executor: Executor,
+        *,
+        max_concurrent_detections: int,
+    ) -> None:
+        self._detector = detector
+        self._audio_reader = audio_reader
+        self._executor = executor
+        # Detections beyond this wait their turn (each is a few seconds per hour of audio).
+        self._slots = asyncio.Semaphore(max_concurrent_detections)
+
+    async def DetectSpeech(
+        self, request: vad_pb2.DetectSpeechRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[vad_pb2.DetectSpeechResponse]:
+        options = vad_options_from_proto(request.options)
+        audio = audio_ref_from_proto(request.audio)
+        if audio.sample_rate_hertz != SAMPLE_RATE_HERTZ:
+            raise InvalidInputError(
+                f"audio at {audio.sample_rate_hertz} Hz; the VAD service takes {SAMPLE_RATE_HERTZ} Hz"
+            )
+        block_samples = self._detector.block_samples
+        async with self._slots:
+            detection = await self._run(functools.partial(self._detector.start, options))
+            # Block by block, so that chunks go out while later audio is still
+            # being read (zero-copy from shared memory, or over gRPC).
+            for start_samples in range(0, audio.sample_count, block_samples):
+                end_samples = min(start_samples + block_samples, audio.sample_count)
+                block = TimeRange(start_samples / SAMPLE_RATE_HERTZ, end_samples / SAMPLE_RATE_HERTZ)
+                async with self._audio_reader.open(audio, block) as samples:
+                    events = await self._run(functools.partial(detection.feed, samples))
+                for event in events:
+                    yield detection_event_to_proto(event)
+            for event in await self._run(detection.finish):
+                yield detection_event_to_proto(event)
+
+    async def _run(self, call: Callable[[], _Result]) -> _Result:
+        """Runs `call` in the executor. If the RPC is cancelled meanwhile, waits
+        for the call to return (one block, milliseconds) before the audio it
+        reads is unmapped and the slot given back."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                try:
+                    await asyncio.wait([future])
+                except asyncio.CancelledError:
+                    continue
+            raise
+
+
+def _seconds_or_default(duration: Duration, default_s: float) -> float:
+    # The contract: a zero field takes the documented default.
+    seconds = duration_to_seconds(duration)
+    return seconds if seconds != 0.0 else default_s
+
+
+def vad_options_from_proto(message: vad_pb2.VadOptions) -> VadOptions:
+    """The engine's options; `InvalidInputError` for values out of range."""
+    defaults = VadOptions()
+    return VadOptions(
+        # float32 on the wire: 0.3 arrives as 0.30000001192...; keep what the caller wrote.
+        threshold=round(message.threshold, 6) or defaults.threshold,
+        min_silence_duration_s=_seconds_or_default(message.min_silence_duration, defaults.min_silence_duration_s),
+        speech_pad_s=_seconds_or_default(message.speech_pad, defaults.speech_pad_s),
+        max_chunk_duration_s=_seconds_or_default(message.max_chunk_duration, defaults.max_chunk_duration_s),
+        min_speech_duration_s=_seconds_or_default(message.min_speech_duration, defaults.min_speech_duration_s),
+    )
+
+
+def detection_event_to_proto(event: DetectionEvent) -> vad_pb2.DetectSpeechResponse:
+    analysed = seconds_to_duration(event.analysed_s)
+    if not isinstance(event, SpeechChunk):
+        return vad_pb2.DetectSpeechResponse(analysed_duration=analysed)
+    return vad_pb2.DetectSpeechResponse(
+        chunk=time_range_to_proto(event.range),
+        chunk_index=event.index,
+        analysed_duration=analysed,
+        speech_ranges=[time_range_to_proto(speech) for speech in event.speech_ranges],
+    )
