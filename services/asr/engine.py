@@ -1,0 +1,440 @@
+"""Batched Whisper transcription of speech chunks, the way faster-whisper's
+`BatchedInferencePipeline` does it, but on chunks chosen by the caller (the
+VAD service) and yielding each chunk's transcript as soon as its batch is done.
+
+The decoding itself is faster-whisper's: features from its feature extractor,
+`BatchedInferencePipeline.forward` (encode, batched generate, split by
+timestamps) and its language detection. What this module adds is the chunk
+bookkeeping, validation, language codes and cancellation between batches, so
+the same chunks with the same options give the same text as
+`BatchedInferencePipeline.transcribe(audio, clip_timestamps=...)`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import BatchedInferencePipeline, get_suppressed_tokens
+from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
+
+from common.errors import CancelledError, InvalidInputError
+from common.transcript import Segment, TimeRange
+from services.asr.languages import to_bcp47, to_whisper_language
+from services.asr.models import DEFAULT_MODEL, LoadedModel, ModelCache
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE_HERTZ = 16_000
+# Whisper's window: a chunk longer than this would be cut.
+MAX_CHUNK_DURATION_S = 30.0
+# Ranges may end this far past the end of the audio (rounding of offsets); they are clipped.
+RANGE_TOLERANCE_S = 0.01
+TASKS = ("transcribe", "translate")
+MAX_BEAM_SIZE = 16
+# Candidates returned by language detection.
+MAX_LANGUAGE_CANDIDATES = 5
+
+
+@dataclass(frozen=True)
+class TranscriptionOptions:
+    """What to transcribe with and how. Defaults follow faster-whisper's
+    `BatchedInferencePipeline.transcribe`."""
+
+    # Model name (see services.asr.models): "embedded:tiny.en", "embedded:base",
+    # a faster-whisper size, a Hugging Face repository id or a local directory.
+    model: str = DEFAULT_MODEL
+    # BCP-47 code of the speech ("en", "pt-BR": only the primary subtag is
+    # used); empty: detected from the first 30 s of the chunks.
+    language_code: str = ""
+    # "transcribe" in the spoken language, or "translate" to English.
+    task: str = "transcribe"
+    # Beam size of the beam search.
+    beam_size: int = 5
+    # Chunks decoded together.
+    batch_size: int = 8
+    # Text given to the model as previous context (names, spelling); empty: none.
+    initial_prompt: str = ""
+    # Words or phrases to favour; empty: none.
+    hotwords: str = ""
+    # Sampling temperature; 0 is beam search / greedy.
+    temperature: float = 0.0
+    # True (as BatchedInferencePipeline): one segment per chunk, spanning it.
+    # False: Whisper also predicts timestamps and splits a chunk into segments.
+    without_timestamps: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise InvalidInputError("model must not be empty")
+        if self.task not in TASKS:
+            raise InvalidInputError(f"task {self.task!r} must be one of {', '.join(TASKS)}")
+        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise InvalidInputError(f"beam_size {self.beam_size} must be between 1 and {MAX_BEAM_SIZE}")
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch_size {self.batch_size} must be at least 1")
+        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0):
+            raise InvalidInputError(f"temperature {self.temperature} must be between 0 and 2")
+
+
+@dataclass(frozen=True)
+class ChunkTranscript:
+    """The transcript of one chunk."""
+
+    # Position of the chunk in the job: first_chunk_index plus its position in the request.
+    chunk_index: int
+    # The audio the chunk covers, from the start of the audio.
+    time_range: TimeRange
+    # Its segments, with times from the start of the audio; empty when nothing was said.
+    segments: tuple[Segment, ...]
+    # BCP-47 code of the language decoded.
+    language_code: str
+    # Probability of that language when detected; 1 when it was given.
+    language_probability: float
+    # Name of the model that produced it.
+    model: str
+
+
+class LanguageDetection(NamedTuple):
+    """The spoken language of a range of audio."""
+
+    # BCP-47 code of the most probable language.
+    language_code: str
+    # Its probability, 0 to 1.
+    probability: float
+    # The most probable languages with their probabilities, best first.
+    candidates: tuple[tuple[str, float], ...]
+
+
+Samples = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class _AudioWindow:
+    """Samples [offset, offset + len(samples)) of an audio of `audio_sample_count` samples."""
+
+    samples: Samples
+    offset_samples: int
+    audio_sample_count: int
+
+    @classmethod
+    def of(cls, audio: npt.ArrayLike, offset_samples: int, audio_sample_count: int | None) -> _AudioWindow:
+        samples = np.asarray(audio, dtype=np.float32)
+        if samples.ndim != 1:
+            raise InvalidInputError(f"audio must be one channel of samples, got shape {samples.shape}")
+        total = offset_samples + samples.shape[0] if audio_sample_count is None else audio_sample_count
+        if offset_samples < 0 or offset_samples + samples.shape[0] > total:
+            raise InvalidInputError(
+                f"audio window [{offset_samples}, {offset_samples + samples.shape[0]}) is not inside "
+                f"the {total} samples of the audio"
+            )
+        return cls(samples, offset_samples, total)
+
+    @property
+    def audio_duration_s(self) -> float:
+        return self.audio_sample_count / SAMPLE_RATE_HERTZ
+
+    def check_covers(self, start_sample: int, end_sample: int) -> None:
+        if start_sample < self.offset_samples or end_sample > self.offset_samples + self.samples.shape[0]:
+            raise InvalidInputError(
+                f"samples [{start_sample}, {end_sample}) are not in the audio window given "
+                f"[{self.offset_samples}, {self.offset_samples + self.samples.shape[0]})"
+            )
+
+    def slice(self, start_sample: int, end_sample: int) -> Samples:
+        """Samples [start, end) of the whole audio."""
+        return self.samples[start_sample - self.offset_samples : end_sample - self.offset_samples]
+
+
+def check_range(time_range: TimeRange, audio_duration_s: float, max_duration_s: float | None) -> TimeRange:
+    """The range clipped to the audio; `InvalidInputError` if it is empty,
+    outside the audio or longer than `max_duration_s`."""
+    start_s, end_s = time_range.start_s, time_range.end_s
+    if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s <= start_s:
+        raise InvalidInputError(f"range {start_s:.3f}-{end_s:.3f} s is empty (its end must be after its start)")
+    if start_s < 0 or start_s >= audio_duration_s or end_s > audio_duration_s + RANGE_TOLERANCE_S:
+        raise InvalidInputError(f"range {start_s:.3f}-{end_s:.3f} s is outside the audio (0-{audio_duration_s:.3f} s)")
+    if max_duration_s is not None and end_s - start_s > max_duration_s + 1e-3:
+        raise InvalidInputError(
+            f"range {start_s:.3f}-{end_s:.3f} s lasts {end_s - start_s:.3f} s; chunks last at most {max_duration_s:g} s"
+        )
+    return TimeRange(start_s, min(end_s, audio_duration_s))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk as samples of the whole audio (times rounded to the nearest sample)."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+
+    @property
+    def offset_s(self) -> float:
+        return self.start_sample / SAMPLE_RATE_HERTZ
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_sample - self.start_sample) / SAMPLE_RATE_HERTZ
+
+    @property
+    def time_range(self) -> TimeRange:
+        return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
+
+
+def _chunk_of(index: int, time_range: TimeRange, sample_count: int) -> _Chunk:
+    start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
+    end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
+    return _Chunk(index, start_sample, end_sample)
+
+
+class Transcriber:
+    """Transcribes chunks of audio with models from a `ModelCache`.
+
+    Plain Python and thread-safe: each call works on its own state; models are
+    shared.
+    """
+
+    def __init__(self, models: ModelCache, *, max_batch_size: int = 32) -> None:
+        self.models = models
+        self.max_batch_size = max_batch_size
+
+    def transcribe(
+        self,
+        audio: npt.ArrayLike,
+        chunks: Sequence[TimeRange],
+        options: TranscriptionOptions,
+        first_chunk_index: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+        *,
+        audio_offset_samples: int = 0,
+        audio_sample_count: int | None = None,
+    ) -> Iterator[ChunkTranscript]:
+        """Transcribes `chunks` of `audio` (16 kHz mono) and yields one
+        `ChunkTranscript` per chunk, in order, as each batch is done.
+
+        `audio` is the whole audio, or a window of it starting at sample
+        `audio_offset_samples` of an audio of `audio_sample_count` samples
+        (so a caller can read only the part the chunks cover); chunk times and
+        the times of the results are from the start of the whole audio.
+
+        Checks the request and loads the model before returning, so bad input
+        fails at the call, not at the first `next()`. `should_stop` is asked
+        before each batch; when it answers True the iterator raises
+        `CancelledError`.
+        """
+        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        if first_chunk_index < 0:
+            raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
+        if options.batch_size > self.max_batch_size:
+            raise InvalidInputError(f"batch_size {options.batch_size} is over the limit of {self.max_batch_size}")
+        checked = [check_range(chunk, window.audio_duration_s, MAX_CHUNK_DURATION_S) for chunk in chunks]
+        parts = [
+            _chunk_of(first_chunk_index + position, chunk, window.audio_sample_count)
+            for position, chunk in enumerate(checked)
+        ]
+        for part in parts:
+            window.check_covers(part.start_sample, part.end_sample)
+        model = self.models.get(options.model)
+        if options.task == "translate" and not model.is_multilingual:
+            raise InvalidInputError(f"model {model.name!r} is English-only and cannot translate")
+        language = to_whisper_language(options.language_code, model.languages) if options.language_code else None
+        return self._transcribe_batches(window, parts, options, model, language, should_stop)
+
+    def _transcribe_batches(
+        self,
+        window: _AudioWindow,
+        chunks: list[_Chunk],
+        options: TranscriptionOptions,
+        model: LoadedModel,
+        language: str | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[ChunkTranscript]:
+        if not chunks:
+            return
+        started = time.perf_counter()
+        whisper = model.whisper
+        features_by_position: dict[int, np.ndarray] = {}
+
+        def features_of(position: int) -> np.ndarray:
+            if position not in features_by_position:
+                chunk = chunks[position]
+                # As BatchedInferencePipeline: the extractor's last frame is dropped.
+                features_by_position[position] = whisper.feature_extractor(
+                    window.slice(chunk.start_sample, chunk.end_sample)
+                )[..., :-1]
+            return features_by_position[position]
+
+        if language is not None:
+            language_probability = 1.0
+        elif not model.is_multilingual:
+            language, language_probability = "en", 1.0
+        else:
+            language, language_probability = self._detect_from_features(model, chunks, features_of)
+
+        tokenizer = Tokenizer(whisper.hf_tokenizer, model.is_multilingual, task=options.task, language=language)
+        decoding = _decoding_options(options, tokenizer)
+        pipeline = BatchedInferencePipeline(whisper)
+        language_code = to_bcp47(language)
+        for batch_start in range(0, len(chunks), options.batch_size):
+            if should_stop is not None and should_stop():
+                logger.info("transcription cancelled after %d of %d chunks", batch_start, len(chunks))
+                raise CancelledError("transcription cancelled")
+            positions = range(batch_start, min(batch_start + options.batch_size, len(chunks)))
+            features = np.stack([pad_or_trim(features_of(position)) for position in positions])
+            for position in positions:
+                features_by_position.pop(position, None)
+            metadata = [
+                {"offset": chunks[position].offset_s, "duration": chunks[position].duration_s, "segments": []}
+                for position in positions
+            ]
+            outputs = pipeline.forward(features, tokenizer, metadata, decoding)
+            for position, output in zip(positions, outputs, strict=True):
+                chunk = chunks[position]
+                yield ChunkTranscript(
+                    chunk_index=chunk.index,
+                    time_range=chunk.time_range,
+                    segments=_segments(output, chunk),
+                    language_code=language_code,
+                    language_probability=float(language_probability),
+                    model=model.name,
+                )
+        elapsed_s = time.perf_counter() - started
+        audio_s = sum(chunk.duration_s for chunk in chunks)
+        logger.info(
+            "transcribed %d chunks (%.1f s of audio) with %s in %.2f s (real-time factor %.3f)",
+            len(chunks),
+            audio_s,
+            model.name,
+            elapsed_s,
+            elapsed_s / audio_s if audio_s else 0.0,
+        )
+
+    @staticmethod
+    def _detect_from_features(
+        model: LoadedModel, chunks: list[_Chunk], features_of: Callable[[int], np.ndarray]
+    ) -> tuple[str, float]:
+        """Detects the language from the first 30 s of the chunks, as
+        BatchedInferencePipeline does from the first 30 s of speech."""
+        whisper = model.whisper
+        head: list[np.ndarray] = []
+        frames = 0
+        for position in range(len(chunks)):
+            if frames >= whisper.feature_extractor.nb_max_frames:
+                break
+            head.append(features_of(position))
+            frames += head[-1].shape[-1]
+        # The dummy frame is the pipeline's guard against empty audio.
+        head.append(np.full((whisper.model.n_mels, 1), -1.5, dtype=np.float32))
+        language, probability, _ = whisper.detect_language(features=np.concatenate(head, axis=1))
+        logger.info("detected language %s (probability %.2f)", language, probability)
+        return str(language), float(probability)
+
+    def detect_language(
+        self,
+        audio: npt.ArrayLike,
+        time_range: TimeRange | None = None,
+        model: str = DEFAULT_MODEL,
+        *,
+        audio_offset_samples: int = 0,
+        audio_sample_count: int | None = None,
+    ) -> LanguageDetection:
+        """The spoken language of `time_range` of the audio (None: from its
+        start), judged on the first 30 s of the range. An English-only model
+        answers "en". `audio` is the whole audio or a window of it, as for
+        `transcribe`."""
+        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        checked = check_range(
+            time_range or TimeRange(0.0, window.audio_duration_s), window.audio_duration_s, max_duration_s=None
+        )
+        loaded = self.models.get(model)
+        if not loaded.is_multilingual:
+            return LanguageDetection("en", 1.0, (("en", 1.0),))
+        start_sample = min(round(checked.start_s * SAMPLE_RATE_HERTZ), window.audio_sample_count)
+        end_sample = min(
+            round(checked.end_s * SAMPLE_RATE_HERTZ),
+            start_sample + loaded.whisper.feature_extractor.n_samples,
+            window.audio_sample_count,
+        )
+        window.check_covers(start_sample, end_sample)
+        language, probability, all_probabilities = loaded.whisper.detect_language(
+            audio=window.slice(start_sample, end_sample)
+        )
+        candidates = tuple(
+            (to_bcp47(code), float(candidate_probability))
+            for code, candidate_probability in all_probabilities[:MAX_LANGUAGE_CANDIDATES]
+        )
+        logger.info("detected language %s (probability %.2f) with %s", language, probability, loaded.name)
+        return LanguageDetection(to_bcp47(language), float(probability), candidates)
+
+
+# BatchedInferencePipeline.transcribe's defaults, for the options this service does not expose.
+_PIPELINE_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(BatchedInferencePipeline.transcribe).parameters.items()
+}
+
+
+def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> Any:
+    """faster-whisper's decoding options, set as BatchedInferencePipeline.transcribe sets them."""
+    return DecodingOptions(
+        beam_size=options.beam_size,
+        best_of=_PIPELINE_DEFAULTS["best_of"],
+        patience=_PIPELINE_DEFAULTS["patience"],
+        length_penalty=_PIPELINE_DEFAULTS["length_penalty"],
+        repetition_penalty=_PIPELINE_DEFAULTS["repetition_penalty"],
+        no_repeat_ngram_size=_PIPELINE_DEFAULTS["no_repeat_ngram_size"],
+        log_prob_threshold=_PIPELINE_DEFAULTS["log_prob_threshold"],
+        no_speech_threshold=_PIPELINE_DEFAULTS["no_speech_threshold"],
+        compression_ratio_threshold=_PIPELINE_DEFAULTS["compression_ratio_threshold"],
+        # The pipeline forces these: chunks are decoded independently.
+        condition_on_previous_text=False,
+        prompt_reset_on_temperature=0.5,
+        temperatures=[options.temperature],
+        initial_prompt=options.initial_prompt or None,
+        prefix=None,
+        suppress_blank=_PIPELINE_DEFAULTS["suppress_blank"],
+        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        without_timestamps=options.without_timestamps,
+        max_initial_timestamp=0.0,
+        word_timestamps=False,
+        prepend_punctuations=_PIPELINE_DEFAULTS["prepend_punctuations"],
+        append_punctuations=_PIPELINE_DEFAULTS["append_punctuations"],
+        multilingual=False,
+        max_new_tokens=None,
+        clip_timestamps=[],
+        hallucination_silence_threshold=None,
+        hotwords=options.hotwords or None,
+    )
+
+
+def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:
+    """Segments of one chunk, kept inside it, without empty ones."""
+    chunk_range = chunk.time_range
+    segments = []
+    for piece in output:
+        text = str(piece["text"]).strip()
+        if not text:
+            continue
+        start_s = min(max(float(piece["start"]), chunk_range.start_s), chunk_range.end_s)
+        end_s = min(max(float(piece["end"]), start_s), chunk_range.end_s)
+        segments.append(
+            Segment(
+                text=text,
+                start_s=round(start_s, 3),
+                end_s=round(end_s, 3),
+                avg_logprob=float(piece["avg_logprob"]),
+                no_speech_prob=float(piece["no_speech_prob"]),
+                compression_ratio=float(piece["compression_ratio"]),
+                chunk_index=chunk.index,
+            )
+        )
+    return tuple(segments)

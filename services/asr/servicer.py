@@ -1,0 +1,182 @@
+"""AsrService over gRPC: protobuf in and out, the engine in an executor.
+
+Errors are raised as `common.errors` and mapped to status codes by the
+server's interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+import grpc
+
+from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
+from common.convert import seconds_to_duration, segments_to_proto, time_range_from_proto
+from common.errors import InvalidInputError, UnavailableError
+from common.transcript import TimeRange
+from services.asr.admission import AdmissionLimit
+from services.asr.engine import (
+    MAX_CHUNK_DURATION_S,
+    SAMPLE_RATE_HERTZ,
+    ChunkTranscript,
+    LanguageDetection,
+    Transcriber,
+    TranscriptionOptions,
+)
+from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
+
+SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["AsrService"].full_name
+
+_TASKS = {
+    asr_pb2.TASK_UNSPECIFIED: "transcribe",
+    asr_pb2.TASK_TRANSCRIBE: "transcribe",
+    asr_pb2.TASK_TRANSLATE: "translate",
+}
+# Audio read for language detection past the 30 s it listens to (rounding margin).
+_DETECTION_MARGIN_S = 1.0
+
+_Result = TypeVar("_Result")
+
+
+class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        audio_reader: AudioReader,
+        admission: AdmissionLimit,
+        executor: Executor,
+        *,
+        default_model: str,
+        default_batch_size: int,
+    ) -> None:
+        self._transcriber = transcriber
+        self._audio_reader = audio_reader
+        self._admission = admission
+        self._executor = executor
+        self._default_model = default_model
+        self._default_batch_size = default_batch_size
+
+    async def Transcribe(
+        self, request: asr_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[asr_pb2.TranscribeResponse]:
+        options = self._options(request.options)
+        self._check_ready(options.model)
+        chunks = [time_range_from_proto(chunk) for chunk in request.chunks]
+        if not chunks:
+            return
+        audio = audio_ref_from_proto(request.audio)
+        _check_sample_rate(audio.sample_rate_hertz)
+        # Only the audio the chunks cover is read (a copy when it comes over gRPC).
+        window = TimeRange(min(chunk.start_s for chunk in chunks), max(chunk.end_s for chunk in chunks))
+        offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
+        stop = threading.Event()
+        async with self._admission.slot(), self._audio_reader.open(audio, window) as samples:
+            transcripts = await self._run(
+                functools.partial(
+                    self._transcriber.transcribe,
+                    samples,
+                    chunks,
+                    options,
+                    request.first_chunk_index,
+                    stop.is_set,
+                    audio_offset_samples=offset_samples,
+                    audio_sample_count=audio.sample_count,
+                ),
+                stop,
+            )
+            while (transcript := await self._run(functools.partial(next, transcripts, None), stop)) is not None:
+                yield _transcript_to_proto(transcript)
+
+    async def DetectLanguage(
+        self, request: asr_pb2.DetectLanguageRequest, context: grpc.aio.ServicerContext
+    ) -> asr_pb2.DetectLanguageResponse:
+        model = request.model.strip() or self._default_model
+        self._check_ready(model)
+        audio = audio_ref_from_proto(request.audio)
+        _check_sample_rate(audio.sample_rate_hertz)
+        time_range = time_range_from_proto(request.range) if request.HasField("range") else None
+        start_s = time_range.start_s if time_range else 0.0
+        end_s = time_range.end_s if time_range else audio.duration_s
+        window = TimeRange(start_s, max(start_s, min(end_s, start_s + MAX_CHUNK_DURATION_S + _DETECTION_MARGIN_S)))
+        offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
+        stop = threading.Event()
+        async with self._admission.slot(), self._audio_reader.open(audio, window) as samples:
+            detection = await self._run(
+                functools.partial(
+                    self._transcriber.detect_language,
+                    samples,
+                    time_range,
+                    model,
+                    audio_offset_samples=offset_samples,
+                    audio_sample_count=audio.sample_count,
+                ),
+                stop,
+            )
+        return _detection_to_proto(detection)
+
+    async def _run(self, call: Callable[[], _Result], stop: threading.Event) -> _Result:
+        """Runs `call` in the model executor. If the RPC is cancelled, asks
+        the engine to stop and waits for the call to return before the audio
+        and the admission slot are given back."""
+        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            stop.set()
+            while not future.done():
+                try:
+                    await asyncio.wait([future])
+                except asyncio.CancelledError:
+                    continue
+            raise
+
+    def _check_ready(self, model: str) -> None:
+        if model == self._default_model and not self._transcriber.models.is_loaded(model):
+            raise UnavailableError(f"the default model {model!r} is still loading; retry shortly")
+
+    def _options(self, message: asr_pb2.TranscriptionOptions) -> TranscriptionOptions:
+        task = _TASKS.get(message.task)
+        if task is None:
+            raise InvalidInputError(f"unknown task {message.task}")
+        return TranscriptionOptions(
+            model=message.model.strip() or self._default_model,
+            language_code=message.language_code.strip(),
+            task=task,
+            beam_size=message.beam_size or TranscriptionOptions.beam_size,
+            batch_size=message.batch_size or self._default_batch_size,
+            initial_prompt=message.initial_prompt,
+            hotwords=message.hotwords,
+            temperature=message.temperature,
+        )
+
+
+def _check_sample_rate(sample_rate_hertz: int) -> None:
+    if sample_rate_hertz != SAMPLE_RATE_HERTZ:
+        raise InvalidInputError(f"audio at {sample_rate_hertz} Hz; the ASR service takes {SAMPLE_RATE_HERTZ} Hz")
+
+
+def _transcript_to_proto(transcript: ChunkTranscript) -> asr_pb2.TranscribeResponse:
+    return asr_pb2.TranscribeResponse(
+        chunk_index=transcript.chunk_index,
+        segments=segments_to_proto(transcript.segments),
+        language_code=transcript.language_code,
+        language_probability=transcript.language_probability,
+        model=transcript.model,
+        chunk_duration=seconds_to_duration(transcript.time_range.duration_s),
+    )
+
+
+def _detection_to_proto(detection: LanguageDetection) -> asr_pb2.DetectLanguageResponse:
+    return asr_pb2.DetectLanguageResponse(
+        language_code=detection.language_code,
+        probability=detection.probability,
+        candidates=[
+            asr_pb2.LanguageProbability(language_code=code, probability=probability)
+            for code, probability in detection.candidates
+        ],
+    )
