@@ -1,0 +1,1 @@
+"""The align service: gives every word of a transcript its start and end time."""

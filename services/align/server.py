@@ -1,0 +1,82 @@
+"""Builds and starts the align server: models, aligners, engine, servicer, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from faster_whisper import WhisperModel
+
+from common.audio_access import AudioReader
+from common.server import RunningServer, create_server
+from services.align.config import AlignConfig
+from services.align.cross_attention import CrossAttentionAligner
+from services.align.engine import AlignEngine, AlignOptions
+from services.align.phonetic import PhoneticAligner
+from services.align.servicer import SERVICE_NAME, AlignServicer
+from services.asr.models import ModelCache, resolve_model_path
+from subtitler.align.v1 import align_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+async def create(config: AlignConfig) -> RunningServer:
+    """Starts the server; health turns SERVING once the default Whisper model
+    and the phonetic aligner are loaded.
+
+    A default model that cannot be found fails here, at start, not at the
+    first request.
+    """
+    loop = asyncio.get_running_loop()
+    models = ModelCache(config.model_load_options)
+    executor = ThreadPoolExecutor(max_workers=config.max_concurrent_alignments, thread_name_prefix="align")
+    try:
+        await loop.run_in_executor(executor, resolve_model_path, config.default_model, models.options)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+
+    def whisper_model(name: str) -> WhisperModel:
+        return models.get(name or config.default_model).whisper
+
+    phonetic = PhoneticAligner() if config.phonetic else None
+    engine = AlignEngine(
+        CrossAttentionAligner(whisper_model),
+        phonetic,
+        AlignOptions(tighten_segments=config.tighten_segments),
+    )
+    audio_reader = AudioReader(config.audio_target)
+    servicer = AlignServicer(
+        engine,
+        audio_reader,
+        executor,
+        max_concurrent_alignments=config.max_concurrent_alignments,
+        default_model=config.default_model,
+        is_model_loaded=models.is_loaded,
+        max_read_window_s=config.max_read_window_s,
+    )
+    running = create_server(
+        config.server, "align", [(align_pb2_grpc.add_AlignServiceServicer_to_server, servicer, SERVICE_NAME)]
+    )
+
+    async def release() -> None:
+        await audio_reader.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    running.on_stop.append(release)
+    await running.start()
+
+    async def load() -> None:
+        await loop.run_in_executor(executor, models.pin, config.default_model)
+        if phonetic is not None:
+            await loop.run_in_executor(executor, phonetic.load)
+
+    running.serve_when_ready(load)
+    logger.info(
+        "align service: default model %s, phonetic %s, %d alignments at once",
+        config.default_model,
+        "on" if phonetic is not None else "off",
+        config.max_concurrent_alignments,
+    )
+    return running
