@@ -1,0 +1,1 @@
+"""The public API of the suite: jobs that turn media into subtitles."""

@@ -1,0 +1,259 @@
+"""Command-line client of the gateway.
+
+    python -m gateway.cli transcribe talk.mp4 -o talk.srt [--format vtt] [--language fr] [--model ...]
+    python -m gateway.cli jobs | status JOB | watch JOB | result JOB -o out.vtt | cancel JOB
+
+`transcribe` uploads the file (or, with --server-path, names a file on the
+audio service's host), shows a progress bar fed by the job's event stream,
+writes the result, and exits non-zero with the server's message on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from common.convert import duration_to_seconds, seconds_to_duration
+from subtitler.align.v1 import align_pb2
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.vad.v1 import vad_pb2
+
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+FORMATS = {
+    "srt": gateway_pb2.RESULT_FORMAT_SRT,
+    "vtt": gateway_pb2.RESULT_FORMAT_VTT,
+    "json": gateway_pb2.RESULT_FORMAT_JSON,
+    "text": gateway_pb2.RESULT_FORMAT_TEXT,
+}
+EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt"}
+ALIGN_METHODS = {
+    "auto": align_pb2.ALIGN_METHOD_UNSPECIFIED,
+    "cross-attention": align_pb2.ALIGN_METHOD_CROSS_ATTENTION,
+    "phonetic": align_pb2.ALIGN_METHOD_PHONETIC,
+}
+STAGE_NAMES = {
+    gateway_pb2.STAGE_UNSPECIFIED: "",
+    gateway_pb2.STAGE_DECODE: "decode",
+    gateway_pb2.STAGE_DETECT_SPEECH: "detect speech",
+    gateway_pb2.STAGE_TRANSCRIBE: "transcribe",
+    gateway_pb2.STAGE_ALIGN: "align",
+}
+
+
+class CliError(Exception):
+    """An error to print and exit 1 with."""
+
+
+def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
+    transcription = asr_pb2.TranscriptionOptions(
+        model=options.model or "",
+        language_code=options.language or "",
+        task=asr_pb2.TASK_TRANSLATE if options.translate else asr_pb2.TASK_TRANSCRIBE,
+        beam_size=options.beam_size or 0,
+        batch_size=options.batch_size or 0,
+        initial_prompt=options.initial_prompt or "",
+        hotwords=options.hotwords or "",
+    )
+    speech_detection = vad_pb2.VadOptions(threshold=options.vad_threshold or 0.0)
+    if options.max_chunk_s:
+        speech_detection.max_chunk_duration.CopyFrom(seconds_to_duration(options.max_chunk_s))
+    return gateway_pb2.JobConfig(
+        transcription=transcription,
+        speech_detection=speech_detection,
+        align_method=ALIGN_METHODS[options.align_method],
+        skip_alignment=options.no_align,
+    )
+
+
+def upload_requests(path: Path, config: gateway_pb2.JobConfig) -> Iterator[gateway_pb2.UploadMediaRequest]:
+    yield gateway_pb2.UploadMediaRequest(
+        metadata=gateway_pb2.UploadMetadata(file_name=path.name, size_bytes=path.stat().st_size, config=config)
+    )
+    with open(path, "rb") as media:
+        while block := media.read(UPLOAD_CHUNK_BYTES):
+            yield gateway_pb2.UploadMediaRequest(chunk=block)
+
+
+class ProgressBar:
+    """One line redrawn in place on a terminal; a line per stage otherwise."""
+
+    def __init__(self, stream: TextIO, enabled: bool = True) -> None:
+        self._stream = stream
+        self._enabled = enabled
+        self._tty = stream.isatty()
+        self._last_stage = ""
+        self._last_text = ""
+
+    def update(self, event: gateway_pb2.JobEvent, stage: str) -> None:
+        if not self._enabled:
+            return
+        if event.HasField("segment"):
+            self._last_text = event.segment.text.strip()
+        if self._tty:
+            width = 30
+            filled = int(event.progress * width)
+            bar = "#" * filled + "-" * (width - filled)
+            text = self._last_text[-40:]
+            self._stream.write(f"\r[{bar}] {event.progress:4.0%} {stage:<13} {text:<40}")
+            self._stream.flush()
+        elif stage and stage != self._last_stage:
+            self._stream.write(f"{event.progress:4.0%} {stage}\n")
+            self._stream.flush()
+        if stage:
+            self._last_stage = stage
+
+    def close(self) -> None:
+        if self._enabled and self._tty:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+def watch(stub: gateway_pb2_grpc.GatewayServiceStub, job_id: str, bar: ProgressBar) -> gateway_pb2.Job:
+    stage = ""
+    for event in stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id)):
+        if event.HasField("stage_progress"):
+            stage = STAGE_NAMES.get(event.stage_progress.stage, "")
+        bar.update(event, stage)
+    bar.close()
+    return stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id))
+
+
+def write_output(content: str, output: str) -> None:
+    if output == "-":
+        sys.stdout.write(content)
+        return
+    target = Path(output)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(content, encoding="utf-8")
+    tmp.replace(target)
+
+
+def finish(stub: gateway_pb2_grpc.GatewayServiceStub, job: gateway_pb2.Job, fmt: str, output: str) -> int:
+    if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
+        state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+        if job.HasField("error"):
+            raise CliError(f"job {job.job_id} {state}: {job.error.code}: {job.error.message}")
+        raise CliError(f"job {job.job_id} {state}")
+    result = stub.GetResult(gateway_pb2.GetResultRequest(job_id=job.job_id, format=FORMATS[fmt]))
+    write_output(result.content, output)
+    if output != "-":
+        audio_s = duration_to_seconds(job.audio_duration)
+        took_s = duration_to_seconds(job.processing_duration)
+        print(
+            f"wrote {output}: {len(result.segments)} segments, {audio_s:.1f} s of audio"
+            f" ({result.language_code or 'unknown language'}) in {took_s:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def transcribe(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> int:
+    config = build_config(options)
+    if options.server_path:
+        job = stub.CreateJob(gateway_pb2.CreateJobRequest(path=options.file, config=config))
+    else:
+        path = Path(options.file)
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+        job = stub.UploadMedia(upload_requests(path, config))
+    output = options.output or str(Path(Path(options.file).name).with_suffix(EXTENSIONS[options.format]))
+    print(f"job {job.job_id}", file=sys.stderr)
+    bar = ProgressBar(sys.stderr, enabled=not options.quiet)
+    job = watch(stub, job.job_id, bar)
+    return finish(stub, job, options.format, output)
+
+
+def describe(job: gateway_pb2.Job) -> str:
+    state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    line = (
+        f"{job.job_id}  {state:<9} {job.progress:4.0%}  {duration_to_seconds(job.audio_duration):7.1f} s  {job.source}"
+    )
+    if job.HasField("error"):
+        line += f"  [{job.error.code}: {job.error.message}]"
+    return line
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
+    root.add_argument(
+        "--gateway", default=os.environ.get("SUBTITLER_GATEWAY", "localhost:50051"), help="gateway address (host:port)"
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("transcribe", help="transcribe a media file and write subtitles")
+    run.add_argument("file", help="local file to upload (or, with --server-path, a path on the audio service's host)")
+    run.add_argument(
+        "-o", "--output", help="output file; '-' for stdout; default: the file name with the format's extension"
+    )
+    run.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
+    run.add_argument("--server-path", action="store_true", help="FILE is a path on the server; do not upload it")
+    run.add_argument("--language", help="BCP-47 language code (default: detect)")
+    run.add_argument("--model", help="Whisper model: embedded:tiny.en (default), embedded:base, a name or a path")
+    run.add_argument("--translate", action="store_true", help="translate to English")
+    run.add_argument("--beam-size", type=int)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--initial-prompt")
+    run.add_argument("--hotwords")
+    run.add_argument("--vad-threshold", type=float)
+    run.add_argument("--max-chunk-s", type=float, help="longest speech chunk, at most 30 s")
+    run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
+    run.add_argument("--no-align", action="store_true", help="skip word alignment")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    commands.add_parser("jobs", help="list jobs, newest first")
+    for name, text in (("status", "show a job"), ("watch", "follow a job's progress"), ("cancel", "cancel a job")):
+        commands.add_parser(name, help=text).add_argument("job_id")
+    result = commands.add_parser("result", help="write a succeeded job's result")
+    result.add_argument("job_id")
+    result.add_argument("-o", "--output", default="-")
+    result.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    with grpc.insecure_channel(options.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        try:
+            if options.command == "transcribe":
+                return transcribe(stub, options)
+            if options.command == "jobs":
+                for job in stub.ListJobs(gateway_pb2.ListJobsRequest()).jobs:
+                    print(describe(job))
+                return 0
+            if options.command == "status":
+                print(describe(stub.GetJob(gateway_pb2.GetJobRequest(job_id=options.job_id))))
+                return 0
+            if options.command == "watch":
+                job = watch(stub, options.job_id, ProgressBar(sys.stderr))
+                print(describe(job))
+                return 0 if job.state == gateway_pb2.JOB_STATE_SUCCEEDED else 1
+            if options.command == "cancel":
+                print(describe(stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=options.job_id))))
+                return 0
+            job = stub.GetJob(gateway_pb2.GetJobRequest(job_id=options.job_id))
+            return finish(stub, job, options.format, options.output)
+        except grpc.RpcError as error:
+            code = error.code().name if hasattr(error, "code") else "UNKNOWN"
+            details = error.details() if hasattr(error, "details") else str(error)
+            if code == "UNAVAILABLE":
+                details = f"cannot reach the gateway at {options.gateway} ({details}); is `make run` running?"
+            print(f"error: {code}: {details}", file=sys.stderr)
+            return 1
+        except CliError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\ninterrupted; the job goes on in the gateway (cancel it with `cancel JOB`)", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

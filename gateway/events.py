@@ -1,0 +1,74 @@
+"""Job events: stored with a sequence number, then fanned out to watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+from common.convert import epoch_to_timestamp
+from gateway.jobs import JobRecord
+from gateway.store import JobStore
+from subtitler.gateway.v1 import gateway_pb2
+
+
+class EventHub:
+    """Publishes a job's events: each is stored first (so a watcher that comes
+    later replays it), then handed to the live watchers of that job."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+        self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent]]] = defaultdict(set)
+
+    async def publish(self, job: JobRecord, **detail: object) -> gateway_pb2.JobEvent:
+        event = gateway_pb2.JobEvent(
+            event_time=epoch_to_timestamp(time.time()),
+            job_id=job.job_id,
+            state=int(job.state),  # type: ignore[arg-type]
+            progress=job.overall_progress(),
+            **detail,  # type: ignore[arg-type]
+        )
+        stored = await self._store.run(self._store.append_event, event)
+        for queue in self._watchers.get(job.job_id, ()):
+            queue.put_nowait(stored)
+        return stored
+
+    async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[gateway_pb2.JobEvent]:
+        """Every stored event after `after_sequence`, then live ones, until the
+        job's final state. Each event is yielded once, in sequence order."""
+        queue: asyncio.Queue[gateway_pb2.JobEvent] = asyncio.Queue()
+        self._watchers[job_id].add(queue)
+        try:
+            last = after_sequence
+            for event in await self._store.run(self._store.events_after, job_id, after_sequence):
+                last = event.sequence
+                yield event
+                if _is_final(event):
+                    return
+            job = await self._store.run(self._store.get_job, job_id)
+            if job.state.finished:
+                # It finished while we replayed: its last events are stored.
+                for event in await self._store.run(self._store.events_after, job_id, last):
+                    yield event
+                return
+            while True:
+                event = await queue.get()
+                if event.sequence <= last:
+                    continue
+                last = event.sequence
+                yield event
+                if _is_final(event):
+                    return
+        finally:
+            self._watchers[job_id].discard(queue)
+            if not self._watchers[job_id]:
+                del self._watchers[job_id]
+
+
+def _is_final(event: gateway_pb2.JobEvent) -> bool:
+    return event.state in (
+        gateway_pb2.JOB_STATE_SUCCEEDED,
+        gateway_pb2.JOB_STATE_FAILED,
+        gateway_pb2.JOB_STATE_CANCELLED,
+    )

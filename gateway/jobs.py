@@ -1,0 +1,80 @@
+"""Domain types of the gateway: jobs, their states, stages and failures."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from subtitler.gateway.v1 import gateway_pb2
+
+
+class JobState(enum.IntEnum):
+    """Where a job is in its life; values equal the proto enum's."""
+
+    QUEUED = gateway_pb2.JOB_STATE_QUEUED
+    RUNNING = gateway_pb2.JOB_STATE_RUNNING
+    SUCCEEDED = gateway_pb2.JOB_STATE_SUCCEEDED
+    FAILED = gateway_pb2.JOB_STATE_FAILED
+    CANCELLED = gateway_pb2.JOB_STATE_CANCELLED
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Stage(enum.IntEnum):
+    """A stage of the pipeline; values equal the proto enum's."""
+
+    NONE = gateway_pb2.STAGE_UNSPECIFIED
+    DECODE = gateway_pb2.STAGE_DECODE
+    DETECT_SPEECH = gateway_pb2.STAGE_DETECT_SPEECH
+    TRANSCRIBE = gateway_pb2.STAGE_TRANSCRIBE
+    ALIGN = gateway_pb2.STAGE_ALIGN
+
+
+# Share of the overall progress each stage accounts for (sums to 1). Decoding
+# and detection are fast next to transcription; alignment runs beside it.
+STAGE_WEIGHTS: dict[Stage, float] = {
+    Stage.DECODE: 0.05,
+    Stage.DETECT_SPEECH: 0.10,
+    Stage.TRANSCRIBE: 0.70,
+    Stage.ALIGN: 0.15,
+}
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why a job failed: a gRPC status code name and a message a user can act on."""
+
+    code: str
+    message: str
+    stage: Stage = Stage.NONE
+
+
+@dataclass
+class JobRecord:
+    """A job as stored."""
+
+    job_id: str
+    state: JobState
+    config: gateway_pb2.JobConfig
+    source: str
+    created_s: float
+    updated_s: float
+    # Server-side path to decode, or the kept upload in the data directory.
+    media_path: str = ""
+    uploaded: bool = False
+    stage: Stage = Stage.NONE
+    progress: float = 0.0
+    failure: JobFailure | None = None
+    audio_duration_s: float = 0.0
+    language_code: str = ""
+    language_probability: float = 0.0
+    segment_count: int = 0
+    processing_s: float = 0.0
+    stage_fractions: dict[Stage, float] = field(default_factory=dict)
+
+    def overall_progress(self) -> float:
+        if self.state == JobState.SUCCEEDED:
+            return 1.0
+        return min(1.0, sum(STAGE_WEIGHTS[stage] * fraction for stage, fraction in self.stage_fractions.items()))

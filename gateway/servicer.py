@@ -1,0 +1,188 @@
+"""The public gRPC API: converts requests to scheduler and store calls and
+records to messages, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
+from common.errors import FailedPreconditionError, InvalidInputError
+from common.uploads import ensure_upload_complete
+from gateway.events import EventHub
+from gateway.jobs import JobRecord, JobState
+from gateway.scheduler import JobScheduler
+from gateway.store import JobStore
+from gateway.subtitles import render
+from gateway.validation import validate_job_config
+from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+_FORMAT_NAMES = {
+    gateway_pb2.RESULT_FORMAT_UNSPECIFIED: "srt",
+    gateway_pb2.RESULT_FORMAT_SRT: "srt",
+    gateway_pb2.RESULT_FORMAT_VTT: "vtt",
+    gateway_pb2.RESULT_FORMAT_JSON: "json",
+    gateway_pb2.RESULT_FORMAT_TEXT: "text",
+}
+
+
+def job_to_proto(job: JobRecord) -> gateway_pb2.Job:
+    message = gateway_pb2.Job(
+        job_id=job.job_id,
+        state=int(job.state),  # type: ignore[arg-type]
+        config=job.config,
+        source=job.source,
+        create_time=epoch_to_timestamp(job.created_s),
+        update_time=epoch_to_timestamp(job.updated_s),
+        stage=int(job.stage),  # type: ignore[arg-type]
+        progress=job.overall_progress(),
+        language_code=job.language_code,
+        language_probability=job.language_probability,
+        segment_count=job.segment_count,
+    )
+    if job.audio_duration_s:
+        message.audio_duration.CopyFrom(seconds_to_duration(job.audio_duration_s))
+    if job.state.finished:
+        message.processing_duration.CopyFrom(seconds_to_duration(job.processing_s))
+    if job.failure is not None:
+        message.error.CopyFrom(
+            gateway_pb2.JobError(code=job.failure.code, message=job.failure.message, stage=int(job.failure.stage))  # type: ignore[arg-type]
+        )
+    return message
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, store: JobStore, events: EventHub, scheduler: JobScheduler, max_upload_bytes: int) -> None:
+        self._store = store
+        self._events = events
+        self._scheduler = scheduler
+        self._max_upload_bytes = max_upload_bytes
+
+    async def CreateJob(
+        self, request: gateway_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Job:
+        if not request.path.strip():
+            raise InvalidInputError("path is empty: give the path of a media file on the audio service's host")
+        validate_job_config(request.config)
+        job = self._scheduler.new_job(request.config, request.path, request.path, uploaded=False)
+        return job_to_proto(await self._scheduler.submit(job))
+
+    async def UploadMedia(
+        self, request_iterator: AsyncIterator[gateway_pb2.UploadMediaRequest], context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Job:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("metadata"):
+            raise InvalidInputError("the first message of an upload must carry its metadata (file name and config)")
+        metadata = first.metadata
+        validate_job_config(metadata.config)
+        if metadata.size_bytes > self._max_upload_bytes:
+            raise InvalidInputError(self._too_large(metadata.size_bytes))
+        self._scheduler.require_upload_space(metadata.size_bytes)
+        name = Path(metadata.file_name).name or "upload"
+        part = self._scheduler.uploads_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            received = 0
+            media = await asyncio.to_thread(open, part, "wb")
+            try:
+                async for message in request_iterator:
+                    if not message.HasField("chunk"):
+                        raise InvalidInputError("only the first message of an upload may carry metadata")
+                    received += len(message.chunk)
+                    if received > self._max_upload_bytes:
+                        raise InvalidInputError(self._too_large(received))
+                    await asyncio.to_thread(media.write, message.chunk)
+            finally:
+                media.close()
+            ensure_upload_complete(context, metadata.size_bytes, received, name)
+            if received == 0:
+                raise InvalidInputError(f"the upload of {name!r} carried no bytes")
+            job = self._scheduler.new_job(metadata.config, f"upload:{name}", "", uploaded=True)
+            kept = self._scheduler.uploads_dir / f"{job.job_id}{Path(name).suffix[:16]}"
+            part.replace(kept)
+            job.media_path = str(kept)
+        finally:
+            # Cut off, refused or failed: nothing is left behind.
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        submission = asyncio.ensure_future(self._scheduler.submit(job))
+        try:
+            return job_to_proto(await asyncio.shield(submission))
+        except asyncio.CancelledError:
+            # Cut off while the job was being created: the client never learns
+            # of it, so it must not exist.
+            self._scheduler.withdraw_later(submission)
+            raise
+
+    def _too_large(self, size_bytes: int) -> str:
+        return f"upload of {size_bytes} bytes is over the limit of {self._max_upload_bytes} bytes"
+
+    async def WatchJob(
+        self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.JobEvent]:
+        await self._store.run(self._store.get_job, request.job_id)  # NOT_FOUND before streaming
+        async for event in self._events.watch(request.job_id):
+            yield event
+
+    async def GetJob(self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.Job:
+        return job_to_proto(await self._store.run(self._store.get_job, request.job_id))
+
+    async def ListJobs(
+        self, request: gateway_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListJobsResponse:
+        if request.page_size < 0:
+            raise InvalidInputError("page_size must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = _decode_page_token(request.page_token) if request.page_token else None
+        state = JobState(request.state) if request.state else None
+        jobs = await self._store.run(lambda: self._store.list_jobs(limit=size + 1, before=before, state=state))
+        token = _encode_page_token(jobs[size - 1]) if len(jobs) > size else ""
+        return gateway_pb2.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs[:size]], next_page_token=token)
+
+    async def CancelJob(
+        self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Job:
+        return job_to_proto(await self._scheduler.cancel(request.job_id))
+
+    async def GetResult(
+        self, request: gateway_pb2.GetResultRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetResultResponse:
+        job = await self._store.run(self._store.get_job, request.job_id)
+        if job.state != JobState.SUCCEEDED:
+            raise FailedPreconditionError(
+                f"job {job.job_id} is {job.state.name.lower()}; its result exists once it has succeeded"
+            )
+        if request.format not in _FORMAT_NAMES:
+            raise InvalidInputError(f"unknown result format {request.format}")
+        segments = await self._store.run(self._store.result, job.job_id)
+        # Rendering an hour of speech is about a second of CPU: off the event loop.
+        content, content_type = await asyncio.to_thread(
+            render, _FORMAT_NAMES[request.format], segments, job.language_code, job.audio_duration_s
+        )
+        return gateway_pb2.GetResultResponse(
+            content=content,
+            content_type=content_type,
+            segments=segments_to_proto(segments),
+            language_code=job.language_code,
+            audio_duration=seconds_to_duration(job.audio_duration_s),
+        )
+
+
+def _encode_page_token(job: JobRecord) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_s!r}/{job.job_id}".encode()).decode()
+
+
+def _decode_page_token(token: str) -> tuple[float, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("/", 1)
+        return float(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError("page_token is not one this service returned") from None

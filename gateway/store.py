@@ -1,0 +1,344 @@
+"""SQLite store of jobs, their events and every stage's output.
+
+Each step of a job is committed in its own transaction as it is produced: the
+audio handle, the speech chunks (time ranges only), each chunk's transcript,
+each chunk's aligned words, and the final result. A job's events are stored
+with their sequence numbers so watchers can replay them. The schema carries a
+version and is migrated on open.
+
+The store is synchronous and not thread-safe by itself: the gateway calls it
+from one dedicated thread (`JobStore.run`), so the event loop never blocks
+on disk and writes are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.errors import NotFoundError
+from common.transcript import Segment, TimeRange, Word
+from gateway.jobs import JobFailure, JobRecord, JobState, Stage
+from subtitler.common.v1 import common_pb2
+from subtitler.gateway.v1 import gateway_pb2
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Migrations from version N-1 to N, applied in order on open.
+_MIGRATIONS: dict[int, Sequence[str]] = {
+    1: (
+        """CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            state INTEGER NOT NULL,
+            config BLOB NOT NULL,              -- gateway.v1.JobConfig
+            source TEXT NOT NULL,
+            media_path TEXT NOT NULL,
+            uploaded INTEGER NOT NULL,
+            created_s REAL NOT NULL,
+            updated_s REAL NOT NULL,
+            stage INTEGER NOT NULL DEFAULT 0,
+            stage_fractions TEXT NOT NULL DEFAULT '{}',
+            failure TEXT,                      -- JSON of JobFailure
+            audio_duration_s REAL NOT NULL DEFAULT 0,
+            language_code TEXT NOT NULL DEFAULT '',
+            language_probability REAL NOT NULL DEFAULT 0,
+            segment_count INTEGER NOT NULL DEFAULT 0,
+            processing_s REAL NOT NULL DEFAULT 0,
+            audio_handle BLOB                  -- common.v1.AudioHandle
+        )""",
+        "CREATE INDEX jobs_by_creation ON jobs (created_s DESC, job_id DESC)",
+        """CREATE TABLE job_events (
+            job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            sequence INTEGER NOT NULL,
+            event BLOB NOT NULL,               -- gateway.v1.JobEvent
+            PRIMARY KEY (job_id, sequence)
+        )""",
+        """CREATE TABLE speech_chunks (
+            job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            chunk_index INTEGER NOT NULL,
+            start_s REAL NOT NULL,
+            end_s REAL NOT NULL,
+            PRIMARY KEY (job_id, chunk_index)
+        )""",
+        """CREATE TABLE chunk_transcripts (
+            job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            chunk_index INTEGER NOT NULL,
+            language_code TEXT NOT NULL,
+            segments TEXT NOT NULL,            -- JSON list of segments
+            PRIMARY KEY (job_id, chunk_index)
+        )""",
+        """CREATE TABLE chunk_alignments (
+            job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            chunk_index INTEGER NOT NULL,
+            method INTEGER NOT NULL,
+            segments TEXT NOT NULL,            -- JSON list of segments with words
+            PRIMARY KEY (job_id, chunk_index)
+        )""",
+        """CREATE TABLE results (
+            job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
+            segments TEXT NOT NULL             -- JSON list of the final segments
+        )""",
+    ),
+}
+
+
+class CorruptRecordError(Exception):
+    """A stored record cannot be read."""
+
+
+def segments_to_json(segments: Sequence[Segment]) -> str:
+    return json.dumps([asdict(segment) for segment in segments], separators=(",", ":"))
+
+
+def segments_from_json(text: str) -> list[Segment]:
+    try:
+        return [
+            Segment(**{**item, "words": tuple(Word(**word) for word in item["words"])}) for item in json.loads(text)
+        ]
+    except (ValueError, TypeError, KeyError) as error:
+        raise CorruptRecordError(f"stored segments cannot be read: {error}") from error
+
+
+class JobStore:
+    """Jobs and their stage outputs in one SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._connection.row_factory = sqlite3.Row
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute("PRAGMA foreign_keys=ON")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
+        self._migrate()
+
+    async def run(self, operation: Callable[..., T], *args: Any) -> T:
+        """Runs a store operation on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, operation, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._connection
+        except BaseException:
+            self._connection.execute("ROLLBACK")
+            raise
+        self._connection.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the job store was written by a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction() as db:
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {target}")
+
+    # Jobs
+
+    def insert_job(self, job: JobRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (job_id, state, config, source, media_path, uploaded, created_s, updated_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.job_id,
+                    int(job.state),
+                    job.config.SerializeToString(),
+                    job.source,
+                    job.media_path,
+                    int(job.uploaded),
+                    job.created_s,
+                    job.updated_s,
+                ),
+            )
+
+    def update_job(self, job: JobRecord) -> None:
+        job.updated_s = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, failure = ?,"
+                " audio_duration_s = ?, language_code = ?, language_probability = ?, segment_count = ?,"
+                " processing_s = ? WHERE job_id = ?",
+                (
+                    int(job.state),
+                    job.updated_s,
+                    int(job.stage),
+                    json.dumps({int(stage): fraction for stage, fraction in job.stage_fractions.items()}),
+                    json.dumps(asdict(job.failure)) if job.failure else None,
+                    job.audio_duration_s,
+                    job.language_code,
+                    job.language_probability,
+                    job.segment_count,
+                    job.processing_s,
+                    job.job_id,
+                ),
+            )
+
+    def get_job(self, job_id: str) -> JobRecord:
+        row = self._connection.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        return _job_from_row(row)
+
+    def list_jobs(self, *, limit: int, before: tuple[float, str] | None, state: JobState | None) -> list[JobRecord]:
+        clauses: list[str] = []
+        arguments: list[object] = []
+        if before is not None:
+            clauses.append("(created_s, job_id) < (?, ?)")
+            arguments.extend(before)
+        if state is not None:
+            clauses.append("state = ?")
+            arguments.append(int(state))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._connection.execute(
+            f"SELECT * FROM jobs {where} ORDER BY created_s DESC, job_id DESC LIMIT ?", (*arguments, limit)
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def delete_job(self, job_id: str) -> None:
+        """Removes a job with its events and stage outputs."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
+    def unfinished_jobs(self) -> list[JobRecord]:
+        rows = self._connection.execute(
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_s, job_id",
+            (int(JobState.QUEUED), int(JobState.RUNNING)),
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    # Events
+
+    def append_event(self, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
+        """Stores the event with the job's next sequence number and returns it."""
+        with self._transaction() as db:
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (event.job_id,)
+            ).fetchone()
+            event.sequence = last + 1
+            db.execute(
+                "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+                (event.job_id, event.sequence, event.SerializeToString()),
+            )
+        return event
+
+    def events_after(self, job_id: str, sequence: int) -> list[gateway_pb2.JobEvent]:
+        rows = self._connection.execute(
+            "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, sequence)
+        ).fetchall()
+        return [gateway_pb2.JobEvent.FromString(row["event"]) for row in rows]
+
+    # Stage outputs
+
+    def save_audio_handle(self, job_id: str, handle: common_pb2.AudioHandle | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET audio_handle = ? WHERE job_id = ?",
+                (handle.SerializeToString() if handle is not None else None, job_id),
+            )
+
+    def audio_handle(self, job_id: str) -> common_pb2.AudioHandle | None:
+        row = self._connection.execute("SELECT audio_handle FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None or row["audio_handle"] is None:
+            return None
+        return common_pb2.AudioHandle.FromString(row["audio_handle"])
+
+    def save_speech_chunk(self, job_id: str, chunk_index: int, time_range: TimeRange) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO speech_chunks (job_id, chunk_index, start_s, end_s) VALUES (?, ?, ?, ?)",
+                (job_id, chunk_index, time_range.start_s, time_range.end_s),
+            )
+
+    def save_chunk_transcript(
+        self, job_id: str, chunk_index: int, language_code: str, segments: Sequence[Segment]
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO chunk_transcripts (job_id, chunk_index, language_code, segments)"
+                " VALUES (?, ?, ?, ?)",
+                (job_id, chunk_index, language_code, segments_to_json(segments)),
+            )
+
+    def save_chunk_alignment(self, job_id: str, chunk_index: int, method: int, segments: Sequence[Segment]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO chunk_alignments (job_id, chunk_index, method, segments) VALUES (?, ?, ?, ?)",
+                (job_id, chunk_index, method, segments_to_json(segments)),
+            )
+
+    def finish_job(self, job: JobRecord, segments: Sequence[Segment]) -> None:
+        """Stores the final result and the job's final state in one transaction."""
+        job.updated_s = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO results (job_id, segments) VALUES (?, ?)",
+                (job.job_id, segments_to_json(segments)),
+            )
+            db.execute(
+                "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, segment_count = ?,"
+                " processing_s = ? WHERE job_id = ?",
+                (
+                    int(job.state),
+                    job.updated_s,
+                    int(job.stage),
+                    json.dumps({int(stage): fraction for stage, fraction in job.stage_fractions.items()}),
+                    job.segment_count,
+                    job.processing_s,
+                    job.job_id,
+                ),
+            )
+
+    def result(self, job_id: str) -> list[Segment]:
+        row = self._connection.execute("SELECT segments FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} has no stored result")
+        return segments_from_json(row["segments"])
+
+    def clear_stage_outputs(self, job_id: str) -> None:
+        """Forgets a job's partial outputs (before it is run again from the start)."""
+        with self._transaction() as db:
+            for table in ("speech_chunks", "chunk_transcripts", "chunk_alignments", "results"):
+                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+            db.execute("UPDATE jobs SET audio_handle = NULL WHERE job_id = ?", (job_id,))
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    failure = json.loads(row["failure"]) if row["failure"] else None
+    return JobRecord(
+        job_id=row["job_id"],
+        state=JobState(row["state"]),
+        config=gateway_pb2.JobConfig.FromString(row["config"]),
+        source=row["source"],
+        media_path=row["media_path"],
+        uploaded=bool(row["uploaded"]),
+        created_s=row["created_s"],
+        updated_s=row["updated_s"],
+        stage=Stage(row["stage"]),
+        stage_fractions={Stage(int(key)): value for key, value in json.loads(row["stage_fractions"]).items()},
+        failure=JobFailure(failure["code"], failure["message"], Stage(failure["stage"])) if failure else None,
+        audio_duration_s=row["audio_duration_s"],
+        language_code=row["language_code"],
+        language_probability=row["language_probability"],
+        segment_count=row["segment_count"],
+        processing_s=row["processing_s"],
+    )
