@@ -1,0 +1,195 @@
+"""The ASR service as a real gRPC server on a free port, called through the
+real stub, with the real default model (tiny.en) and real speech in shared
+memory, as the audio service would hand it over."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.audio_access import AudioRef, audio_ref_to_proto
+from common.convert import duration_to_seconds, time_range_to_proto
+from common.server import RETRY_AFTER_KEY, RunningServer, ServerConfig
+from common.shm import SharedSamples, host_id
+from common.transcript import TimeRange
+from services.asr.config import AsrConfig
+from services.asr.server import create
+from services.asr.servicer import SERVICE_NAME
+from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
+from subtitler.common.v1 import common_pb2
+from tests.speech import SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.wer import word_error_rate
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed"),
+]
+
+PROMPTS = ("conf-onlyperson", "conf-getconfno", "conf-full")
+GAP_S = 0.5
+
+
+@dataclass
+class Speech:
+    handle: common_pb2.AudioHandle
+    chunks: list[TimeRange]
+    texts: list[str]
+
+
+class ServerThread:
+    """The service's event loop in a thread, so tests can use blocking stubs."""
+
+    def __init__(self, config: AsrConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="asr-server", daemon=True)
+        self.thread.start()
+        self.running: RunningServer = asyncio.run_coroutine_threadsafe(create(config), self.loop).result(120)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(0), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
+    config = AsrConfig(
+        server=ServerConfig(port=0),
+        audio_target="",
+        model_cache_dir=tmp_path_factory.mktemp("models"),
+        max_concurrent_transcriptions=1,
+        max_queued_transcriptions=0,
+        retry_after_s=2.0,
+    )
+    server = ServerThread(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
+            yield channel
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> asr_pb2_grpc.AsrServiceStub:
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if health.Check(request).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        except grpc.RpcError as error:  # NOT_FOUND: no status set yet
+            assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        assert time.monotonic() < deadline, "the ASR service never became SERVING"
+        time.sleep(0.1)
+    return asr_pb2_grpc.AsrServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def speech() -> Iterator[Speech]:
+    """Three prompts with silence between them, in shared memory."""
+    transcripts = read_transcripts()
+    gap = np.zeros(round(GAP_S * SAMPLE_RATE_HERTZ), dtype=np.float32)
+    pieces, chunks, texts = [], [], []
+    position = 0
+    for name in PROMPTS:
+        prompt = load_pcm16k(Path("/usr/share/asterisk/sounds/en") / f"{name}.wav")
+        pieces += [gap, prompt]
+        chunks.append(
+            TimeRange(
+                (position + gap.size) / SAMPLE_RATE_HERTZ, (position + gap.size + prompt.size) / SAMPLE_RATE_HERTZ
+            )
+        )
+        position += gap.size + prompt.size
+        texts.append(transcripts[name])
+    samples = np.concatenate(pieces)
+    with SharedSamples.create(samples.size) as segment:
+        segment.write(0, samples)
+        ref = AudioRef("test-audio", segment.name, samples.size, SAMPLE_RATE_HERTZ, host_id(), None)
+        yield Speech(audio_ref_to_proto(ref), chunks, texts)
+
+
+def transcribe_request(speech: Speech, chunks: list[TimeRange], **options: object) -> asr_pb2.TranscribeRequest:
+    return asr_pb2.TranscribeRequest(
+        audio=speech.handle,
+        chunks=[time_range_to_proto(chunk) for chunk in chunks],
+        first_chunk_index=4,
+        options=asr_pb2.TranscriptionOptions(**options),  # type: ignore[arg-type]
+    )
+
+
+def test_transcribe_streams_one_response_per_chunk(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    responses = list(stub.Transcribe(transcribe_request(speech, speech.chunks, batch_size=2), timeout=120))
+    assert [response.chunk_index for response in responses] == [4, 5, 6]
+    for response, chunk, reference in zip(responses, speech.chunks, speech.texts, strict=True):
+        assert (response.model, response.language_code, response.language_probability) == (
+            "embedded:tiny.en",
+            "en",
+            1.0,
+        )
+        assert duration_to_seconds(response.chunk_duration) == pytest.approx(chunk.duration_s, abs=1e-3)
+        text = " ".join(segment.text for segment in response.segments)
+        assert word_error_rate(reference, text) <= 0.2, (reference, text)
+        assert all(segment.chunk_index == response.chunk_index for segment in response.segments)
+        assert duration_to_seconds(response.segments[0].start_offset) == pytest.approx(chunk.start_s, abs=1e-3)
+
+
+def test_detect_language_with_the_english_only_default(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    response = stub.DetectLanguage(asr_pb2.DetectLanguageRequest(audio=speech.handle), timeout=60)
+    assert (response.language_code, response.probability) == ("en", 1.0)
+    assert [candidate.language_code for candidate in response.candidates] == ["en"]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "options", "code"),
+    [
+        (TimeRange(0.0, 1.0), {"model": "embedded:nope"}, grpc.StatusCode.NOT_FOUND),
+        (TimeRange(0.0, 1.0), {"language_code": "xx"}, grpc.StatusCode.NOT_FOUND),
+        (TimeRange(0.0, 1.0), {"beam_size": -1}, grpc.StatusCode.INVALID_ARGUMENT),
+        (TimeRange(1.0, 0.5), {}, grpc.StatusCode.INVALID_ARGUMENT),
+        (TimeRange(5.0, 500.0), {}, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+    ids=["unknown-model", "unknown-language", "bad-beam", "reversed-range", "outside-audio"],
+)
+def test_bad_requests_get_their_status(
+    stub: asr_pb2_grpc.AsrServiceStub,
+    speech: Speech,
+    chunk: TimeRange,
+    options: dict[str, object],
+    code: grpc.StatusCode,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(transcribe_request(speech, [chunk], **options), timeout=60))
+    assert raised.value.code() == code, raised.value.details()
+
+
+def test_busy_service_refuses_with_retry_delay(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    running = stub.Transcribe(transcribe_request(speech, speech.chunks, batch_size=1), timeout=120)
+    try:
+        next(running)  # the first call now holds the only slot
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.Transcribe(transcribe_request(speech, speech.chunks[:1]), timeout=60))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(raised.value.trailing_metadata() or ())[RETRY_AFTER_KEY] == "2"
+    finally:
+        running.cancel()
+    # Once the cancelled call has let go of its slot, the service takes requests again.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            (response,) = stub.Transcribe(transcribe_request(speech, speech.chunks[:1]), timeout=60)
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.2)
+    assert response.chunk_index == 4

@@ -1,0 +1,325 @@
+"""The whole suite through the gateway: real processes, real models, real speech."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from common.convert import duration_to_seconds
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2
+from tests.integration.conftest import MAX_DURATION_S, MAX_UPLOAD_BYTES
+from tests.integration.suite_fixtures import RunningSuite
+from tests.speech import (
+    build_long_recording,
+    clear_prompts,
+    speech_available,
+    write_audio,
+    write_video_only,
+    write_with_video,
+)
+from tests.wer import word_error_rate
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not speech_available(), reason="needs asterisk-core-sounds-en-wav (make test-data)"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+
+
+@dataclass(frozen=True)
+class Media:
+    reference_text: str
+    speech_8k: Path
+    speech_mp4: Path
+
+
+@pytest.fixture(scope="module")
+def media(suite: RunningSuite) -> Media:
+    prompts = clear_prompts()[:12]
+    recording = build_long_recording(min_duration_s=30.0, gap_s=0.8, prompts=prompts)
+    speech_8k = write_audio(
+        suite.media_dir / "speech-8k.wav", recording.samples, "wav", "pcm_s16le", sample_rate_hertz=8000
+    )
+    speech_mp4 = write_with_video(suite.media_dir / "speech.mp4", recording.samples)
+    return Media(recording.reference_text, speech_8k, speech_mp4)
+
+
+def create(suite: RunningSuite, path: str, **transcription: object) -> gateway_pb2.Job:
+    config = gateway_pb2.JobConfig(transcription=asr_pb2.TranscriptionOptions(**transcription))  # type: ignore[arg-type]
+    return suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path=path, config=config))
+
+
+def upload(path: Path, chunk_bytes: int = 256 * 1024, **metadata: object) -> Iterator[gateway_pb2.UploadMediaRequest]:
+    yield gateway_pb2.UploadMediaRequest(
+        metadata=gateway_pb2.UploadMetadata(file_name=path.name, **metadata)  # type: ignore[arg-type]
+    )
+    data = path.read_bytes()
+    for start in range(0, len(data), chunk_bytes):
+        yield gateway_pb2.UploadMediaRequest(chunk=data[start : start + chunk_bytes])
+
+
+def result(suite: RunningSuite, job_id: str, fmt: int = gateway_pb2.RESULT_FORMAT_SRT) -> gateway_pb2.GetResultResponse:
+    return suite.gateway.GetResult(gateway_pb2.GetResultRequest(job_id=job_id, format=fmt))  # type: ignore[arg-type]
+
+
+def parse_srt(content: str) -> list[tuple[float, float, str]]:
+    cues = []
+    for number, block in enumerate(content.strip().split("\n\n"), start=1):
+        lines = block.split("\n")
+        assert lines[0] == str(number), block
+        match = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", lines[1])
+        assert match, lines[1]
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = (int(group) for group in match.groups())
+        start = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000
+        end = h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
+        assert 1 <= len(lines) - 2 <= 2 and all(len(line) <= 42 for line in lines[2:]), block
+        cues.append((start, end, " ".join(lines[2:])))
+    return cues
+
+
+def test_human_recording_8khz_upload_is_transcribed_accurately(suite: RunningSuite, media: Media) -> None:
+    job = suite.gateway.UploadMedia(upload(media.speech_8k))
+    assert job.state in (gateway_pb2.JOB_STATE_QUEUED, gateway_pb2.JOB_STATE_RUNNING)
+    assert job.source == "upload:speech-8k.wav"
+    job = suite.wait_finished(job.job_id)
+    assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert job.language_code == "en"
+    assert duration_to_seconds(job.audio_duration) == pytest.approx(30.0, abs=3.0)
+    text = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_TEXT).content
+    wer = word_error_rate(media.reference_text, text)
+    assert wer <= 0.10, f"WER {wer:.1%}\nreference: {media.reference_text}\nhypothesis: {text}"
+    # No upload is kept once its job has finished.
+    assert not list((suite.data_dir / "uploads").iterdir())
+
+
+def test_mp4_with_video_gives_valid_srt_and_word_times(suite: RunningSuite, media: Media) -> None:
+    job = suite.wait_finished(create(suite, media.speech_mp4.name).job_id)
+    assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED, job.error
+    response = result(suite, job.job_id)
+    assert response.content_type == "application/x-subrip"
+    cues = parse_srt(response.content)
+    assert cues
+    for (start, end, _), (next_start, _, _) in zip(cues, [*cues[1:], (float("inf"), 0.0, "")], strict=True):
+        assert start < end <= next_start
+        assert end - start <= 7.0 + 1e-6
+    wer = word_error_rate(media.reference_text, " ".join(text for _, _, text in cues))
+    assert wer <= 0.10
+    # Word times increase and lie inside their segment.
+    previous_start = 0.0
+    for segment in response.segments:
+        seg_start = duration_to_seconds(segment.start_offset)
+        seg_end = duration_to_seconds(segment.end_offset)
+        assert segment.words, segment.text
+        assert [word.text for word in segment.words] == segment.text.split()
+        for word in segment.words:
+            start, end = duration_to_seconds(word.start_offset), duration_to_seconds(word.end_offset)
+            assert seg_start - 1e-3 <= start <= end <= seg_end + 1e-3, (segment.text, word)
+            assert start >= previous_start - 1e-3
+            previous_start = start
+    vtt = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT)
+    assert vtt.content.startswith("WEBVTT") and vtt.content_type == "text/vtt"
+    document = json.loads(result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_JSON).content)
+    assert len(document["segments"]) == len(response.segments)
+
+
+def test_watch_streams_progress_and_segments_then_ends(suite: RunningSuite, media: Media) -> None:
+    job = create(suite, media.speech_8k.name)
+    events = list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=300))
+    assert [event.sequence for event in events] == list(range(1, len(events) + 1))
+    assert events[-1].state == gateway_pb2.JOB_STATE_SUCCEEDED
+    assert events[-1].progress == pytest.approx(1.0)
+    progress = [event.progress for event in events]
+    assert progress == sorted(progress), "overall progress never goes back"
+    stages = {event.stage_progress.stage for event in events if event.HasField("stage_progress")}
+    assert stages == {
+        gateway_pb2.STAGE_DECODE,
+        gateway_pb2.STAGE_DETECT_SPEECH,
+        gateway_pb2.STAGE_TRANSCRIBE,
+        gateway_pb2.STAGE_ALIGN,
+    }
+    segment_events = [event for event in events if event.HasField("segment")]
+    assert segment_events and all(event.segment.text for event in segment_events)
+    assert any(event.language_code == "en" for event in events if event.HasField("language_code"))
+    # Watching a finished job replays the same events and ends.
+    replay = list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=30))
+    assert [event.sequence for event in replay] == [event.sequence for event in events]
+
+
+def test_finished_results_survive_a_gateway_restart(suite: RunningSuite, media: Media) -> None:
+    job = suite.wait_finished(create(suite, media.speech_8k.name, language_code="en").job_id)
+    before = result(suite, job.job_id).content
+    suite.restart_gateway()
+    again = suite.gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id))
+    assert again.state == gateway_pb2.JOB_STATE_SUCCEEDED
+    assert result(suite, job.job_id).content == before
+    listed = suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs
+    assert job.job_id in {item.job_id for item in listed}
+
+
+def test_cli_transcribes_a_file_and_reports_errors(suite: RunningSuite, media: Media, tmp_path: Path) -> None:
+    output = tmp_path / "talk.vtt"
+    command = [sys.executable, "-m", "gateway.cli", "--gateway", suite.suite.target("gateway")]
+    done = subprocess.run(
+        [*command, "transcribe", str(media.speech_8k), "-o", str(output), "--format", "vtt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert output.read_text().startswith("WEBVTT")
+    failed = subprocess.run(
+        [*command, "transcribe", "no-such-file.mp4", "--server-path", "-o", str(tmp_path / "x.srt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode != 0
+    assert "NOT_FOUND" in failed.stderr
+    assert not (tmp_path / "x.srt").exists()
+
+
+# Bad input: each answered with the right status, nothing crashes, nothing leaks.
+
+
+def failed_job(suite: RunningSuite, path: str, **transcription: object) -> gateway_pb2.Job:
+    job = suite.wait_finished(create(suite, path, **transcription).job_id)
+    assert job.state == gateway_pb2.JOB_STATE_FAILED
+    return job
+
+
+def test_missing_path_fails_not_found(suite: RunningSuite) -> None:
+    job = failed_job(suite, "no-such-file.wav")
+    assert job.error.code == "NOT_FOUND"
+    assert "no-such-file.wav" in job.error.message
+    assert job.error.stage == gateway_pb2.STAGE_DECODE
+
+
+def test_path_outside_media_root_is_denied(suite: RunningSuite) -> None:
+    job = failed_job(suite, "/etc/hostname")
+    assert job.error.code == "PERMISSION_DENIED"
+    job = failed_job(suite, "../../../../etc/hostname")
+    assert job.error.code == "PERMISSION_DENIED"
+
+
+def test_not_media_and_truncated_media_fail_invalid_argument(suite: RunningSuite, media: Media) -> None:
+    (suite.media_dir / "notes.mp3").write_text("this is not audio\n" * 100)
+    assert failed_job(suite, "notes.mp3").error.code == "INVALID_ARGUMENT"
+    data = media.speech_mp4.read_bytes()
+    (suite.media_dir / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    job = suite.wait_finished(create(suite, "truncated.mp4").job_id)
+    # A cut MP4 has no index: undecodable. (Other containers may decode partly.)
+    assert job.state == gateway_pb2.JOB_STATE_FAILED
+    assert job.error.code == "INVALID_ARGUMENT"
+
+
+def test_video_without_audio_fails_invalid_argument(suite: RunningSuite) -> None:
+    path = write_video_only(suite.media_dir / "video-only.mp4")
+    job = failed_job(suite, path.name)
+    assert job.error.code == "INVALID_ARGUMENT"
+    assert "audio" in job.error.message.lower()
+
+
+@pytest.mark.parametrize("duration_s", [0.0, 4.0], ids=["zero-length", "silence"])
+def test_silence_and_empty_audio_succeed_with_empty_transcript(suite: RunningSuite, duration_s: float) -> None:
+    path = write_audio(
+        suite.media_dir / f"silence-{duration_s}.wav",
+        np.zeros(int(duration_s * 16000), dtype=np.float32),
+        "wav",
+        "pcm_s16le",
+        sample_rate_hertz=16000,
+    )
+    job = suite.wait_finished(create(suite, path.name).job_id)
+    assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED, job.error
+    assert result(suite, job.job_id).content == ""
+    assert result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT).content.startswith("WEBVTT")
+    assert not result(suite, job.job_id).segments
+
+
+def test_audio_over_max_duration_is_refused_with_the_limit(suite: RunningSuite) -> None:
+    path = write_audio(
+        suite.media_dir / "too-long.flac",
+        np.zeros(8000 * (MAX_DURATION_S + 5), dtype=np.float32),
+        "flac",
+        "flac",
+        sample_rate_hertz=8000,
+        input_sample_rate_hertz=8000,
+    )
+    job = failed_job(suite, path.name)
+    assert job.error.code in ("RESOURCE_EXHAUSTED", "INVALID_ARGUMENT")
+    assert str(MAX_DURATION_S) in job.error.message
+
+
+def test_unknown_model_and_language(suite: RunningSuite, media: Media) -> None:
+    job = failed_job(suite, media.speech_8k.name, model="no-such-model-xyz")
+    assert job.error.code == "NOT_FOUND"
+    assert "no-such-model-xyz" in job.error.message
+    with pytest.raises(grpc.RpcError) as refused:
+        create(suite, media.speech_8k.name, language_code="xx-YY")
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "xx-YY" in refused.value.details()
+
+
+def test_upload_over_the_size_limit_is_refused(suite: RunningSuite, tmp_path: Path) -> None:
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * (MAX_UPLOAD_BYTES + 1))
+    # Declared up front: refused before any byte is stored.
+    with pytest.raises(grpc.RpcError) as declared:
+        suite.gateway.UploadMedia(upload(big, size_bytes=big.stat().st_size))
+    assert declared.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(MAX_UPLOAD_BYTES) in declared.value.details()
+    # Not declared: refused once the limit is crossed.
+    with pytest.raises(grpc.RpcError) as streamed:
+        suite.gateway.UploadMedia(upload(big, chunk_bytes=1024 * 1024))
+    assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not list((suite.data_dir / "uploads").iterdir())
+
+
+def test_upload_cut_off_midway_leaves_nothing(suite: RunningSuite, media: Media) -> None:
+    jobs_before = len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs)
+
+    def cut_off() -> Iterator[gateway_pb2.UploadMediaRequest]:
+        stream = upload(media.speech_8k, chunk_bytes=64 * 1024)
+        yield next(stream)
+        yield next(stream)
+        raise ConnectionError("client went away")
+
+    with pytest.raises(grpc.RpcError):
+        suite.gateway.UploadMedia(cut_off())
+    import time
+
+    time.sleep(0.5)
+    assert not list((suite.data_dir / "uploads").iterdir())
+    assert len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs) == jobs_before
+
+
+def test_unknown_job_and_unfinished_result(suite: RunningSuite, media: Media) -> None:
+    for call in (
+        lambda: suite.gateway.GetJob(gateway_pb2.GetJobRequest(job_id="nope")),
+        lambda: suite.gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id="nope")),
+        lambda: list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id="nope"))),
+    ):
+        with pytest.raises(grpc.RpcError) as missing:
+            call()
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    job = create(suite, media.speech_8k.name)
+    with pytest.raises(grpc.RpcError) as early:
+        result(suite, job.job_id)
+    assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    cancelled = suite.gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id))
+    assert cancelled.state == gateway_pb2.JOB_STATE_CANCELLED
+    # Cancelling again is harmless.
+    assert suite.gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id)).state == cancelled.state

@@ -1,0 +1,199 @@
+"""The ASR engine on real speech (Debian's Asterisk prompts), with the real
+embedded models: tiny.en (the default) and the multilingual base."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from faster_whisper import BatchedInferencePipeline
+
+from common.errors import CancelledError, InvalidInputError, NotFoundError
+from common.transcript import TimeRange
+from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
+from services.asr.languages import to_bcp47, to_whisper_language
+from services.asr.models import (
+    EMBEDDED_BASE,
+    EMBEDDED_TINY_EN,
+    ModelCache,
+    ModelLoadOptions,
+    build_embedded_base,
+)
+from tests.speech import SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.wer import word_error_rate
+
+ENGLISH_PROMPTS = ("conf-onlyperson", "conf-getconfno", "conf-full")
+FRENCH_PROMPT = Path("/usr/share/asterisk/sounds/fr/conf-onlyperson.wav")
+GAP_S = 0.5
+
+needs_speech = pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed")
+
+
+class Recording:
+    """English prompts with silence between them, and where each one is."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        transcripts = read_transcripts()
+        gap = np.zeros(round(GAP_S * SAMPLE_RATE_HERTZ), dtype=np.float32)
+        pieces: list[npt.NDArray[np.float32]] = []
+        self.chunks: list[TimeRange] = []
+        self.texts: list[str] = []
+        position = 0
+        for name in names:
+            speech = load_pcm16k(Path("/usr/share/asterisk/sounds/en") / f"{name}.wav")
+            pieces += [gap, speech]
+            start = position + gap.size
+            position = start + speech.size
+            self.chunks.append(TimeRange(start / SAMPLE_RATE_HERTZ, position / SAMPLE_RATE_HERTZ))
+            self.texts.append(transcripts[name])
+        pieces.append(gap)
+        self.samples = np.concatenate(pieces)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
+    return ModelCache(ModelLoadOptions(cache_dir=tmp_path_factory.mktemp("models"), cpu_threads=os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def transcriber(models: ModelCache) -> Transcriber:
+    return Transcriber(models)
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    if not speech_available():
+        pytest.skip("asterisk-core-sounds-en-wav is not installed")
+    return Recording(ENGLISH_PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def transcripts(transcriber: Transcriber, recording: Recording) -> list[ChunkTranscript]:
+    """The recording through the default model, two chunks a batch (two batches)."""
+    options = TranscriptionOptions(batch_size=2)
+    return list(transcriber.transcribe(recording.samples, recording.chunks, options, first_chunk_index=7))
+
+
+@needs_speech
+def test_tiny_en_transcribes_each_chunk_in_order(recording: Recording, transcripts: list[ChunkTranscript]) -> None:
+    assert [transcript.chunk_index for transcript in transcripts] == [7, 8, 9]
+    for transcript, chunk, reference in zip(transcripts, recording.chunks, recording.texts, strict=True):
+        assert transcript.model == EMBEDDED_TINY_EN
+        assert (transcript.language_code, transcript.language_probability) == ("en", 1.0)
+        assert transcript.time_range.start_s == pytest.approx(chunk.start_s, abs=1e-3)
+        text = " ".join(segment.text for segment in transcript.segments)
+        assert word_error_rate(reference, text) <= 0.2, (reference, text)
+        for segment in transcript.segments:
+            assert chunk.start_s - 1e-3 <= segment.start_s <= segment.end_s <= chunk.end_s + 1e-3
+            assert segment.chunk_index == transcript.chunk_index
+
+
+@needs_speech
+def test_same_text_as_batched_inference_pipeline(
+    models: ModelCache, recording: Recording, transcripts: list[ChunkTranscript]
+) -> None:
+    pipeline = BatchedInferencePipeline(models.get(EMBEDDED_TINY_EN).whisper)
+    clips = [{"start": chunk.start_s, "end": chunk.end_s} for chunk in recording.chunks]
+    segments, _ = pipeline.transcribe(recording.samples, clip_timestamps=clips, batch_size=2, beam_size=5)
+    expected = [segment.text.strip() for segment in segments]
+    assert [segment.text for transcript in transcripts for segment in transcript.segments] == expected
+
+
+@needs_speech
+def test_a_window_of_the_audio_gives_the_same_transcript(
+    transcriber: Transcriber, recording: Recording, transcripts: list[ChunkTranscript]
+) -> None:
+    chunk = recording.chunks[1]
+    start, end = round(chunk.start_s * SAMPLE_RATE_HERTZ), round(chunk.end_s * SAMPLE_RATE_HERTZ)
+    (transcript,) = transcriber.transcribe(
+        recording.samples[start:end],
+        [chunk],
+        TranscriptionOptions(),
+        first_chunk_index=8,
+        audio_offset_samples=start,
+        audio_sample_count=recording.samples.size,
+    )
+    assert transcript == transcripts[1]
+
+
+@needs_speech
+def test_stops_between_batches_when_asked(transcriber: Transcriber, recording: Recording) -> None:
+    produced: list[ChunkTranscript] = []
+    iterator = transcriber.transcribe(
+        recording.samples, recording.chunks[:2], TranscriptionOptions(batch_size=1), should_stop=lambda: bool(produced)
+    )
+    with pytest.raises(CancelledError):
+        for transcript in iterator:
+            produced.append(transcript)
+    assert [transcript.chunk_index for transcript in produced] == [0]
+
+
+def test_no_chunks_give_nothing(transcriber: Transcriber) -> None:
+    assert list(transcriber.transcribe(np.zeros(16_000, dtype=np.float32), [], TranscriptionOptions())) == []
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [TimeRange(0.5, 0.5), TimeRange(0.8, 0.2), TimeRange(-0.1, 0.5), TimeRange(40.0, 45.0), TimeRange(0.0, 30.5)],
+    ids=["empty", "reversed", "before-start", "after-end", "over-30s"],
+)
+def test_bad_ranges_are_invalid(transcriber: Transcriber, chunk: TimeRange) -> None:
+    audio = np.zeros(41 * SAMPLE_RATE_HERTZ, dtype=np.float32)
+    with pytest.raises(InvalidInputError):
+        transcriber.transcribe(audio, [chunk], TranscriptionOptions())
+
+
+@pytest.mark.parametrize("model", ["embedded:nope", "no-such-size", "small", "someone/not-cached"])
+def test_unknown_or_missing_models_are_not_found(transcriber: Transcriber, model: str) -> None:
+    with pytest.raises(NotFoundError, match="model"):
+        transcriber.transcribe(np.zeros(16_000, dtype=np.float32), [TimeRange(0, 1)], TranscriptionOptions(model=model))
+
+
+def test_languages(transcriber: Transcriber) -> None:
+    audio = np.zeros(16_000, dtype=np.float32)
+    with pytest.raises(NotFoundError, match="knows: "):
+        transcriber.transcribe(audio, [TimeRange(0, 1)], TranscriptionOptions(model=EMBEDDED_BASE, language_code="xx"))
+    with pytest.raises(InvalidInputError, match="English-only"):
+        transcriber.transcribe(audio, [TimeRange(0, 1)], TranscriptionOptions(language_code="fr"))
+    base_languages = transcriber.models.get(EMBEDDED_BASE).languages
+    assert len(base_languages) == 99
+    assert to_whisper_language("pt-BR", base_languages) == "pt"
+    assert to_whisper_language("jv", base_languages) == "jw"
+    assert to_bcp47("jw") == "jv"
+
+
+@pytest.mark.skipif(not FRENCH_PROMPT.is_file(), reason="asterisk-core-sounds-fr-wav is not installed")
+def test_base_detects_and_transcribes_french(transcriber: Transcriber) -> None:
+    audio = load_pcm16k(FRENCH_PROMPT)
+    detection = transcriber.detect_language(audio, None, EMBEDDED_BASE)
+    assert detection.language_code == "fr"
+    assert detection.probability > 0.8
+    assert detection.candidates[0] == ("fr", detection.probability)
+    assert len(detection.candidates) == 5
+    (transcript,) = transcriber.transcribe(
+        audio, [TimeRange(0.0, audio.size / SAMPLE_RATE_HERTZ)], TranscriptionOptions(model=EMBEDDED_BASE)
+    )
+    assert transcript.language_code == "fr"
+    text = " ".join(segment.text for segment in transcript.segments).lower()
+    assert "conférence" in text
+
+
+def test_english_only_model_answers_english(transcriber: Transcriber) -> None:
+    detection = transcriber.detect_language(np.zeros(16_000, dtype=np.float32), TimeRange(0.0, 1.0), EMBEDDED_TINY_EN)
+    assert tuple(detection) == ("en", 1.0, (("en", 1.0),))
+
+
+def test_embedded_base_is_built_once_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    target = build_embedded_base(tmp_path / "base")
+    model_bin = target / "model.bin"
+    size_bytes = model_bin.stat().st_size
+    built_ns = model_bin.stat().st_mtime_ns
+    assert build_embedded_base(target).joinpath("model.bin").stat().st_mtime_ns == built_ns
+    with open(model_bin, "r+b") as damaged:
+        damaged.truncate(1000)
+    build_embedded_base(target)
+    assert model_bin.stat().st_size == size_bytes
+    assert [path.name for path in tmp_path.iterdir()] == ["base"]  # no staging directory left behind

@@ -1,0 +1,198 @@
+"""Decoding every container/codec the suite accepts into 16 kHz mono float32,
+and the errors for what it does not accept."""
+
+from __future__ import annotations
+
+import os
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import CancelledError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from services.audio.decode import TARGET_SAMPLE_RATE_HERTZ, DecodeOptions, decode_file
+from tests.media import (
+    MEDIA_SPECS,
+    TONE_AMPLITUDE,
+    TONE_DURATION_S,
+    TONE_FREQUENCY_HERTZ,
+    MediaSpec,
+    dominant_frequency_hertz,
+    write_media,
+)
+from tests.speech import asterisk_recording, write_video_only, write_wav
+
+# Encoders pad the last frame (AAC to 1024 source samples, about 46 ms at
+# 22.05 kHz); no decoder may lose audio.
+LENGTH_SLACK_S = 0.05
+CONTAINER_NAMES = {
+    "mp4": "mov,mp4,m4a,3gp,3g2,mj2",
+    "ipod": "mov,mp4,m4a,3gp,3g2,mj2",
+    "matroska": "matroska,webm",
+    "webm": "matroska,webm",
+}
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("media")
+    for spec in MEDIA_SPECS:
+        write_media(directory / spec.file_name, spec)
+    return directory
+
+
+@pytest.mark.parametrize("spec", MEDIA_SPECS, ids=[spec.file_name for spec in MEDIA_SPECS])
+def test_every_format_decodes_to_16k_mono_float32(media_dir: Path, spec: MediaSpec) -> None:
+    decoded = decode_file(media_dir / spec.file_name)
+    samples = decoded.samples()
+    assert decoded.sample_rate_hertz == TARGET_SAMPLE_RATE_HERTZ
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert decoded.sample_count == samples.size == sum(chunk.size for chunk in decoded.chunks)
+    expected = TONE_DURATION_S * TARGET_SAMPLE_RATE_HERTZ
+    assert expected - 1 <= samples.size <= expected + LENGTH_SLACK_S * TARGET_SAMPLE_RATE_HERTZ
+    assert abs(dominant_frequency_hertz(samples, TARGET_SAMPLE_RATE_HERTZ) - TONE_FREQUENCY_HERTZ) < 2
+    # The channels carry the same tone: the normalised down-mix keeps its level.
+    peak = float(np.abs(samples).max())
+    assert TONE_AMPLITUDE * 0.85 < peak < TONE_AMPLITUDE * 1.2
+    source = decoded.source
+    assert source.container_format == CONTAINER_NAMES.get(spec.container_format, spec.container_format)
+    assert source.source_sample_rate_hertz == spec.sample_rate_hertz
+    assert source.source_channel_count == spec.channel_count
+    assert source.size_bytes == (media_dir / spec.file_name).stat().st_size
+    assert source.codec
+    assert decoded.decode_duration_s > 0
+
+
+def test_codec_names_are_ffmpeg_decoder_names(media_dir: Path) -> None:
+    assert decode_file(media_dir / "video.mp4").source.codec == "aac"
+    assert decode_file(media_dir / "audio.ogg").source.codec == "opus"
+    assert decode_file(media_dir / "telephone.wav").source.codec == "pcm_mulaw"
+    assert decode_file(media_dir / "audio.flac").source.codec == "flac"
+
+
+def test_audio_starts_at_the_start(media_dir: Path) -> None:
+    """No decoder delay shifts the audio (subtitles would drift)."""
+    samples = decode_file(media_dir / "video.mp4").samples()
+    reference = np.sin(2 * np.pi * TONE_FREQUENCY_HERTZ * np.arange(8000) / TARGET_SAMPLE_RATE_HERTZ)
+    lags = [float(np.dot(samples[lag : lag + 8000], reference)) for lag in range(0, 80)]
+    assert int(np.argmax(lags)) <= 2
+
+
+def test_real_telephone_recording() -> None:
+    path = asterisk_recording("tt-monkeys")
+    if path is None:
+        pytest.skip("asterisk-core-sounds-en-wav is not installed (make test-data)")
+    decoded = decode_file(path)
+    assert decoded.source.source_sample_rate_hertz == 8000
+    assert decoded.source.source_channel_count == 1
+    with wave.open(str(path)) as source:
+        expected = source.getnframes() * 2
+    assert abs(decoded.sample_count - expected) <= 2
+    assert float(np.abs(decoded.samples()).max()) > 0.05
+
+
+def test_zero_length_audio_is_valid(tmp_path: Path) -> None:
+    decoded = decode_file(write_wav(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16_000))
+    assert decoded.sample_count == 0
+    assert decoded.samples().shape == (0,)
+    assert decoded.duration_s == 0.0
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no such file"):
+        decode_file(tmp_path / "missing.mp4")
+
+
+def test_directory_is_invalid(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        decode_file(tmp_path)
+
+
+def test_random_bytes_are_invalid_with_ffmpeg_reason(tmp_path: Path) -> None:
+    path = tmp_path / "noise.mp3"
+    path.write_bytes(np.random.default_rng(1).bytes(20_000))
+    with pytest.raises(InvalidInputError, match="Invalid data found"):
+        decode_file(path)
+
+
+def test_empty_file_is_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.wav"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="not a readable media file"):
+        decode_file(path)
+
+
+def test_video_without_audio_is_invalid(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"no audio stream \(found video \(h264\)\)"):
+        decode_file(write_video_only(tmp_path / "silent-film.mp4"))
+
+
+def test_mp4_cut_before_its_index_is_invalid(media_dir: Path, tmp_path: Path) -> None:
+    whole = (media_dir / "video.mp4").read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InvalidInputError, match=r"cut\.mp4 is not a readable media file"):
+        decode_file(path)
+
+
+def test_wav_cut_midway_keeps_what_is_there(media_dir: Path, tmp_path: Path) -> None:
+    whole = (media_dir / "audio.wav").read_bytes()
+    path = tmp_path / "cut.wav"
+    path.write_bytes(whole[: 16_000 * 2 // 2])  # header + a bit under 0.5 s
+    decoded = decode_file(path)
+    assert 7900 < decoded.sample_count < 8000
+
+
+def test_mp3_with_damaged_frames_decodes_the_rest(media_dir: Path, tmp_path: Path) -> None:
+    damaged = bytearray((media_dir / "audio.mp3").read_bytes())
+    damaged[4000:8000] = np.random.default_rng(2).bytes(4000)
+    path = tmp_path / "damaged.mp3"
+    path.write_bytes(bytes(damaged))
+    decoded = decode_file(path)
+    assert decoded.sample_count > 0.5 * TONE_DURATION_S * TARGET_SAMPLE_RATE_HERTZ
+
+
+def test_display_name_is_used_in_messages(tmp_path: Path) -> None:
+    path = tmp_path / "upload-1234.bin"
+    path.write_bytes(b"not media at all" * 100)
+    with pytest.raises(InvalidInputError, match=r"^lecture\.mp4 "):
+        decode_file(path, display_name="lecture.mp4")
+
+
+def test_over_max_duration_by_header_fails_before_decoding(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "long.wav", np.zeros(16_000 * 30, dtype=np.float32), 16_000)
+    with pytest.raises(ResourceExhaustedError, match=r"30\.0 s long.*maximum duration.* 10 s") as raised:
+        decode_file(path, DecodeOptions(max_duration_s=10))
+    assert raised.value.retry_after_s is None
+
+
+def test_over_max_duration_by_decoded_samples(tmp_path: Path) -> None:
+    # Within the header tolerance, so the decoded samples decide.
+    path = write_wav(tmp_path / "a-bit-long.wav", np.zeros(16_000 * 10, dtype=np.float32), 16_000)
+    with pytest.raises(ResourceExhaustedError, match=r"longer than the limit.* 9\.9 s"):
+        decode_file(path, DecodeOptions(max_duration_s=9.9))
+    assert decode_file(path, DecodeOptions(max_duration_s=10)).sample_count == 160_000
+
+
+def test_cancel_event_stops_decoding(media_dir: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        decode_file(media_dir / "audio.flac", cancel_event=cancel)
+
+
+def test_long_audio_is_held_in_few_large_blocks(tmp_path: Path) -> None:
+    """Frames of a few hundred samples are gathered into 2**18-sample blocks."""
+    path = write_wav(tmp_path / "forty.wav", np.full(16_000 * 40, 0.25, dtype=np.float32), 16_000)
+    decoded = decode_file(path)
+    assert decoded.sample_count == 640_000
+    assert [chunk.size for chunk in decoded.chunks] == [262_144, 262_144, 115_712]
+    assert np.allclose(decoded.samples(), 0.25, atol=1e-4)
+
+
+@pytest.mark.skipif(not os.access("/dev/null", os.R_OK), reason="no /dev/null")
+def test_device_files_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        decode_file(Path("/dev/null"))
