@@ -101,7 +101,9 @@ class JobPipeline:
         await self._store.run(self._store.update_job, self._job)
 
     async def _progress(self, stage: Stage, fraction: float, done: int = 0, total: int = 0) -> None:
-        self._job.stage_fractions[stage] = min(1.0, max(0.0, fraction))
+        # Estimates only grow: a watcher never sees progress go back.
+        previous = self._job.stage_fractions.get(stage, 0.0)
+        self._job.stage_fractions[stage] = min(1.0, max(previous, fraction))
         await self._save()
         await self._events.publish(
             self._job,
@@ -270,6 +272,8 @@ class JobPipeline:
             raise StageFailedError(Stage.TRANSCRIBE, error.code(), error.details() or "") from error
         finally:
             align_queue.put_nowait(None)
+        if not self._job.config.skip_alignment:
+            self._job.stage = Stage.ALIGN  # what is left is aligning the last chunks
         await self._progress(Stage.TRANSCRIBE, 1.0, len(self._transcripts), len(self._chunks))
 
     async def _detect_language(self, chunk: _Chunk) -> str:
