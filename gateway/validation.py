@@ -6,131 +6,23 @@ from __future__ import annotations
 
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
+from common.languages import WHISPER_LANGUAGES, to_whisper_language
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
-
-# The languages Whisper knows (ISO 639-1 where one exists), as faster-whisper's
-# tokenizer lists them. Kept here so the gateway needs no model packages.
-WHISPER_LANGUAGES = frozenset(
-    {
-        "af",
-        "am",
-        "ar",
-        "as",
-        "az",
-        "ba",
-        "be",
-        "bg",
-        "bn",
-        "bo",
-        "br",
-        "bs",
-        "ca",
-        "cs",
-        "cy",
-        "da",
-        "de",
-        "el",
-        "en",
-        "es",
-        "et",
-        "eu",
-        "fa",
-        "fi",
-        "fo",
-        "fr",
-        "gl",
-        "gu",
-        "ha",
-        "haw",
-        "he",
-        "hi",
-        "hr",
-        "ht",
-        "hu",
-        "hy",
-        "id",
-        "is",
-        "it",
-        "ja",
-        "jw",
-        "ka",
-        "kk",
-        "km",
-        "kn",
-        "ko",
-        "la",
-        "lb",
-        "ln",
-        "lo",
-        "lt",
-        "lv",
-        "mg",
-        "mi",
-        "mk",
-        "ml",
-        "mn",
-        "mr",
-        "ms",
-        "mt",
-        "my",
-        "ne",
-        "nl",
-        "nn",
-        "no",
-        "oc",
-        "pa",
-        "pl",
-        "ps",
-        "pt",
-        "ro",
-        "ru",
-        "sa",
-        "sd",
-        "si",
-        "sk",
-        "sl",
-        "sn",
-        "so",
-        "sq",
-        "sr",
-        "su",
-        "sv",
-        "sw",
-        "ta",
-        "te",
-        "tg",
-        "th",
-        "tk",
-        "tl",
-        "tr",
-        "tt",
-        "uk",
-        "ur",
-        "uz",
-        "vi",
-        "yi",
-        "yo",
-        "zh",
-        "yue",
-    }
-)
-
-
-def primary_language(language_code: str) -> str:
-    """The primary subtag of a BCP-47 code, lower case ("pt-BR" -> "pt")."""
-    return language_code.replace("_", "-").split("-")[0].strip().lower()
 
 
 def validate_job_config(config: gateway_pb2.JobConfig) -> None:
     """Raises InvalidInputError or NotFoundError for a config no service would accept."""
     transcription = config.transcription
-    if transcription.language_code and primary_language(transcription.language_code) not in WHISPER_LANGUAGES:
-        raise NotFoundError(
-            f"unknown language code {transcription.language_code!r}: use a BCP-47 code of a language Whisper knows"
-            " (e.g. en, fr, de, pt-BR), or leave it empty to detect the language"
-        )
+    if transcription.language_code:
+        try:
+            to_whisper_language(transcription.language_code, WHISPER_LANGUAGES)
+        except NotFoundError:
+            raise NotFoundError(
+                f"unknown language code {transcription.language_code!r}: use a BCP-47 code of a language Whisper"
+                " knows (e.g. en, fr, de, pt-BR), or leave it empty to detect the language"
+            ) from None
     if transcription.task not in asr_pb2.Task.values():
         raise InvalidInputError(f"unknown task {transcription.task}")
     if transcription.beam_size < 0 or transcription.beam_size > 64:

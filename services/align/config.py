@@ -10,7 +10,7 @@ from typing import Self
 
 from common.config import env_bool, env_choice, env_float, env_int, env_path, env_str
 from common.server import ServerConfig
-from services.asr.models import DEFAULT_MODEL, DEVICES, ModelLoadOptions
+from common.whisper_models import DEFAULT_MODEL, DEVICES, ModelLoadOptions
 
 DEFAULT_PORT = 50055
 ENV_PREFIX = "SUBTITLER_ALIGN_"

@@ -7,7 +7,13 @@ time warping over the attention of the model's alignment heads, and
 faster-whisper's own `WhisperModel.find_alignment` and `merge_punctuations`
 turn that into words. Those words are then mapped back onto the whitespace
 tokens of the original text by character position, so the caller's spelling
-and punctuation are kept exactly. Works for any language the model knows.
+and punctuation are kept exactly. Works for any language the model knows;
+an English-only model aligns other languages' text with its English tokens.
+
+Encoding costs the same 30 s of audio whatever the window's length, so the
+engine hands this aligner several consecutive segments at once
+(`AlignOptions.pack_window_s`), as faster-whisper aligns all the segments of
+one window together.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import merge_punctuations
 
 from common.errors import SuiteError
-from services.align.placement import SAMPLE_RATE_HERTZ, Samples, WordPlacement
-from services.asr.languages import to_whisper_language
+from common.languages import to_whisper_language
+from common.word_timing import WordPlacement, placements_by_position
+from services.align.placement import SAMPLE_RATE_HERTZ, Samples
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +124,7 @@ class CrossAttentionAligner:
             tokenizer, [text_tokens], encoder_output, num_frames, self.options.median_filter_width
         )[0]
         merge_punctuations(alignment, self.options.prepend_punctuations, self.options.append_punctuations)
-        return _placements_by_position(text, tokens, alignment)
+        return placements_by_position(text, tokens, alignment)
 
     def _tokenizer(self, whisper: WhisperModel, language_code: str, encoder_output: Any) -> Tokenizer:
         if not whisper.model.is_multilingual:
@@ -127,7 +134,7 @@ class CrossAttentionAligner:
             language = to_whisper_language(language_code, tuple(whisper.supported_languages))
         except SuiteError:
             language = whisper.model.detect_language(encoder_output)[0][0][0][2:-2]
-            logger.info("language %r unknown to the model; aligning as detected %r", language_code, language)
+            logger.debug("language %r unknown to the model; aligning as detected %r", language_code, language)
         return Tokenizer(whisper.hf_tokenizer, True, task="transcribe", language=language)
 
 
@@ -155,64 +162,17 @@ def _windows(tokens: Sequence[str], sample_count: int, max_window_samples: int) 
     pieces = max(1, math.ceil(sample_count / max_window_samples))
     if pieces == 1:
         return [(0, len(tokens), 0, sample_count)]
-    weights = np.cumsum([len(token) + 1 for token in tokens])
-    total = float(weights[-1])
+    lengths = np.array([len(token) + 1 for token in tokens], dtype=np.float64)
+    # Where the middle of each token lies in the text, in characters.
+    middles = np.cumsum(lengths) - lengths / 2
+    total = float(lengths.sum())
     windows = []
     first = 0
     for piece in range(pieces):
         if piece == pieces - 1:
             stop = len(tokens)
         else:
-            # Tokens whose middle falls in this piece's share of the characters.
-            middles = weights - (np.array([len(token) + 1 for token in tokens]) / 2)
-            stop = int(np.searchsorted(middles, total * (piece + 1) / pieces))
-            stop = max(first, stop)
-        windows.append(
-            (first, stop, sample_count * piece // pieces, sample_count * (piece + 1) // pieces),
-        )
+            stop = max(first, int(np.searchsorted(middles, total * (piece + 1) / pieces)))
+        windows.append((first, stop, sample_count * piece // pieces, sample_count * (piece + 1) // pieces))
         first = stop
     return windows
-
-
-def _placements_by_position(
-    text: str, tokens: Sequence[str], alignment: Sequence[dict[str, Any]]
-) -> list[WordPlacement | None]:
-    """Maps aligned words onto whitespace tokens by where their characters lie
-    in `text` (" " + tokens joined by single spaces). A token takes the
-    earliest start, latest end and mean probability of the aligned words that
-    overlap it; a token overlapped by none stays unplaced."""
-    token_spans = []
-    cursor = 1
-    for token in tokens:
-        token_spans.append((cursor, cursor + len(token)))
-        cursor += len(token) + 1
-
-    starts: list[float | None] = [None] * len(tokens)
-    ends: list[float] = [0.0] * len(tokens)
-    probabilities: list[list[float]] = [[] for _ in tokens]
-    search_from = 0
-    token_index = 0
-    for item in alignment:
-        word = str(item["word"]).strip()
-        if not word:
-            continue  # merged into a neighbour by merge_punctuations
-        position = text.find(word, search_from)
-        if position < 0:
-            logger.debug("aligned word %r not found in the text; skipped", word)
-            continue
-        word_end = position + len(word)
-        search_from = word_end
-        while token_index < len(tokens) and token_spans[token_index][1] <= position:
-            token_index += 1
-        index = token_index
-        while index < len(tokens) and token_spans[index][0] < word_end:
-            start = starts[index]
-            starts[index] = float(item["start"]) if start is None else min(start, float(item["start"]))
-            ends[index] = max(ends[index], float(item["end"]))
-            probabilities[index].append(float(item["probability"]))
-            index += 1
-
-    placements: list[WordPlacement | None] = []
-    for start, end, probs in zip(starts, ends, probabilities, strict=True):
-        placements.append(None if start is None else WordPlacement(start, max(start, end), float(np.mean(probs))))
-    return placements

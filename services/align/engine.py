@@ -19,14 +19,8 @@ from dataclasses import dataclass, replace
 
 from common.errors import InvalidInputError, SuiteError
 from common.transcript import Segment
-from services.align.placement import (
-    SAMPLE_RATE_HERTZ,
-    Samples,
-    WordAligner,
-    WordPlacement,
-    split_tokens,
-    words_from_placements,
-)
+from common.word_timing import WordPlacement, split_tokens, words_from_placements
+from services.align.placement import SAMPLE_RATE_HERTZ, Samples, WordAligner
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +107,7 @@ class AlignEngine:
         phonetic_fits = self._phonetic is not None and is_english(language_code)
         if requested is AlignMethod.CROSS_ATTENTION or not phonetic_fits:
             if requested is AlignMethod.PHONETIC:
-                logger.info("phonetic alignment has no model for %r; using cross-attention", language_code)
+                logger.debug("phonetic alignment has no model for %r; using cross-attention", language_code)
             return AlignMethod.CROSS_ATTENTION
         return AlignMethod.PHONETIC
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pocketsphinx
 
-from services.align.placement import Samples, WordPlacement
+from common.word_timing import WordPlacement
+from services.align.placement import Samples
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ _COMPOUND_SEPARATOR = re.compile("[-\u2013\u2014/]")
 class PhoneticOptions:
     """Options of the pocketsphinx aligner."""
 
-    # pocketsphinx log level ("ERROR" keeps its C logging quiet).
-    log_level: str = "ERROR"
+    # Level of pocketsphinx's own C logging, which bypasses `logging` and
+    # goes straight to stderr. "FATAL" keeps service logs structured: a failed
+    # alignment is reported by the engine's warning instead.
+    log_level: str = "FATAL"
 
 
 class PhoneticAligner:

@@ -10,12 +10,12 @@ from faster_whisper import WhisperModel
 
 from common.audio_access import AudioReader
 from common.server import RunningServer, create_server
+from common.whisper_models import ModelCache, resolve_model_path
 from services.align.config import AlignConfig
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignOptions
 from services.align.phonetic import PhoneticAligner
 from services.align.servicer import SERVICE_NAME, AlignServicer
-from services.asr.models import ModelCache, resolve_model_path
 from subtitler.align.v1 import align_pb2_grpc
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,9 @@ from common.audio_access import AudioReader, AudioRef, audio_ref_from_proto, sam
 from common.convert import segments_from_proto, segments_to_proto
 from common.errors import InvalidInputError, UnavailableError
 from common.transcript import Segment, TimeRange
+from common.word_timing import split_tokens
 from services.align.engine import AlignEngine, AlignMethod, validate_segments
-from services.align.placement import SAMPLE_RATE_HERTZ, split_tokens
+from services.align.placement import SAMPLE_RATE_HERTZ
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 
 SERVICE_NAME = align_pb2.DESCRIPTOR.services_by_name["AlignService"].full_name

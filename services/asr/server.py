@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.audio_access import AudioReader
 from common.server import RunningServer, create_server
+from common.whisper_models import ModelCache, resolve_device, resolve_model_path
 from services.asr.admission import AdmissionLimit
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
-from services.asr.models import ModelCache, resolve_device, resolve_model_path
 from services.asr.servicer import SERVICE_NAME, AsrServicer
 from subtitler.asr.v1 import asr_pb2_grpc
 

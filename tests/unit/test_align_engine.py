@@ -4,6 +4,7 @@ cross-attention and pocketsphinx forced alignment."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 from collections.abc import Sequence
@@ -14,11 +15,12 @@ import pytest
 
 from common.errors import InvalidInputError, NotFoundError
 from common.transcript import Segment, Word
+from common.whisper_models import DEFAULT_MODEL, EMBEDDED_BASE, ModelCache, ModelLoadOptions
+from common.word_timing import WordPlacement, split_tokens, words_from_placements
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod, AlignOptions, is_english, validate_segments
 from services.align.phonetic import PhoneticAligner
-from services.align.placement import Samples, WordPlacement, split_tokens, words_from_placements
-from services.asr.models import DEFAULT_MODEL, ModelCache, ModelLoadOptions
+from services.align.placement import Samples
 from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
 
 FRENCH_SOUNDS_DIR = Path("/usr/share/asterisk/sounds/fr")
@@ -47,7 +49,7 @@ def assert_well_formed(segment: Segment, given: Segment) -> None:
     assert [word.text for word in words] == given.text.split()
     assert given.start_s <= segment.start_s <= segment.end_s <= given.end_s
     assert (segment.start_s, segment.end_s) == (words[0].start_s, words[-1].end_s)
-    for previous, word in zip(words, words[1:], strict=False):
+    for previous, word in itertools.pairwise(words):
         assert previous.end_s <= word.start_s
     for word in words:
         assert given.start_s <= word.start_s <= word.end_s <= given.end_s
@@ -137,6 +139,21 @@ def test_french_falls_back_to_cross_attention(engine: AlignEngine, method: Align
     result = engine.align([given], samples, language_code="fr-FR", method=method)
     assert result.method is AlignMethod.CROSS_ATTENTION
     assert_well_formed(result.segments[0], given)
+
+
+@needs_speech
+@pytest.mark.slow
+@pytest.mark.skipif(not FRENCH_TRANSCRIPTS.is_file(), reason="asterisk-core-sounds-fr-wav is not installed")
+@pytest.mark.parametrize("language_code", ["fr", ""], ids=["french", "detected"])
+def test_a_multilingual_model_aligns_french(tmp_path_factory: pytest.TempPathFactory, language_code: str) -> None:
+    models = ModelCache(ModelLoadOptions(device="cpu", cpu_threads=2, cache_dir=tmp_path_factory.getbasetemp()))
+    engine = AlignEngine(CrossAttentionAligner(lambda name: models.get(name).whisper))
+    samples = prompt_audio("conf-onlyperson", FRENCH_SOUNDS_DIR)
+    given = whole_prompt(read_transcripts(FRENCH_TRANSCRIPTS)["conf-onlyperson"], samples)
+    result = engine.align([given], samples, language_code=language_code, model=EMBEDDED_BASE)
+    assert result.method is AlignMethod.CROSS_ATTENTION and result.failed_segment_count == 0
+    assert_well_formed(result.segments[0], given)
+    assert "conférence." in [word.text for word in result.segments[0].words]
 
 
 @needs_speech

@@ -1,0 +1,177 @@
+"""The align service as a real gRPC server on a free port, called through the
+real stub, with the real default model (tiny.en), pocketsphinx, and real
+speech in shared memory, as the audio service would hand it over."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.audio_access import AudioRef, audio_ref_to_proto
+from common.convert import segment_from_proto, segment_to_proto
+from common.server import RunningServer, ServerConfig
+from common.shm import SharedSamples, host_id
+from common.transcript import Segment
+from services.align.config import AlignConfig
+from services.align.server import create
+from services.align.servicer import SERVICE_NAME
+from subtitler.align.v1 import align_pb2, align_pb2_grpc
+from subtitler.common.v1 import common_pb2
+from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed"),
+]
+
+PROMPTS = ("agent-pass", "conf-getconfno")
+GAP_S = 0.5
+
+
+@dataclass
+class Speech:
+    handle: common_pb2.AudioHandle
+    # One segment per prompt, as a recogniser would give them.
+    segments: list[Segment]
+
+
+class ServerThread:
+    """The service's event loop in a thread, so tests can use blocking stubs."""
+
+    def __init__(self, config: AlignConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="align-server", daemon=True)
+        self.thread.start()
+        self.running: RunningServer = asyncio.run_coroutine_threadsafe(create(config), self.loop).result(120)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.running.stop(0), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[align_pb2_grpc.AlignServiceStub]:
+    config = AlignConfig(
+        server=ServerConfig(port=0), audio_target="", device="cpu", cpu_threads=2, max_concurrent_alignments=1
+    )
+    server = ServerThread(config)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if health.Check(request).status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError as error:  # NOT_FOUND: no status set yet
+                    assert error.code() == grpc.StatusCode.NOT_FOUND, error
+                assert time.monotonic() < deadline, "the align service never became SERVING"
+                time.sleep(0.1)
+            yield align_pb2_grpc.AlignServiceStub(channel)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def speech() -> Iterator[Speech]:
+    """Two prompts with silence around them, in shared memory."""
+    transcripts = read_transcripts()
+    gap = np.zeros(round(GAP_S * SAMPLE_RATE_HERTZ), dtype=np.float32)
+    pieces, segments = [], []
+    position = 0
+    for name in PROMPTS:
+        prompt = load_pcm16k(ASTERISK_SOUNDS_DIR / f"{name}.wav")
+        pieces += [gap, prompt]
+        start = position + gap.size
+        position = start + prompt.size
+        segments.append(Segment(transcripts[name], start / SAMPLE_RATE_HERTZ, position / SAMPLE_RATE_HERTZ))
+    pieces.append(gap)
+    samples = np.concatenate(pieces)
+    with SharedSamples.create(samples.size) as shared:
+        shared.write(0, samples)
+        ref = AudioRef("test-audio", shared.name, samples.size, SAMPLE_RATE_HERTZ, host_id(), None)
+        yield Speech(audio_ref_to_proto(ref), segments)
+
+
+def align(
+    stub: align_pb2_grpc.AlignServiceStub, speech: Speech, segments: list[Segment], **fields: object
+) -> align_pb2.AlignWordsResponse:
+    request = align_pb2.AlignWordsRequest(
+        audio=speech.handle,
+        segments=[segment_to_proto(segment) for segment in segments],
+        **fields,  # type: ignore[arg-type]
+    )
+    response: align_pb2.AlignWordsResponse = stub.AlignWords(request, timeout=60)
+    return response
+
+
+@pytest.mark.parametrize(
+    ("language_code", "method", "used"),
+    [
+        ("en-US", align_pb2.ALIGN_METHOD_UNSPECIFIED, align_pb2.ALIGN_METHOD_PHONETIC),
+        ("en", align_pb2.ALIGN_METHOD_CROSS_ATTENTION, align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
+        ("de", align_pb2.ALIGN_METHOD_PHONETIC, align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
+    ],
+    ids=["english-phonetic", "cross-attention", "phonetic-falls-back"],
+)
+def test_every_word_gets_its_time(
+    stub: align_pb2_grpc.AlignServiceStub, speech: Speech, language_code: str, method: int, used: int
+) -> None:
+    with_empty = [*speech.segments, Segment("", 0.0, 0.2, avg_logprob=-0.5, chunk_index=3)]
+    response = align(stub, speech, with_empty, language_code=language_code, method=method)
+    assert response.method == used
+    *aligned, empty = [segment_from_proto(message) for message in response.segments]
+    assert empty == with_empty[-1]  # no text: returned unchanged
+    for given, segment in zip(speech.segments, aligned, strict=True):
+        assert [word.text for word in segment.words] == given.text.split()
+        assert given.start_s <= segment.start_s < segment.end_s <= given.end_s + 1e-6
+        starts = [word.start_s for word in segment.words]
+        assert starts == sorted(starts)
+        assert all(given.start_s <= w.start_s <= w.end_s <= given.end_s + 1e-6 for w in segment.words)
+
+
+@pytest.mark.parametrize(
+    ("segment", "fields", "code"),
+    [
+        (Segment("hello", 3.0, 2.0), {}, grpc.StatusCode.INVALID_ARGUMENT),
+        (Segment("hello", 2.0, 500.0), {}, grpc.StatusCode.INVALID_ARGUMENT),
+        (Segment("hello", 1.0, 2.0), {"method": 7}, grpc.StatusCode.INVALID_ARGUMENT),
+        (Segment("hello", 1.0, 2.0), {"model": "no-such-model", "language_code": "fr"}, grpc.StatusCode.NOT_FOUND),
+    ],
+    ids=["reversed", "outside-audio", "unknown-method", "unknown-model"],
+)
+def test_bad_requests_get_their_status(
+    stub: align_pb2_grpc.AlignServiceStub,
+    speech: Speech,
+    segment: Segment,
+    fields: dict[str, object],
+    code: grpc.StatusCode,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        align(stub, speech, [segment], **fields)
+    assert raised.value.code() == code, raised.value.details()
+
+
+def test_audio_outside_shared_memory_without_an_audio_service_is_unavailable(
+    stub: align_pb2_grpc.AlignServiceStub, speech: Speech
+) -> None:
+    gone = common_pb2.AudioHandle()
+    gone.CopyFrom(speech.handle)
+    gone.segment_name = "subtitler-no-such-segment"
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AlignWords(
+            align_pb2.AlignWordsRequest(audio=gone, segments=[segment_to_proto(speech.segments[0])]), timeout=60
+        )
+    # Not mapped here and no audio service configured to read it from.
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
