@@ -27,6 +27,7 @@ from common.convert import (
     time_range_from_proto,
     time_range_to_proto,
 )
+from common.languages import primary_language
 from common.server import JOB_ID_KEY, REQUEST_ID_KEY
 from common.transcript import Segment, TimeRange
 from gateway.config import GatewayConfig
@@ -87,6 +88,8 @@ class JobPipeline:
         self._detection_done = False
         self._transcripts: dict[int, list[Segment]] = {}
         self._aligned: dict[int, list[Segment]] = {}
+        # Resolved once the language is known (see _choose_align_method).
+        self._align_method: align_pb2.AlignMethod.ValueType | None = None
 
     # Plumbing
 
@@ -267,6 +270,10 @@ class JobPipeline:
                     await self._enter(Stage.TRANSCRIBE)
                 if not options.language_code:
                     options.language_code = await self._detect_language(batch[0])
+                if self._align_method is None:
+                    self._align_method = self._choose_align_method(options)
+                    # Cross-attention times come almost free in the ASR's own pass.
+                    options.word_timestamps = self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
                 await self._transcribe_batch(batch, options, align_queue)
         except grpc.aio.AioRpcError as error:
             raise StageFailedError(Stage.TRANSCRIBE, error.code(), error.details() or "") from error
@@ -336,6 +343,19 @@ class JobPipeline:
         detected = 1.0 if self._detection_done else self._job.stage_fractions.get(Stage.DETECT_SPEECH, 0.0)
         return done_chunks / known * detected
 
+    def _choose_align_method(self, options: asr_pb2.TranscriptionOptions) -> align_pb2.AlignMethod.ValueType:
+        """The requested method, or: phonetic (pocketsphinx, ~30 ms) for English
+        speech, Whisper cross-attention for any other language and for
+        translations (whose words were never spoken as such)."""
+        config = self._job.config
+        if config.skip_alignment:
+            return align_pb2.ALIGN_METHOD_UNSPECIFIED
+        if config.align_method != align_pb2.ALIGN_METHOD_UNSPECIFIED:
+            return config.align_method
+        if options.task != asr_pb2.TASK_TRANSLATE and primary_language(options.language_code) == "en":
+            return align_pb2.ALIGN_METHOD_PHONETIC
+        return align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+
     async def _align(self, align_queue: asyncio.Queue[int | None]) -> None:
         assert self._handle is not None
         config = self._job.config
@@ -343,8 +363,11 @@ class JobPipeline:
             if config.skip_alignment:
                 continue
             segments = self._transcripts[chunk_index]
-            if not any(segment.text.strip() for segment in segments):
-                aligned, method = segments, 0
+            spoken = [segment for segment in segments if segment.text.strip()]
+            if not spoken:
+                aligned, method = segments, align_pb2.ALIGN_METHOD_UNSPECIFIED
+            elif self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION and all(s.words for s in spoken):
+                aligned, method = segments, align_pb2.ALIGN_METHOD_CROSS_ATTENTION  # timed by the ASR pass
             else:
                 try:
                     response = await self._peers.align.AlignWords(
@@ -352,14 +375,14 @@ class JobPipeline:
                             audio=self._handle,
                             segments=segments_to_proto(segments),
                             language_code=self._job.language_code or config.transcription.language_code,
-                            method=config.align_method,
+                            method=self._align_method or config.align_method,
                             model=config.transcription.model,
                         ),
                         **self._call_options(),
                     )
                 except grpc.aio.AioRpcError as error:
                     raise StageFailedError(Stage.ALIGN, error.code(), error.details() or "") from error
-                aligned, method = segments_from_proto(response.segments), int(response.method)
+                aligned, method = segments_from_proto(response.segments), response.method
             await self._store.run(self._store.save_chunk_alignment, self._job.job_id, chunk_index, method, aligned)
             self._aligned[chunk_index] = aligned
             await self._progress(

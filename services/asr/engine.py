@@ -28,9 +28,10 @@ from faster_whisper.transcribe import BatchedInferencePipeline, get_suppressed_t
 from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 
 from common.errors import CancelledError, InvalidInputError
-from common.transcript import Segment, TimeRange
-from services.asr.languages import to_bcp47, to_whisper_language
-from services.asr.models import DEFAULT_MODEL, LoadedModel, ModelCache
+from common.languages import to_bcp47, to_whisper_language
+from common.transcript import Segment, TimeRange, Word
+from common.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
+from common.word_timing import placements_by_position, split_tokens, words_from_placements
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class TranscriptionOptions:
     """What to transcribe with and how. Defaults follow faster-whisper's
     `BatchedInferencePipeline.transcribe`."""
 
-    # Model name (see services.asr.models): "embedded:tiny.en", "embedded:base",
+    # Model name (see common.whisper_models): "embedded:tiny.en", "embedded:base",
     # a faster-whisper size, a Hugging Face repository id or a local directory.
     model: str = DEFAULT_MODEL
     # BCP-47 code of the speech ("en", "pt-BR": only the primary subtag is
@@ -71,6 +72,8 @@ class TranscriptionOptions:
     # True (as BatchedInferencePipeline): one segment per chunk, spanning it.
     # False: Whisper also predicts timestamps and splits a chunk into segments.
     without_timestamps: bool = True
+    # Also time every word with Whisper's cross-attention, in the same pass.
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         if not self.model.strip():
@@ -283,6 +286,8 @@ class Transcriber:
         tokenizer = Tokenizer(whisper.hf_tokenizer, model.is_multilingual, task=options.task, language=language)
         decoding = _decoding_options(options, tokenizer)
         pipeline = BatchedInferencePipeline(whisper)
+        # Chunks are independent: no word is pushed past an earlier chunk's speech.
+        pipeline.last_speech_timestamp = 0.0
         language_code = to_bcp47(language)
         for batch_start in range(0, len(chunks), options.batch_size):
             if should_stop is not None and should_stop():
@@ -405,7 +410,7 @@ def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> An
         suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         without_timestamps=options.without_timestamps,
         max_initial_timestamp=0.0,
-        word_timestamps=False,
+        word_timestamps=options.word_timestamps,
         prepend_punctuations=_PIPELINE_DEFAULTS["prepend_punctuations"],
         append_punctuations=_PIPELINE_DEFAULTS["append_punctuations"],
         multilingual=False,
@@ -424,13 +429,22 @@ def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...
         text = str(piece["text"]).strip()
         if not text:
             continue
-        start_s = min(max(float(piece["start"]), chunk_range.start_s), chunk_range.end_s)
-        end_s = min(max(float(piece["end"]), start_s), chunk_range.end_s)
+        start_s = round(min(max(float(piece["start"]), chunk_range.start_s), chunk_range.end_s), 3)
+        end_s = round(min(max(float(piece["end"]), start_s), chunk_range.end_s), 3)
+        words: tuple[Word, ...] = ()
+        if piece.get("words") is not None:
+            # Whisper's words carry their leading spaces and may split or glue
+            # tokens differently from the text: map them onto its whitespace
+            # tokens by character position, interpolating any left over.
+            tokens = split_tokens(text)
+            placements = placements_by_position(" " + " ".join(tokens), tokens, piece["words"])
+            words = words_from_placements(tokens, placements, offset_s=0.0, start_s=start_s, end_s=end_s)
         segments.append(
             Segment(
                 text=text,
-                start_s=round(start_s, 3),
-                end_s=round(end_s, 3),
+                start_s=start_s,
+                end_s=end_s,
+                words=words,
                 avg_logprob=float(piece["avg_logprob"]),
                 no_speech_prob=float(piece["no_speech_prob"]),
                 compression_ratio=float(piece["compression_ratio"]),

@@ -152,6 +152,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
             initial_prompt=message.initial_prompt,
             hotwords=message.hotwords,
             temperature=message.temperature,
+            word_timestamps=message.word_timestamps,
         )
 
 

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -26,7 +25,7 @@ from services.asr.server import create
 from services.asr.servicer import SERVICE_NAME
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.common.v1 import common_pb2
-from tests.speech import SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
 from tests.wer import word_error_rate
 
 pytestmark = [
@@ -103,7 +102,7 @@ def speech() -> Iterator[Speech]:
     pieces, chunks, texts = [], [], []
     position = 0
     for name in PROMPTS:
-        prompt = load_pcm16k(Path("/usr/share/asterisk/sounds/en") / f"{name}.wav")
+        prompt = load_pcm16k(ASTERISK_SOUNDS_DIR / f"{name}.wav")
         pieces += [gap, prompt]
         chunks.append(
             TimeRange(

@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from common.convert import duration_to_seconds
+from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
+from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from tests.integration.conftest import MAX_DURATION_S, MAX_UPLOAD_BYTES
 from tests.integration.suite_fixtures import RunningSuite
@@ -116,9 +118,18 @@ def test_mp4_with_video_gives_valid_srt_and_word_times(suite: RunningSuite, medi
         assert end - start <= 7.0 + 1e-6
     wer = word_error_rate(media.reference_text, " ".join(text for _, _, text in cues))
     assert wer <= 0.10
-    # Word times increase and lie inside their segment.
+    assert_word_times(response.segments)
+    vtt = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT)
+    assert vtt.content.startswith("WEBVTT") and vtt.content_type == "text/vtt"
+    document = json.loads(result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_JSON).content)
+    assert len(document["segments"]) == len(response.segments)
+
+
+def assert_word_times(segments: Sequence[common_pb2.Segment]) -> None:
+    """Every word of the text is there, in order, and word times increase
+    and lie inside their segment."""
     previous_start = 0.0
-    for segment in response.segments:
+    for segment in segments:
         seg_start = duration_to_seconds(segment.start_offset)
         seg_end = duration_to_seconds(segment.end_offset)
         assert segment.words, segment.text
@@ -128,10 +139,16 @@ def test_mp4_with_video_gives_valid_srt_and_word_times(suite: RunningSuite, medi
             assert seg_start - 1e-3 <= start <= end <= seg_end + 1e-3, (segment.text, word)
             assert start >= previous_start - 1e-3
             previous_start = start
-    vtt = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT)
-    assert vtt.content.startswith("WEBVTT") and vtt.content_type == "text/vtt"
-    document = json.loads(result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_JSON).content)
-    assert len(document["segments"]) == len(response.segments)
+
+
+def test_cross_attention_alignment_times_words_in_the_asr_pass(suite: RunningSuite, media: Media) -> None:
+    config = gateway_pb2.JobConfig(align_method=align_pb2.ALIGN_METHOD_CROSS_ATTENTION)
+    job = suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path=media.speech_8k.name, config=config))
+    job = suite.wait_finished(job.job_id)
+    assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED, job.error
+    response = result(suite, job.job_id)
+    assert_word_times(response.segments)
+    assert word_error_rate(media.reference_text, " ".join(s.text for s in response.segments)) <= 0.10
 
 
 def test_watch_streams_progress_and_segments_then_ends(suite: RunningSuite, media: Media) -> None:

@@ -12,17 +12,17 @@ import pytest
 from faster_whisper import BatchedInferencePipeline
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError
+from common.languages import to_bcp47, to_whisper_language
 from common.transcript import TimeRange
-from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
-from services.asr.languages import to_bcp47, to_whisper_language
-from services.asr.models import (
+from common.whisper_models import (
     EMBEDDED_BASE,
     EMBEDDED_TINY_EN,
     ModelCache,
     ModelLoadOptions,
     build_embedded_base,
 )
-from tests.speech import SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
+from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
 from tests.wer import word_error_rate
 
 ENGLISH_PROMPTS = ("conf-onlyperson", "conf-getconfno", "conf-full")
@@ -43,7 +43,7 @@ class Recording:
         self.texts: list[str] = []
         position = 0
         for name in names:
-            speech = load_pcm16k(Path("/usr/share/asterisk/sounds/en") / f"{name}.wav")
+            speech = load_pcm16k(ASTERISK_SOUNDS_DIR / f"{name}.wav")
             pieces += [gap, speech]
             start = position + gap.size
             position = start + speech.size

@@ -10,6 +10,7 @@ import pytest
 
 from tests.media import dominant_frequency_hertz, tone
 from tests.speech import (
+    ASTERISK_SOUNDS_DIR,
     SAMPLE_RATE_HERTZ,
     Prompt,
     build_long_recording,
@@ -60,7 +61,7 @@ def test_clearly_transcribed_rules() -> None:
 
 @needs_speech
 def test_load_pcm16k_resamples_telephone_audio() -> None:
-    path = Path("/usr/share/asterisk/sounds/en/hello-world.wav")
+    path = ASTERISK_SOUNDS_DIR / "hello-world.wav"
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         source_samples = sum(frame.samples for frame in container.decode(stream))

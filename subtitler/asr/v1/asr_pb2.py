@@ -26,27 +26,27 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/asr/v1/asr.proto\x12\x10subtitler.asr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a subtitler/common/v1/common.proto\"\xc8\x01\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12$\n\x04task\x18\x03 \x01(\x0e\x32\x16.subtitler.asr.v1.Task\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x16\n\x0einitial_prompt\x18\x06 \x01(\t\x12\x10\n\x08hotwords\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x02\"\xc8\x01\n\x11TranscribeRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12.\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x19\n\x11\x66irst_chunk_index\x18\x03 \x01(\x05\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\"\xd0\x01\n\x12TranscribeResponse\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x05\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x1c\n\x14language_probability\x18\x04 \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0e\x63hunk_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\x15\x44\x65tectLanguageRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\r\n\x05model\x18\x03 \x01(\t\"A\n\x13LanguageProbability\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x7f\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x39\n\ncandidates\x18\x03 \x03(\x0b\x32%.subtitler.asr.v1.LanguageProbability*E\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_TRANSCRIBE\x10\x01\x12\x12\n\x0eTASK_TRANSLATE\x10\x02\x32\xcc\x01\n\nAsrService\x12Y\n\nTranscribe\x12#.subtitler.asr.v1.TranscribeRequest\x1a$.subtitler.asr.v1.TranscribeResponse0\x01\x12\x63\n\x0e\x44\x65tectLanguage\x12\'.subtitler.asr.v1.DetectLanguageRequest\x1a(.subtitler.asr.v1.DetectLanguageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/asr/v1/asr.proto\x12\x10subtitler.asr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a subtitler/common/v1/common.proto\"\xe1\x01\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12$\n\x04task\x18\x03 \x01(\x0e\x32\x16.subtitler.asr.v1.Task\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x16\n\x0einitial_prompt\x18\x06 \x01(\t\x12\x10\n\x08hotwords\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x02\x12\x17\n\x0fword_timestamps\x18\t \x01(\x08\"\xc8\x01\n\x11TranscribeRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12.\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x19\n\x11\x66irst_chunk_index\x18\x03 \x01(\x05\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\"\xd0\x01\n\x12TranscribeResponse\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x05\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x1c\n\x14language_probability\x18\x04 \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0e\x63hunk_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\x15\x44\x65tectLanguageRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\r\n\x05model\x18\x03 \x01(\t\"A\n\x13LanguageProbability\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x7f\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x39\n\ncandidates\x18\x03 \x03(\x0b\x32%.subtitler.asr.v1.LanguageProbability*E\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_TRANSCRIBE\x10\x01\x12\x12\n\x0eTASK_TRANSLATE\x10\x02\x32\xcc\x01\n\nAsrService\x12Y\n\nTranscribe\x12#.subtitler.asr.v1.TranscribeRequest\x1a$.subtitler.asr.v1.TranscribeResponse0\x01\x12\x63\n\x0e\x44\x65tectLanguage\x12\'.subtitler.asr.v1.DetectLanguageRequest\x1a(.subtitler.asr.v1.DetectLanguageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.asr.v1.asr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=1064
-  _globals['_TASK']._serialized_end=1133
+  _globals['_TASK']._serialized_start=1089
+  _globals['_TASK']._serialized_end=1158
   _globals['_TRANSCRIPTIONOPTIONS']._serialized_start=115
-  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=315
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=318
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=518
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=521
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=729
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=732
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=866
-  _globals['_LANGUAGEPROBABILITY']._serialized_start=868
-  _globals['_LANGUAGEPROBABILITY']._serialized_end=933
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=935
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=1062
-  _globals['_ASRSERVICE']._serialized_start=1136
-  _globals['_ASRSERVICE']._serialized_end=1340
+  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=340
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=343
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=543
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=546
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=754
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=757
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=891
+  _globals['_LANGUAGEPROBABILITY']._serialized_start=893
+  _globals['_LANGUAGEPROBABILITY']._serialized_end=958
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=960
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=1087
+  _globals['_ASRSERVICE']._serialized_start=1161
+  _globals['_ASRSERVICE']._serialized_end=1365
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,7 @@ class TranscriptionOptions(_message.Message):
     INITIAL_PROMPT_FIELD_NUMBER: _builtins.int
     HOTWORDS_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    WORD_TIMESTAMPS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """faster-whisper model: a size name ("tiny", "base.en", "large-v3"...),
     a Hugging Face repository id, a local path to a CTranslate2 model, or one
@@ -83,6 +84,11 @@ class TranscriptionOptions(_message.Message):
     """Words or phrases to favour."""
     temperature: _builtins.float
     """Temperature for sampling; 0 (default) is greedy / beam search."""
+    word_timestamps: _builtins.bool
+    """Also time every word with Whisper's cross-attention, in the same pass
+    (cheap: the encoder output is at hand). Each segment then carries its
+    words, every whitespace token of its text in order.
+    """
     def __init__(
         self,
         *,
@@ -94,10 +100,11 @@ class TranscriptionOptions(_message.Message):
         initial_prompt: _builtins.str = ...,
         hotwords: _builtins.str = ...,
         temperature: _builtins.float = ...,
+        word_timestamps: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "beam_size", b"beam_size", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language_code", b"language_code", "model", b"model", "task", b"task", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "beam_size", b"beam_size", "hotwords", b"hotwords", "initial_prompt", b"initial_prompt", "language_code", b"language_code", "model", b"model", "task", b"task", "temperature", b"temperature", "word_timestamps", b"word_timestamps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
