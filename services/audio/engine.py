@@ -55,7 +55,7 @@ def resolve_media_path(media_root: Path, requested: str) -> Path:
     if not resolved.is_relative_to(root):
         raise PermissionDeniedError(
             f"{requested} is outside the media root {root} of the audio service; "
-            "put the file under it or upload it with UploadAudio"
+            "put the file under it, or upload it instead"
         )
     return resolved
 
