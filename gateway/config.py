@@ -7,8 +7,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from common.config import env_bool, env_float, env_int, env_path, env_str
+from common.config import env_float, env_int, env_path, env_str
 from common.server import ServerConfig
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How calls to stage services are tried again."""
+
+    # Retries of a call failing with DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED or
+    # ABORTED (per chunk batch, per alignment, per decode), after the first try.
+    max_retries: int = 3
+    # Backoff before the first retry; doubles each time, with jitter.
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    # How long a job waits for a service that is UNAVAILABLE (down, loading
+    # its model) before it fails.
+    max_unavailable_wait_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str) -> Self:
+        return cls(
+            max_retries=env_int(env, f"{prefix}MAX_RETRIES", cls.max_retries, minimum=0),
+            initial_backoff_s=env_float(env, f"{prefix}INITIAL_BACKOFF_S", cls.initial_backoff_s, minimum=0.01),
+            max_backoff_s=env_float(env, f"{prefix}MAX_BACKOFF_S", cls.max_backoff_s, minimum=0.01),
+            max_unavailable_wait_s=env_float(
+                env, f"{prefix}MAX_UNAVAILABLE_WAIT_S", cls.max_unavailable_wait_s, minimum=0.0
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -23,14 +49,22 @@ class GatewayConfig:
     data_dir: Path = Path("data")
     # Jobs processed at once; the rest wait in the queue.
     max_concurrent_jobs: int = 2
+    # Jobs waiting in the queue at most; beyond, RESOURCE_EXHAUSTED.
+    max_queued_jobs: int = 100
+    # Finished jobs, their events and results are deleted after this long.
+    retention_s: float = 7 * 24 * 3600.0
+    # How often expired jobs are looked for.
+    retention_sweep_interval_s: float = 600.0
+    # Uploads are refused while the data directory's disk has less free.
+    min_free_disk_bytes: int = 1024**3
     # Largest upload accepted, in bytes.
     max_upload_bytes: int = 2 * 1024**3
     # Chunks sent to the ASR service in one request (its batch).
     asr_batch_size: int = 8
     # Deadline of one call to a peer service, in seconds.
     call_timeout_s: float = 600.0
-    # Whether a job waits for a peer that is down or still loading its model.
-    wait_for_ready: bool = True
+    # Retries and waiting for stage services.
+    retry: RetryPolicy = RetryPolicy()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -46,5 +80,11 @@ class GatewayConfig:
             max_upload_bytes=env_int(env, f"{prefix}MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
             asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=1),
             call_timeout_s=env_float(env, f"{prefix}CALL_TIMEOUT_S", cls.call_timeout_s, minimum=1.0),
-            wait_for_ready=env_bool(env, f"{prefix}WAIT_FOR_READY", cls.wait_for_ready),
+            max_queued_jobs=env_int(env, f"{prefix}MAX_QUEUED_JOBS", cls.max_queued_jobs, minimum=0),
+            retention_s=env_float(env, f"{prefix}RETENTION_S", cls.retention_s, minimum=0.0),
+            retention_sweep_interval_s=env_float(
+                env, f"{prefix}RETENTION_SWEEP_INTERVAL_S", cls.retention_sweep_interval_s, minimum=0.1
+            ),
+            min_free_disk_bytes=env_int(env, f"{prefix}MIN_FREE_DISK_BYTES", cls.min_free_disk_bytes, minimum=0),
+            retry=RetryPolicy.from_env(env, prefix),
         )

@@ -73,6 +73,16 @@ class JobRecord:
     segment_count: int = 0
     processing_s: float = 0.0
     stage_fractions: dict[Stage, float] = field(default_factory=dict)
+    # Client-chosen id that made its creation idempotent ("" if none).
+    request_id: str = ""
+    # Higher runs first.
+    priority: int = 0
+    # Why it waits for a stage service, while it does.
+    waiting_reason: str = ""
+    # When it finished (for retention), 0 while unfinished.
+    finished_s: float = 0.0
+    # Failed attempts of calls to stage services, oldest first.
+    retries: list[gateway_pb2.RetryAttempt] = field(default_factory=list)
 
     def overall_progress(self) -> float:
         if self.state == JobState.SUCCEEDED:

@@ -4,23 +4,42 @@ Stages overlap: transcription starts on the first batch of speech chunks while
 detection goes on, and alignment runs on each chunk's transcript while the next
 batch is transcribed. Every stage output is committed to the store as it is
 produced, and every change is published as a job event.
+
+A job resumed after a restart starts from its checkpoint: audio still held by
+the audio service is used again (else decoded again), stored speech chunks
+are not detected again, stored transcripts are not sent to ASR again, stored
+words are not aligned again.
+
+Calls to the stage services have deadlines. UNAVAILABLE means a service is
+down or loading: the job waits, its reason visible to watchers, up to
+`RetryPolicy.max_unavailable_wait_s`. DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+and ABORTED are retried with exponential backoff and jitter up to
+`RetryPolicy.max_retries` times per call. Any other code fails the job with the
+service's message. A NOT_FOUND while the job's audio is gone (the audio
+service restarted, the lease expired) decodes again instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
 from common.convert import (
     duration_to_seconds,
+    epoch_to_timestamp,
+    seconds_to_duration,
     segment_to_proto,
     segments_from_proto,
     segments_to_proto,
@@ -28,12 +47,12 @@ from common.convert import (
     time_range_to_proto,
 )
 from common.languages import primary_language
-from common.server import JOB_ID_KEY, REQUEST_ID_KEY
+from common.server import JOB_ID_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY
 from common.transcript import Segment, TimeRange
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, Stage
-from gateway.store import JobStore
+from gateway.store import Checkpoint, JobStore
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -43,9 +62,21 @@ from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # How often a running job renews the lease of its decoded audio.
 LEASE_RENEWAL_INTERVAL_S = 300.0
+# Codes worth another attempt; UNAVAILABLE is waited out rather than counted.
+RETRIED_CODES = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
+)
+STAGE_SERVICES = {
+    Stage.DECODE: "audio",
+    Stage.DETECT_SPEECH: "vad",
+    Stage.TRANSCRIBE: "asr",
+    Stage.ALIGN: "align",
+}
 
 
 class StageFailedError(Exception):
@@ -68,7 +99,7 @@ class Peers:
     align: align_pb2_grpc.AlignServiceStub
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Chunk:
     index: int
     time_range: TimeRange
@@ -77,7 +108,15 @@ class _Chunk:
 class JobPipeline:
     """Runs one job through the stage services."""
 
-    def __init__(self, job: JobRecord, peers: Peers, store: JobStore, events: EventHub, config: GatewayConfig) -> None:
+    def __init__(
+        self,
+        job: JobRecord,
+        peers: Peers,
+        store: JobStore,
+        events: EventHub,
+        config: GatewayConfig,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         self._job = job
         self._peers = peers
         self._store = store
@@ -90,13 +129,33 @@ class JobPipeline:
         self._aligned: dict[int, list[Segment]] = {}
         # Resolved once the language is known (see _choose_align_method).
         self._align_method: align_pb2.AlignMethod.ValueType | None = None
+        # Set when the gateway stops: the audio is kept for the resumed job.
+        self.keep_audio = False
+        self._resumed_handle: common_pb2.AudioHandle | None = None
+        self._restored_detection = False
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        self._resumed_handle = checkpoint.audio_handle
+        self._chunks = [_Chunk(index, checkpoint.speech_chunks[index]) for index in sorted(checkpoint.speech_chunks)]
+        self._restored_detection = checkpoint.detection_complete
+        self._transcripts = {index: segments for index, (_, segments) in checkpoint.transcripts.items()}
+        self._aligned = {index: segments for index, (_, segments) in checkpoint.alignments.items()}
+
+    def resume_summary(self, audio_reused: bool) -> gateway_pb2.ResumeSummary:
+        return gateway_pb2.ResumeSummary(
+            audio_reused=audio_reused,
+            detection_reused=self._restored_detection,
+            transcribed_chunk_count=len(self._transcripts),
+            aligned_chunk_count=len(self._aligned),
+        )
 
     # Plumbing
 
     def _call_options(self) -> dict[str, object]:
         return {
             "timeout": self._config.call_timeout_s,
-            "wait_for_ready": self._config.wait_for_ready,
             "metadata": ((JOB_ID_KEY, self._job.job_id), (REQUEST_ID_KEY, uuid.uuid4().hex[:16])),
         }
 
@@ -122,38 +181,146 @@ class JobPipeline:
         self._job.stage = stage
         await self._progress(stage, self._job.stage_fractions.get(stage, 0.0))
 
+    async def _call(self, stage: Stage, chunk_index: int, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Runs `attempt` (one call, its stream consumed) under the retry policy."""
+        policy = self._config.retry
+        retries = 0
+        waits = 0
+        waited_s = 0.0
+        while True:
+            try:
+                result = await attempt()
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details() or error.code().name
+                if code == grpc.StatusCode.NOT_FOUND and stage != Stage.DECODE and not await self._audio_alive():
+                    # The audio went away under the job: decode it again.
+                    retries += 1
+                    if retries > policy.max_retries:
+                        raise StageFailedError(stage, code, details) from error
+                    await self._record_retry(stage, chunk_index, retries, code, details, 0.0)
+                    self._handle = await self._decode()
+                    continue
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    waits += 1
+                    backoff_s = self._backoff_s(waits)
+                    if waited_s + backoff_s > policy.max_unavailable_wait_s:
+                        message = f"the {STAGE_SERVICES[stage]} service was unavailable for {waited_s:.0f} s: {details}"
+                        raise StageFailedError(stage, code, message) from error
+                    waited_s += backoff_s
+                    await self._wait_for_service(stage, details, backoff_s)
+                elif code in RETRIED_CODES:
+                    retries += 1
+                    if retries > policy.max_retries:
+                        message = f"{details} (gave up after {retries} attempts)"
+                        raise StageFailedError(stage, code, message) from error
+                    backoff_s = _retry_after_s(error) or self._backoff_s(retries)
+                else:
+                    raise StageFailedError(stage, code, details) from error
+                await self._record_retry(stage, chunk_index, retries + waits, code, details, backoff_s)
+                await asyncio.sleep(backoff_s)
+                continue
+            if self._job.waiting_reason:
+                self._job.waiting_reason = ""
+                await self._save()
+                await self._events.publish(self._job, waiting_reason="")
+            return result
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        policy = self._config.retry
+        ceiling_s = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling_s / 2, ceiling_s)
+
+    async def _wait_for_service(self, stage: Stage, details: str, backoff_s: float) -> None:
+        self._job.waiting_reason = (
+            f"waiting for the {STAGE_SERVICES[stage]} service ({details}); next try in {backoff_s:.1f} s"
+        )
+        await self._save()
+        await self._events.publish(self._job, waiting_reason=self._job.waiting_reason)
+
+    async def _record_retry(
+        self, stage: Stage, chunk_index: int, attempt: int, code: grpc.StatusCode, details: str, backoff_s: float
+    ) -> None:
+        retry = gateway_pb2.RetryAttempt(
+            stage=int(stage),  # type: ignore[arg-type]
+            chunk_index=chunk_index,
+            attempt=attempt,
+            max_attempts=self._config.retry.max_retries + 1,
+            code=code.name,
+            message=details,
+            backoff=seconds_to_duration(backoff_s),
+            attempt_time=epoch_to_timestamp(time.time()),
+        )
+        logger.info(
+            "job %s: %s call failed with %s (%s); attempt %d, next in %.1f s",
+            self._job.job_id,
+            STAGE_SERVICES[stage],
+            code.name,
+            details,
+            attempt,
+            backoff_s,
+        )
+        await self._store.run(self._store.add_retry, self._job.job_id, retry)
+        await self._events.publish(self._job, retry=retry)
+
     # The job
 
     async def run(self) -> list[Segment]:
-        """Runs every stage and returns the final segments."""
+        """Runs every stage still to do and returns the final segments."""
         try:
-            self._handle = await self._decode()
+            self._handle = await self._reuse_or_decode()
             renewal = asyncio.get_running_loop().create_task(self._renew_lease_forever())
             try:
                 return await self._detect_transcribe_align()
             finally:
                 renewal.cancel()
         finally:
-            await self._release_audio()
+            if not self.keep_audio:
+                await self._release_audio()
+
+    async def _reuse_or_decode(self) -> common_pb2.AudioHandle:
+        resumed = self._resumed_handle is not None
+        if resumed:
+            self._handle = self._resumed_handle
+            if await self._audio_alive():
+                await self._events.publish(self._job, resumed=self.resume_summary(audio_reused=True))
+                return self._resumed_handle  # type: ignore[return-value]
+            self._handle = None
+        if resumed or self._transcripts or self._chunks:
+            await self._events.publish(self._job, resumed=self.resume_summary(audio_reused=False))
+        return await self._decode()
+
+    async def _audio_alive(self) -> bool:
+        """Whether the audio service still holds the job's audio (renewing its lease)."""
+        if self._handle is None:
+            return False
+        request = audio_pb2.RenewLeaseRequest(audio_id=self._handle.audio_id)
+        try:
+            await self._call(Stage.DECODE, -1, lambda: self._peers.audio.RenewLease(request, **self._call_options()))
+        except StageFailedError as failure:
+            if failure.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
 
     async def _decode(self) -> common_pb2.AudioHandle:
         await self._enter(Stage.DECODE)
-        try:
+
+        async def decode_once() -> audio_pb2.DecodeResponse:
             if self._job.uploaded:
-                response = await self._peers.audio.UploadAudio(
+                return await self._peers.audio.UploadAudio(
                     self._upload_requests(Path(self._job.media_path)), **self._call_options()
                 )
-            else:
-                response = await self._peers.audio.DecodeFile(
-                    audio_pb2.DecodeFileRequest(path=self._job.media_path), **self._call_options()
-                )
-        except grpc.aio.AioRpcError as error:
-            raise StageFailedError(Stage.DECODE, error.code(), error.details() or "") from error
-        handle = response.audio
+            return await self._peers.audio.DecodeFile(
+                audio_pb2.DecodeFileRequest(path=self._job.media_path), **self._call_options()
+            )
+
+        handle = (await self._call(Stage.DECODE, -1, decode_once)).audio
         await self._store.run(self._store.save_audio_handle, self._job.job_id, handle)
-        self._job.audio_duration_s = duration_to_seconds(handle.duration)
-        await self._save()
-        await self._events.publish(self._job, audio_duration=handle.duration)
+        if not self._job.audio_duration_s:
+            self._job.audio_duration_s = duration_to_seconds(handle.duration)
+            await self._save()
+            await self._events.publish(self._job, audio_duration=handle.duration)
         await self._progress(Stage.DECODE, 1.0)
         return handle
 
@@ -170,9 +337,10 @@ class JobPipeline:
             media.close()
 
     async def _renew_lease_forever(self) -> None:
-        assert self._handle is not None
         while True:
             await asyncio.sleep(LEASE_RENEWAL_INTERVAL_S)
+            if self._handle is None:
+                continue
             try:
                 await self._peers.audio.RenewLease(
                     audio_pb2.RenewLeaseRequest(audio_id=self._handle.audio_id), **self._call_options()
@@ -205,67 +373,72 @@ class JobPipeline:
             # were cancelled because of it.
             failures = [error for error in group.exceptions if isinstance(error, StageFailedError)]
             raise (failures[0] if failures else group.exceptions[0]) from None
-        order = sorted(self._transcripts)
+        order = [chunk.index for chunk in self._chunks]
         source = self._transcripts if self._job.config.skip_alignment else self._aligned
         return [segment for index in order for segment in source[index]]
 
     async def _detect(self, chunk_queue: asyncio.Queue[_Chunk | None]) -> None:
-        assert self._handle is not None
-        self._job.stage_fractions.setdefault(Stage.DETECT_SPEECH, 0.0)
-        duration_s = max(self._job.audio_duration_s, 1e-9)
+        # Stored chunks go first: detection is deterministic, so a detection
+        # that runs again only adds the chunks after them.
+        for chunk in self._chunks:
+            chunk_queue.put_nowait(chunk)
         try:
-            stream = self._peers.vad.DetectSpeech(
-                vad_pb2.DetectSpeechRequest(audio=self._handle, options=self._job.config.speech_detection),
-                **self._call_options(),
-            )
-            async for response in stream:
-                if response.HasField("chunk"):
-                    chunk = _Chunk(response.chunk_index, time_range_from_proto(response.chunk))
-                    await self._store.run(
-                        self._store.save_speech_chunk, self._job.job_id, chunk.index, chunk.time_range
-                    )
-                    self._chunks.append(chunk)
-                    chunk_queue.put_nowait(chunk)
-                analysed_s = duration_to_seconds(response.analysed_duration)
-                await self._progress(Stage.DETECT_SPEECH, analysed_s / duration_s, len(self._chunks))
-        except grpc.aio.AioRpcError as error:
-            raise StageFailedError(Stage.DETECT_SPEECH, error.code(), error.details() or "") from error
+            if not self._restored_detection:
+                self._job.stage_fractions.setdefault(Stage.DETECT_SPEECH, 0.0)
+                await self._call(Stage.DETECT_SPEECH, -1, lambda: self._detect_once(chunk_queue))
+                await self._store.run(self._store.mark_detection_complete, self._job.job_id)
         finally:
             chunk_queue.put_nowait(None)
         self._detection_done = True
         await self._progress(Stage.DETECT_SPEECH, 1.0, len(self._chunks), len(self._chunks))
 
-    async def _next_batch(self, chunk_queue: asyncio.Queue[_Chunk | None]) -> list[_Chunk] | None:
-        """Up to a batch of chunks: as many as are ready once at least one is
-        (a full batch when detection runs ahead); None when there are no more."""
-        first = await chunk_queue.get()
-        if first is None:
-            return None
-        batch = [first]
+    async def _detect_once(self, chunk_queue: asyncio.Queue[_Chunk | None]) -> None:
+        assert self._handle is not None
+        duration_s = max(self._job.audio_duration_s, 1e-9)
+        stream = self._peers.vad.DetectSpeech(
+            vad_pb2.DetectSpeechRequest(audio=self._handle, options=self._job.config.speech_detection),
+            **self._call_options(),
+        )
+        async for response in stream:
+            if response.HasField("chunk") and response.chunk_index >= len(self._chunks):
+                chunk = _Chunk(response.chunk_index, time_range_from_proto(response.chunk))
+                await self._store.run(self._store.save_speech_chunk, self._job.job_id, chunk.index, chunk.time_range)
+                self._chunks.append(chunk)
+                chunk_queue.put_nowait(chunk)
+            analysed_s = duration_to_seconds(response.analysed_duration)
+            await self._progress(Stage.DETECT_SPEECH, analysed_s / duration_s, len(self._chunks))
+
+    async def _next_batch(
+        self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]
+    ) -> list[_Chunk] | None:
+        """Up to a batch of chunks still to transcribe: as many as are ready
+        once at least one is (a full batch while detection runs ahead); None
+        when there are no more. Chunks transcribed before go straight to
+        alignment."""
         size = self._job.config.transcription.batch_size or self._config.asr_batch_size
+        batch: list[_Chunk] = []
         while len(batch) < size:
-            if chunk_queue.empty() and not self._detection_done:
-                # Detection is still running: wait for a full batch rather than
-                # sending a small one (batching is where the speed is).
-                item = await chunk_queue.get()
-            elif chunk_queue.empty():
+            if batch and chunk_queue.empty() and self._detection_done:
                 break
-            else:
-                item = chunk_queue.get_nowait()
+            item = await chunk_queue.get()
             if item is None:
                 chunk_queue.put_nowait(None)
                 break
+            if item.index in self._transcripts:
+                align_queue.put_nowait(item.index)
+                continue
             batch.append(item)
-        return batch
+        return batch or None
 
     async def _transcribe(
         self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]
     ) -> None:
-        assert self._handle is not None
         options = asr_pb2.TranscriptionOptions()
         options.CopyFrom(self._job.config.transcription)
+        if not options.language_code and self._job.language_code:
+            options.language_code = self._job.language_code  # detected before a restart
         try:
-            while (batch := await self._next_batch(chunk_queue)) is not None:
+            while (batch := await self._next_batch(chunk_queue, align_queue)) is not None:
                 if self._job.stage < Stage.TRANSCRIBE:
                     await self._enter(Stage.TRANSCRIBE)
                 if not options.language_code:
@@ -274,9 +447,12 @@ class JobPipeline:
                     self._align_method = self._choose_align_method(options)
                     # Cross-attention times come almost free in the ASR's own pass.
                     options.word_timestamps = self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
-                await self._transcribe_batch(batch, options, align_queue)
-        except grpc.aio.AioRpcError as error:
-            raise StageFailedError(Stage.TRANSCRIBE, error.code(), error.details() or "") from error
+                for run in _consecutive_runs(batch):
+                    await self._call(
+                        Stage.TRANSCRIBE,
+                        run[0].index,
+                        functools.partial(self._transcribe_once, run, options, align_queue),
+                    )
         finally:
             align_queue.put_nowait(None)
         if not self._job.config.skip_alignment:
@@ -285,13 +461,13 @@ class JobPipeline:
 
     async def _detect_language(self, chunk: _Chunk) -> str:
         assert self._handle is not None
-        response = await self._peers.asr.DetectLanguage(
-            asr_pb2.DetectLanguageRequest(
-                audio=self._handle,
-                range=time_range_to_proto(chunk.time_range),
-                model=self._job.config.transcription.model,
-            ),
-            **self._call_options(),
+        request = asr_pb2.DetectLanguageRequest(
+            audio=self._handle,
+            range=time_range_to_proto(chunk.time_range),
+            model=self._job.config.transcription.model,
+        )
+        response = await self._call(
+            Stage.TRANSCRIBE, chunk.index, lambda: self._peers.asr.DetectLanguage(request, **self._call_options())
         )
         self._job.language_code = response.language_code
         self._job.language_probability = response.probability
@@ -299,15 +475,20 @@ class JobPipeline:
         await self._events.publish(self._job, language_code=response.language_code)
         return response.language_code
 
-    async def _transcribe_batch(
-        self, batch: Sequence[_Chunk], options: asr_pb2.TranscriptionOptions, align_queue: asyncio.Queue[int | None]
+    async def _transcribe_once(
+        self, run: Sequence[_Chunk], options: asr_pb2.TranscriptionOptions, align_queue: asyncio.Queue[int | None]
     ) -> None:
+        """One Transcribe call for the chunks of `run` (consecutive) not yet
+        transcribed; after a failed attempt only those left are sent again."""
         assert self._handle is not None
+        remaining = [chunk for chunk in run if chunk.index not in self._transcripts]
+        if not remaining:
+            return
         stream = self._peers.asr.Transcribe(
             asr_pb2.TranscribeRequest(
                 audio=self._handle,
-                chunks=[time_range_to_proto(chunk.time_range) for chunk in batch],
-                first_chunk_index=batch[0].index,
+                chunks=[time_range_to_proto(chunk.time_range) for chunk in remaining],
+                first_chunk_index=remaining[0].index,
                 options=options,
             ),
             **self._call_options(),
@@ -357,32 +538,21 @@ class JobPipeline:
         return align_pb2.ALIGN_METHOD_CROSS_ATTENTION
 
     async def _align(self, align_queue: asyncio.Queue[int | None]) -> None:
-        assert self._handle is not None
         config = self._job.config
         while (chunk_index := await align_queue.get()) is not None:
-            if config.skip_alignment:
+            if config.skip_alignment or chunk_index in self._aligned:
                 continue
             segments = self._transcripts[chunk_index]
             spoken = [segment for segment in segments if segment.text.strip()]
+            method: align_pb2.AlignMethod.ValueType
             if not spoken:
                 aligned, method = segments, align_pb2.ALIGN_METHOD_UNSPECIFIED
             elif self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION and all(s.words for s in spoken):
                 aligned, method = segments, align_pb2.ALIGN_METHOD_CROSS_ATTENTION  # timed by the ASR pass
             else:
-                try:
-                    response = await self._peers.align.AlignWords(
-                        align_pb2.AlignWordsRequest(
-                            audio=self._handle,
-                            segments=segments_to_proto(segments),
-                            language_code=self._job.language_code or config.transcription.language_code,
-                            method=self._align_method or config.align_method,
-                            model=config.transcription.model,
-                        ),
-                        **self._call_options(),
-                    )
-                except grpc.aio.AioRpcError as error:
-                    raise StageFailedError(Stage.ALIGN, error.code(), error.details() or "") from error
-                aligned, method = segments_from_proto(response.segments), response.method
+                aligned, method = await self._call(
+                    Stage.ALIGN, chunk_index, functools.partial(self._align_once, segments)
+                )
             await self._store.run(self._store.save_chunk_alignment, self._job.job_id, chunk_index, method, aligned)
             self._aligned[chunk_index] = aligned
             await self._progress(
@@ -390,3 +560,39 @@ class JobPipeline:
             )
         if not config.skip_alignment:
             await self._progress(Stage.ALIGN, 1.0, len(self._aligned), len(self._chunks))
+
+    async def _align_once(self, segments: list[Segment]) -> tuple[list[Segment], align_pb2.AlignMethod.ValueType]:
+        assert self._handle is not None
+        config = self._job.config
+        response = await self._peers.align.AlignWords(
+            align_pb2.AlignWordsRequest(
+                audio=self._handle,
+                segments=segments_to_proto(segments),
+                language_code=self._job.language_code or config.transcription.language_code,
+                method=self._align_method or config.align_method,
+                model=config.transcription.model,
+            ),
+            **self._call_options(),
+        )
+        return segments_from_proto(response.segments), response.method
+
+
+def _consecutive_runs(chunks: Sequence[_Chunk]) -> list[list[_Chunk]]:
+    """Chunks split where their indices jump (a Transcribe call numbers its
+    chunks from first_chunk_index on)."""
+    runs: list[list[_Chunk]] = []
+    for chunk in chunks:
+        if runs and runs[-1][-1].index + 1 == chunk.index:
+            runs[-1].append(chunk)
+        else:
+            runs.append([chunk])
+    return runs
+
+
+def _retry_after_s(error: grpc.aio.AioRpcError) -> float | None:
+    """The retry hint a service gave with RESOURCE_EXHAUSTED, if any."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            with contextlib.suppress(ValueError):
+                return float(value)
+    return None

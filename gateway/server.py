@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from common.channels import open_channel
 from common.server import RunningServer, create_server
 from gateway.config import GatewayConfig
@@ -52,6 +54,7 @@ async def create(config: GatewayConfig) -> RunningServer:
     )
 
     async def stop_jobs_and_close() -> None:
+        sweeper.cancel()
         await scheduler.shutdown()
         for channel in channels:
             await channel.close()
@@ -60,5 +63,6 @@ async def create(config: GatewayConfig) -> RunningServer:
     running.on_stop.append(stop_jobs_and_close)
     await running.start()
     await scheduler.recover()
+    sweeper = asyncio.get_running_loop().create_task(scheduler.sweep_forever())
     await running.set_serving(True)
     return running

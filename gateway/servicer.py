@@ -20,10 +20,12 @@ from gateway.jobs import JobRecord, JobState
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
 from gateway.subtitles import render
-from gateway.validation import validate_job_config
+from gateway.validation import validate_job_config, validate_priority, validate_request_id
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 50
+# Free disk space is checked again each time an upload grows by this much.
+SPACE_CHECK_BYTES = 64 * 1024 * 1024
 MAX_PAGE_SIZE = 1000
 
 _FORMAT_NAMES = {
@@ -35,7 +37,7 @@ _FORMAT_NAMES = {
 }
 
 
-def job_to_proto(job: JobRecord) -> gateway_pb2.Job:
+def job_to_proto(job: JobRecord, queue_position: int = 0) -> gateway_pb2.Job:
     message = gateway_pb2.Job(
         job_id=job.job_id,
         state=int(job.state),  # type: ignore[arg-type]
@@ -48,6 +50,11 @@ def job_to_proto(job: JobRecord) -> gateway_pb2.Job:
         language_code=job.language_code,
         language_probability=job.language_probability,
         segment_count=job.segment_count,
+        queue_position=queue_position if job.state == JobState.QUEUED else 0,
+        priority=job.priority,
+        request_id=job.request_id,
+        retries=job.retries,
+        waiting_reason=job.waiting_reason,
     )
     if job.audio_duration_s:
         message.audio_duration.CopyFrom(seconds_to_duration(job.audio_duration_s))
@@ -73,8 +80,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if not request.path.strip():
             raise InvalidInputError("path is empty: give the path of a media file on the audio service's host")
         validate_job_config(request.config)
-        job = self._scheduler.new_job(request.config, request.path, request.path, uploaded=False)
-        return job_to_proto(await self._scheduler.submit(job))
+        validate_request_id(request.request_id)
+        validate_priority(request.priority)
+        job = self._scheduler.new_job(
+            request.config,
+            request.path,
+            request.path,
+            uploaded=False,
+            request_id=request.request_id,
+            priority=request.priority,
+        )
+        return self._to_proto(await self._scheduler.submit(job))
 
     async def UploadMedia(
         self, request_iterator: AsyncIterator[gateway_pb2.UploadMediaRequest], context: grpc.aio.ServicerContext
@@ -84,9 +100,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidInputError("the first message of an upload must carry its metadata (file name and config)")
         metadata = first.metadata
         validate_job_config(metadata.config)
+        validate_request_id(metadata.request_id)
+        validate_priority(metadata.priority)
+        existing = await self._scheduler.existing(metadata.request_id)
+        if existing is not None:
+            # A repeated upload: read to its end, store nothing.
+            async for _ in request_iterator:
+                pass
+            return self._to_proto(existing)
         if metadata.size_bytes > self._max_upload_bytes:
             raise InvalidInputError(self._too_large(metadata.size_bytes))
-        self._scheduler.require_upload_space(metadata.size_bytes)
+        self._scheduler.check_queue_space()
+        self._scheduler.check_upload_space(metadata.size_bytes)
         name = Path(metadata.file_name).name or "upload"
         part = self._scheduler.uploads_dir / f"{uuid.uuid4().hex}.part"
         try:
@@ -99,13 +124,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     received += len(message.chunk)
                     if received > self._max_upload_bytes:
                         raise InvalidInputError(self._too_large(received))
+                    if received // SPACE_CHECK_BYTES != (received - len(message.chunk)) // SPACE_CHECK_BYTES:
+                        self._scheduler.check_upload_space(0)
                     await asyncio.to_thread(media.write, message.chunk)
             finally:
                 media.close()
             ensure_upload_complete(context, metadata.size_bytes, received, name)
             if received == 0:
                 raise InvalidInputError(f"the upload of {name!r} carried no bytes")
-            job = self._scheduler.new_job(metadata.config, f"upload:{name}", "", uploaded=True)
+            job = self._scheduler.new_job(
+                metadata.config,
+                f"upload:{name}",
+                "",
+                uploaded=True,
+                request_id=metadata.request_id,
+                priority=metadata.priority,
+            )
             kept = self._scheduler.uploads_dir / f"{job.job_id}{Path(name).suffix[:16]}"
             part.replace(kept)
             job.media_path = str(kept)
@@ -115,12 +149,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 part.unlink()
         submission = asyncio.ensure_future(self._scheduler.submit(job))
         try:
-            return job_to_proto(await asyncio.shield(submission))
+            return self._to_proto(await asyncio.shield(submission))
         except asyncio.CancelledError:
             # Cut off while the job was being created: the client never learns
             # of it, so it must not exist.
-            self._scheduler.withdraw_later(submission)
+            self._scheduler.withdraw_later(job.job_id, submission)
             raise
+
+    def _to_proto(self, job: JobRecord) -> gateway_pb2.Job:
+        return job_to_proto(job, self._scheduler.queue_position(job.job_id))
 
     def _too_large(self, size_bytes: int) -> str:
         return f"upload of {size_bytes} bytes is over the limit of {self._max_upload_bytes} bytes"
@@ -129,11 +166,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
         await self._store.run(self._store.get_job, request.job_id)  # NOT_FOUND before streaming
-        async for event in self._events.watch(request.job_id):
+        if request.after_sequence < 0:
+            raise InvalidInputError("after_sequence must not be negative")
+        async for event in self._events.watch(request.job_id, request.after_sequence):
             yield event
 
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.Job:
-        return job_to_proto(await self._store.run(self._store.get_job, request.job_id))
+        return self._to_proto(await self._store.run(self._store.get_job, request.job_id))
 
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -145,12 +184,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         state = JobState(request.state) if request.state else None
         jobs = await self._store.run(lambda: self._store.list_jobs(limit=size + 1, before=before, state=state))
         token = _encode_page_token(jobs[size - 1]) if len(jobs) > size else ""
-        return gateway_pb2.ListJobsResponse(jobs=[job_to_proto(job) for job in jobs[:size]], next_page_token=token)
+        return gateway_pb2.ListJobsResponse(jobs=[self._to_proto(job) for job in jobs[:size]], next_page_token=token)
 
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Job:
-        return job_to_proto(await self._scheduler.cancel(request.job_id))
+        return self._to_proto(await self._scheduler.cancel(request.job_id))
 
     async def GetResult(
         self, request: gateway_pb2.GetResultRequest, context: grpc.aio.ServicerContext

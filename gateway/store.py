@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError
 
 from common.errors import NotFoundError
 from common.transcript import Segment, TimeRange, Word
@@ -54,9 +56,22 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             language_probability REAL NOT NULL DEFAULT 0,
             segment_count INTEGER NOT NULL DEFAULT 0,
             processing_s REAL NOT NULL DEFAULT 0,
-            audio_handle BLOB                  -- common.v1.AudioHandle
+            audio_handle BLOB,                 -- common.v1.AudioHandle
+            request_id TEXT,                   -- client's idempotency key
+            priority INTEGER NOT NULL DEFAULT 0,
+            detection_complete INTEGER NOT NULL DEFAULT 0,
+            waiting_reason TEXT NOT NULL DEFAULT '',
+            finished_s REAL NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX jobs_by_creation ON jobs (created_s DESC, job_id DESC)",
+        "CREATE UNIQUE INDEX jobs_by_request_id ON jobs (request_id) WHERE request_id IS NOT NULL",
+        "CREATE INDEX jobs_by_finish ON jobs (finished_s) WHERE finished_s > 0",
+        """CREATE TABLE job_retries (
+            job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            sequence INTEGER NOT NULL,
+            attempt BLOB NOT NULL,             -- gateway.v1.RetryAttempt
+            PRIMARY KEY (job_id, sequence)
+        )""",
         """CREATE TABLE job_events (
             job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
             sequence INTEGER NOT NULL,
@@ -94,6 +109,19 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
 
 class CorruptRecordError(Exception):
     """A stored record cannot be read."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a job had finished when it stopped: every stage output stored."""
+
+    audio_handle: common_pb2.AudioHandle | None
+    speech_chunks: dict[int, TimeRange]
+    detection_complete: bool
+    # chunk index -> (language code, segments)
+    transcripts: dict[int, tuple[str, list[Segment]]]
+    # chunk index -> (align method, segments with words)
+    alignments: dict[int, tuple[int, list[Segment]]]
 
 
 def segments_to_json(segments: Sequence[Segment]) -> str:
@@ -154,11 +182,17 @@ class JobStore:
 
     # Jobs
 
-    def insert_job(self, job: JobRecord) -> None:
+    def insert_job(self, job: JobRecord) -> JobRecord:
+        """Stores a new job; when its request id was used already, stores
+        nothing and returns the job created with it."""
         with self._transaction() as db:
+            if job.request_id:
+                row = db.execute("SELECT * FROM jobs WHERE request_id = ?", (job.request_id,)).fetchone()
+                if row is not None:
+                    return _job_from_row(row)
             db.execute(
-                "INSERT INTO jobs (job_id, state, config, source, media_path, uploaded, created_s, updated_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (job_id, state, config, source, media_path, uploaded, created_s, updated_s,"
+                " request_id, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.job_id,
                     int(job.state),
@@ -168,36 +202,50 @@ class JobStore:
                     int(job.uploaded),
                     job.created_s,
                     job.updated_s,
+                    job.request_id or None,
+                    job.priority,
                 ),
             )
+        return job
+
+    def job_by_request_id(self, request_id: str) -> JobRecord | None:
+        row = self._connection.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _job_from_row(row)
 
     def update_job(self, job: JobRecord) -> None:
         job.updated_s = time.time()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, failure = ?,"
-                " audio_duration_s = ?, language_code = ?, language_probability = ?, segment_count = ?,"
-                " processing_s = ? WHERE job_id = ?",
-                (
-                    int(job.state),
-                    job.updated_s,
-                    int(job.stage),
-                    json.dumps({int(stage): fraction for stage, fraction in job.stage_fractions.items()}),
-                    json.dumps(asdict(job.failure)) if job.failure else None,
-                    job.audio_duration_s,
-                    job.language_code,
-                    job.language_probability,
-                    job.segment_count,
-                    job.processing_s,
-                    job.job_id,
-                ),
-            )
+            _update_job_row(db, job)
 
     def get_job(self, job_id: str) -> JobRecord:
         row = self._connection.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no job {job_id!r}")
-        return _job_from_row(row)
+        job = _job_from_row(row)
+        job.retries = [
+            gateway_pb2.RetryAttempt.FromString(item["attempt"])
+            for item in self._connection.execute(
+                "SELECT attempt FROM job_retries WHERE job_id = ? ORDER BY sequence", (job_id,)
+            )
+        ]
+        return job
+
+    def add_retry(self, job_id: str, attempt: gateway_pb2.RetryAttempt) -> None:
+        with self._transaction() as db:
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(sequence), 0) FROM job_retries WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO job_retries (job_id, sequence, attempt) VALUES (?, ?, ?)",
+                (job_id, last + 1, attempt.SerializeToString()),
+            )
+
+    def expired_jobs(self, finished_before_s: float) -> list[JobRecord]:
+        """Finished jobs that finished before `finished_before_s`, oldest first."""
+        rows = self._connection.execute(
+            "SELECT * FROM jobs WHERE finished_s > 0 AND finished_s < ? ORDER BY finished_s", (finished_before_s,)
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
 
     def list_jobs(self, *, limit: int, before: tuple[float, str] | None, state: JobState | None) -> list[JobRecord]:
         clauses: list[str] = []
@@ -220,8 +268,9 @@ class JobStore:
             db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
 
     def unfinished_jobs(self) -> list[JobRecord]:
+        """Queued and running jobs, highest priority first, then oldest."""
         rows = self._connection.execute(
-            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_s, job_id",
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY priority DESC, created_s, job_id",
             (int(JobState.QUEUED), int(JobState.RUNNING)),
         ).fetchall()
         return [_job_from_row(row) for row in rows]
@@ -269,6 +318,40 @@ class JobStore:
                 (job_id, chunk_index, time_range.start_s, time_range.end_s),
             )
 
+    def mark_detection_complete(self, job_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET detection_complete = 1 WHERE job_id = ?", (job_id,))
+
+    def forget_speech_chunks(self, job_id: str) -> None:
+        """Drops partial detection output (detection runs again from the start)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM speech_chunks WHERE job_id = ?", (job_id,))
+            db.execute("UPDATE jobs SET detection_complete = 0 WHERE job_id = ?", (job_id,))
+
+    def checkpoint(self, job_id: str) -> Checkpoint:
+        """Every stage output stored for a job. CorruptRecordError: one cannot be read."""
+        db = self._connection
+        row = db.execute("SELECT audio_handle, detection_complete FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        try:
+            handle = common_pb2.AudioHandle.FromString(row["audio_handle"]) if row["audio_handle"] else None
+        except DecodeError as error:
+            raise CorruptRecordError(f"the stored audio handle cannot be read: {error}") from error
+        chunks = {
+            item["chunk_index"]: TimeRange(item["start_s"], item["end_s"])
+            for item in db.execute("SELECT * FROM speech_chunks WHERE job_id = ?", (job_id,))
+        }
+        transcripts = {
+            item["chunk_index"]: (item["language_code"], segments_from_json(item["segments"]))
+            for item in db.execute("SELECT * FROM chunk_transcripts WHERE job_id = ?", (job_id,))
+        }
+        alignments = {
+            item["chunk_index"]: (item["method"], segments_from_json(item["segments"]))
+            for item in db.execute("SELECT * FROM chunk_alignments WHERE job_id = ?", (job_id,))
+        }
+        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments)
+
     def save_chunk_transcript(
         self, job_id: str, chunk_index: int, language_code: str, segments: Sequence[Segment]
     ) -> None:
@@ -288,25 +371,14 @@ class JobStore:
 
     def finish_job(self, job: JobRecord, segments: Sequence[Segment]) -> None:
         """Stores the final result and the job's final state in one transaction."""
-        job.updated_s = time.time()
+        job.updated_s = job.finished_s = time.time()
+        job.waiting_reason = ""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO results (job_id, segments) VALUES (?, ?)",
                 (job.job_id, segments_to_json(segments)),
             )
-            db.execute(
-                "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, segment_count = ?,"
-                " processing_s = ? WHERE job_id = ?",
-                (
-                    int(job.state),
-                    job.updated_s,
-                    int(job.stage),
-                    json.dumps({int(stage): fraction for stage, fraction in job.stage_fractions.items()}),
-                    job.segment_count,
-                    job.processing_s,
-                    job.job_id,
-                ),
-            )
+            _update_job_row(db, job)
 
     def result(self, job_id: str) -> list[Segment]:
         row = self._connection.execute("SELECT segments FROM results WHERE job_id = ?", (job_id,)).fetchone()
@@ -314,15 +386,25 @@ class JobStore:
             raise NotFoundError(f"job {job_id!r} has no stored result")
         return segments_from_json(row["segments"])
 
-    def clear_stage_outputs(self, job_id: str) -> None:
-        """Forgets a job's partial outputs (before it is run again from the start)."""
-        with self._transaction() as db:
-            for table in ("speech_chunks", "chunk_transcripts", "chunk_alignments", "results"):
-                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
-            db.execute("UPDATE jobs SET audio_handle = NULL WHERE job_id = ?", (job_id,))
-
 
 def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    """A job from its row; a row that cannot be read gives a FAILED job that
+    says why (its stored state stays as it was until the job is saved)."""
+    try:
+        return _parse_job_row(row)
+    except (DecodeError, ValueError, KeyError, TypeError) as error:
+        return JobRecord(
+            job_id=row["job_id"],
+            state=JobState.FAILED,
+            config=gateway_pb2.JobConfig(),
+            source=str(row["source"]),
+            created_s=float(row["created_s"] or 0),
+            updated_s=float(row["updated_s"] or 0),
+            failure=JobFailure("DATA_LOSS", f"the stored record of this job cannot be read ({error})", Stage.NONE),
+        )
+
+
+def _parse_job_row(row: sqlite3.Row) -> JobRecord:
     failure = json.loads(row["failure"]) if row["failure"] else None
     return JobRecord(
         job_id=row["job_id"],
@@ -341,4 +423,31 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         language_probability=row["language_probability"],
         segment_count=row["segment_count"],
         processing_s=row["processing_s"],
+        request_id=row["request_id"] or "",
+        priority=row["priority"],
+        waiting_reason=row["waiting_reason"],
+        finished_s=row["finished_s"],
+    )
+
+
+def _update_job_row(db: sqlite3.Connection, job: JobRecord) -> None:
+    db.execute(
+        "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, failure = ?,"
+        " audio_duration_s = ?, language_code = ?, language_probability = ?, segment_count = ?,"
+        " processing_s = ?, waiting_reason = ?, finished_s = ? WHERE job_id = ?",
+        (
+            int(job.state),
+            job.updated_s,
+            int(job.stage),
+            json.dumps({int(stage): fraction for stage, fraction in job.stage_fractions.items()}),
+            json.dumps(asdict(job.failure)) if job.failure else None,
+            job.audio_duration_s,
+            job.language_code,
+            job.language_probability,
+            job.segment_count,
+            job.processing_s,
+            job.waiting_reason,
+            job.finished_s,
+            job.job_id,
+        ),
     )

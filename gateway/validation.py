@@ -42,3 +42,17 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
             raise InvalidInputError(f"{name} must not be negative")
     if config.align_method not in align_pb2.AlignMethod.values():
         raise InvalidInputError(f"unknown align method {config.align_method}")
+
+
+MAX_REQUEST_ID_CHARS = 128
+MAX_PRIORITY = 100
+
+
+def validate_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidInputError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_CHARS}")
+
+
+def validate_priority(priority: int) -> None:
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidInputError(f"priority {priority} must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")

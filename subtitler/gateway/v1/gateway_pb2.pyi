@@ -166,6 +166,96 @@ class JobConfig(_message.Message):
 Global___JobConfig: _TypeAlias = JobConfig  # noqa: Y015
 
 @_typing.final
+class RetryAttempt(_message.Message):
+    """A failed call to a stage service that is tried again (or was, for the
+    record kept on the job).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
+    ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    stage: Global___Stage.ValueType
+    """The stage whose call failed."""
+    chunk_index: _builtins.int
+    """Index of the chunk the call was about; -1 when it was not about one."""
+    attempt: _builtins.int
+    """The attempt that failed, from 1."""
+    max_attempts: _builtins.int
+    """Attempts allowed for this call."""
+    code: _builtins.str
+    """Status code name of the failure ("UNAVAILABLE"...)."""
+    message: _builtins.str
+    """The service's message."""
+    @_builtins.property
+    def backoff(self) -> _duration_pb2.Duration:
+        """Wait before the next attempt."""
+
+    @_builtins.property
+    def attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt failed."""
+
+    def __init__(
+        self,
+        *,
+        stage: Global___Stage.ValueType = ...,
+        chunk_index: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        backoff: _duration_pb2.Duration | None = ...,
+        attempt_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_time", b"attempt_time", "backoff", b"backoff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_time", b"attempt_time", "backoff", b"backoff", "chunk_index", b"chunk_index", "code", b"code", "max_attempts", b"max_attempts", "message", b"message", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryAttempt: _TypeAlias = RetryAttempt  # noqa: Y015
+
+@_typing.final
+class ResumeSummary(_message.Message):
+    """What a job resumed after a gateway restart took from its checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_REUSED_FIELD_NUMBER: _builtins.int
+    DETECTION_REUSED_FIELD_NUMBER: _builtins.int
+    TRANSCRIBED_CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    ALIGNED_CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    audio_reused: _builtins.bool
+    """The decoded audio was still held by the audio service."""
+    detection_reused: _builtins.bool
+    """The speech chunks were all stored: detection did not run again."""
+    transcribed_chunk_count: _builtins.int
+    """Chunks whose transcript was stored (not sent to ASR again)."""
+    aligned_chunk_count: _builtins.int
+    """Chunks whose words were stored (not aligned again)."""
+    def __init__(
+        self,
+        *,
+        audio_reused: _builtins.bool = ...,
+        detection_reused: _builtins.bool = ...,
+        transcribed_chunk_count: _builtins.int = ...,
+        aligned_chunk_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aligned_chunk_count", b"aligned_chunk_count", "audio_reused", b"audio_reused", "detection_reused", b"detection_reused", "transcribed_chunk_count", b"transcribed_chunk_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSummary: _TypeAlias = ResumeSummary  # noqa: Y015
+
+@_typing.final
 class JobError(_message.Message):
     """The error of a failed job."""
 
@@ -251,6 +341,11 @@ class Job(_message.Message):
     LANGUAGE_PROBABILITY_FIELD_NUMBER: _builtins.int
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
     PROCESSING_DURATION_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Server-assigned id."""
     state: Global___JobState.ValueType
@@ -269,6 +364,14 @@ class Job(_message.Message):
     """Probability of the detected language (1 when given by the client)."""
     segment_count: _builtins.int
     """Number of segments transcribed so far."""
+    queue_position: _builtins.int
+    """Position in the queue while QUEUED (1: next to run); 0 otherwise."""
+    priority: _builtins.int
+    """Priority it was created with: higher runs first."""
+    request_id: _builtins.str
+    """The client's request id it was created with, if any."""
+    waiting_reason: _builtins.str
+    """Why the job is waiting, when it is (a stage service is unavailable...)."""
     @_builtins.property
     def config(self) -> Global___JobConfig:
         """The configuration it was created with."""
@@ -293,6 +396,10 @@ class Job(_message.Message):
     def processing_duration(self) -> _duration_pb2.Duration:
         """Wall-clock time spent processing, once finished."""
 
+    @_builtins.property
+    def retries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetryAttempt]:
+        """Every failed attempt of a call to a stage service, oldest first."""
+
     def __init__(
         self,
         *,
@@ -310,10 +417,15 @@ class Job(_message.Message):
         language_probability: _builtins.float = ...,
         segment_count: _builtins.int = ...,
         processing_duration: _duration_pb2.Duration | None = ...,
+        queue_position: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+        retries: _abc.Iterable[Global___RetryAttempt] | None = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "config", b"config", "create_time", b"create_time", "error", b"error", "processing_duration", b"processing_duration", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "config", b"config", "create_time", b"create_time", "error", b"error", "job_id", b"job_id", "language_code", b"language_code", "language_probability", b"language_probability", "processing_duration", b"processing_duration", "progress", b"progress", "segment_count", b"segment_count", "source", b"source", "stage", b"stage", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "config", b"config", "create_time", b"create_time", "error", b"error", "job_id", b"job_id", "language_code", b"language_code", "language_probability", b"language_probability", "priority", b"priority", "processing_duration", b"processing_duration", "progress", b"progress", "queue_position", b"queue_position", "request_id", b"request_id", "retries", b"retries", "segment_count", b"segment_count", "source", b"source", "stage", b"stage", "state", b"state", "update_time", b"update_time", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,9 +439,20 @@ class CreateJobRequest(_message.Message):
 
     PATH_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Path of the media on the audio service's host, absolute or relative to
     its media root.
+    """
+    request_id: _builtins.str
+    """Client-chosen id (at most 128 characters) that makes the call
+    idempotent: a repeated call with the same id creates nothing and returns
+    the job the first one created.
+    """
+    priority: _builtins.int
+    """Higher runs first; jobs of equal priority run in order of arrival.
+    Between -100 and 100; default 0.
     """
     @_builtins.property
     def config(self) -> Global___JobConfig:
@@ -340,10 +463,12 @@ class CreateJobRequest(_message.Message):
         *,
         path: _builtins.str = ...,
         config: Global___JobConfig | None = ...,
+        request_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "path", b"path", "priority", b"priority", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -358,12 +483,20 @@ class UploadMetadata(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     CONFIG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     """The file's name (for display and container hints)."""
     size_bytes: _builtins.int
     """Total size in bytes if known (0: unknown); checked against the limit
     before any byte is stored.
     """
+    request_id: _builtins.str
+    """As CreateJobRequest.request_id. A repeated upload with the same id is
+    read to its end and discarded.
+    """
+    priority: _builtins.int
+    """As CreateJobRequest.priority."""
     @_builtins.property
     def config(self) -> Global___JobConfig:
         """How to do the job."""
@@ -374,10 +507,12 @@ class UploadMetadata(_message.Message):
         file_name: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         config: Global___JobConfig | None = ...,
+        request_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "file_name", b"file_name", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "file_name", b"file_name", "priority", b"priority", "request_id", b"request_id", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -420,16 +555,20 @@ class WatchJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
+    after_sequence: _builtins.int
+    """Replay only the events after this sequence (0: all of them)."""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -451,6 +590,10 @@ class JobEvent(_message.Message):
     SEGMENT_FIELD_NUMBER: _builtins.int
     AUDIO_DURATION_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the job's history, from 1."""
     job_id: _builtins.str
@@ -461,6 +604,10 @@ class JobEvent(_message.Message):
     """Overall progress after the event, 0 to 1."""
     language_code: _builtins.str
     """The language was detected or given."""
+    queue_position: _builtins.int
+    """The job waits in the queue at this position (1: next)."""
+    waiting_reason: _builtins.str
+    """The job waits for a stage service (see Job.waiting_reason)."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -481,6 +628,14 @@ class JobEvent(_message.Message):
     def audio_duration(self) -> _duration_pb2.Duration:
         """The audio was decoded: its duration."""
 
+    @_builtins.property
+    def retry(self) -> Global___RetryAttempt:
+        """A call to a stage service failed and will be tried again."""
+
+    @_builtins.property
+    def resumed(self) -> Global___ResumeSummary:
+        """The job was resumed from its checkpoint after a gateway restart."""
+
     def __init__(
         self,
         *,
@@ -494,12 +649,16 @@ class JobEvent(_message.Message):
         segment: _common_pb2.Segment | None = ...,
         audio_duration: _duration_pb2.Duration | None = ...,
         language_code: _builtins.str = ...,
+        retry: Global___RetryAttempt | None = ...,
+        queue_position: _builtins.int = ...,
+        resumed: Global___ResumeSummary | None = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "language_code", b"language_code", "segment", b"segment", "stage_progress", b"stage_progress"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "language_code", b"language_code", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "stage_progress", b"stage_progress", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "job_id", b"job_id", "language_code", b"language_code", "progress", b"progress", "segment", b"segment", "sequence", b"sequence", "stage_progress", b"stage_progress", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "job_id", b"job_id", "language_code", b"language_code", "progress", b"progress", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "sequence", b"sequence", "stage_progress", b"stage_progress", "state", b"state", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["error", "stage_progress", "segment", "audio_duration", "language_code"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["error", "stage_progress", "segment", "audio_duration", "language_code", "retry", "queue_position", "resumed", "waiting_reason"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 

@@ -79,7 +79,9 @@ class GatewayServiceServicer:
     def CreateJob(self, request, context):
         """Creates a job for a file on the audio service's host. The job is queued
         at once; decoding errors surface as the job's error. INVALID_ARGUMENT:
-        bad options. NOT_FOUND: unknown model or language.
+        bad options. NOT_FOUND: unknown language. RESOURCE_EXHAUSTED: the queue
+        is full (the trailing metadata "retry-after-s" says when to try again).
+        With a request_id, a repeated call returns the job the first one created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,9 +97,11 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Streams the events of a job: its state, each stage's progress and each
-        segment as soon as it exists; the stream ends when the job does. Events
-        that happened before the call are replayed first. NOT_FOUND: no such job.
+        """Streams the events of a job: its state, queue position, each stage's
+        progress, each retry and each segment as soon as it exists; the stream
+        ends when the job does. Stored events after `after_sequence` are replayed
+        first, then live ones follow, each exactly once: a watcher that lost its
+        stream reconnects with the last sequence it saw. NOT_FOUND: no such job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,8 +122,9 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancels a job. Cancelling a finished job changes nothing and returns it.
-        NOT_FOUND: no such job.
+        """Cancels a job: its calls in flight are cancelled in the services and its
+        audio is released. Cancelling a finished job changes nothing and returns
+        it. NOT_FOUND: no such job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

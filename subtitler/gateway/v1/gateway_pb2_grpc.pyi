@@ -38,7 +38,9 @@ class GatewayServiceStub:
     CreateJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.Job]
     """Creates a job for a file on the audio service's host. The job is queued
     at once; decoding errors surface as the job's error. INVALID_ARGUMENT:
-    bad options. NOT_FOUND: unknown model or language.
+    bad options. NOT_FOUND: unknown language. RESOURCE_EXHAUSTED: the queue
+    is full (the trailing metadata "retry-after-s" says when to try again).
+    With a request_id, a repeated call returns the job the first one created.
     """
     UploadMedia: _grpc.StreamUnaryMultiCallable[_gateway_pb2.UploadMediaRequest, _gateway_pb2.Job]
     """Uploads a file and creates a job for it. The first message carries the
@@ -46,17 +48,20 @@ class GatewayServiceStub:
     the maximum upload size. A stream cut off midway creates no job.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]
-    """Streams the events of a job: its state, each stage's progress and each
-    segment as soon as it exists; the stream ends when the job does. Events
-    that happened before the call are replayed first. NOT_FOUND: no such job.
+    """Streams the events of a job: its state, queue position, each stage's
+    progress, each retry and each segment as soon as it exists; the stream
+    ends when the job does. Stored events after `after_sequence` are replayed
+    first, then live ones follow, each exactly once: a watcher that lost its
+    stream reconnects with the last sequence it saw. NOT_FOUND: no such job.
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]
     """Returns a job. NOT_FOUND: no such job."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
     """Lists jobs, newest first."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]
-    """Cancels a job. Cancelling a finished job changes nothing and returns it.
-    NOT_FOUND: no such job.
+    """Cancels a job: its calls in flight are cancelled in the services and its
+    audio is released. Cancelling a finished job changes nothing and returns
+    it. NOT_FOUND: no such job.
     """
     GetResult: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetResultRequest, _gateway_pb2.GetResultResponse]
     """Returns the result of a succeeded job in a format.
@@ -71,7 +76,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     CreateJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
     """Creates a job for a file on the audio service's host. The job is queued
     at once; decoding errors surface as the job's error. INVALID_ARGUMENT:
-    bad options. NOT_FOUND: unknown model or language.
+    bad options. NOT_FOUND: unknown language. RESOURCE_EXHAUSTED: the queue
+    is full (the trailing metadata "retry-after-s" says when to try again).
+    With a request_id, a repeated call returns the job the first one created.
     """
     UploadMedia: _aio.StreamUnaryMultiCallable[_gateway_pb2.UploadMediaRequest, _gateway_pb2.Job]  # type: ignore[assignment]
     """Uploads a file and creates a job for it. The first message carries the
@@ -79,17 +86,20 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     the maximum upload size. A stream cut off midway creates no job.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobEvent]  # type: ignore[assignment]
-    """Streams the events of a job: its state, each stage's progress and each
-    segment as soon as it exists; the stream ends when the job does. Events
-    that happened before the call are replayed first. NOT_FOUND: no such job.
+    """Streams the events of a job: its state, queue position, each stage's
+    progress, each retry and each segment as soon as it exists; the stream
+    ends when the job does. Stored events after `after_sequence` are replayed
+    first, then live ones follow, each exactly once: a watcher that lost its
+    stream reconnects with the last sequence it saw. NOT_FOUND: no such job.
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
     """Returns a job. NOT_FOUND: no such job."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists jobs, newest first."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
-    """Cancels a job. Cancelling a finished job changes nothing and returns it.
-    NOT_FOUND: no such job.
+    """Cancels a job: its calls in flight are cancelled in the services and its
+    audio is released. Cancelling a finished job changes nothing and returns
+    it. NOT_FOUND: no such job.
     """
     GetResult: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetResultRequest, _gateway_pb2.GetResultResponse]  # type: ignore[assignment]
     """Returns the result of a succeeded job in a format.
@@ -107,7 +117,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
         """Creates a job for a file on the audio service's host. The job is queued
         at once; decoding errors surface as the job's error. INVALID_ARGUMENT:
-        bad options. NOT_FOUND: unknown model or language.
+        bad options. NOT_FOUND: unknown language. RESOURCE_EXHAUSTED: the queue
+        is full (the trailing metadata "retry-after-s" says when to try again).
+        With a request_id, a repeated call returns the job the first one created.
         """
 
     @_abc_1.abstractmethod
@@ -127,9 +139,11 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.JobEvent], _abc.AsyncIterator[_gateway_pb2.JobEvent]]:
-        """Streams the events of a job: its state, each stage's progress and each
-        segment as soon as it exists; the stream ends when the job does. Events
-        that happened before the call are replayed first. NOT_FOUND: no such job.
+        """Streams the events of a job: its state, queue position, each stage's
+        progress, each retry and each segment as soon as it exists; the stream
+        ends when the job does. Stored events after `after_sequence` are replayed
+        first, then live ones follow, each exactly once: a watcher that lost its
+        stream reconnects with the last sequence it saw. NOT_FOUND: no such job.
         """
 
     @_abc_1.abstractmethod
@@ -154,8 +168,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.CancelJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
-        """Cancels a job. Cancelling a finished job changes nothing and returns it.
-        NOT_FOUND: no such job.
+        """Cancels a job: its calls in flight are cancelled in the services and its
+        audio is released. Cancelling a finished job changes nothing and returns
+        it. NOT_FOUND: no such job.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,208 @@
+"""Jobs as a user expects them, against a real gateway process whose stage
+services are down: idempotent creation, the bounded priority queue, waiting
+for services, cancellation, retention and the free-disk check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+# Nothing listens here: every stage service is down.
+DEAD_TARGET = "127.0.0.1:9"
+
+
+class Gateway:
+    """A gateway process on a free port."""
+
+    def __init__(self, root: Path, **settings: str) -> None:
+        self.data_dir = root / "data"
+        port_file = root / "gateway.port"
+        env = {
+            **os.environ,
+            "SUBTITLER_GATEWAY_PORT": "0",
+            "SUBTITLER_GATEWAY_PORT_FILE": str(port_file),
+            "SUBTITLER_GATEWAY_DATA_DIR": str(self.data_dir),
+            "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS": "1",
+            "SUBTITLER_GATEWAY_INITIAL_BACKOFF_S": "0.2",
+            "SUBTITLER_GATEWAY_MAX_BACKOFF_S": "1",
+            "SUBTITLER_GATEWAY_GRACE_PERIOD_S": "1",
+            **{f"SUBTITLER_{peer}_TARGET": DEAD_TARGET for peer in ("AUDIO", "VAD", "ASR", "ALIGN")},
+            **{f"SUBTITLER_GATEWAY_{name.upper()}": value for name, value in settings.items()},
+        }
+        self.log = root / "gateway.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}")
+        health = health_pb2_grpc.HealthStub(self.channel)
+        while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != health_pb2.HealthCheckResponse.SERVING:
+            time.sleep(0.05)
+        self.stub = gateway_pb2_grpc.GatewayServiceStub(self.channel)
+
+    def create(self, path: str = "talk.wav", **request: object) -> gateway_pb2.Job:
+        return self.stub.CreateJob(gateway_pb2.CreateJobRequest(path=path, **request))  # type: ignore[arg-type]
+
+    def get(self, job_id: str) -> gateway_pb2.Job:
+        return self.stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id))
+
+    def stop(self) -> int:
+        self.channel.close()
+        self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    running = Gateway(tmp_path, max_queued_jobs="3")
+    yield running
+    assert running.stop() == 0
+
+
+def wait_until(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_the_same_request_id_creates_one_job(gateway: Gateway) -> None:
+    first = gateway.create(request_id="order-42")
+    again = gateway.create(request_id="order-42")
+    other = gateway.create(request_id="order-43")
+    assert again.job_id == first.job_id and again.request_id == "order-42"
+    assert other.job_id != first.job_id
+    jobs = gateway.stub.ListJobs(gateway_pb2.ListJobsRequest()).jobs
+    assert sorted(job.job_id for job in jobs) == sorted({first.job_id, other.job_id})
+
+
+def test_a_job_waits_for_a_service_that_is_down_and_says_why(gateway: Gateway) -> None:
+    job = gateway.create()
+    wait_until(lambda: gateway.get(job.job_id).waiting_reason)
+    running = gateway.get(job.job_id)
+    assert running.state == gateway_pb2.JOB_STATE_RUNNING
+    assert "audio service" in running.waiting_reason
+    assert running.retries and all(retry.code == "UNAVAILABLE" for retry in running.retries)
+    assert running.retries[0].stage == gateway_pb2.STAGE_DECODE
+    events = gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=2)
+    seen = []
+    with pytest.raises(grpc.RpcError):  # the job goes on: the stream outlives the deadline
+        for event in events:
+            seen.append(event)
+    assert any(event.HasField("retry") for event in seen)
+    assert any(event.waiting_reason for event in seen)
+
+
+def test_the_queue_orders_by_priority_and_refuses_when_full(gateway: Gateway) -> None:
+    running = gateway.create()  # takes the only slot (and waits for the audio service)
+    low = gateway.create()
+    normal = gateway.create()
+    assert (gateway.get(low.job_id).queue_position, gateway.get(normal.job_id).queue_position) == (1, 2)
+    urgent = gateway.create(priority=10)
+    assert gateway.get(urgent.job_id).queue_position == 1
+    assert gateway.get(low.job_id).queue_position == 2
+    assert gateway.get(normal.job_id).queue_position == 3
+    assert gateway.get(running.job_id).queue_position == 0
+    with pytest.raises(grpc.RpcError) as full:
+        gateway.create()
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue is full" in full.value.details()
+    assert dict(full.value.trailing_metadata())["retry-after-s"] == "30"
+    # Watchers hear of queue positions.
+    events = gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=normal.job_id), timeout=1)
+    positions = []
+    with pytest.raises(grpc.RpcError):
+        for event in events:
+            if event.HasField("queue_position"):
+                positions.append(event.queue_position)
+    assert positions[-1] == 3
+    # Cancelling a queued job frees its place; cancelling twice is harmless.
+    cancelled = gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=urgent.job_id))
+    assert cancelled.state == gateway_pb2.JOB_STATE_CANCELLED
+    assert gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=urgent.job_id)).state == cancelled.state
+    assert gateway.get(low.job_id).queue_position == 1
+    # And cancelling the running one starts the next.
+    assert gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=running.job_id)).state == (
+        gateway_pb2.JOB_STATE_CANCELLED
+    )
+    wait_until(lambda: gateway.get(low.job_id).state == gateway_pb2.JOB_STATE_RUNNING)
+
+
+def upload(name: str, data: bytes, **metadata: object) -> Iterator[gateway_pb2.UploadMediaRequest]:
+    yield gateway_pb2.UploadMediaRequest(
+        metadata=gateway_pb2.UploadMetadata(file_name=name, size_bytes=len(data), **metadata)  # type: ignore[arg-type]
+    )
+    yield gateway_pb2.UploadMediaRequest(chunk=data)
+
+
+def test_uploads_are_refused_when_the_disk_is_nearly_full(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, min_free_disk_bytes=str(10**18))
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.stub.UploadMedia(upload("talk.wav", b"RIFF" * 100))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "disk space" in refused.value.details()
+        assert not list((gateway.data_dir / "uploads").iterdir())
+        # Server-side paths need no space and are still taken.
+        assert gateway.create().state == gateway_pb2.JOB_STATE_QUEUED
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_finished_jobs_and_their_files_go_after_the_retention(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, retention_s="1", retention_sweep_interval_s="0.2")
+    try:
+        kept = gateway.create()
+        uploaded = gateway.stub.UploadMedia(upload("talk.wav", b"RIFF" * 100, request_id="u1"))
+        assert len(list((gateway.data_dir / "uploads").iterdir())) == 1
+        # A repeated upload with the same request id stores nothing more.
+        assert gateway.stub.UploadMedia(upload("talk.wav", b"RIFF" * 100, request_id="u1")).job_id == uploaded.job_id
+        assert len(list((gateway.data_dir / "uploads").iterdir())) == 1
+        gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=uploaded.job_id))
+        assert not list((gateway.data_dir / "uploads").iterdir())
+
+        def gone() -> bool:
+            try:
+                gateway.get(uploaded.job_id)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND
+                return True
+            return False
+
+        wait_until(gone, timeout_s=10)
+        # An unfinished job is never deleted.
+        assert gateway.get(kept.job_id).state in (gateway_pb2.JOB_STATE_QUEUED, gateway_pb2.JOB_STATE_RUNNING)
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_bad_requests_are_refused(gateway: Gateway) -> None:
+    for request, text in (
+        ({"request_id": "x" * 129}, "request_id"),
+        ({"priority": 101}, "priority"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.create(**request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert text in refused.value.details()
+    with pytest.raises(grpc.RpcError) as negative:
+        list(gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=gateway.create().job_id, after_sequence=-1)))
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
