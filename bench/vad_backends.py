@@ -48,6 +48,7 @@ import numpy.typing as npt
 from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE_HERTZ, SpeechChunk, SpeechDetector, VadOptions
 from services.vad.engine import bundled_model_path as faster_whisper_model_path
 from tests.speech import ASTERISK_SOUNDS_DIR, load_pcm16k
+from tests.vad_reference import faster_whisper_chunks
 
 Samples = npt.NDArray[np.float32]
 
@@ -147,21 +148,6 @@ def silero_frame_loop(audio: Samples, repeats: int, *, onnx: bool) -> Result:
     return Result(name, load_s, best_s, probabilities, note=f"torch {torch.__version__}")
 
 
-def merge_like_faster_whisper(timestamps: list[dict[str, int]], max_chunk_samples: int) -> list[tuple[int, int]]:
-    """faster-whisper 1.1's merge_segments (WhisperX's merge_chunks) on sample timestamps."""
-    chunks: list[tuple[int, int]] = []
-    if not timestamps:
-        return chunks
-    chunk_start, chunk_end = timestamps[0]["start"], 0
-    for region in timestamps:
-        if region["end"] - chunk_start > max_chunk_samples and chunk_end - chunk_start > 0:
-            chunks.append((chunk_start, chunk_end))
-            chunk_start = region["start"]
-        chunk_end = region["end"]
-    chunks.append((chunk_start, chunk_end))
-    return chunks
-
-
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     print(f"\n{title}")
@@ -242,16 +228,13 @@ def main() -> None:
     )
 
     # Whole detection: regions, padding, merge into chunks.
-    from faster_whisper.vad import VadOptions as FasterWhisperVadOptions
-    from faster_whisper.vad import get_speech_timestamps
-
-    reference_options = FasterWhisperVadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
-    max_chunk_samples = round(options.max_chunk_duration_s * SAMPLE_RATE_HERTZ)
+    # faster-whisper with the same options (the engine's defaults are its
+    # BatchedInferencePipeline's: max_speech_duration_s=30, min_silence_duration_ms=160).
     reference: list[tuple[int, int]] = []
     reference_s = float("inf")
     for _ in range(args.repeats):
         started = time.perf_counter()
-        reference = merge_like_faster_whisper(get_speech_timestamps(audio, reference_options), max_chunk_samples)
+        reference = faster_whisper_chunks(audio, options)
         reference_s = min(reference_s, time.perf_counter() - started)
     detector = SpeechDetector(faster_whisper_model_path())
     detector.load()

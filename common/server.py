@@ -177,51 +177,49 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+@contextlib.asynccontextmanager
+async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Around the body of one RPC: binds its request and job ids to the logs,
+    maps an error to its status (a bug to INTERNAL with the request id and no
+    stack trace), and writes the canonical log line with the final code.
+
+    Cancellation and aborts pass through unchanged (logged as CANCELLED and
+    as the aborted code)."""
+    scope = _RpcScope(method, context)
+    scope.bind()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except grpc.aio.AbortError:
+        code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except Exception as error:  # noqa: BLE001 - every error is mapped to a status here, once
+        code = status_of(error)[0]
+        await scope.fail(error)
+    finally:
+        scope.finish(code)
+
+
 def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        scope = _RpcScope(method, context)
-        scope.bind()
-        code = grpc.StatusCode.OK
-        try:
+        async with _rpc_scope(method, context):
             return await behaviour(request, context)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception as error:  # noqa: BLE001 - every error is mapped to a status here, once
-            code = status_of(error)[0]
-            await scope.fail(error)
-        finally:
-            scope.finish(code)
 
     return run
 
 
 def _wrap_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        scope = _RpcScope(method, context)
-        scope.bind()
-        code = grpc.StatusCode.OK
-        try:
+        async with _rpc_scope(method, context):
             produced = behaviour(request, context)
             if inspect.isasyncgen(produced):
                 async for response in produced:
                     yield response
             else:
                 await produced
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception as error:  # noqa: BLE001 - every error is mapped to a status here, once
-            code = status_of(error)[0]
-            await scope.fail(error)
-        finally:
-            scope.finish(code)
 
     return run
 

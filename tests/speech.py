@@ -178,25 +178,45 @@ def build_long_recording(
         raise ValueError("no prompts to build a recording from")
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(prompts)
-    gap = np.zeros(round(gap_s * SAMPLE_RATE_HERTZ), dtype=np.float32)
+    gap_samples = round(gap_s * SAMPLE_RATE_HERTZ)
     decoded: dict[Path, npt.NDArray[np.float32]] = {}
+    spoken: list[tuple[npt.NDArray[np.float32], str]] = []
+    length_samples = gap_samples  # the silence after the last prompt
+    while not spoken or length_samples < min_duration_s * SAMPLE_RATE_HERTZ:
+        prompt = prompts[len(spoken) % len(prompts)]
+        if prompt.path not in decoded:
+            decoded[prompt.path] = load_pcm16k(prompt.path)
+        spoken.append((decoded[prompt.path], prompt.text))
+        length_samples += gap_samples + decoded[prompt.path].size
+    return join_with_silence(spoken, gap_s)
+
+
+def join_prompts(
+    names: Sequence[str],
+    gap_s: float,
+    sounds_dir: Path = ASTERISK_SOUNDS_DIR,
+    transcripts_path: Path = ASTERISK_TRANSCRIPTS_PATH,
+) -> LongRecording:
+    """The prompts `names` ("conf-getconfno") in that order, each once, `gap_s`
+    of silence before each and after the last, with their transcripts."""
+    transcripts = read_transcripts(transcripts_path)
+    return join_with_silence([(load_pcm16k(sounds_dir / f"{name}.wav"), transcripts[name]) for name in names], gap_s)
+
+
+def join_with_silence(spoken: Sequence[tuple[npt.NDArray[np.float32], str]], gap_s: float) -> LongRecording:
+    """16 kHz recordings and what each says, strung together with `gap_s` of
+    silence before each and after the last."""
+    gap = np.zeros(round(gap_s * SAMPLE_RATE_HERTZ), dtype=np.float32)
     pieces: list[npt.NDArray[np.float32]] = []
     utterances: list[Utterance] = []
     length_samples = 0
-    index = 0
-    while not utterances or length_samples + gap.size < min_duration_s * SAMPLE_RATE_HERTZ:
-        prompt = prompts[index % len(prompts)]
-        index += 1
-        if prompt.path not in decoded:
-            decoded[prompt.path] = load_pcm16k(prompt.path)
-        speech = decoded[prompt.path]
+    for samples, text in spoken:
         start_samples = length_samples + gap.size
-        pieces += [gap, speech]
-        length_samples = start_samples + speech.size
-        utterances.append(Utterance(start_samples / SAMPLE_RATE_HERTZ, length_samples / SAMPLE_RATE_HERTZ, prompt.text))
+        pieces += [gap, samples]
+        length_samples = start_samples + samples.size
+        utterances.append(Utterance(start_samples / SAMPLE_RATE_HERTZ, length_samples / SAMPLE_RATE_HERTZ, text))
     pieces.append(gap)
-    samples = np.concatenate(pieces)
-    return LongRecording(samples, " ".join(utterance.text for utterance in utterances), utterances)
+    return LongRecording(np.concatenate(pieces), " ".join(utterance.text for utterance in utterances), utterances)
 
 
 def write_wav(path: Path | str, samples: npt.NDArray[np.float32], sample_rate_hertz: int = SAMPLE_RATE_HERTZ) -> Path:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from faster_whisper import WhisperModel
 
+from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
 from common.server import RunningServer, create_server
 from common.whisper_models import ModelCache, resolve_model_path
@@ -29,16 +30,16 @@ async def create(config: AlignConfig) -> RunningServer:
     first request.
     """
     loop = asyncio.get_running_loop()
-    models = ModelCache(config.model_load_options)
+    models = ModelCache(config.whisper.load_options)
     executor = ThreadPoolExecutor(max_workers=config.max_concurrent_alignments, thread_name_prefix="align")
     try:
-        await loop.run_in_executor(executor, resolve_model_path, config.default_model, models.options)
+        await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
     except BaseException:
         executor.shutdown(wait=False)
         raise
 
     def whisper_model(name: str) -> WhisperModel:
-        return models.get(name or config.default_model).whisper
+        return models.get(name or config.whisper.default_model).whisper
 
     phonetic = PhoneticAligner() if config.phonetic else None
     engine = AlignEngine(
@@ -50,9 +51,14 @@ async def create(config: AlignConfig) -> RunningServer:
     servicer = AlignServicer(
         engine,
         audio_reader,
+        AdmissionLimit(
+            config.max_concurrent_alignments,
+            config.max_queued_alignments,
+            config.retry_after_s,
+            work_name="alignments",
+        ),
         executor,
-        max_concurrent_alignments=config.max_concurrent_alignments,
-        default_model=config.default_model,
+        default_model=config.whisper.default_model,
         is_model_loaded=models.is_loaded,
         max_read_window_s=config.max_read_window_s,
     )
@@ -68,15 +74,16 @@ async def create(config: AlignConfig) -> RunningServer:
     await running.start()
 
     async def load() -> None:
-        await loop.run_in_executor(executor, models.pin, config.default_model)
+        await loop.run_in_executor(executor, models.pin, config.whisper.default_model)
         if phonetic is not None:
             await loop.run_in_executor(executor, phonetic.load)
 
     running.serve_when_ready(load)
     logger.info(
-        "align service: default model %s, phonetic %s, %d alignments at once",
-        config.default_model,
+        "align service: default model %s, phonetic %s, %d alignments at once, %d waiting",
+        config.whisper.default_model,
         "on" if phonetic is not None else "off",
         config.max_concurrent_alignments,
+        config.max_queued_alignments,
     )
     return running

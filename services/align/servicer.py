@@ -6,14 +6,13 @@ server's interceptor.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import TypeVar
 
 import grpc
 
+from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, AudioRef, audio_ref_from_proto, sample_range
 from common.convert import segments_from_proto, segments_to_proto
 from common.errors import InvalidInputError, UnavailableError
@@ -35,29 +34,27 @@ _METHOD_TO_PROTO = {
     AlignMethod.PHONETIC: align_pb2.ALIGN_METHOD_PHONETIC,
 }
 
-_Result = TypeVar("_Result")
-
 
 class AlignServicer(align_pb2_grpc.AlignServiceServicer):
     def __init__(
         self,
         engine: AlignEngine,
         audio_reader: AudioReader,
+        admission: AdmissionLimit,
         executor: Executor,
         *,
-        max_concurrent_alignments: int,
         default_model: str,
         is_model_loaded: Callable[[str], bool],
         max_read_window_s: float = 120.0,
     ) -> None:
         self._engine = engine
         self._audio_reader = audio_reader
+        # Alignments at once, and how many wait.
+        self._admission = admission
         self._executor = executor
         self._default_model = default_model
         self._is_model_loaded = is_model_loaded
         self._max_read_window_s = max_read_window_s
-        # Alignments beyond this wait their turn.
-        self._slots = asyncio.Semaphore(max_concurrent_alignments)
 
     async def AlignWords(
         self, request: align_pb2.AlignWordsRequest, context: grpc.aio.ServicerContext
@@ -76,7 +73,7 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
             )
         validate_segments(segments, audio.duration_s, end_tolerance_s=self._engine.options.end_tolerance_s)
         aligned: list[Segment] = []
-        async with self._slots:
+        async with self._admission.slot():
             for group in _read_groups(segments, self._max_read_window_s):
                 aligned.extend(await self._align_group(audio, group, request.language_code, method, model))
         return align_pb2.AlignWordsResponse(segments=segments_to_proto(aligned), method=_METHOD_TO_PROTO[method])
@@ -90,7 +87,8 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
         window = TimeRange(min(s.start_s for s in with_text), max(s.end_s for s in with_text))
         offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
         async with self._audio_reader.open(audio, window) as samples:
-            result = await self._run(
+            result = await run_blocking(
+                self._executor,
                 functools.partial(
                     self._engine.align,
                     segments,
@@ -99,23 +97,9 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
                     language_code=language_code,
                     method=method,
                     model=model,
-                )
+                ),
             )
         return result.segments
-
-    async def _run(self, call: Callable[[], _Result]) -> _Result:
-        """Runs `call` in the executor. If the RPC is cancelled meanwhile,
-        waits for the call to return before the audio it reads is unmapped."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            while not future.done():
-                try:
-                    await asyncio.wait([future])
-                except asyncio.CancelledError:
-                    continue
-            raise
 
 
 def _read_groups(segments: Sequence[Segment], max_window_s: float) -> list[list[Segment]]:

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
 from common.server import RunningServer, create_server
 from common.whisper_models import ModelCache, resolve_device, resolve_model_path
-from services.asr.admission import AdmissionLimit
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
 from services.asr.servicer import SERVICE_NAME, AsrServicer
@@ -23,7 +23,7 @@ def max_concurrent_transcriptions(config: AsrConfig) -> int:
     every core) and 2 on CUDA."""
     if config.max_concurrent_transcriptions:
         return config.max_concurrent_transcriptions
-    return 2 if resolve_device(config.device) == "cuda" else 1
+    return 2 if resolve_device(config.whisper.load_options.device) == "cuda" else 1
 
 
 async def create(config: AsrConfig) -> RunningServer:
@@ -33,11 +33,11 @@ async def create(config: AsrConfig) -> RunningServer:
     first request.
     """
     loop = asyncio.get_running_loop()
-    models = ModelCache(config.model_load_options)
+    models = ModelCache(config.whisper.load_options)
     running_limit = max_concurrent_transcriptions(config)
     executor = ThreadPoolExecutor(max_workers=running_limit, thread_name_prefix="asr-model")
     try:
-        await loop.run_in_executor(executor, resolve_model_path, config.default_model, models.options)
+        await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
     except BaseException:
         executor.shutdown(wait=False)
         raise
@@ -45,9 +45,11 @@ async def create(config: AsrConfig) -> RunningServer:
     servicer = AsrServicer(
         Transcriber(models, max_batch_size=config.max_batch_size),
         audio_reader,
-        AdmissionLimit(running_limit, config.max_queued_transcriptions, config.retry_after_s),
+        AdmissionLimit(
+            running_limit, config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
+        ),
         executor,
-        default_model=config.default_model,
+        default_model=config.whisper.default_model,
         default_batch_size=config.batch_size,
     )
     running = create_server(
@@ -62,12 +64,12 @@ async def create(config: AsrConfig) -> RunningServer:
     await running.start()
 
     async def load_default_model() -> None:
-        await loop.run_in_executor(executor, models.pin, config.default_model)
+        await loop.run_in_executor(executor, models.pin, config.whisper.default_model)
 
     running.serve_when_ready(load_default_model)
     logger.info(
         "ASR service: default model %s, %d transcriptions at once, %d waiting",
-        config.default_model,
+        config.whisper.default_model,
         running_limit,
         config.max_queued_transcriptions,
     )

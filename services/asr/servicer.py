@@ -6,8 +6,8 @@ server's interceptor.
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
@@ -15,11 +15,11 @@ from typing import TypeVar
 
 import grpc
 
+from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
 from common.convert import seconds_to_duration, segments_to_proto, time_range_from_proto
 from common.errors import InvalidInputError, UnavailableError
 from common.transcript import TimeRange
-from services.asr.admission import AdmissionLimit
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
     SAMPLE_RATE_HERTZ,
@@ -29,6 +29,8 @@ from services.asr.engine import (
     TranscriptionOptions,
 )
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["AsrService"].full_name
 
@@ -69,6 +71,9 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         chunks = [time_range_from_proto(chunk) for chunk in request.chunks]
         if not chunks:
             return
+        # Which chunks each job asked for (the job id is bound by the interceptor).
+        first = request.first_chunk_index
+        logger.info("transcribing chunks %d-%d", first, first + len(chunks) - 1)
         audio = audio_ref_from_proto(request.audio)
         _check_sample_rate(audio.sample_rate_hertz)
         # Only the audio the chunks cover is read (a copy when it comes over gRPC).
@@ -123,17 +128,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         """Runs `call` in the model executor. If the RPC is cancelled, asks
         the engine to stop and waits for the call to return before the audio
         and the admission slot are given back."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            stop.set()
-            while not future.done():
-                try:
-                    await asyncio.wait([future])
-                except asyncio.CancelledError:
-                    continue
-            raise
+        return await run_blocking(self._executor, call, on_cancel=stop.set)
 
     def _check_ready(self, model: str) -> None:
         if model == self._default_model and not self._transcriber.models.is_loaded(model):

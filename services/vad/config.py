@@ -28,6 +28,12 @@ class VadConfig:
     intra_op_threads: int = 1
     # Detections running at once (one CPU thread each); more wait their turn.
     max_concurrent_detections: int = 2
+    # Detections that may wait for a slot; more are refused with
+    # RESOURCE_EXHAUSTED and a retry hint. 8 covers a burst of jobs from a few
+    # gateways (each job runs one detection) without queueing for long.
+    max_queued_detections: int = 8
+    # Retry delay suggested to refused callers.
+    retry_after_s: float = 5.0
     # Audio read and analysed per step; a progress message follows each step
     # that completed no chunk. Shorter gives earlier chunks and finer progress.
     block_duration_s: float = 15.0
@@ -48,5 +54,7 @@ class VadConfig:
             max_concurrent_detections=env_int(
                 env, f"{prefix}MAX_CONCURRENT_DETECTIONS", cls.max_concurrent_detections, minimum=1
             ),
+            max_queued_detections=env_int(env, f"{prefix}MAX_QUEUED_DETECTIONS", cls.max_queued_detections, minimum=0),
+            retry_after_s=env_float(env, f"{prefix}RETRY_AFTER_S", cls.retry_after_s, minimum=0.0),
             block_duration_s=env_float(env, f"{prefix}BLOCK_DURATION_S", cls.block_duration_s, minimum=0.1),
         )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
 from common.errors import NotFoundError
 from common.server import RunningServer, create_server
@@ -31,7 +32,10 @@ async def create(config: VadConfig) -> RunningServer:
     executor = ThreadPoolExecutor(max_workers=config.max_concurrent_detections, thread_name_prefix="vad-model")
     loop = asyncio.get_running_loop()
     audio_reader = AudioReader(config.audio_target)
-    servicer = VadServicer(detector, audio_reader, executor, max_concurrent_detections=config.max_concurrent_detections)
+    admission = AdmissionLimit(
+        config.max_concurrent_detections, config.max_queued_detections, config.retry_after_s, work_name="detections"
+    )
+    servicer = VadServicer(detector, audio_reader, admission, executor)
     running = create_server(
         config.server, "vad", [(vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME)]
     )
@@ -48,9 +52,10 @@ async def create(config: VadConfig) -> RunningServer:
 
     running.serve_when_ready(load_model)
     logger.info(
-        "VAD service: model %s, %d detections at once, %g s blocks",
+        "VAD service: model %s, %d detections at once, %d waiting, %g s blocks",
         model_path,
         config.max_concurrent_detections,
+        config.max_queued_detections,
         config.block_duration_s,
     )
     return running

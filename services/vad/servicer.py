@@ -6,15 +6,14 @@ server's interceptor.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from typing import TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto
 from common.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
 from common.errors import InvalidInputError
@@ -24,23 +23,20 @@ from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
 SERVICE_NAME = vad_pb2.DESCRIPTOR.services_by_name["VadService"].full_name
 
-_Result = TypeVar("_Result")
-
 
 class VadServicer(vad_pb2_grpc.VadServiceServicer):
     def __init__(
         self,
         detector: SpeechDetector,
         audio_reader: AudioReader,
+        admission: AdmissionLimit,
         executor: Executor,
-        *,
-        max_concurrent_detections: int,
     ) -> None:
         self._detector = detector
         self._audio_reader = audio_reader
+        # Detections at once (each is a few seconds per hour of audio), and how many wait.
+        self._admission = admission
         self._executor = executor
-        # Detections beyond this wait their turn (each is a few seconds per hour of audio).
-        self._slots = asyncio.Semaphore(max_concurrent_detections)
 
     async def DetectSpeech(
         self, request: vad_pb2.DetectSpeechRequest, context: grpc.aio.ServicerContext
@@ -52,34 +48,19 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
                 f"audio at {audio.sample_rate_hertz} Hz; the VAD service takes {SAMPLE_RATE_HERTZ} Hz"
             )
         block_samples = self._detector.block_samples
-        async with self._slots:
-            detection = await self._run(functools.partial(self._detector.start, options))
+        async with self._admission.slot():
+            detection = await run_blocking(self._executor, functools.partial(self._detector.start, options))
             # Block by block, so that chunks go out while later audio is still
             # being read (zero-copy from shared memory, or over gRPC).
             for start_samples in range(0, audio.sample_count, block_samples):
                 end_samples = min(start_samples + block_samples, audio.sample_count)
                 block = TimeRange(start_samples / SAMPLE_RATE_HERTZ, end_samples / SAMPLE_RATE_HERTZ)
                 async with self._audio_reader.open(audio, block) as samples:
-                    events = await self._run(functools.partial(detection.feed, samples))
+                    events = await run_blocking(self._executor, functools.partial(detection.feed, samples))
                 for event in events:
                     yield detection_event_to_proto(event)
-            for event in await self._run(detection.finish):
+            for event in await run_blocking(self._executor, detection.finish):
                 yield detection_event_to_proto(event)
-
-    async def _run(self, call: Callable[[], _Result]) -> _Result:
-        """Runs `call` in the executor. If the RPC is cancelled meanwhile, waits
-        for the call to return (one block, milliseconds) before the audio it
-        reads is unmapped and the slot given back."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, call)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            while not future.done():
-                try:
-                    await asyncio.wait([future])
-                except asyncio.CancelledError:
-                    continue
-            raise
 
 
 def _seconds_or_default(duration: Duration, default_s: float) -> float:

@@ -4,28 +4,24 @@ speech in shared memory, as the audio service would hand it over."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from common.audio_access import AudioRef, audio_ref_to_proto
 from common.convert import segment_from_proto, segment_to_proto
-from common.server import RunningServer, ServerConfig
-from common.shm import SharedSamples, host_id
+from common.server import ServerConfig
 from common.transcript import Segment
+from common.whisper_models import ModelLoadOptions, WhisperModelConfig
 from services.align.config import AlignConfig
 from services.align.server import create
 from services.align.servicer import SERVICE_NAME
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.common.v1 import common_pb2
-from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
+from tests.speech import join_prompts, speech_available
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,65 +39,30 @@ class Speech:
     segments: list[Segment]
 
 
-class ServerThread:
-    """The service's event loop in a thread, so tests can use blocking stubs."""
-
-    def __init__(self, config: AlignConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="align-server", daemon=True)
-        self.thread.start()
-        self.running: RunningServer = asyncio.run_coroutine_threadsafe(create(config), self.loop).result(120)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.stop(0), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def stub() -> Iterator[align_pb2_grpc.AlignServiceStub]:
     config = AlignConfig(
-        server=ServerConfig(port=0), audio_target="", device="cpu", cpu_threads=2, max_concurrent_alignments=1
+        server=ServerConfig(port=0),
+        audio_target="",
+        whisper=WhisperModelConfig(load_options=ModelLoadOptions(device="cpu", cpu_threads=2)),
+        max_concurrent_alignments=1,
     )
-    server = ServerThread(config)
+    servers = ServerLoop("align-server")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if health.Check(request).status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError as error:  # NOT_FOUND: no status set yet
-                    assert error.code() == grpc.StatusCode.NOT_FOUND, error
-                assert time.monotonic() < deadline, "the align service never became SERVING"
-                time.sleep(0.1)
+        running = servers.start(create(config))
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            wait_serving(health_pb2_grpc.HealthStub(channel), SERVICE_NAME)
             yield align_pb2_grpc.AlignServiceStub(channel)
     finally:
-        server.stop()
+        servers.stop()
 
 
 @pytest.fixture(scope="module")
 def speech() -> Iterator[Speech]:
     """Two prompts with silence around them, in shared memory."""
-    transcripts = read_transcripts()
-    gap = np.zeros(round(GAP_S * SAMPLE_RATE_HERTZ), dtype=np.float32)
-    pieces, segments = [], []
-    position = 0
-    for name in PROMPTS:
-        prompt = load_pcm16k(ASTERISK_SOUNDS_DIR / f"{name}.wav")
-        pieces += [gap, prompt]
-        start = position + gap.size
-        position = start + prompt.size
-        segments.append(Segment(transcripts[name], start / SAMPLE_RATE_HERTZ, position / SAMPLE_RATE_HERTZ))
-    pieces.append(gap)
-    samples = np.concatenate(pieces)
-    with SharedSamples.create(samples.size) as shared:
-        shared.write(0, samples)
-        ref = AudioRef("test-audio", shared.name, samples.size, SAMPLE_RATE_HERTZ, host_id(), None)
-        yield Speech(audio_ref_to_proto(ref), segments)
+    recording = join_prompts(PROMPTS, GAP_S)
+    with audio_in_shared_memory(recording.samples) as handle:
+        yield Speech(handle, [Segment(text, start_s, end_s) for start_s, end_s, text in recording.utterances])
 
 
 def align(

@@ -4,28 +4,25 @@ memory, as the audio service would hand it over."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from common.audio_access import AudioRef, audio_ref_to_proto
 from common.convert import duration_to_seconds, time_range_to_proto
-from common.server import RETRY_AFTER_KEY, RunningServer, ServerConfig
-from common.shm import SharedSamples, host_id
+from common.server import RETRY_AFTER_KEY, ServerConfig
 from common.transcript import TimeRange
+from common.whisper_models import ModelLoadOptions, WhisperModelConfig
 from services.asr.config import AsrConfig
 from services.asr.server import create
 from services.asr.servicer import SERVICE_NAME
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.common.v1 import common_pb2
-from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
+from tests.speech import join_prompts, speech_available
 from tests.wer import word_error_rate
 
 pytestmark = [
@@ -44,78 +41,41 @@ class Speech:
     texts: list[str]
 
 
-class ServerThread:
-    """The service's event loop in a thread, so tests can use blocking stubs."""
-
-    def __init__(self, config: AsrConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="asr-server", daemon=True)
-        self.thread.start()
-        self.running: RunningServer = asyncio.run_coroutine_threadsafe(create(config), self.loop).result(120)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.running.stop(0), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
     config = AsrConfig(
         server=ServerConfig(port=0),
         audio_target="",
-        model_cache_dir=tmp_path_factory.mktemp("models"),
+        whisper=WhisperModelConfig(load_options=ModelLoadOptions(cache_dir=tmp_path_factory.mktemp("models"))),
         max_concurrent_transcriptions=1,
         max_queued_transcriptions=0,
         retry_after_s=2.0,
     )
-    server = ServerThread(config)
+    servers = ServerLoop("asr-server")
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.running.port}") as channel:
+        running = servers.start(create(config))
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield channel
     finally:
-        server.stop()
+        servers.stop()
 
 
 @pytest.fixture(scope="module")
 def stub(channel: grpc.Channel) -> asr_pb2_grpc.AsrServiceStub:
-    health = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if health.Check(request).status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        except grpc.RpcError as error:  # NOT_FOUND: no status set yet
-            assert error.code() == grpc.StatusCode.NOT_FOUND, error
-        assert time.monotonic() < deadline, "the ASR service never became SERVING"
-        time.sleep(0.1)
+    wait_serving(health_pb2_grpc.HealthStub(channel), SERVICE_NAME)
     return asr_pb2_grpc.AsrServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
 def speech() -> Iterator[Speech]:
-    """Three prompts with silence between them, in shared memory."""
-    transcripts = read_transcripts()
-    gap = np.zeros(round(GAP_S * SAMPLE_RATE_HERTZ), dtype=np.float32)
-    pieces, chunks, texts = [], [], []
-    position = 0
-    for name in PROMPTS:
-        prompt = load_pcm16k(ASTERISK_SOUNDS_DIR / f"{name}.wav")
-        pieces += [gap, prompt]
-        chunks.append(
-            TimeRange(
-                (position + gap.size) / SAMPLE_RATE_HERTZ, (position + gap.size + prompt.size) / SAMPLE_RATE_HERTZ
-            )
+    """Three prompts with silence around them, in shared memory."""
+    recording = join_prompts(PROMPTS, GAP_S)
+    with audio_in_shared_memory(recording.samples) as handle:
+        yield Speech(
+            handle,
+            [TimeRange(start_s, end_s) for start_s, end_s, _ in recording.utterances],
+            [text for _, _, text in recording.utterances],
         )
-        position += gap.size + prompt.size
-        texts.append(transcripts[name])
-    samples = np.concatenate(pieces)
-    with SharedSamples.create(samples.size) as segment:
-        segment.write(0, samples)
-        ref = AudioRef("test-audio", segment.name, samples.size, SAMPLE_RATE_HERTZ, host_id(), None)
-        yield Speech(audio_ref_to_proto(ref), chunks, texts)
 
 
 def transcribe_request(speech: Speech, chunks: list[TimeRange], **options: object) -> asr_pb2.TranscribeRequest:

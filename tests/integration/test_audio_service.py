@@ -3,13 +3,11 @@ every container/codec written with PyAV, shared memory checked directly."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -28,47 +26,28 @@ from services.audio.decode import decode_file
 from services.audio.server import create
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
+from tests.integration.inprocess import ServerLoop
 from tests.media import MEDIA_SPECS, TONE_DURATION_S, write_media
 from tests.speech import asterisk_recording, write_video_only, write_wav
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 MAX_DURATION_S = 20.0
 MAX_UPLOAD_BYTES = 1024 * 1024
 LEASE_S = 600.0
 CHUNK_BYTES = 32 * 1024
 
 
-class InProcessAudioService:
-    """The real server, on its own event loop in a background thread."""
-
-    def __init__(self, config: AudioConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="audio-service-loop", daemon=True)
-        self.thread.start()
-        self.running: RunningServer = self.call(create(config))
-        self.target = f"localhost:{self.running.port}"
-
-    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
-
-    def stop(self) -> None:
-        self.call(self.running.stop(1.0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 class Fixture:
-    """The running service, a stub, its media and every segment it handed out."""
+    """The running service (on `servers`, at `target`), a stub, its media and
+    every segment it handed out."""
 
-    def __init__(self, service: InProcessAudioService, media_root: Path, spool_dir: Path) -> None:
-        self.service = service
+    def __init__(self, servers: ServerLoop, running: RunningServer, media_root: Path, spool_dir: Path) -> None:
+        self.servers = servers
+        self.target = f"localhost:{running.port}"
         self.media_root = media_root
         self.spool_dir = spool_dir
-        self.channel = grpc.insecure_channel(service.target)
+        self.channel = grpc.insecure_channel(self.target)
         self.stub = audio_pb2_grpc.AudioServiceStub(self.channel)
         self.segment_names: set[str] = set()
 
@@ -122,15 +101,15 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
         lease_sweep_interval_s=0.05,
         decode_workers=2,
     )
-    service = InProcessAudioService(config)
-    fixture = Fixture(service, media_root, spool_dir)
+    servers = ServerLoop("audio-service-loop")
+    fixture = Fixture(servers, servers.start(create(config)), media_root, spool_dir)
     try:
         yield fixture
     finally:
         # Audio still held when the service stops is released by the stop.
         fixture.decode("audio.flac")
         fixture.channel.close()
-        service.stop()
+        servers.stop(grace_s=1.0)
         left = sorted(name for name in fixture.segment_names if segment_exists(name))
         assert not left, f"segments left in /dev/shm after the service stopped: {left}"
         assert list(spool_dir.iterdir()) == []
@@ -157,7 +136,7 @@ def test_decode_file_every_format(audio: Fixture, file_name: str) -> None:
     assert handle.audio_id and handle.segment_name.startswith(SEGMENT_NAME_PREFIX)
     assert handle.sample_rate_hertz == 16_000
     assert handle.host_id == host_id()
-    assert handle.audio_service_target == audio.service.target
+    assert handle.audio_service_target == audio.target
     assert duration_to_seconds(handle.duration) == pytest.approx(handle.sample_count / 16_000, abs=1e-6)
     assert handle.sample_count == pytest.approx(TONE_DURATION_S * 16_000, abs=0.05 * 16_000)
     assert before_s + LEASE_S - 1 <= timestamp_to_epoch(handle.lease_expire_time) <= time.time() + LEASE_S + 1
@@ -356,8 +335,8 @@ def test_audio_reader_maps_locally_and_reads_remotely(audio: Fixture) -> None:
     time_range = TimeRange(0.25, 1.0)
 
     async def read_all() -> tuple[np.ndarray, bool, np.ndarray, np.ndarray, np.ndarray]:
-        local = AudioReader(audio.service.target)
-        remote = AudioReader(audio.service.target, local_host_id="another-host")
+        local = AudioReader(audio.target)
+        remote = AudioReader(audio.target, local_host_id="another-host")
         try:
             async with local.open(handle, time_range) as mapped:
                 zero_copy = not mapped.flags.writeable and not mapped.flags.owndata
@@ -371,7 +350,7 @@ def test_audio_reader_maps_locally_and_reads_remotely(audio: Fixture) -> None:
             await local.close()
             await remote.close()
 
-    mapped, zero_copy, streamed, whole_local, whole_remote = audio.service.call(read_all())
+    mapped, zero_copy, streamed, whole_local, whole_remote = audio.servers.call(read_all())
     assert zero_copy
     assert mapped.size == 12_000
     assert np.array_equal(mapped, streamed)
@@ -385,14 +364,14 @@ def test_audio_reader_reports_released_audio_as_not_found(audio: Fixture) -> Non
     audio.release(handle.audio_id)
 
     async def read_released() -> None:
-        reader = AudioReader(audio.service.target)
+        reader = AudioReader(audio.target)
         try:
             await reader.read(handle)
         finally:
             await reader.close()
 
     with pytest.raises(NotFoundError, match="decode the media again"):
-        audio.service.call(read_released())
+        audio.servers.call(read_released())
 
 
 def test_audio_reader_uses_the_handle_target_first(audio: Fixture) -> None:
@@ -412,7 +391,7 @@ def test_audio_reader_uses_the_handle_target_first(audio: Fixture) -> None:
         finally:
             await reader.close()
 
-    samples = audio.service.call(read())
+    samples = audio.servers.call(read())
     assert samples.size == handle.sample_count
-    assert opened == [audio.service.target]
+    assert opened == [audio.target]
     audio.release(handle.audio_id)

@@ -4,22 +4,18 @@ process, on its own free port) into shared memory."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from common.audio_access import AudioRef, audio_ref_to_proto
 from common.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
-from common.server import RunningServer, ServerConfig
-from common.shm import SharedSamples, attach_samples, host_id
+from common.server import ServerConfig
+from common.shm import attach_samples, host_id
 from services.audio.config import AudioConfig
 from services.audio.server import create as create_audio
 from services.vad.config import VadConfig
@@ -29,6 +25,7 @@ from services.vad.servicer import SERVICE_NAME, vad_options_from_proto
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
+from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
 from tests.speech import build_long_recording, speech_available, write_wav
 
 pytestmark = [
@@ -37,31 +34,6 @@ pytestmark = [
 ]
 
 BLOCK_DURATION_S = 5.0
-
-
-class ServerLoop:
-    """An event loop in a thread running servers, so tests can use blocking stubs."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
-        self.thread.start()
-        self.servers: list[RunningServer] = []
-
-    def start(self, create: Callable[[], Awaitable[RunningServer]]) -> RunningServer:
-        async def run() -> RunningServer:
-            return await create()
-
-        running = asyncio.run_coroutine_threadsafe(run(), self.loop).result(120)
-        self.servers.append(running)
-        return running
-
-    def stop(self) -> None:
-        for running in reversed(self.servers):
-            asyncio.run_coroutine_threadsafe(running.stop(0), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @dataclass
@@ -78,7 +50,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     media_root = tmp_path_factory.mktemp("media")
     servers = ServerLoop()
     try:
-        audio = servers.start(lambda: create_audio(AudioConfig(server=ServerConfig(port=0), media_root=media_root)))
+        audio = servers.start(create_audio(AudioConfig(server=ServerConfig(port=0), media_root=media_root)))
         audio_target = f"127.0.0.1:{audio.port}"
         vad_config = VadConfig(
             server=ServerConfig(port=0),
@@ -86,7 +58,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             max_concurrent_detections=1,
             block_duration_s=BLOCK_DURATION_S,
         )
-        vad = servers.start(lambda: create_vad(vad_config))
+        vad = servers.start(create_vad(vad_config))
         with (
             grpc.insecure_channel(audio_target) as audio_channel,
             grpc.insecure_channel(f"127.0.0.1:{vad.port}") as vad_channel,
@@ -112,21 +84,12 @@ def decoded(services: Services) -> Iterator[common_pb2.AudioHandle]:
     services.audio.ReleaseAudio(audio_pb2.ReleaseAudioRequest(audio_id=response.audio.audio_id), timeout=10)
 
 
-def wait_serving(health: health_pb2_grpc.HealthStub) -> None:
-    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError as error:  # NOT_FOUND: no status set yet
-            assert error.code() == grpc.StatusCode.NOT_FOUND, error
-        assert time.monotonic() < deadline, "the VAD service never became SERVING"
-        time.sleep(0.05)
+def wait_vad_serving(health: health_pb2_grpc.HealthStub) -> None:
+    wait_serving(health, SERVICE_NAME, timeout_s=60.0)
 
 
 def detect(services: Services, handle: common_pb2.AudioHandle, **options: object) -> list[vad_pb2.DetectSpeechResponse]:
-    wait_serving(services.health)
+    wait_vad_serving(services.health)
     request = vad_pb2.DetectSpeechRequest(audio=handle, options=vad_pb2.VadOptions(**options))  # type: ignore[arg-type]
     return list(services.vad.DetectSpeech(request, timeout=60))
 
@@ -178,10 +141,8 @@ def test_reads_over_grpc_when_the_audio_is_on_another_host(services: Services, d
 
 def test_silence_and_empty_audio_give_progress_only(services: Services) -> None:
     for sample_count in (0, 8 * SAMPLE_RATE_HERTZ):
-        with SharedSamples.create(sample_count) as segment:
-            segment.write(0, np.zeros(sample_count, dtype=np.float32))
-            ref = AudioRef("silence", segment.name, sample_count, SAMPLE_RATE_HERTZ, host_id(), None)
-            responses = detect(services, audio_ref_to_proto(ref))
+        with audio_in_shared_memory(np.zeros(sample_count, dtype=np.float32), "silence") as handle:
+            responses = detect(services, handle)
         assert all(not response.HasField("chunk") for response in responses)
         assert duration_to_seconds(responses[-1].analysed_duration) == sample_count / SAMPLE_RATE_HERTZ
 
@@ -231,7 +192,7 @@ def test_bad_handles_get_their_status(services: Services) -> None:
 
 
 def test_health_turns_serving_once_the_model_is_loaded(services: Services) -> None:
-    wait_serving(services.health)
+    wait_vad_serving(services.health)
 
 
 def test_zero_option_fields_take_the_documented_defaults() -> None:
@@ -247,7 +208,7 @@ def test_zero_option_fields_take_the_documented_defaults() -> None:
 def test_a_cancelled_detection_frees_its_slot(services: Services, decoded: common_pb2.AudioHandle) -> None:
     # The fixture allows one detection at a time: a slot kept by the cancelled
     # call would make the next one wait until its deadline.
-    wait_serving(services.health)
+    wait_vad_serving(services.health)
     running = services.vad.DetectSpeech(vad_pb2.DetectSpeechRequest(audio=decoded), timeout=60)
     next(running)
     running.cancel()

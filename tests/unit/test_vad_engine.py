@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from faster_whisper.vad import VadOptions as FasterWhisperVadOptions
-from faster_whisper.vad import get_speech_timestamps
 
 from common.errors import InvalidInputError, NotFoundError
 from services.vad.engine import (
@@ -24,6 +22,7 @@ from services.vad.engine import (
     bundled_model_path,
 )
 from tests.speech import LongRecording, build_long_recording, speech_available
+from tests.vad_reference import faster_whisper_chunks
 
 pytestmark = pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed")
 
@@ -43,33 +42,6 @@ def recording() -> LongRecording:
 
 def chunks_of(events: list[SpeechChunk | DetectionProgress]) -> list[SpeechChunk]:
     return [event for event in events if isinstance(event, SpeechChunk)]
-
-
-def faster_whisper_chunks(audio: npt.NDArray[np.float32], options: VadOptions) -> list[tuple[int, int]]:
-    """faster-whisper's speech timestamps, merged as faster-whisper 1.1's
-    `merge_segments` (WhisperX's `merge_chunks`) did, in samples."""
-    timestamps = get_speech_timestamps(
-        audio,
-        FasterWhisperVadOptions(
-            threshold=options.threshold,
-            min_speech_duration_ms=round(options.min_speech_duration_s * 1000),
-            max_speech_duration_s=options.max_chunk_duration_s,
-            min_silence_duration_ms=round(options.min_silence_duration_s * 1000),
-            speech_pad_ms=round(options.speech_pad_s * 1000),
-        ),
-    )
-    chunk_length_samples = options.max_chunk_duration_s * SAMPLE_RATE_HERTZ
-    merged: list[tuple[int, int]] = []
-    if not timestamps:
-        return merged
-    chunk_start, chunk_end = timestamps[0]["start"], 0
-    for region in timestamps:
-        if region["end"] - chunk_start > chunk_length_samples and chunk_end - chunk_start > 0:
-            merged.append((chunk_start, chunk_end))
-            chunk_start = region["start"]
-        chunk_end = region["end"]
-    merged.append((chunk_start, chunk_end))
-    return merged
 
 
 def test_speech_is_found_where_it_is_and_not_in_the_gaps(detector: SpeechDetector, recording: LongRecording) -> None:
