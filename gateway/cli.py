@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +33,8 @@ FORMATS = {
     "json": gateway_pb2.RESULT_FORMAT_JSON,
     "text": gateway_pb2.RESULT_FORMAT_TEXT,
 }
+# Times a broken watch stream is picked up again before giving up.
+MAX_WATCH_RECONNECTS = 8
 EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt"}
 ALIGN_METHODS = {
     "auto": align_pb2.ALIGN_METHOD_UNSPECIFIED,
@@ -72,9 +75,17 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
     )
 
 
-def upload_requests(path: Path, config: gateway_pb2.JobConfig) -> Iterator[gateway_pb2.UploadMediaRequest]:
+def upload_requests(
+    path: Path, config: gateway_pb2.JobConfig, request_id: str = "", priority: int = 0
+) -> Iterator[gateway_pb2.UploadMediaRequest]:
     yield gateway_pb2.UploadMediaRequest(
-        metadata=gateway_pb2.UploadMetadata(file_name=path.name, size_bytes=path.stat().st_size, config=config)
+        metadata=gateway_pb2.UploadMetadata(
+            file_name=path.name,
+            size_bytes=path.stat().st_size,
+            config=config,
+            request_id=request_id,
+            priority=priority,
+        )
     )
     with open(path, "rb") as media:
         while block := media.read(UPLOAD_CHUNK_BYTES):
@@ -116,13 +127,30 @@ class ProgressBar:
 
 
 def watch(stub: gateway_pb2_grpc.GatewayServiceStub, job_id: str, bar: ProgressBar) -> gateway_pb2.Job:
+    """Follows the job's events to its end. A stream that breaks (the gateway
+    restarts) is picked up again after the last event seen."""
     stage = ""
-    for event in stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id)):
-        if event.HasField("stage_progress"):
-            stage = STAGE_NAMES.get(event.stage_progress.stage, "")
-        bar.update(event, stage)
+    last_sequence = 0
+    reconnects = 0
+    while True:
+        try:
+            request = gateway_pb2.WatchJobRequest(job_id=job_id, after_sequence=last_sequence)
+            for event in stub.WatchJob(request, wait_for_ready=True):
+                last_sequence = event.sequence
+                reconnects = 0
+                if event.HasField("stage_progress"):
+                    stage = STAGE_NAMES.get(event.stage_progress.stage, "")
+                elif event.waiting_reason:
+                    stage = "waiting"
+                bar.update(event, stage)
+            break
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or reconnects >= MAX_WATCH_RECONNECTS:
+                raise
+            reconnects += 1
+            time.sleep(min(5.0, 0.5 * 2**reconnects))
     bar.close()
-    return stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id))
+    return stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), wait_for_ready=True)
 
 
 def write_output(content: str, output: str) -> None:
@@ -157,12 +185,16 @@ def finish(stub: gateway_pb2_grpc.GatewayServiceStub, job: gateway_pb2.Job, fmt:
 def transcribe(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> int:
     config = build_config(options)
     if options.server_path:
-        job = stub.CreateJob(gateway_pb2.CreateJobRequest(path=options.file, config=config))
+        job = stub.CreateJob(
+            gateway_pb2.CreateJobRequest(
+                path=options.file, config=config, request_id=options.request_id or "", priority=options.priority
+            )
+        )
     else:
         path = Path(options.file)
         if not path.is_file():
             raise CliError(f"no such file: {path}")
-        job = stub.UploadMedia(upload_requests(path, config))
+        job = stub.UploadMedia(upload_requests(path, config, options.request_id or "", options.priority))
     output = options.output or str(Path(Path(options.file).name).with_suffix(EXTENSIONS[options.format]))
     print(f"job {job.job_id}", file=sys.stderr)
     bar = ProgressBar(sys.stderr, enabled=not options.quiet)
@@ -205,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-chunk-s", type=float, help="longest speech chunk, at most 30 s")
     run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
     run.add_argument("--no-align", action="store_true", help="skip word alignment")
+    run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
+    run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("jobs", help="list jobs, newest first")

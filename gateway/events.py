@@ -56,10 +56,18 @@ class EventHub:
                 event = await queue.get()
                 if event.sequence <= last:
                     continue
-                last = event.sequence
-                yield event
-                if _is_final(event):
-                    return
+                # Normally the next one; after a gap (events published
+                # concurrently), the stored ones fill it in order.
+                batch = (
+                    [event]
+                    if event.sequence == last + 1
+                    else await self._store.run(self._store.events_after, job_id, last)
+                )
+                for item in batch:
+                    last = item.sequence
+                    yield item
+                    if _is_final(item):
+                        return
         finally:
             self._watchers[job_id].discard(queue)
             if not self._watchers[job_id]:
