@@ -133,6 +133,7 @@ class JobPipeline:
         self.keep_audio = False
         self._resumed_handle: common_pb2.AudioHandle | None = None
         self._restored_detection = False
+        self._redecode_lock = asyncio.Lock()
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -188,17 +189,21 @@ class JobPipeline:
         waits = 0
         waited_s = 0.0
         while True:
+            handle = self._handle
             try:
                 result = await attempt()
             except grpc.aio.AioRpcError as error:
                 code, details = error.code(), error.details() or error.code().name
-                if code == grpc.StatusCode.NOT_FOUND and stage != Stage.DECODE and not await self._audio_alive():
-                    # The audio went away under the job: decode it again.
+                if (
+                    code == grpc.StatusCode.NOT_FOUND
+                    and stage != Stage.DECODE
+                    and await self._replace_lost_audio(handle)
+                ):
+                    # The audio went away under the job and is decoded again.
                     retries += 1
                     if retries > policy.max_retries:
                         raise StageFailedError(stage, code, details) from error
                     await self._record_retry(stage, chunk_index, retries, code, details, 0.0)
-                    self._handle = await self._decode()
                     continue
                 if code == grpc.StatusCode.UNAVAILABLE:
                     waits += 1
@@ -282,7 +287,7 @@ class JobPipeline:
         resumed = self._resumed_handle is not None
         if resumed:
             self._handle = self._resumed_handle
-            if await self._audio_alive():
+            if await self._audio_alive(self._resumed_handle):
                 await self._events.publish(self._job, resumed=self.resume_summary(audio_reused=True))
                 return self._resumed_handle  # type: ignore[return-value]
             self._handle = None
@@ -290,11 +295,23 @@ class JobPipeline:
             await self._events.publish(self._job, resumed=self.resume_summary(audio_reused=False))
         return await self._decode()
 
-    async def _audio_alive(self) -> bool:
-        """Whether the audio service still holds the job's audio (renewing its lease)."""
-        if self._handle is None:
+    async def _replace_lost_audio(self, used: common_pb2.AudioHandle | None) -> bool:
+        """After a NOT_FOUND from a call made with `used`: whether the audio was
+        lost and is now decoded again (False: the NOT_FOUND was about something
+        else). Stages run concurrently; one decode serves them all."""
+        async with self._redecode_lock:
+            if self._handle is not used:
+                return True  # another stage decoded it again meanwhile
+            if await self._audio_alive(used):
+                return False
+            self._handle = await self._decode()
+            return True
+
+    async def _audio_alive(self, handle: common_pb2.AudioHandle | None) -> bool:
+        """Whether the audio service still holds `handle`'s audio (renewing its lease)."""
+        if handle is None:
             return False
-        request = audio_pb2.RenewLeaseRequest(audio_id=self._handle.audio_id)
+        request = audio_pb2.RenewLeaseRequest(audio_id=handle.audio_id)
         try:
             await self._call(Stage.DECODE, -1, lambda: self._peers.audio.RenewLease(request, **self._call_options()))
         except StageFailedError as failure:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from common.errors import ResourceExhaustedError
 from gateway.config import GatewayConfig
@@ -23,6 +24,7 @@ from gateway.events import EventHub
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.pipeline import JobPipeline, Peers, StageFailedError
 from gateway.store import Checkpoint, CorruptRecordError, JobStore
+from subtitler.audio.v1 import audio_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -252,17 +254,18 @@ class JobScheduler:
         others go on."""
         jobs = await self._store.run(self._store.unfinished_jobs)
         for job in jobs:
-            if job.failure is not None:  # its row could not be read
-                await self._fail(job, job.failure, time.monotonic())
-                continue
-            if job.uploaded and not await asyncio.to_thread(Path(job.media_path).exists):
-                lost = JobFailure(grpc.StatusCode.DATA_LOSS.name, "the uploaded file was lost", Stage.DECODE)
-                await self._fail(job, lost, time.monotonic())
-                continue
-            try:
-                checkpoint = await self._store.run(self._store.checkpoint, job.job_id)
-            except CorruptRecordError as error:
-                await self._fail(job, JobFailure("DATA_LOSS", str(error), job.stage), time.monotonic())
+            failure: JobFailure | None = job.failure  # set when its row could not be read
+            checkpoint: Checkpoint | None = None
+            if failure is None and job.uploaded and not await asyncio.to_thread(Path(job.media_path).exists):
+                failure = JobFailure(grpc.StatusCode.DATA_LOSS.name, "the uploaded file was lost", Stage.DECODE)
+            if failure is None:
+                try:
+                    checkpoint = await self._store.run(self._store.checkpoint, job.job_id)
+                except CorruptRecordError as error:
+                    failure = JobFailure("DATA_LOSS", str(error), job.stage)
+            if failure is not None or checkpoint is None:
+                await self._release_stored_audio(job.job_id)
+                await self._fail(job, failure or JobFailure("DATA_LOSS", "no checkpoint", job.stage), time.monotonic())
                 continue
             job.state = JobState.QUEUED
             job.waiting_reason = ""
@@ -276,6 +279,20 @@ class JobScheduler:
             )
             self._resume(job, checkpoint)
         return len(jobs)
+
+    async def _release_stored_audio(self, job_id: str) -> None:
+        """Gives back the audio a job that will not run again still holds."""
+        try:
+            handle = await self._store.run(self._store.audio_handle, job_id)
+        except DecodeError:
+            return  # unreadable: its lease frees it
+        if handle is None:
+            return
+        try:
+            await self._peers.audio.ReleaseAudio(audio_pb2.ReleaseAudioRequest(audio_id=handle.audio_id), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            logger.warning("could not release the audio of job %s: %s", job_id, error.details())
+        await self._store.run(self._store.save_audio_handle, job_id, None)
 
     def _resume(self, job: JobRecord, checkpoint: Checkpoint) -> None:
         # Resumed jobs keep their place: they were created before any new one.
