@@ -115,6 +115,8 @@ class _RpcScope:
         self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
         self.job_id = str(metadata.get(JOB_ID_KEY, ""))
         self.started = time.perf_counter()
+        # Read now: asking a cancelled call for its peer can crash grpc's core.
+        self.peer = context.peer()
 
     def bind(self) -> None:
         structlog.contextvars.bind_contextvars(request_id=self.request_id, job_id=self.job_id or None)
@@ -133,7 +135,7 @@ class _RpcScope:
         log.info(
             "rpc",
             method=self.method,
-            peer=self.context.peer(),
+            peer=self.peer,
             code=code.name,
             duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
         )
