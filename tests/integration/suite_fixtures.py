@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tools.suite import SERVICES, Suite
+from tools.suite import Suite
 
 SHM_DIR = Path("/dev/shm")
 SEGMENT_PREFIX = "subtitler-"
@@ -44,17 +44,15 @@ class RunningSuite:
 
     def restart_gateway(self) -> None:
         """Stops the gateway process (SIGTERM) and starts a new one on the same port."""
-        process = self.suite.processes["gateway"]
-        process.terminate()
-        process.wait(timeout=60)
-        port = self.suite.bound_ports["gateway"]
-        self.suite.ports["gateway"] = port
-        self.suite._spawn("gateway", "gateway")
-        self.suite._await_port("gateway", time.monotonic() + 60)
-        self.suite.wait_ready(time.monotonic() + 60)
+        self.suite.restart("gateway")
 
 
-def start_suite(root: Path, extra_env: dict[str, str]) -> Iterator[RunningSuite]:
+def start_suite(
+    root: Path, extra_env: dict[str, str], replicas: Mapping[str, int] | None = None
+) -> Iterator[RunningSuite]:
+    """The suite started under `root` (media/, data/, logs/, run/), with
+    `replicas` of stage services; stopped with SIGTERM afterwards, when every
+    process still running must exit 0."""
     media_dir = root / "media"
     data_dir = root / "data"
     media_dir.mkdir(parents=True, exist_ok=True)
@@ -62,13 +60,16 @@ def start_suite(root: Path, extra_env: dict[str, str]) -> Iterator[RunningSuite]
         "SUBTITLER_AUDIO_MEDIA_ROOT": str(media_dir),
         "SUBTITLER_GATEWAY_DATA_DIR": str(data_dir),
         "SUBTITLER_LOG_LEVEL": "INFO",
+        # A service that crashes (a segfault in a C extension) leaves its Python stack in its log.
+        "PYTHONFAULTHANDLER": "1",
         **extra_env,
     }
     suite = Suite(
         logs_dir=root / "logs",
         run_dir=root / "run",
-        ports={name: 0 for name, _, _ in SERVICES},
+        ports={},
         extra_env=env,
+        replicas=replicas or {},
     )
     try:
         suite.start(timeout_s=300)
