@@ -9,6 +9,7 @@ and retries UNAVAILABLE calls as declared in its service config.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import grpc
@@ -18,15 +19,35 @@ from grpc_health.v1 import health_pb2 as _health_pb2  # noqa: F401
 
 
 def channel_target(targets: str) -> str:
-    """The gRPC target for one address, a comma-separated list or a URI."""
+    """The gRPC target for one address, a comma-separated list or a URI.
+
+    A list must name literal IP addresses, all IPv4 or all IPv6 ("localhost"
+    counts as 127.0.0.1): gRPC's ipv4:/ipv6: schemes take nothing else. Replicas
+    behind one DNS name are reached with "dns:///name:port". ValueError says
+    what is wrong with anything else."""
     addresses = [item.strip() for item in targets.split(",") if item.strip()]
     if not addresses:
         raise ValueError("empty target")
     if len(addresses) == 1:
         return addresses[0]
-    # The ipv4/ipv6 schemes take lists of literal addresses; names need dns:///.
-    scheme = "ipv6" if all(a.startswith("[") for a in addresses) else "ipv4"
-    return f"{scheme}:{','.join(addresses)}"
+    literal = []
+    for address in addresses:
+        host, separator, port = address.rpartition(":")
+        if not separator or not port.isdigit():
+            raise ValueError(f"{address!r} in the list {targets!r} is not host:port")
+        host = "127.0.0.1" if host == "localhost" else host
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(
+                f"{host!r} in the list {targets!r} is not an IP address: list replicas by address, or give one"
+                " name that resolves to all of them as dns:///NAME:PORT"
+            ) from None
+        literal.append(f"{host}:{port}")
+    families = {address.startswith("[") for address in literal}
+    if len(families) > 1:
+        raise ValueError(f"the list {targets!r} mixes IPv4 and IPv6 addresses")
+    return f"{'ipv6' if families == {True} else 'ipv4'}:{','.join(literal)}"
 
 
 def service_config(service_name: str, *, max_attempts: int = 4) -> str:

@@ -38,5 +38,9 @@ class FailedPreconditionError(SuiteError):
     """The request conflicts with the current state (FAILED_PRECONDITION)."""
 
 
+class DataLossError(SuiteError):
+    """Stored data cannot be read (DATA_LOSS)."""
+
+
 class CancelledError(SuiteError):
     """The work was cancelled by the caller (CANCELLED)."""

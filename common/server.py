@@ -59,6 +59,7 @@ _STATUS_OF_ERROR: dict[type[errors.SuiteError], grpc.StatusCode] = {
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CancelledError: grpc.StatusCode.CANCELLED,
+    errors.DataLossError: grpc.StatusCode.DATA_LOSS,
 }
 
 
@@ -128,7 +129,6 @@ class _RpcScope:
             message = f"internal error (request id {self.request_id})"
         if isinstance(error, errors.ResourceExhaustedError) and error.retry_after_s is not None:
             self.context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{error.retry_after_s:g}"),))
-        self.code = code
         await self.context.abort(code, message)
 
     def finish(self, code: grpc.StatusCode) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from common.config import env_float, env_int, env_path, env_str
+from common.channels import channel_target
+from common.config import ConfigError, env_float, env_int, env_path, env_str
 from common.server import ServerConfig
 
 
@@ -65,6 +66,13 @@ class GatewayConfig:
     call_timeout_s: float = 600.0
     # Retries and waiting for stage services.
     retry: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        for name in ("audio", "vad", "asr", "align"):
+            try:
+                channel_target(getattr(self, f"{name}_target"))
+            except ValueError as error:
+                raise ConfigError(f"SUBTITLER_{name.upper()}_TARGET: {error}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -83,6 +83,10 @@ class JobRecord:
     finished_s: float = 0.0
     # Failed attempts of calls to stage services, oldest first.
     retries: list[gateway_pb2.RetryAttempt] = field(default_factory=list)
+
+    def snapshot(self) -> JobRecord:
+        """A copy that later changes to this record do not reach."""
+        return replace(self, stage_fractions=dict(self.stage_fractions), retries=list(self.retries))
 
     def overall_progress(self) -> float:
         if self.state == JobState.SUCCEEDED:

@@ -45,6 +45,7 @@ from common.convert import (
     segments_to_proto,
     time_range_from_proto,
     time_range_to_proto,
+    timestamp_to_epoch,
 )
 from common.languages import primary_language
 from common.server import JOB_ID_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY
@@ -65,8 +66,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-# How often a running job renews the lease of its decoded audio.
-LEASE_RENEWAL_INTERVAL_S = 300.0
+# A running job renews its audio's lease at half of what is left, at least this often.
+MAX_LEASE_RENEWAL_INTERVAL_S = 300.0
 # Codes worth another attempt; UNAVAILABLE is waited out rather than counted.
 RETRIED_CODES = frozenset(
     {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
@@ -134,6 +135,7 @@ class JobPipeline:
         self._resumed_handle: common_pb2.AudioHandle | None = None
         self._restored_detection = False
         self._redecode_lock = asyncio.Lock()
+        self._language_settled = asyncio.Event()
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -161,7 +163,7 @@ class JobPipeline:
         }
 
     async def _save(self) -> None:
-        await self._store.run(self._store.update_job, self._job)
+        await self._store.save(self._job)
 
     async def _progress(self, stage: Stage, fraction: float, done: int = 0, total: int = 0) -> None:
         # Estimates only grow: a watcher never sees progress go back.
@@ -203,7 +205,7 @@ class JobPipeline:
                     retries += 1
                     if retries > policy.max_retries:
                         raise StageFailedError(stage, code, details) from error
-                    await self._record_retry(stage, chunk_index, retries, code, details, 0.0)
+                    await self._record_retry(stage, chunk_index, retries, policy.max_retries + 1, code, details, 0.0)
                     continue
                 if code == grpc.StatusCode.UNAVAILABLE:
                     waits += 1
@@ -221,7 +223,13 @@ class JobPipeline:
                     backoff_s = _retry_after_s(error) or self._backoff_s(retries)
                 else:
                     raise StageFailedError(stage, code, details) from error
-                await self._record_retry(stage, chunk_index, retries + waits, code, details, backoff_s)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    # Waits are bounded by time, not by a count.
+                    await self._record_retry(stage, chunk_index, waits, 0, code, details, backoff_s)
+                else:
+                    await self._record_retry(
+                        stage, chunk_index, retries, policy.max_retries + 1, code, details, backoff_s
+                    )
                 await asyncio.sleep(backoff_s)
                 continue
             if self._job.waiting_reason:
@@ -244,13 +252,20 @@ class JobPipeline:
         await self._events.publish(self._job, waiting_reason=self._job.waiting_reason)
 
     async def _record_retry(
-        self, stage: Stage, chunk_index: int, attempt: int, code: grpc.StatusCode, details: str, backoff_s: float
+        self,
+        stage: Stage,
+        chunk_index: int,
+        attempt: int,
+        max_attempts: int,
+        code: grpc.StatusCode,
+        details: str,
+        backoff_s: float,
     ) -> None:
         retry = gateway_pb2.RetryAttempt(
             stage=int(stage),  # type: ignore[arg-type]
             chunk_index=chunk_index,
             attempt=attempt,
-            max_attempts=self._config.retry.max_retries + 1,
+            max_attempts=max_attempts,
             code=code.name,
             message=details,
             backoff=seconds_to_duration(backoff_s),
@@ -304,7 +319,9 @@ class JobPipeline:
                 return True  # another stage decoded it again meanwhile
             if await self._audio_alive(used):
                 return False
+            stage = self._job.stage
             self._handle = await self._decode()
+            self._job.stage = stage  # back to the stage that lost it
             return True
 
     async def _audio_alive(self, handle: common_pb2.AudioHandle | None) -> bool:
@@ -333,6 +350,7 @@ class JobPipeline:
             )
 
         handle = (await self._call(Stage.DECODE, -1, decode_once)).audio
+        self._handle = handle  # released by run() from now on, whatever happens next
         await self._store.run(self._store.save_audio_handle, self._job.job_id, handle)
         if not self._job.audio_duration_s:
             self._job.audio_duration_s = duration_to_seconds(handle.duration)
@@ -354,14 +372,17 @@ class JobPipeline:
             media.close()
 
     async def _renew_lease_forever(self) -> None:
+        """Renews the audio's lease when half of what is left of it has passed."""
+        expire_s = timestamp_to_epoch(self._handle.lease_expire_time) if self._handle else 0.0
         while True:
-            await asyncio.sleep(LEASE_RENEWAL_INTERVAL_S)
+            await asyncio.sleep(min(MAX_LEASE_RENEWAL_INTERVAL_S, max(1.0, (expire_s - time.time()) / 2)))
             if self._handle is None:
                 continue
             try:
-                await self._peers.audio.RenewLease(
+                response = await self._peers.audio.RenewLease(
                     audio_pb2.RenewLeaseRequest(audio_id=self._handle.audio_id), **self._call_options()
                 )
+                expire_s = timestamp_to_epoch(response.lease_expire_time)
             except grpc.aio.AioRpcError as error:
                 logger.warning("lease renewal failed for job %s: %s", self._job.job_id, error.details())
 
@@ -401,13 +422,14 @@ class JobPipeline:
             chunk_queue.put_nowait(chunk)
         try:
             if not self._restored_detection:
-                self._job.stage_fractions.setdefault(Stage.DETECT_SPEECH, 0.0)
+                await self._enter(Stage.DETECT_SPEECH)
                 await self._call(Stage.DETECT_SPEECH, -1, lambda: self._detect_once(chunk_queue))
                 await self._store.run(self._store.mark_detection_complete, self._job.job_id)
         finally:
             chunk_queue.put_nowait(None)
         self._detection_done = True
-        await self._progress(Stage.DETECT_SPEECH, 1.0, len(self._chunks), len(self._chunks))
+        audio_s = round(self._job.audio_duration_s)
+        await self._progress(Stage.DETECT_SPEECH, 1.0, audio_s, audio_s)
 
     async def _detect_once(self, chunk_queue: asyncio.Queue[_Chunk | None]) -> None:
         assert self._handle is not None
@@ -423,7 +445,7 @@ class JobPipeline:
                 self._chunks.append(chunk)
                 chunk_queue.put_nowait(chunk)
             analysed_s = duration_to_seconds(response.analysed_duration)
-            await self._progress(Stage.DETECT_SPEECH, analysed_s / duration_s, len(self._chunks))
+            await self._progress(Stage.DETECT_SPEECH, analysed_s / duration_s, round(analysed_s), round(duration_s))
 
     async def _next_batch(
         self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]
@@ -454,16 +476,19 @@ class JobPipeline:
         options.CopyFrom(self._job.config.transcription)
         if not options.language_code and self._job.language_code:
             options.language_code = self._job.language_code  # detected before a restart
+        elif options.language_code and not self._job.language_code:
+            self._job.language_code, self._job.language_probability = options.language_code, 1.0
+            await self._save()
+            await self._events.publish(self._job, language_code=options.language_code)
+        if options.language_code:
+            self._settle_language(options)
         try:
             while (batch := await self._next_batch(chunk_queue, align_queue)) is not None:
                 if self._job.stage < Stage.TRANSCRIBE:
                     await self._enter(Stage.TRANSCRIBE)
                 if not options.language_code:
                     options.language_code = await self._detect_language(batch[0])
-                if self._align_method is None:
-                    self._align_method = self._choose_align_method(options)
-                    # Cross-attention times come almost free in the ASR's own pass.
-                    options.word_timestamps = self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+                    self._settle_language(options)
                 for run in _consecutive_runs(batch):
                     await self._call(
                         Stage.TRANSCRIBE,
@@ -541,6 +566,13 @@ class JobPipeline:
         detected = 1.0 if self._detection_done else self._job.stage_fractions.get(Stage.DETECT_SPEECH, 0.0)
         return done_chunks / known * detected
 
+    def _settle_language(self, options: asr_pb2.TranscriptionOptions) -> None:
+        """Once the language is known: the alignment method, and whether the
+        ASR times words (cross-attention times come almost free in its pass)."""
+        self._align_method = self._choose_align_method(options)
+        options.word_timestamps = self._align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+        self._language_settled.set()
+
     def _choose_align_method(self, options: asr_pb2.TranscriptionOptions) -> align_pb2.AlignMethod.ValueType:
         """The requested method, or: phonetic (pocketsphinx, ~30 ms) for English
         speech, Whisper cross-attention for any other language and for
@@ -559,6 +591,7 @@ class JobPipeline:
         while (chunk_index := await align_queue.get()) is not None:
             if config.skip_alignment or chunk_index in self._aligned:
                 continue
+            await self._language_settled.wait()
             segments = self._transcripts[chunk_index]
             spoken = [segment for segment in segments if segment.text.strip()]
             method: align_pb2.AlignMethod.ValueType

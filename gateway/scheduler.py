@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from common.errors import ResourceExhaustedError
+from common.transcript import Segment
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
@@ -47,6 +48,9 @@ class JobScheduler:
         self._queued: dict[str, JobRecord] = {}
         self._positions: dict[str, int] = {}
         self._running: dict[str, tuple[asyncio.Task[None], JobPipeline]] = {}
+        # The pipeline task of each running job, and the jobs asked to stop.
+        self._work: dict[str, asyncio.Future[list[Segment]]] = {}
+        self._cancel_requested: set[str] = set()
         # Checkpoints of recovered jobs until they start.
         self._checkpoints: dict[str, Checkpoint] = {}
         self._background: set[asyncio.Task[object]] = set()
@@ -79,7 +83,8 @@ class JobScheduler:
         )
 
     def check_queue_space(self) -> None:
-        if len(self._queue) >= self._config.max_queued_jobs:
+        run_slot_free = len(self._running) + len(self._queue) < self._config.max_concurrent_jobs
+        if not run_slot_free and len(self._queue) >= self._config.max_queued_jobs:
             raise ResourceExhaustedError(
                 f"the queue is full ({len(self._queue)} jobs waiting); try again later",
                 retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
@@ -136,23 +141,33 @@ class JobScheduler:
 
         def finished(_: asyncio.Task[None]) -> None:
             self._running.pop(job.job_id, None)
+            self._work.pop(job.job_id, None)
+            self._cancel_requested.discard(job.job_id)
             self._dispatch()
 
         task.add_done_callback(finished)
 
     async def _run(self, job: JobRecord, pipeline: JobPipeline) -> None:
+        """Runs a job and records how it ended. CancelJob cancels only the
+        pipeline's own task (`_work`), never this bookkeeping; gateway shutdown
+        cancels this task, leaving the job to the next start."""
         started = time.monotonic() - job.processing_s
         job.state = JobState.RUNNING
-        await self._store.run(self._store.update_job, job)
+        await self._store.save(job)
         await self._events.publish(job)
+        if job.job_id in self._cancel_requested:
+            await self._finish_cancelled(job, started)
+            return
+        work = asyncio.ensure_future(pipeline.run())
+        self._work[job.job_id] = work
         try:
-            segments = await pipeline.run()
+            segments = await work
         except asyncio.CancelledError:
-            if self._stopping:
+            if self._stopping or not work.cancelled():
                 # Left RUNNING in the store, its audio kept: the next start resumes it.
                 job.processing_s = time.monotonic() - started
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._store.run(self._store.update_job, job))
+                    await asyncio.shield(self._store.save(job))
                 raise
             await self._finish_cancelled(job, started)
             return
@@ -171,7 +186,7 @@ class JobScheduler:
         job.stage = Stage.NONE
         job.segment_count = len(segments)
         job.processing_s = time.monotonic() - started
-        await self._store.run(self._store.finish_job, job, segments)
+        await self._store.save_finished(job, segments)
         await self._events.publish(job)
         self._discard_upload(job)
         logger.info("job %s succeeded: %.1f s of audio in %.1f s", job.job_id, job.audio_duration_s, job.processing_s)
@@ -182,7 +197,7 @@ class JobScheduler:
         job.waiting_reason = ""
         job.processing_s = time.monotonic() - started
         job.finished_s = time.time()
-        await self._store.run(self._store.update_job, job)
+        await self._store.save(job)
         await self._events.publish(job)
         self._discard_upload(job)
 
@@ -193,7 +208,7 @@ class JobScheduler:
         job.waiting_reason = ""
         job.processing_s = time.monotonic() - started
         job.finished_s = time.time()
-        await self._store.run(self._store.update_job, job)
+        await self._store.save(job)
         await self._events.publish(
             job,
             error=gateway_pb2.JobError(code=failure.code, message=failure.message, stage=int(failure.stage)),  # type: ignore[arg-type]
@@ -230,8 +245,12 @@ class JobScheduler:
             self._dispatch()
         running = self._running.get(job_id)
         if running is not None:
-            running[0].cancel()
-            await asyncio.gather(running[0], return_exceptions=True)
+            self._cancel_requested.add(job_id)
+            work = self._work.get(job_id)
+            if work is not None:
+                work.cancel()
+            # Waits without passing a cancellation of this call on to the job.
+            await asyncio.wait({running[0]})
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancels a queued or running job; a finished one is returned unchanged."""
@@ -245,6 +264,7 @@ class JobScheduler:
             await self._finish_cancelled(queued, time.monotonic())
         elif running is None:
             # Known to the store only (left by a crash and not resumed yet).
+            await self._release_stored_audio(job_id)
             await self._finish_cancelled(job, time.monotonic())
         return await self._store.run(self._store.get_job, job_id)
 
@@ -269,7 +289,7 @@ class JobScheduler:
                 continue
             job.state = JobState.QUEUED
             job.waiting_reason = ""
-            await self._store.run(self._store.update_job, job)
+            await self._store.save(job)
             await self._events.publish(job)
             logger.info(
                 "resuming job %s: %d chunks transcribed, %d aligned",

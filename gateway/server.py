@@ -61,8 +61,9 @@ async def create(config: GatewayConfig) -> RunningServer:
         store.close()
 
     running.on_stop.append(stop_jobs_and_close)
-    await running.start()
+    # Recovered before the server takes calls: a CancelJob cannot race it.
     await scheduler.recover()
+    await running.start()
     sweeper = asyncio.get_running_loop().create_task(scheduler.sweep_forever())
     await running.set_serving(True)
     return running

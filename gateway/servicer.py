@@ -155,6 +155,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             # of it, so it must not exist.
             self._scheduler.withdraw_later(job.job_id, submission)
             raise
+        except Exception:
+            # Refused (the queue filled up meanwhile) or failed: no job keeps the file.
+            Path(job.media_path).unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
+            raise
 
     def _to_proto(self, job: JobRecord) -> gateway_pb2.Job:
         return job_to_proto(job, self._scheduler.queue_position(job.job_id))
@@ -181,6 +185,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidInputError("page_size must not be negative")
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = _decode_page_token(request.page_token) if request.page_token else None
+        if request.state and request.state not in gateway_pb2.JobState.values():
+            raise InvalidInputError(f"unknown job state {request.state}")
         state = JobState(request.state) if request.state else None
         jobs = await self._store.run(lambda: self._store.list_jobs(limit=size + 1, before=before, state=state))
         token = _encode_page_token(jobs[size - 1]) if len(jobs) > size else ""

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from common.errors import NotFoundError
+from common.errors import DataLossError, NotFoundError
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from subtitler.common.v1 import common_pb2
@@ -107,7 +107,7 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
 }
 
 
-class CorruptRecordError(Exception):
+class CorruptRecordError(DataLossError):
     """A stored record cannot be read."""
 
 
@@ -149,6 +149,18 @@ class JobStore:
         self._connection.execute("PRAGMA foreign_keys=ON")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
         self._migrate()
+
+    async def save(self, job: JobRecord) -> None:
+        """Stores the job's state. The record is copied on the calling (event
+        loop) thread, since the loop goes on changing it meanwhile."""
+        job.updated_s = time.time()
+        await self.run(self.update_job, job.snapshot())
+
+    async def save_finished(self, job: JobRecord, segments: Sequence[Segment]) -> None:
+        """Stores a succeeded job's result and state (see `save`)."""
+        job.updated_s = job.finished_s = time.time()
+        job.waiting_reason = ""
+        await self.run(self.finish_job, job.snapshot(), segments)
 
     async def run(self, operation: Callable[..., T], *args: Any) -> T:
         """Runs a store operation on the store's own thread."""
@@ -213,7 +225,6 @@ class JobStore:
         return None if row is None else _job_from_row(row)
 
     def update_job(self, job: JobRecord) -> None:
-        job.updated_s = time.time()
         with self._transaction() as db:
             _update_job_row(db, job)
 
@@ -294,7 +305,10 @@ class JobStore:
         rows = self._connection.execute(
             "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? ORDER BY sequence", (job_id, sequence)
         ).fetchall()
-        return [gateway_pb2.JobEvent.FromString(row["event"]) for row in rows]
+        try:
+            return [gateway_pb2.JobEvent.FromString(row["event"]) for row in rows]
+        except DecodeError as error:
+            raise CorruptRecordError(f"a stored event of job {job_id} cannot be read: {error}") from error
 
     # Stage outputs
 
@@ -321,12 +335,6 @@ class JobStore:
     def mark_detection_complete(self, job_id: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE jobs SET detection_complete = 1 WHERE job_id = ?", (job_id,))
-
-    def forget_speech_chunks(self, job_id: str) -> None:
-        """Drops partial detection output (detection runs again from the start)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM speech_chunks WHERE job_id = ?", (job_id,))
-            db.execute("UPDATE jobs SET detection_complete = 0 WHERE job_id = ?", (job_id,))
 
     def checkpoint(self, job_id: str) -> Checkpoint:
         """Every stage output stored for a job. CorruptRecordError: one cannot be read."""
@@ -371,8 +379,6 @@ class JobStore:
 
     def finish_job(self, job: JobRecord, segments: Sequence[Segment]) -> None:
         """Stores the final result and the job's final state in one transaction."""
-        job.updated_s = job.finished_s = time.time()
-        job.waiting_reason = ""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO results (job_id, segments) VALUES (?, ?)",

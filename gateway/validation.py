@@ -11,6 +11,10 @@ from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
+# The ASR service's default SUBTITLER_ASR_MAX_BATCH_SIZE, and its beam limit.
+MAX_BATCH_SIZE = 32
+MAX_BEAM_SIZE = 16
+
 
 def validate_job_config(config: gateway_pb2.JobConfig) -> None:
     """Raises InvalidInputError or NotFoundError for a config no service would accept."""
@@ -25,10 +29,14 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
             ) from None
     if transcription.task not in asr_pb2.Task.values():
         raise InvalidInputError(f"unknown task {transcription.task}")
-    if transcription.beam_size < 0 or transcription.beam_size > 64:
-        raise InvalidInputError(f"beam_size {transcription.beam_size} must be between 1 and 64 (0: default 5)")
-    if transcription.batch_size < 0 or transcription.batch_size > 256:
-        raise InvalidInputError(f"batch_size {transcription.batch_size} must be between 1 and 256 (0: default)")
+    if transcription.beam_size < 0 or transcription.beam_size > MAX_BEAM_SIZE:
+        raise InvalidInputError(
+            f"beam_size {transcription.beam_size} must be between 1 and {MAX_BEAM_SIZE} (0: the default, 5)"
+        )
+    if transcription.batch_size < 0 or transcription.batch_size > MAX_BATCH_SIZE:
+        raise InvalidInputError(
+            f"batch_size {transcription.batch_size} must be between 1 and {MAX_BATCH_SIZE} (0: the default)"
+        )
     if transcription.temperature < 0 or transcription.temperature > 1:
         raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and 1")
     vad = config.speech_detection

@@ -40,7 +40,13 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import CancelledError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from common.errors import (
+    CancelledError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +125,8 @@ def decode_file(
         size_bytes = path.stat().st_size
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {path}") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {path}")
     try:

@@ -89,6 +89,7 @@ def test_expired_jobs_are_the_finished_ones_past_retention(tmp_path: Path) -> No
     old = store.insert_job(new_job("old"))
     store.insert_job(new_job("running"))
     old.state = JobState.SUCCEEDED
+    old.finished_s = time.time()
     store.finish_job(old, [])
     assert [job.job_id for job in store.expired_jobs(time.time() + 1)] == ["old"]
     assert store.expired_jobs(time.time() - 60) == []

@@ -188,7 +188,9 @@ class RetryAttempt(_message.Message):
     attempt: _builtins.int
     """The attempt that failed, from 1."""
     max_attempts: _builtins.int
-    """Attempts allowed for this call."""
+    """Attempts allowed for this call; 0 while waiting for an UNAVAILABLE
+    service, which is bounded by time rather than by a count.
+    """
     code: _builtins.str
     """Status code name of the failure ("UNAVAILABLE"...)."""
     message: _builtins.str
