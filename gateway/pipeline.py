@@ -136,6 +136,8 @@ class JobPipeline:
         self._restored_detection = False
         self._redecode_lock = asyncio.Lock()
         self._language_settled = asyncio.Event()
+        # Why each call now waiting for a service waits, in the order they began.
+        self._waiting: dict[object, str] = {}
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -190,6 +192,8 @@ class JobPipeline:
         retries = 0
         waits = 0
         waited_s = 0.0
+        # This call's key among the waits in progress (stages run concurrently).
+        wait_key = object()
         while True:
             handle = self._handle
             try:
@@ -214,7 +218,7 @@ class JobPipeline:
                         message = f"the {STAGE_SERVICES[stage]} service was unavailable for {waited_s:.0f} s: {details}"
                         raise StageFailedError(stage, code, message) from error
                     waited_s += backoff_s
-                    await self._wait_for_service(stage, details, backoff_s)
+                    await self._wait_for_service(wait_key, stage, details, backoff_s)
                 elif code in RETRIED_CODES:
                     retries += 1
                     if retries > policy.max_retries:
@@ -232,10 +236,11 @@ class JobPipeline:
                     )
                 await asyncio.sleep(backoff_s)
                 continue
-            if self._job.waiting_reason:
-                self._job.waiting_reason = ""
+            if self._waiting.pop(wait_key, None) is not None:
+                # Another stage may still be waiting: its reason stays.
+                self._job.waiting_reason = next(reversed(self._waiting.values()), "")
                 await self._save()
-                await self._events.publish(self._job, waiting_reason="")
+                await self._events.publish(self._job, waiting_reason=self._job.waiting_reason)
             return result
 
     def _backoff_s(self, attempt: int) -> float:
@@ -244,10 +249,10 @@ class JobPipeline:
         ceiling_s = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling_s / 2, ceiling_s)
 
-    async def _wait_for_service(self, stage: Stage, details: str, backoff_s: float) -> None:
-        self._job.waiting_reason = (
-            f"waiting for the {STAGE_SERVICES[stage]} service ({details}); next try in {backoff_s:.1f} s"
-        )
+    async def _wait_for_service(self, wait_key: object, stage: Stage, details: str, backoff_s: float) -> None:
+        reason = f"waiting for the {STAGE_SERVICES[stage]} service ({details}); next try in {backoff_s:.1f} s"
+        self._waiting[wait_key] = reason
+        self._job.waiting_reason = reason
         await self._save()
         await self._events.publish(self._job, waiting_reason=self._job.waiting_reason)
 
