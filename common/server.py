@@ -43,7 +43,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import errors
-from common.config import env_choice, env_float, env_int, env_path, env_str
+from common.affinity import validate_affinity_spec
+from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
 
 log = structlog.get_logger(__name__)
 
@@ -79,11 +80,19 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     # Level of the process's logs (SUBTITLER_LOG_LEVEL, shared by every service).
     log_level: str = "INFO"
+    # CPUs to run on: "auto" (the ASR's cores kept apart from the others' on
+    # machines with 4 or more), "none", or a list like "0-3,6".
+    cpu_affinity: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str, default_port: int) -> ServerConfig:
-        """Reads `<prefix>HOST`, `PORT`, `PORT_FILE`, `MAX_CONCURRENT_RPCS`, `GRACE_PERIOD_S`."""
+        """Reads `<prefix>HOST`, `PORT`, `PORT_FILE`, `MAX_CONCURRENT_RPCS`, `GRACE_PERIOD_S`, `CPU_AFFINITY`."""
         port_file = env.get(f"{prefix}PORT_FILE")
+        cpu_affinity = env_str(env, f"{prefix}CPU_AFFINITY", "auto")
+        try:
+            validate_affinity_spec(cpu_affinity)
+        except ValueError as error:
+            raise ConfigError(f"{prefix}CPU_AFFINITY={cpu_affinity!r}: {error}") from None
         return cls(
             host=env_str(env, f"{prefix}HOST", "127.0.0.1"),
             port=env_int(env, f"{prefix}PORT", default_port, minimum=0),
@@ -91,6 +100,7 @@ class ServerConfig:
             max_concurrent_rpcs=env_int(env, f"{prefix}MAX_CONCURRENT_RPCS", 64, minimum=1),
             grace_period_s=env_float(env, f"{prefix}GRACE_PERIOD_S", 10.0, minimum=0.0),
             log_level=env_choice(env, "SUBTITLER_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            cpu_affinity=cpu_affinity,
         )
 
 

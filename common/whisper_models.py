@@ -42,14 +42,10 @@ from faster_whisper.utils import available_models, download_model
 
 from common.config import env_bool, env_choice, env_int, env_path, env_str
 from common.errors import InvalidInputError, NotFoundError
+from common.model_names import DEFAULT_MODEL, EMBEDDED_BASE, EMBEDDED_MODELS, EMBEDDED_PREFIX, EMBEDDED_TINY_EN
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_TINY_EN = "embedded:tiny.en"
-EMBEDDED_BASE = "embedded:base"
-EMBEDDED_MODELS = (EMBEDDED_TINY_EN, EMBEDDED_BASE)
-DEFAULT_MODEL = EMBEDDED_TINY_EN
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CACHE_DIR = "~/.cache/subtitler/models"
@@ -69,10 +65,12 @@ class ModelLoadOptions:
     device: str = "auto"
     # CTranslate2 compute type; "default": int8 on CPU, float16 on CUDA.
     compute_type: str = "default"
-    # Threads per model on CPU; 0: one per available core.
+    # Threads per model worker on CPU; 0: tuned to the machine by the service
+    # (one per usable core when nothing resolves it).
     cpu_threads: int = 0
-    # Model replicas that can run generate() in parallel (CTranslate2 inter_threads).
-    num_workers: int = 1
+    # Model replicas that decode in parallel (CTranslate2 num_workers); 0: tuned
+    # to the machine by the service (1 when nothing resolves it).
+    num_workers: int = 0
     # Where the embedded base model directory is built.
     cache_dir: Path = field(default_factory=lambda: Path(DEFAULT_CACHE_DIR).expanduser())
     # Hugging Face cache for size names and repository ids; None: the hub's default.
@@ -85,8 +83,8 @@ class ModelLoadOptions:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise InvalidInputError(f"device {self.device!r} must be one of {', '.join(DEVICES)}")
-        if self.cpu_threads < 0 or self.num_workers < 1 or self.max_loaded_models < 1:
-            raise InvalidInputError("cpu_threads must be >= 0, num_workers and max_loaded_models >= 1")
+        if self.cpu_threads < 0 or self.num_workers < 0 or self.max_loaded_models < 1:
+            raise InvalidInputError("cpu_threads and num_workers must be >= 0, max_loaded_models >= 1")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class WhisperModelConfig:
                 device=env_choice(env, f"{prefix}DEVICE", defaults.device, DEVICES),
                 compute_type=env_str(env, f"{prefix}COMPUTE_TYPE", defaults.compute_type),
                 cpu_threads=env_int(env, f"{prefix}CPU_THREADS", defaults.cpu_threads, minimum=0),
-                num_workers=env_int(env, f"{prefix}NUM_WORKERS", defaults.num_workers, minimum=1),
+                num_workers=env_int(env, f"{prefix}NUM_WORKERS", defaults.num_workers, minimum=0),
                 cache_dir=env_path(env, f"{prefix}MODEL_CACHE_DIR", DEFAULT_CACHE_DIR),
                 download_root=Path(download_root).expanduser() if download_root else None,
                 allow_download=env_bool(env, f"{prefix}ALLOW_MODEL_DOWNLOAD", defaults.allow_download),
@@ -377,18 +375,19 @@ class ModelCache:
                 device=device,
                 compute_type=compute_type,
                 cpu_threads=cpu_threads,
-                num_workers=self.options.num_workers,
+                num_workers=self.options.num_workers or 1,
                 local_files_only=True,
             )
         except RuntimeError as error:
             raise NotFoundError(f"model {name!r} at {path} could not be loaded: {error}") from None
         duration_s = time.perf_counter() - started
         logger.info(
-            "loaded model %s from %s on %s (%s, %d threads) in %.2f s",
+            "loaded model %s from %s on %s (%s, %d workers of %d threads) in %.2f s",
             name,
             path,
             device,
             compute_type,
+            self.options.num_workers or 1,
             cpu_threads,
             duration_s,
         )

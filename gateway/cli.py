@@ -1,7 +1,7 @@
 """Command-line client of the gateway.
 
     python -m gateway.cli transcribe talk.mp4 -o talk.srt [--format vtt] [--language fr] [--model ...]
-    python -m gateway.cli jobs | status JOB | watch JOB | result JOB -o out.vtt | cancel JOB
+    python -m gateway.cli jobs | status JOB | watch JOB | result JOB -o out.vtt | cancel JOB | system
 
 `transcribe` uploads the file (or, with --server-path, names a file on the
 audio service's host), shows a progress bar fed by the job's event stream,
@@ -21,9 +21,11 @@ from typing import TextIO
 import grpc
 
 from common.convert import duration_to_seconds, seconds_to_duration
+from gateway.profiles import PROFILE_NAMES
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -72,6 +74,7 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         speech_detection=speech_detection,
         align_method=ALIGN_METHODS[options.align_method],
         skip_alignment=options.no_align,
+        profile=PROFILE_NAMES[options.profile],
     )
 
 
@@ -212,6 +215,34 @@ def describe(job: gateway_pb2.Job) -> str:
     return line
 
 
+def describe_status(status: status_pb2.GetStatusResponse) -> list[str]:
+    """A service's status as lines for a terminal."""
+    lines = [
+        f"{status.service_name} (version {status.version}, up {status.uptime_s:.0f} s): "
+        f"capacity {status.capacity}, running {status.running}, queued {status.queued}"
+        + (f", preferred batch {status.preferred_batch_size}" if status.preferred_batch_size else "")
+    ]
+    lines += [f"  {key}: {value}" for key, value in sorted(status.hardware.items())]
+    lines += [f"  warning: {warning}" for warning in status.hardware_warnings]
+    lines.append(f"  CPU affinity: {status.cpu_affinity or 'not pinned'} ({status.cpu_affinity_message})")
+    lines += [f"  {setting.name}={setting.value}  [{setting.source}]" for setting in status.settings]
+    if status.loaded_models:
+        lines.append(f"  models loaded: {', '.join(status.loaded_models)}")
+    return lines
+
+
+def system(channel: grpc.Channel) -> int:
+    """Prints what every service detected and chose."""
+    reply = status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+        status_pb2.GetStatusRequest(include_peers=True), timeout=10
+    )
+    for status in (reply, *reply.peers):
+        print("\n".join(describe_status(status)))
+    for unreachable in reply.unreachable_peers:
+        print(f"unreachable: {unreachable}")
+    return 0 if not reply.unreachable_peers else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
     root.add_argument(
@@ -235,6 +266,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--hotwords")
     run.add_argument("--vad-threshold", type=float)
     run.add_argument("--max-chunk-s", type=float, help="longest speech chunk, at most 30 s")
+    run.add_argument(
+        "--profile",
+        choices=list(PROFILE_NAMES),
+        default="balanced",
+        help="speed/quality preset: fast (beam 1), balanced (beam 5), accurate (base model, phonetic English words);"
+        " options given explicitly override it (default: %(default)s)",
+    )
     run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
     run.add_argument("--no-align", action="store_true", help="skip word alignment")
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
@@ -242,6 +280,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     commands.add_parser("jobs", help="list jobs, newest first")
+    commands.add_parser("system", help="what every service detected about its machine and the settings it chose")
     for name, text in (("status", "show a job"), ("watch", "follow a job's progress"), ("cancel", "cancel a job")):
         commands.add_parser(name, help=text).add_argument("job_id")
     result = commands.add_parser("result", help="write a succeeded job's result")
@@ -258,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if options.command == "transcribe":
                 return transcribe(stub, options)
+            if options.command == "system":
+                return system(channel)
             if options.command == "jobs":
                 for job in stub.ListJobs(gateway_pb2.ListJobsRequest()).jobs:
                     print(describe(job))

@@ -48,8 +48,9 @@ class GatewayConfig:
     align_target: str = "localhost:50055"
     # Jobs, their events and results (SQLite) and kept uploads live here.
     data_dir: Path = Path("data")
-    # Jobs processed at once; the rest wait in the queue.
-    max_concurrent_jobs: int = 2
+    # Jobs processed at once; the rest wait in the queue. 0: tuned to the
+    # machine (enough to keep every ASR worker fed while others decode).
+    max_concurrent_jobs: int = 0
     # Jobs waiting in the queue at most; beyond, RESOURCE_EXHAUSTED.
     max_queued_jobs: int = 100
     # Finished jobs, their events and results are deleted after this long.
@@ -60,8 +61,14 @@ class GatewayConfig:
     min_free_disk_bytes: int = 1024**3
     # Largest upload accepted, in bytes.
     max_upload_bytes: int = 2 * 1024**3
-    # Chunks sent to the ASR service in one request (its batch).
-    asr_batch_size: int = 8
+    # Chunks sent to the ASR service in one request when a job does not say;
+    # 0: the batch the ASR service prefers (its status). A job's own batch
+    # size is capped at that preference too.
+    asr_batch_size: int = 0
+    # ASR model workers over all replicas, which sets how many Transcribe
+    # calls are kept in flight (two per worker); 0: asked from the ASR
+    # services' status.
+    asr_workers: int = 0
     # Deadline of one call to a peer service, in seconds.
     call_timeout_s: float = 600.0
     # Retries and waiting for stage services.
@@ -84,9 +91,10 @@ class GatewayConfig:
             asr_target=env_str(env, "SUBTITLER_ASR_TARGET", cls.asr_target),
             align_target=env_str(env, "SUBTITLER_ALIGN_TARGET", cls.align_target),
             data_dir=env_path(env, f"{prefix}DATA_DIR", cls.data_dir),
-            max_concurrent_jobs=env_int(env, f"{prefix}MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=1),
+            max_concurrent_jobs=env_int(env, f"{prefix}MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=0),
             max_upload_bytes=env_int(env, f"{prefix}MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
-            asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=1),
+            asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=0),
+            asr_workers=env_int(env, f"{prefix}ASR_WORKERS", cls.asr_workers, minimum=0),
             call_timeout_s=env_float(env, f"{prefix}CALL_TIMEOUT_S", cls.call_timeout_s, minimum=1.0),
             max_queued_jobs=env_int(env, f"{prefix}MAX_QUEUED_JOBS", cls.max_queued_jobs, minimum=0),
             retention_s=env_float(env, f"{prefix}RETENTION_S", cls.retention_s, minimum=0.0),

@@ -30,7 +30,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,6 +50,7 @@ from common.convert import (
 from common.languages import primary_language
 from common.server import JOB_ID_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY
 from common.transcript import Segment, TimeRange
+from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, Stage
@@ -92,12 +93,14 @@ class StageFailedError(Exception):
 
 @dataclass(frozen=True)
 class Peers:
-    """Stubs of the stage services."""
+    """Stubs of the stage services, and the slots of Transcribe calls their
+    ASR workers take at once (shared by every job)."""
 
     audio: audio_pb2_grpc.AudioServiceStub
     vad: vad_pb2_grpc.VadServiceStub
     asr: asr_pb2_grpc.AsrServiceStub
     align: align_pb2_grpc.AlignServiceStub
+    asr_capacity: AsrCapacity = field(default_factory=lambda: AsrCapacity(None, replica_count=1))
 
 
 @dataclass(frozen=True)
@@ -459,7 +462,9 @@ class JobPipeline:
         once at least one is (a full batch while detection runs ahead); None
         when there are no more. Chunks transcribed before go straight to
         alignment."""
-        size = self._job.config.transcription.batch_size or self._config.asr_batch_size
+        size = self._peers.asr_capacity.batch_size(
+            self._job.config.transcription.batch_size, self._config.asr_batch_size
+        )
         batch: list[_Chunk] = []
         while len(batch) < size:
             if batch and chunk_queue.empty() and self._detection_done:
@@ -487,24 +492,54 @@ class JobPipeline:
             await self._events.publish(self._job, language_code=options.language_code)
         if options.language_code:
             self._settle_language(options)
+        capacity = self._peers.asr_capacity
+        await capacity.refresh()
         try:
-            while (batch := await self._next_batch(chunk_queue, align_queue)) is not None:
-                if self._job.stage < Stage.TRANSCRIBE:
-                    await self._enter(Stage.TRANSCRIBE)
-                if not options.language_code:
-                    options.language_code = await self._detect_language(batch[0])
-                    self._settle_language(options)
-                for run in _consecutive_runs(batch):
-                    await self._call(
-                        Stage.TRANSCRIBE,
-                        run[0].index,
-                        functools.partial(self._transcribe_once, run, options, align_queue),
-                    )
+            # Batches go out while a slot is free, so one job keeps every ASR
+            # worker busy; results are stored per chunk whatever their order.
+            async with asyncio.TaskGroup() as calls:
+                while True:
+                    await capacity.acquire()
+                    try:
+                        batch = await self._next_batch(chunk_queue, align_queue)
+                        if batch is not None:
+                            if self._job.stage < Stage.TRANSCRIBE:
+                                await self._enter(Stage.TRANSCRIBE)
+                            if not options.language_code:
+                                options.language_code = await self._detect_language(batch[0])
+                                self._settle_language(options)
+                    except BaseException:
+                        capacity.release()
+                        raise
+                    if batch is None:
+                        capacity.release()
+                        break
+                    call_options = asr_pb2.TranscriptionOptions()
+                    call_options.CopyFrom(options)
+                    calls.create_task(self._transcribe_batch(batch, call_options, align_queue))
+        except ExceptionGroup as group:
+            failures = [error for error in group.exceptions if isinstance(error, StageFailedError)]
+            raise (failures[0] if failures else group.exceptions[0]) from None
         finally:
             align_queue.put_nowait(None)
         if not self._job.config.skip_alignment:
             self._job.stage = Stage.ALIGN  # what is left is aligning the last chunks
         await self._progress(Stage.TRANSCRIBE, 1.0, len(self._transcripts), len(self._chunks))
+
+    async def _transcribe_batch(
+        self, batch: list[_Chunk], options: asr_pb2.TranscriptionOptions, align_queue: asyncio.Queue[int | None]
+    ) -> None:
+        """Transcribes one batch (holding a slot taken by the caller), one
+        call per run of consecutive chunks, each under the retry policy."""
+        try:
+            for run in _consecutive_runs(batch):
+                await self._call(
+                    Stage.TRANSCRIBE,
+                    run[0].index,
+                    functools.partial(self._transcribe_once, run, options, align_queue),
+                )
+        finally:
+            self._peers.asr_capacity.release()
 
     async def _detect_language(self, chunk: _Chunk) -> str:
         assert self._handle is not None

@@ -58,6 +58,16 @@ class JobScheduler:
         self.uploads_dir = config.data_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def running_count(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    @property
+    def queued_count(self) -> int:
+        """Jobs waiting in the queue now."""
+        return len(self._queue)
+
     def new_job(
         self,
         config: gateway_pb2.JobConfig,

@@ -1,11 +1,19 @@
-"""Builds the gateway: store, event hub, peer channels, scheduler, servicer."""
+"""Builds the gateway: machine plan, store, event hub, peer channels, ASR
+capacity, scheduler, servicers."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+
+import grpc
 
 from common.channels import open_channel
+from common.machine import plan_machine
 from common.server import RunningServer, create_server
+from common.status import LoadFigures, StatusReport, StatusServicer, choose, status_registration
+from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.pipeline import Peers
@@ -16,31 +24,104 @@ from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+PEER_STATUS_TIMEOUT_S = 3.0
 
 
 def _service_name(module: object, service: str) -> str:
     return module.DESCRIPTOR.services_by_name[service].full_name  # type: ignore[attr-defined]
 
 
+def replica_count(target: str) -> int:
+    """Replicas a target lists (a comma-separated list), else 1."""
+    return max(1, len([item for item in target.split(",") if item.strip()]))
+
+
+class GatewayStatusServicer(StatusServicer):
+    """The gateway's status, with each stage service's when asked."""
+
+    def __init__(
+        self,
+        report: StatusReport,
+        figures: StatusServicer,
+        peers: dict[str, status_pb2_grpc.StatusServiceStub],
+    ) -> None:
+        super().__init__(report, figures._load)
+        self._peers = peers
+
+    async def GetStatus(
+        self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> status_pb2.GetStatusResponse:
+        reply = await super().GetStatus(request, context)
+        if not request.include_peers:
+            return reply
+
+        async def ask(name: str, stub: status_pb2_grpc.StatusServiceStub) -> status_pb2.GetStatusResponse | str:
+            try:
+                return await stub.GetStatus(status_pb2.GetStatusRequest(), timeout=PEER_STATUS_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                return f"{name}: {error.code().name}: {error.details()}"
+
+        answers = await asyncio.gather(*(ask(name, stub) for name, stub in self._peers.items()))
+        for answer in answers:
+            if isinstance(answer, str):
+                reply.unreachable_peers.append(answer)
+            else:
+                reply.peers.append(answer)
+        return reply
+
+
 async def create(config: GatewayConfig) -> RunningServer:
     """Starts the gateway on `config.server` and recovers unfinished jobs."""
+    loop = asyncio.get_running_loop()
+    plan = await loop.run_in_executor(None, plan_machine, "gateway", config.server.cpu_affinity, [config.data_dir])
+    jobs, jobs_choice = choose(
+        "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS",
+        config.max_concurrent_jobs,
+        plan.tuning.gateway_max_concurrent_jobs,
+        plan.reason("gateway_max_concurrent_jobs"),
+    )
+    config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
     store = JobStore(config.data_dir / "jobs.sqlite3")
     events = EventHub(store)
-    channels = [
-        open_channel(config.audio_target, _service_name(audio_pb2, "AudioService")),
-        open_channel(config.vad_target, _service_name(vad_pb2, "VadService")),
-        open_channel(config.asr_target, _service_name(asr_pb2, "AsrService")),
-        open_channel(config.align_target, _service_name(align_pb2, "AlignService")),
-    ]
+    targets = {
+        "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
+        "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
+        "asr": (config.asr_target, _service_name(asr_pb2, "AsrService")),
+        "align": (config.align_target, _service_name(align_pb2, "AlignService")),
+    }
+    channels = {name: open_channel(target, service) for name, (target, service) in targets.items()}
+    status_stubs = {name: status_pb2_grpc.StatusServiceStub(channel) for name, channel in channels.items()}
+    asr_capacity = AsrCapacity(
+        status_stubs["asr"],
+        replica_count=replica_count(config.asr_target),
+        fixed_workers=config.asr_workers,
+        fixed_batch_size=config.asr_batch_size,
+    )
     peers = Peers(
-        audio=audio_pb2_grpc.AudioServiceStub(channels[0]),
-        vad=vad_pb2_grpc.VadServiceStub(channels[1]),
-        asr=asr_pb2_grpc.AsrServiceStub(channels[2]),
-        align=align_pb2_grpc.AlignServiceStub(channels[3]),
+        audio=audio_pb2_grpc.AudioServiceStub(channels["audio"]),
+        vad=vad_pb2_grpc.VadServiceStub(channels["vad"]),
+        asr=asr_pb2_grpc.AsrServiceStub(channels["asr"]),
+        align=align_pb2_grpc.AlignServiceStub(channels["align"]),
+        asr_capacity=asr_capacity,
     )
     scheduler = JobScheduler(store, events, peers, config)
     servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes)
+    report = plan.report([jobs_choice])
+
+    def figures() -> LoadFigures:
+        return LoadFigures(
+            capacity=config.max_concurrent_jobs,
+            running=scheduler.running_count,
+            queued=scheduler.queued_count,
+            preferred_batch_size=asr_capacity.figures.preferred_batch_size,
+        )
+
+    status = GatewayStatusServicer(report, StatusServicer(report, figures), status_stubs)
     running = create_server(
         config.server,
         "gateway",
@@ -49,14 +130,15 @@ async def create(config: GatewayConfig) -> RunningServer:
                 gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
                 servicer,
                 _service_name(gateway_pb2, "GatewayService"),
-            )
+            ),
+            status_registration(status),
         ],
     )
 
     async def stop_jobs_and_close() -> None:
         sweeper.cancel()
         await scheduler.shutdown()
-        for channel in channels:
+        for channel in channels.values():
             await channel.close()
         store.close()
 
@@ -64,6 +146,6 @@ async def create(config: GatewayConfig) -> RunningServer:
     # Recovered before the server takes calls: a CancelJob cannot race it.
     await scheduler.recover()
     await running.start()
-    sweeper = asyncio.get_running_loop().create_task(scheduler.sweep_forever())
+    sweeper = loop.create_task(scheduler.sweep_forever())
     await running.set_serving(True)
     return running

@@ -20,6 +20,7 @@ from gateway.jobs import JobRecord, JobState
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
 from gateway.subtitles import render
+from gateway.profiles import apply_profile
 from gateway.validation import validate_job_config, validate_priority, validate_request_id
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -83,7 +84,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         validate_request_id(request.request_id)
         validate_priority(request.priority)
         job = self._scheduler.new_job(
-            request.config,
+            apply_profile(request.config),
             request.path,
             request.path,
             uploaded=False,
@@ -133,7 +134,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             if received == 0:
                 raise InvalidInputError(f"the upload of {name!r} carried no bytes")
             job = self._scheduler.new_job(
-                metadata.config,
+                apply_profile(metadata.config),
                 f"upload:{name}",
                 "",
                 uploaded=True,

@@ -50,6 +50,8 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
             raise InvalidInputError(f"{name} must not be negative")
     if config.align_method not in align_pb2.AlignMethod.values():
         raise InvalidInputError(f"unknown align method {config.align_method}")
+    if config.profile not in gateway_pb2.Profile.values():
+        raise InvalidInputError(f"unknown profile {config.profile}: use fast, balanced or accurate")
 
 
 MAX_REQUEST_ID_CHARS = 128

@@ -26,8 +26,9 @@ class AlignConfig:
     whisper: WhisperModelConfig = field(default_factory=WhisperModelConfig)
     # Whether English is aligned phonetically with pocketsphinx (else with Whisper too).
     phonetic: bool = True
-    # Alignments running at once; more wait their turn.
-    max_concurrent_alignments: int = 2
+    # Alignments running at once; more wait their turn. 0: tuned to the
+    # machine (half its usable cores, at least 1).
+    max_concurrent_alignments: int = 0
     # Alignments that may wait for a slot; more are refused with
     # RESOURCE_EXHAUSTED and a retry hint. 8: the gateway sends one job's
     # chunks one after another, so this covers several jobs at once.
@@ -50,7 +51,7 @@ class AlignConfig:
             whisper=WhisperModelConfig.from_env(env, prefix),
             phonetic=env_bool(env, f"{prefix}PHONETIC", cls.phonetic),
             max_concurrent_alignments=env_int(
-                env, f"{prefix}MAX_CONCURRENT_ALIGNMENTS", cls.max_concurrent_alignments, minimum=1
+                env, f"{prefix}MAX_CONCURRENT_ALIGNMENTS", cls.max_concurrent_alignments, minimum=0
             ),
             max_queued_alignments=env_int(env, f"{prefix}MAX_QUEUED_ALIGNMENTS", cls.max_queued_alignments, minimum=0),
             retry_after_s=env_float(env, f"{prefix}RETRY_AFTER_S", cls.retry_after_s, minimum=0.0),

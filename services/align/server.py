@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,9 @@ from faster_whisper import WhisperModel
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.machine import plan_machine
 from common.server import RunningServer, create_server
+from common.status import LoadFigures, StatusServicer, choose, status_registration
 from common.whisper_models import ModelCache, resolve_model_path
 from services.align.config import AlignConfig
 from services.align.cross_attention import CrossAttentionAligner
@@ -30,8 +33,23 @@ async def create(config: AlignConfig) -> RunningServer:
     first request.
     """
     loop = asyncio.get_running_loop()
-    models = ModelCache(config.whisper.load_options)
-    executor = ThreadPoolExecutor(max_workers=config.max_concurrent_alignments, thread_name_prefix="align")
+    load_options = config.whisper.load_options
+    plan = await loop.run_in_executor(None, plan_machine, "align", config.server.cpu_affinity, [load_options.cache_dir])
+    concurrent, concurrent_choice = choose(
+        "SUBTITLER_ALIGN_MAX_CONCURRENT_ALIGNMENTS",
+        config.max_concurrent_alignments,
+        plan.tuning.align_max_concurrent,
+        plan.reason("align_max_concurrent"),
+    )
+    threads, threads_choice = choose(
+        "SUBTITLER_ALIGN_CPU_THREADS", load_options.cpu_threads, plan.tuning.align_threads, plan.reason("align_threads")
+    )
+    # One Whisper worker per alignment at once, so concurrent alignments do not queue inside CTranslate2.
+    workers, workers_choice = choose(
+        "SUBTITLER_ALIGN_NUM_WORKERS", load_options.num_workers, int(concurrent), "one per alignment at once"
+    )
+    models = ModelCache(dataclasses.replace(load_options, num_workers=int(workers), cpu_threads=int(threads)))
+    executor = ThreadPoolExecutor(max_workers=int(concurrent), thread_name_prefix="align")
     try:
         await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
     except BaseException:
@@ -51,8 +69,8 @@ async def create(config: AlignConfig) -> RunningServer:
     servicer = AlignServicer(
         engine,
         audio_reader,
-        AdmissionLimit(
-            config.max_concurrent_alignments,
+        admission := AdmissionLimit(
+            int(concurrent),
             config.max_queued_alignments,
             config.retry_after_s,
             work_name="alignments",
@@ -62,8 +80,20 @@ async def create(config: AlignConfig) -> RunningServer:
         is_model_loaded=models.is_loaded,
         max_read_window_s=config.max_read_window_s,
     )
+    report = plan.report([concurrent_choice, threads_choice, workers_choice])
+
+    def figures() -> LoadFigures:
+        return LoadFigures(
+            admission.max_running, admission.running, admission.waiting, loaded_models=tuple(models.loaded_names())
+        )
+
     running = create_server(
-        config.server, "align", [(align_pb2_grpc.add_AlignServiceServicer_to_server, servicer, SERVICE_NAME)]
+        config.server,
+        "align",
+        [
+            (align_pb2_grpc.add_AlignServiceServicer_to_server, servicer, SERVICE_NAME),
+            status_registration(StatusServicer(report, figures)),
+        ],
     )
 
     async def release() -> None:
@@ -80,10 +110,10 @@ async def create(config: AlignConfig) -> RunningServer:
 
     running.serve_when_ready(load)
     logger.info(
-        "align service: default model %s, phonetic %s, %d alignments at once, %d waiting",
+        "align service: default model %s, phonetic %s, %s alignments at once, %d waiting",
         config.whisper.default_model,
         "on" if phonetic is not None else "off",
-        config.max_concurrent_alignments,
+        concurrent,
         config.max_queued_alignments,
     )
     return running

@@ -22,11 +22,13 @@ class AsrConfig:
     # The default model and how models are found and loaded
     # (SUBTITLER_ASR_DEFAULT_MODEL, _DEVICE...: `WhisperModelConfig.from_env`).
     whisper: WhisperModelConfig = field(default_factory=WhisperModelConfig)
-    # Chunks decoded together when a request does not say.
-    batch_size: int = 8
+    # Chunks decoded together when a request does not say; 0: tuned to the
+    # machine (4 on CPU, where bigger batches of beam search waste work on
+    # padding; from GPU memory on CUDA).
+    batch_size: int = 0
     # Largest batch a request may ask for.
     max_batch_size: int = 32
-    # Transcriptions (and language detections) running at once; 0: 1 on CPU, 2 on CUDA.
+    # Transcriptions (and language detections) running at once; 0: one per model worker.
     max_concurrent_transcriptions: int = 0
     # Requests that may wait for a slot; more are refused with RESOURCE_EXHAUSTED.
     max_queued_transcriptions: int = 4
@@ -34,7 +36,7 @@ class AsrConfig:
     retry_after_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.batch_size > self.max_batch_size:
+        if self.batch_size and self.batch_size > self.max_batch_size:
             raise ConfigError(
                 f"SUBTITLER_ASR_BATCH_SIZE={self.batch_size} is over SUBTITLER_ASR_MAX_BATCH_SIZE={self.max_batch_size}"
             )
@@ -46,7 +48,7 @@ class AsrConfig:
             server=ServerConfig.from_env(env, prefix, DEFAULT_PORT),
             audio_target=env_str(env, "SUBTITLER_AUDIO_TARGET", cls.audio_target),
             whisper=WhisperModelConfig.from_env(env, prefix),
-            batch_size=env_int(env, f"{prefix}BATCH_SIZE", cls.batch_size, minimum=1),
+            batch_size=env_int(env, f"{prefix}BATCH_SIZE", cls.batch_size, minimum=0),
             max_batch_size=env_int(env, f"{prefix}MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
             max_concurrent_transcriptions=env_int(
                 env, f"{prefix}MAX_CONCURRENT_TRANSCRIPTIONS", cls.max_concurrent_transcriptions, minimum=0

@@ -29,6 +29,7 @@ from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 
 from common.errors import CancelledError, InvalidInputError
 from common.languages import to_bcp47, to_whisper_language
+from common.silence_snap import snap_words_to_sound
 from common.transcript import Segment, TimeRange, Word
 from common.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
 from common.word_timing import placements_by_position, split_tokens, words_from_placements
@@ -72,7 +73,8 @@ class TranscriptionOptions:
     # True (as BatchedInferencePipeline): one segment per chunk, spanning it.
     # False: Whisper also predicts timestamps and splits a chunk into segments.
     without_timestamps: bool = True
-    # Also time every word with Whisper's cross-attention, in the same pass.
+    # Also time every word with Whisper's cross-attention, in the same pass,
+    # snapped out of the chunk's silences (common.silence_snap).
     word_timestamps: bool = False
 
     def __post_init__(self) -> None:
@@ -304,10 +306,17 @@ class Transcriber:
             outputs = pipeline.forward(features, tokenizer, metadata, decoding)
             for position, output in zip(positions, outputs, strict=True):
                 chunk = chunks[position]
+                segments = _segments(output, chunk)
+                if options.word_timestamps:
+                    # Cross-attention starts words early after a pause: move
+                    # them out of the chunk's silences (microseconds of work).
+                    segments = snap_words_to_sound(
+                        segments, window.slice(chunk.start_sample, chunk.end_sample), chunk.offset_s
+                    )
                 yield ChunkTranscript(
                     chunk_index=chunk.index,
                     time_range=chunk.time_range,
-                    segments=_segments(output, chunk),
+                    segments=segments,
                     language_code=language_code,
                     language_probability=float(language_probability),
                     model=model.name,

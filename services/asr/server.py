@@ -1,15 +1,19 @@
-"""Builds and starts the ASR server: models, engine, servicer, health."""
+"""Builds and starts the ASR server: machine plan, models, engine, servicer,
+status, health."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.whisper_models import ModelCache, resolve_device, resolve_model_path
+from common.status import LoadFigures, StatusServicer, choose, status_registration
+from common.whisper_models import ModelCache, resolve_model_path
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
 from services.asr.servicer import SERVICE_NAME, AsrServicer
@@ -17,43 +21,76 @@ from subtitler.asr.v1 import asr_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-
-def max_concurrent_transcriptions(config: AsrConfig) -> int:
-    """The configured limit, or 1 on CPU (one transcription already uses
-    every core) and 2 on CUDA."""
-    if config.max_concurrent_transcriptions:
-        return config.max_concurrent_transcriptions
-    return 2 if resolve_device(config.whisper.load_options.device) == "cuda" else 1
+PREFIX = "SUBTITLER_ASR_"
 
 
 async def create(config: AsrConfig) -> RunningServer:
     """Starts the server; health turns SERVING once the default model is loaded.
 
-    A default model that cannot be found fails here, at start, not at the
-    first request.
+    Settings left at 0 (workers, threads per worker, batch size,
+    transcriptions at once) are tuned to the machine and reported by the
+    status service. A default model that cannot be found fails here, at start,
+    not at the first request.
     """
     loop = asyncio.get_running_loop()
-    models = ModelCache(config.whisper.load_options)
-    running_limit = max_concurrent_transcriptions(config)
-    executor = ThreadPoolExecutor(max_workers=running_limit, thread_name_prefix="asr-model")
+    load = config.whisper.load_options
+    plan = await loop.run_in_executor(None, plan_machine, "asr", config.server.cpu_affinity, [load.cache_dir])
+    tuning = plan.tuning
+    workers, workers_choice = choose(
+        f"{PREFIX}NUM_WORKERS", load.num_workers, tuning.asr_workers, plan.reason("asr_workers")
+    )
+    threads, threads_choice = choose(
+        f"{PREFIX}CPU_THREADS", load.cpu_threads, tuning.asr_threads_per_worker, plan.reason("asr_threads_per_worker")
+    )
+    batch_size, batch_choice = choose(
+        f"{PREFIX}BATCH_SIZE",
+        config.batch_size,
+        min(tuning.asr_batch_size, config.max_batch_size),
+        plan.reason("asr_batch_size"),
+    )
+    running_limit, running_choice = choose(
+        f"{PREFIX}MAX_CONCURRENT_TRANSCRIPTIONS",
+        config.max_concurrent_transcriptions,
+        int(workers),
+        "one transcription per model worker",
+    )
+    models = ModelCache(dataclasses.replace(load, num_workers=int(workers), cpu_threads=int(threads)))
+    executor = ThreadPoolExecutor(max_workers=int(running_limit), thread_name_prefix="asr-model")
     try:
         await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
     except BaseException:
         executor.shutdown(wait=False)
         raise
     audio_reader = AudioReader(config.audio_target)
+    admission = AdmissionLimit(
+        int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
+    )
     servicer = AsrServicer(
         Transcriber(models, max_batch_size=config.max_batch_size),
         audio_reader,
-        AdmissionLimit(
-            running_limit, config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
-        ),
+        admission,
         executor,
         default_model=config.whisper.default_model,
-        default_batch_size=config.batch_size,
+        default_batch_size=int(batch_size),
     )
+    report = plan.report([workers_choice, threads_choice, batch_choice, running_choice])
+
+    def figures() -> LoadFigures:
+        return LoadFigures(
+            capacity=admission.max_running,
+            running=admission.running,
+            queued=admission.waiting,
+            preferred_batch_size=int(batch_size),
+            loaded_models=tuple(models.loaded_names()),
+        )
+
     running = create_server(
-        config.server, "asr", [(asr_pb2_grpc.add_AsrServiceServicer_to_server, servicer, SERVICE_NAME)]
+        config.server,
+        "asr",
+        [
+            (asr_pb2_grpc.add_AsrServiceServicer_to_server, servicer, SERVICE_NAME),
+            status_registration(StatusServicer(report, figures)),
+        ],
     )
 
     async def release() -> None:
@@ -68,8 +105,11 @@ async def create(config: AsrConfig) -> RunningServer:
 
     running.serve_when_ready(load_default_model)
     logger.info(
-        "ASR service: default model %s, %d transcriptions at once, %d waiting",
+        "ASR service: default model %s, %s workers of %s threads, batches of %s, %s transcriptions at once, %d waiting",
         config.whisper.default_model,
+        workers,
+        threads,
+        batch_size,
         running_limit,
         config.max_queued_transcriptions,
     )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from common.audio_access import AUDIO_SERVICE_NAME
+from common.machine import plan_machine
 from common.server import RunningServer, create_server
 from common.shm import host_id
+from common.status import LoadFigures, SettingChoice, StatusServicer, status_registration
 from services.audio.config import AudioConfig
 from services.audio.engine import AudioEngine
 from services.audio.segments import SegmentStore
@@ -32,10 +35,19 @@ async def create(config: AudioConfig) -> RunningServer:
     )
     decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="audio-decode")
     servicer = AudioServicer(engine, decode_executor)
+    plan = await asyncio.get_running_loop().run_in_executor(
+        None, plan_machine, "audio", config.server.cpu_affinity, [config.spool_dir, Path("/dev/shm")]
+    )
+    report = plan.report(
+        [SettingChoice("SUBTITLER_AUDIO_DECODE_WORKERS", str(config.decode_workers), "environment or default")]
+    )
     running = create_server(
         config.server,
         "audio",
-        [(audio_pb2_grpc.add_AudioServiceServicer_to_server, servicer, AUDIO_SERVICE_NAME)],
+        [
+            (audio_pb2_grpc.add_AudioServiceServicer_to_server, servicer, AUDIO_SERVICE_NAME),
+            status_registration(StatusServicer(report, lambda: LoadFigures(capacity=config.decode_workers))),
+        ],
     )
     # Known only now that the port is bound (port 0 in tests).
     store.audio_service_target = config.handle_target(running.port)

@@ -27,7 +27,8 @@ class VadConfig:
     # fastest per core (see bench/vad_backends.py); scale with detections instead.
     intra_op_threads: int = 1
     # Detections running at once (one CPU thread each); more wait their turn.
-    max_concurrent_detections: int = 2
+    # 0: tuned to the machine (half its usable cores, at least 1).
+    max_concurrent_detections: int = 0
     # Detections that may wait for a slot; more are refused with
     # RESOURCE_EXHAUSTED and a retry hint. 8 covers a burst of jobs from a few
     # gateways (each job runs one detection) without queueing for long.
@@ -52,7 +53,7 @@ class VadConfig:
             model_path=Path(model_path).expanduser() if model_path else None,
             intra_op_threads=env_int(env, f"{prefix}INTRA_OP_THREADS", cls.intra_op_threads, minimum=1),
             max_concurrent_detections=env_int(
-                env, f"{prefix}MAX_CONCURRENT_DETECTIONS", cls.max_concurrent_detections, minimum=1
+                env, f"{prefix}MAX_CONCURRENT_DETECTIONS", cls.max_concurrent_detections, minimum=0
             ),
             max_queued_detections=env_int(env, f"{prefix}MAX_QUEUED_DETECTIONS", cls.max_queued_detections, minimum=0),
             retry_after_s=env_float(env, f"{prefix}RETRY_AFTER_S", cls.retry_after_s, minimum=0.0),

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
 from common.errors import NotFoundError
+from common.machine import plan_machine
 from common.server import RunningServer, create_server
+from common.status import LoadFigures, StatusServicer, choose, status_registration
 from services.vad.config import VadConfig
 from services.vad.engine import SpeechDetector, bundled_model_path
 from services.vad.servicer import SERVICE_NAME, VadServicer
@@ -26,18 +28,35 @@ async def create(config: VadConfig) -> RunningServer:
     model_path = config.model_path or bundled_model_path()
     if not model_path.is_file():
         raise NotFoundError(f"VAD model {model_path} does not exist")
+    loop = asyncio.get_running_loop()
+    plan = await loop.run_in_executor(None, plan_machine, "vad", config.server.cpu_affinity)
+    concurrent, concurrent_choice = choose(
+        "SUBTITLER_VAD_MAX_CONCURRENT_DETECTIONS",
+        config.max_concurrent_detections,
+        plan.tuning.vad_max_concurrent,
+        plan.reason("vad_max_concurrent"),
+    )
     detector = SpeechDetector(
         model_path, intra_op_threads=config.intra_op_threads, block_duration_s=config.block_duration_s
     )
-    executor = ThreadPoolExecutor(max_workers=config.max_concurrent_detections, thread_name_prefix="vad-model")
-    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=int(concurrent), thread_name_prefix="vad-model")
     audio_reader = AudioReader(config.audio_target)
     admission = AdmissionLimit(
-        config.max_concurrent_detections, config.max_queued_detections, config.retry_after_s, work_name="detections"
+        int(concurrent), config.max_queued_detections, config.retry_after_s, work_name="detections"
     )
     servicer = VadServicer(detector, audio_reader, admission, executor)
+    report = plan.report([concurrent_choice])
     running = create_server(
-        config.server, "vad", [(vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME)]
+        config.server,
+        "vad",
+        [
+            (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
+            status_registration(
+                StatusServicer(
+                    report, lambda: LoadFigures(admission.max_running, admission.running, admission.waiting)
+                )
+            ),
+        ],
     )
 
     async def release() -> None:
@@ -52,9 +71,9 @@ async def create(config: VadConfig) -> RunningServer:
 
     running.serve_when_ready(load_model)
     logger.info(
-        "VAD service: model %s, %d detections at once, %d waiting, %g s blocks",
+        "VAD service: model %s, %s detections at once, %d waiting, %g s blocks",
         model_path,
-        config.max_concurrent_detections,
+        concurrent,
         config.max_queued_detections,
         config.block_duration_s,
     )

@@ -23,6 +23,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from common.convert import duration_to_seconds
+from gateway.asr_capacity import CALLS_PER_WORKER
 from gateway.store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
@@ -38,6 +39,10 @@ pytestmark = [
 ]
 
 ASR_BATCH_SIZE = 2
+# Two ASR replicas of one worker each; the gateway keeps CALLS_PER_WORKER
+# calls in flight per worker, so a kill cuts off at most this many chunks.
+ASR_REPLICAS = 2
+IN_FLIGHT_CHUNKS = CALLS_PER_WORKER * ASR_REPLICAS * ASR_BATCH_SIZE
 MAX_CHUNK_S = 6
 RECORDING_S = 90.0
 MEDIA_NAME = "long.wav"
@@ -59,6 +64,8 @@ def resilient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite
         root,
         {
             "SUBTITLER_GATEWAY_ASR_BATCH_SIZE": str(ASR_BATCH_SIZE),
+            "SUBTITLER_GATEWAY_ASR_WORKERS": str(ASR_REPLICAS),
+            "SUBTITLER_ASR_NUM_WORKERS": "1",
             "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS": "2",
             # Waits for a service that is back come round quickly.
             "SUBTITLER_GATEWAY_INITIAL_BACKOFF_S": "0.2",
@@ -66,7 +73,7 @@ def resilient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite
             "SUBTITLER_GATEWAY_MAX_UNAVAILABLE_WAIT_S": "120",
             "SUBTITLER_GATEWAY_CALL_TIMEOUT_S": "120",
         },
-        replicas={"asr": 2},
+        replicas={"asr": ASR_REPLICAS},
     )
     leaked = our_segments() - before
     assert not leaked, f"shared memory left behind after the suite stopped: {sorted(leaked)}"
@@ -260,14 +267,14 @@ def test_gateway_killed_mid_transcription_resumes_from_its_checkpoint(
     assert resumed.audio_reused and resumed.detection_reused, resumed
     assert resumed.transcribed_chunk_count == len(stored) >= done_at_kill
     # Nothing stored was done again: one detection, each transcript asked for
-    # once (but the call the kill cut off), each alignment done once (but
+    # once (but the calls the kill cut off), each alignment done once (but
     # the one whose answer the kill may have lost).
     assert len(rpc_lines(suite.suite, "vad", "DetectSpeech", job_id)) == 1
     assert len(rpc_lines(suite.suite, "audio", "DecodeFile", job_id)) == 1
-    # Lost: asked for before the kill, answer not stored (one call in flight).
+    # Lost: asked for before the kill, answer not stored (the calls in flight).
     requests = asr_requests(suite.suite, job_id)
     lost = set(requested_chunks(request for request in requests if request.start_time < restarted_at)) - stored
-    assert len(lost) <= ASR_BATCH_SIZE, (lost, stored)
+    assert len(lost) <= IN_FLIGHT_CHUNKS, (lost, stored)
     assert_each_chunk_asked_for_once(suite, job_id, lost)
     align_calls = rpc_lines(suite.suite, "align", "AlignWords", job_id)
     assert len([call for call in align_calls if call["code"] == "OK"]) <= undisturbed.align_calls + 1
@@ -293,7 +300,7 @@ def test_asr_killed_mid_job_is_waited_for_until_it_is_back(suite: RunningSuite, 
     assert {retry.code for retry in job.retries} == {"UNAVAILABLE"}
     assert text_of(suite, job_id) == undisturbed.text
     requests = asr_requests(suite.suite, job_id)
-    assert len(cut_off_chunks(requests)) <= ASR_BATCH_SIZE, requests
+    assert len(cut_off_chunks(requests)) <= IN_FLIGHT_CHUNKS, requests
     assert_each_chunk_asked_for_once(suite, job_id, cut_off_chunks(requests))
 
 
@@ -312,7 +319,7 @@ def test_losing_one_of_two_asr_replicas_costs_no_waiting(suite: RunningSuite, un
     assert victim in suite.suite.down, "the killed replica was not started again"
     assert text_of(suite, job_id) == undisturbed.text
     requests = asr_requests(suite.suite, job_id)
-    assert len(cut_off_chunks(requests)) <= ASR_BATCH_SIZE, requests
+    assert len(cut_off_chunks(requests)) <= IN_FLIGHT_CHUNKS, requests
     assert_each_chunk_asked_for_once(suite, job_id, cut_off_chunks(requests))
     assert any(request.replica == survivor for request in requests if request.start_time > killed_at)
     # The survivor took over at once: no waiting for the lost one.

@@ -30,53 +30,55 @@ from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_co
 from subtitler.vad.v1 import vad_pb2 as subtitler_dot_vad_dot_v1_dot_vad__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"subtitler/gateway/v1/gateway.proto\x12\x14subtitler.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esubtitler/align/v1/align.proto\x1a\x1asubtitler/asr/v1/asr.proto\x1a subtitler/common/v1/common.proto\x1a\x1asubtitler/vad/v1/vad.proto\"\xd1\x01\n\tJobConfig\x12=\n\rtranscription\x18\x01 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\x12\x36\n\x10speech_detection\x18\x02 \x01(\x0b\x32\x1c.subtitler.vad.v1.VadOptions\x12\x35\n\x0c\x61lign_method\x18\x03 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod\x12\x16\n\x0eskip_alignment\x18\x04 \x01(\x08\"\xf3\x01\n\x0cRetryAttempt\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12*\n\x07\x62\x61\x63koff\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x61ttempt_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\rResumeSummary\x12\x14\n\x0c\x61udio_reused\x18\x01 \x01(\x08\x12\x18\n\x10\x64\x65tection_reused\x18\x02 \x01(\x08\x12\x1f\n\x17transcribed_chunk_count\x18\x03 \x01(\x05\x12\x1b\n\x13\x61ligned_chunk_count\x18\x04 \x01(\x05\"U\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\"v\n\rStageProgress\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\x12\x12\n\ndone_count\x18\x03 \x01(\x03\x12\x13\n\x0btotal_count\x18\x04 \x01(\x03\"\x96\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x0e\n\x06source\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05stage\x18\x07 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x10\n\x08progress\x18\x08 \x01(\x02\x12-\n\x05\x65rror\x18\t \x01(\x0b\x32\x1e.subtitler.gateway.v1.JobError\x12\x31\n\x0e\x61udio_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rlanguage_code\x18\x0b \x01(\t\x12\x1c\n\x14language_probability\x18\x0c \x01(\x02\x12\x15\n\rsegment_count\x18\r \x01(\x05\x12\x36\n\x13processing_duration\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0equeue_position\x18\x0f \x01(\x05\x12\x10\n\x08priority\x18\x10 \x01(\x05\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x33\n\x07retries\x18\x12 \x03(\x0b\x32\".subtitler.gateway.v1.RetryAttempt\x12\x16\n\x0ewaiting_reason\x18\x13 \x01(\t\"w\n\x10\x43reateJobRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12/\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\"\x8e\x01\n\x0eUploadMetadata\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\"j\n\x12UploadMediaRequest\x12\x38\n\x08metadata\x18\x01 \x01(\x0b\x32$.subtitler.gateway.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xb7\x04\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\x12\x10\n\x08progress\x18\x05 \x01(\x02\x12/\n\x05\x65rror\x18\n \x01(\x0b\x32\x1e.subtitler.gateway.v1.JobErrorH\x00\x12=\n\x0estage_progress\x18\x0b \x01(\x0b\x32#.subtitler.gateway.v1.StageProgressH\x00\x12/\n\x07segment\x18\x0c \x01(\x0b\x32\x1c.subtitler.common.v1.SegmentH\x00\x12\x33\n\x0e\x61udio_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x17\n\rlanguage_code\x18\x0e \x01(\tH\x00\x12\x33\n\x05retry\x18\x0f \x01(\x0b\x32\".subtitler.gateway.v1.RetryAttemptH\x00\x12\x18\n\x0equeue_position\x18\x10 \x01(\x05H\x00\x12\x36\n\x07resumed\x18\x11 \x01(\x0b\x32#.subtitler.gateway.v1.ResumeSummaryH\x00\x12\x18\n\x0ewaiting_reason\x18\x12 \x01(\tH\x00\x42\x08\n\x06\x64\x65tail\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"g\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\"T\n\x10ListJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.subtitler.gateway.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"V\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x32\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\".subtitler.gateway.v1.ResultFormat\"\xb4\x01\n\x11GetResultResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12.\n\x08segments\x18\x03 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*p\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_DECODE\x10\x01\x12\x17\n\x13STAGE_DETECT_SPEECH\x10\x02\x12\x14\n\x10STAGE_TRANSCRIBE\x10\x03\x12\x0f\n\x0bSTAGE_ALIGN\x10\x04*\x8b\x01\n\x0cResultFormat\x12\x1d\n\x19RESULT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11RESULT_FORMAT_SRT\x10\x01\x12\x15\n\x11RESULT_FORMAT_VTT\x10\x02\x12\x16\n\x12RESULT_FORMAT_JSON\x10\x03\x12\x16\n\x12RESULT_FORMAT_TEXT\x10\x04\x32\xde\x04\n\x0eGatewayService\x12N\n\tCreateJob\x12&.subtitler.gateway.v1.CreateJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12T\n\x0bUploadMedia\x12(.subtitler.gateway.v1.UploadMediaRequest\x1a\x19.subtitler.gateway.v1.Job(\x01\x12S\n\x08WatchJob\x12%.subtitler.gateway.v1.WatchJobRequest\x1a\x1e.subtitler.gateway.v1.JobEvent0\x01\x12H\n\x06GetJob\x12#.subtitler.gateway.v1.GetJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12Y\n\x08ListJobs\x12%.subtitler.gateway.v1.ListJobsRequest\x1a&.subtitler.gateway.v1.ListJobsResponse\x12N\n\tCancelJob\x12&.subtitler.gateway.v1.CancelJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12\\\n\tGetResult\x12&.subtitler.gateway.v1.GetResultRequest\x1a\'.subtitler.gateway.v1.GetResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"subtitler/gateway/v1/gateway.proto\x12\x14subtitler.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esubtitler/align/v1/align.proto\x1a\x1asubtitler/asr/v1/asr.proto\x1a subtitler/common/v1/common.proto\x1a\x1asubtitler/vad/v1/vad.proto\"\x81\x02\n\tJobConfig\x12=\n\rtranscription\x18\x01 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\x12\x36\n\x10speech_detection\x18\x02 \x01(\x0b\x32\x1c.subtitler.vad.v1.VadOptions\x12\x35\n\x0c\x61lign_method\x18\x03 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod\x12\x16\n\x0eskip_alignment\x18\x04 \x01(\x08\x12.\n\x07profile\x18\x05 \x01(\x0e\x32\x1d.subtitler.gateway.v1.Profile\"\xf3\x01\n\x0cRetryAttempt\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12*\n\x07\x62\x61\x63koff\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\x0c\x61ttempt_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\rResumeSummary\x12\x14\n\x0c\x61udio_reused\x18\x01 \x01(\x08\x12\x18\n\x10\x64\x65tection_reused\x18\x02 \x01(\x08\x12\x1f\n\x17transcribed_chunk_count\x18\x03 \x01(\x05\x12\x1b\n\x13\x61ligned_chunk_count\x18\x04 \x01(\x05\"U\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12*\n\x05stage\x18\x03 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\"v\n\rStageProgress\x12*\n\x05stage\x18\x01 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x10\n\x08\x66raction\x18\x02 \x01(\x02\x12\x12\n\ndone_count\x18\x03 \x01(\x03\x12\x13\n\x0btotal_count\x18\x04 \x01(\x03\"\x96\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x0e\n\x06source\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05stage\x18\x07 \x01(\x0e\x32\x1b.subtitler.gateway.v1.Stage\x12\x10\n\x08progress\x18\x08 \x01(\x02\x12-\n\x05\x65rror\x18\t \x01(\x0b\x32\x1e.subtitler.gateway.v1.JobError\x12\x31\n\x0e\x61udio_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rlanguage_code\x18\x0b \x01(\t\x12\x1c\n\x14language_probability\x18\x0c \x01(\x02\x12\x15\n\rsegment_count\x18\r \x01(\x05\x12\x36\n\x13processing_duration\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0equeue_position\x18\x0f \x01(\x05\x12\x10\n\x08priority\x18\x10 \x01(\x05\x12\x12\n\nrequest_id\x18\x11 \x01(\t\x12\x33\n\x07retries\x18\x12 \x03(\x0b\x32\".subtitler.gateway.v1.RetryAttempt\x12\x16\n\x0ewaiting_reason\x18\x13 \x01(\t\"w\n\x10\x43reateJobRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12/\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\"\x8e\x01\n\x0eUploadMetadata\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12/\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1f.subtitler.gateway.v1.JobConfig\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\"j\n\x12UploadMediaRequest\x12\x38\n\x08metadata\x18\x01 \x01(\x0b\x32$.subtitler.gateway.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xb7\x04\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\x12\x10\n\x08progress\x18\x05 \x01(\x02\x12/\n\x05\x65rror\x18\n \x01(\x0b\x32\x1e.subtitler.gateway.v1.JobErrorH\x00\x12=\n\x0estage_progress\x18\x0b \x01(\x0b\x32#.subtitler.gateway.v1.StageProgressH\x00\x12/\n\x07segment\x18\x0c \x01(\x0b\x32\x1c.subtitler.common.v1.SegmentH\x00\x12\x33\n\x0e\x61udio_duration\x18\r \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x17\n\rlanguage_code\x18\x0e \x01(\tH\x00\x12\x33\n\x05retry\x18\x0f \x01(\x0b\x32\".subtitler.gateway.v1.RetryAttemptH\x00\x12\x18\n\x0equeue_position\x18\x10 \x01(\x05H\x00\x12\x36\n\x07resumed\x18\x11 \x01(\x0b\x32#.subtitler.gateway.v1.ResumeSummaryH\x00\x12\x18\n\x0ewaiting_reason\x18\x12 \x01(\tH\x00\x42\x08\n\x06\x64\x65tail\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"g\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.subtitler.gateway.v1.JobState\"T\n\x10ListJobsResponse\x12\'\n\x04jobs\x18\x01 \x03(\x0b\x32\x19.subtitler.gateway.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"V\n\x10GetResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x32\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\".subtitler.gateway.v1.ResultFormat\"\xb4\x01\n\x11GetResultResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12.\n\x08segments\x18\x03 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x31\n\x0e\x61udio_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*p\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_DECODE\x10\x01\x12\x17\n\x13STAGE_DETECT_SPEECH\x10\x02\x12\x14\n\x10STAGE_TRANSCRIBE\x10\x03\x12\x0f\n\x0bSTAGE_ALIGN\x10\x04*\x8b\x01\n\x0cResultFormat\x12\x1d\n\x19RESULT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11RESULT_FORMAT_SRT\x10\x01\x12\x15\n\x11RESULT_FORMAT_VTT\x10\x02\x12\x16\n\x12RESULT_FORMAT_JSON\x10\x03\x12\x16\n\x12RESULT_FORMAT_TEXT\x10\x04*`\n\x07Profile\x12\x17\n\x13PROFILE_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROFILE_FAST\x10\x01\x12\x14\n\x10PROFILE_BALANCED\x10\x02\x12\x14\n\x10PROFILE_ACCURATE\x10\x03\x32\xde\x04\n\x0eGatewayService\x12N\n\tCreateJob\x12&.subtitler.gateway.v1.CreateJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12T\n\x0bUploadMedia\x12(.subtitler.gateway.v1.UploadMediaRequest\x1a\x19.subtitler.gateway.v1.Job(\x01\x12S\n\x08WatchJob\x12%.subtitler.gateway.v1.WatchJobRequest\x1a\x1e.subtitler.gateway.v1.JobEvent0\x01\x12H\n\x06GetJob\x12#.subtitler.gateway.v1.GetJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12Y\n\x08ListJobs\x12%.subtitler.gateway.v1.ListJobsRequest\x1a&.subtitler.gateway.v1.ListJobsResponse\x12N\n\tCancelJob\x12&.subtitler.gateway.v1.CancelJobRequest\x1a\x19.subtitler.gateway.v1.Job\x12\\\n\tGetResult\x12&.subtitler.gateway.v1.GetResultRequest\x1a\'.subtitler.gateway.v1.GetResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=3239
-  _globals['_JOBSTATE']._serialized_end=3393
-  _globals['_STAGE']._serialized_start=3395
-  _globals['_STAGE']._serialized_end=3507
-  _globals['_RESULTFORMAT']._serialized_start=3510
-  _globals['_RESULTFORMAT']._serialized_end=3649
+  _globals['_JOBSTATE']._serialized_start=3287
+  _globals['_JOBSTATE']._serialized_end=3441
+  _globals['_STAGE']._serialized_start=3443
+  _globals['_STAGE']._serialized_end=3555
+  _globals['_RESULTFORMAT']._serialized_start=3558
+  _globals['_RESULTFORMAT']._serialized_end=3697
+  _globals['_PROFILE']._serialized_start=3699
+  _globals['_PROFILE']._serialized_end=3795
   _globals['_JOBCONFIG']._serialized_start=248
-  _globals['_JOBCONFIG']._serialized_end=457
-  _globals['_RETRYATTEMPT']._serialized_start=460
-  _globals['_RETRYATTEMPT']._serialized_end=703
-  _globals['_RESUMESUMMARY']._serialized_start=705
-  _globals['_RESUMESUMMARY']._serialized_end=830
-  _globals['_JOBERROR']._serialized_start=832
-  _globals['_JOBERROR']._serialized_end=917
-  _globals['_STAGEPROGRESS']._serialized_start=919
-  _globals['_STAGEPROGRESS']._serialized_end=1037
-  _globals['_JOB']._serialized_start=1040
-  _globals['_JOB']._serialized_end=1702
-  _globals['_CREATEJOBREQUEST']._serialized_start=1704
-  _globals['_CREATEJOBREQUEST']._serialized_end=1823
-  _globals['_UPLOADMETADATA']._serialized_start=1826
-  _globals['_UPLOADMETADATA']._serialized_end=1968
-  _globals['_UPLOADMEDIAREQUEST']._serialized_start=1970
-  _globals['_UPLOADMEDIAREQUEST']._serialized_end=2076
-  _globals['_WATCHJOBREQUEST']._serialized_start=2078
-  _globals['_WATCHJOBREQUEST']._serialized_end=2135
-  _globals['_JOBEVENT']._serialized_start=2138
-  _globals['_JOBEVENT']._serialized_end=2705
-  _globals['_GETJOBREQUEST']._serialized_start=2707
-  _globals['_GETJOBREQUEST']._serialized_end=2738
-  _globals['_LISTJOBSREQUEST']._serialized_start=2740
-  _globals['_LISTJOBSREQUEST']._serialized_end=2843
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2845
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2929
-  _globals['_CANCELJOBREQUEST']._serialized_start=2931
-  _globals['_CANCELJOBREQUEST']._serialized_end=2965
-  _globals['_GETRESULTREQUEST']._serialized_start=2967
-  _globals['_GETRESULTREQUEST']._serialized_end=3053
-  _globals['_GETRESULTRESPONSE']._serialized_start=3056
-  _globals['_GETRESULTRESPONSE']._serialized_end=3236
-  _globals['_GATEWAYSERVICE']._serialized_start=3652
-  _globals['_GATEWAYSERVICE']._serialized_end=4258
+  _globals['_JOBCONFIG']._serialized_end=505
+  _globals['_RETRYATTEMPT']._serialized_start=508
+  _globals['_RETRYATTEMPT']._serialized_end=751
+  _globals['_RESUMESUMMARY']._serialized_start=753
+  _globals['_RESUMESUMMARY']._serialized_end=878
+  _globals['_JOBERROR']._serialized_start=880
+  _globals['_JOBERROR']._serialized_end=965
+  _globals['_STAGEPROGRESS']._serialized_start=967
+  _globals['_STAGEPROGRESS']._serialized_end=1085
+  _globals['_JOB']._serialized_start=1088
+  _globals['_JOB']._serialized_end=1750
+  _globals['_CREATEJOBREQUEST']._serialized_start=1752
+  _globals['_CREATEJOBREQUEST']._serialized_end=1871
+  _globals['_UPLOADMETADATA']._serialized_start=1874
+  _globals['_UPLOADMETADATA']._serialized_end=2016
+  _globals['_UPLOADMEDIAREQUEST']._serialized_start=2018
+  _globals['_UPLOADMEDIAREQUEST']._serialized_end=2124
+  _globals['_WATCHJOBREQUEST']._serialized_start=2126
+  _globals['_WATCHJOBREQUEST']._serialized_end=2183
+  _globals['_JOBEVENT']._serialized_start=2186
+  _globals['_JOBEVENT']._serialized_end=2753
+  _globals['_GETJOBREQUEST']._serialized_start=2755
+  _globals['_GETJOBREQUEST']._serialized_end=2786
+  _globals['_LISTJOBSREQUEST']._serialized_start=2788
+  _globals['_LISTJOBSREQUEST']._serialized_end=2891
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2893
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2977
+  _globals['_CANCELJOBREQUEST']._serialized_start=2979
+  _globals['_CANCELJOBREQUEST']._serialized_end=3013
+  _globals['_GETRESULTREQUEST']._serialized_start=3015
+  _globals['_GETRESULTREQUEST']._serialized_end=3101
+  _globals['_GETRESULTRESPONSE']._serialized_start=3104
+  _globals['_GETRESULTRESPONSE']._serialized_end=3284
+  _globals['_GATEWAYSERVICE']._serialized_start=3798
+  _globals['_GATEWAYSERVICE']._serialized_end=4404
 # @@protoc_insertion_point(module_scope)

@@ -127,6 +127,48 @@ RESULT_FORMAT_TEXT: ResultFormat.ValueType  # 4
 """Plain transcript, one segment a line (text/plain)."""
 Global___ResultFormat: _TypeAlias = ResultFormat  # noqa: Y015
 
+class _Profile:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProfileEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Profile.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROFILE_UNSPECIFIED: _Profile.ValueType  # 0
+    """The balanced profile."""
+    PROFILE_FAST: _Profile.ValueType  # 1
+    """Fastest: greedy decoding (beam 1), word times from Whisper's
+    cross-attention snapped to the sound.
+    """
+    PROFILE_BALANCED: _Profile.ValueType  # 2
+    """The default: beam 5, word times from Whisper's cross-attention snapped
+    to the sound (no extra pass).
+    """
+    PROFILE_ACCURATE: _Profile.ValueType  # 3
+    """Most accurate: the multilingual base model (embedded:base) with beam 5,
+    and English words aligned phonetically (pocketsphinx).
+    """
+
+class Profile(_Profile, metaclass=_ProfileEnumTypeWrapper):
+    """A speed/quality preset of a job. Options set explicitly in the JobConfig
+    override the preset's.
+    """
+
+PROFILE_UNSPECIFIED: Profile.ValueType  # 0
+"""The balanced profile."""
+PROFILE_FAST: Profile.ValueType  # 1
+"""Fastest: greedy decoding (beam 1), word times from Whisper's
+cross-attention snapped to the sound.
+"""
+PROFILE_BALANCED: Profile.ValueType  # 2
+"""The default: beam 5, word times from Whisper's cross-attention snapped
+to the sound (no extra pass).
+"""
+PROFILE_ACCURATE: Profile.ValueType  # 3
+"""Most accurate: the multilingual base model (embedded:base) with beam 5,
+and English words aligned phonetically (pocketsphinx).
+"""
+Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
 @_typing.final
 class JobConfig(_message.Message):
     """How a job is to be done; zero fields take the documented defaults."""
@@ -137,10 +179,15 @@ class JobConfig(_message.Message):
     SPEECH_DETECTION_FIELD_NUMBER: _builtins.int
     ALIGN_METHOD_FIELD_NUMBER: _builtins.int
     SKIP_ALIGNMENT_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     align_method: _align_pb2.AlignMethod.ValueType
     """Word alignment method; unspecified: the align service chooses."""
     skip_alignment: _builtins.bool
     """Skip word alignment; segments keep Whisper's times and have no words."""
+    profile: Global___Profile.ValueType
+    """Speed/quality preset; its values fill the options left unset above. The
+    stored config of a job shows the values the preset filled in.
+    """
     @_builtins.property
     def transcription(self) -> _asr_pb2.TranscriptionOptions:
         """Transcription options (model, language, task, beam, prompt...)."""
@@ -156,10 +203,11 @@ class JobConfig(_message.Message):
         speech_detection: _vad_pb2.VadOptions | None = ...,
         align_method: _align_pb2.AlignMethod.ValueType = ...,
         skip_alignment: _builtins.bool = ...,
+        profile: Global___Profile.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
