@@ -2,41 +2,56 @@
 `suppress_silence` does with its loudness mask.
 
 Whisper's cross-attention word times are coarse (20 ms tokens) and, after a
-pause, start early: the attention spreads a word over the silence before it.
-`snap_words_to_sound` fixes that cheaply from the chunk's own loudness:
+pause, start early: the attention spreads a word over the silence before it,
+or puts the boundary between two words near the end of the first one.
+`snap_words_to_sound` corrects that cheaply from the chunk's own loudness:
 
 1. The chunk is cut into `frame_s` frames and each frame's energy taken in dB.
 2. The silence threshold adapts to the chunk: `silence_below_loud_db` under
    its loud level (a high percentile of the frame energies), but never less
-   than `silence_above_quiet_db` over its quiet level (a low percentile), so a
-   noise floor is not taken for speech. A chunk whose loud and quiet levels
-   are closer than `min_dynamic_range_db` (all speech, all noise, all digital
-   silence) has no silence to snap to and comes back unchanged.
+   than `silence_above_quiet_db` over its quiet level (a low percentile), so
+   a noise floor is not taken for speech, and quiet recordings work as well
+   as loud ones. A chunk whose loud and quiet levels are closer than
+   `min_dynamic_range_db` (all speech, all noise, all digital silence) has no
+   silence to snap to and comes back unchanged.
 3. Runs of silent frames lasting at least `min_silence_s` are the silences;
-   shorter dips (stop consonants, the closure before a plosive) are not.
+   shorter dips (most stop closures) are not. A silence at the chunk's start
+   has no sound before it, one at its end none after it.
 4. Each word, in order:
 
    * a start inside a silence moves forward to where the sound begins; an end
-     inside a silence moves back to where the sound ends;
+     inside a silence moves back to where the sound ends. A word wholly inside
+     one silence thus shrinks towards its end (to `min_word_s`): its start
+     never passes its end;
    * a start inside sound that began less than `max_extend_s` earlier, after
      a silence and after the previous word's end, moves back to where that
      sound begins (the sound belongs to no other word, so it is this word's
      start); likewise an end inside sound that stops less than `max_extend_s`
-     later, before the next word's start, moves forward to where it stops.
+     later, before the next word's start, moves forward to where it stops;
+   * two words that touch (one ends where the next starts, as Whisper's
+     words do) at a point inside sound, with a silence less than
+     `max_extend_s` before or after that point: the boundary moves to the
+     nearer such silence, the first word ending where it begins and the
+     second starting where it ends.
 
-   No move is longer than `max_shift_s`; a word keeps at least
-   `min_word_s` (or its own duration, if shorter); words keep their order
-   and never overlap (a word never starts before the previous one ends, nor
-   ends after the next one starts, nor crosses into a neighbouring
-   segment). Interpolated words are moved like the others.
+   No move is longer than `max_shift_s`; a word keeps at least `min_word_s`
+   (or its own duration, if shorter); words keep their order and never
+   overlap (a word never starts before the previous one ends, nor ends after
+   the next one starts, nor crosses into a neighbouring segment).
+   Interpolated words are moved like the others.
 
 5. A segment whose first word's start (last word's end) moved starts (ends)
-   where that word now does.
+   where that word now does; other segments keep their bounds.
 
 The input words are expected in order and not overlapping (as
 `common.word_timing.words_from_placements` gives them). Words outside the
-samples are left alone. Pure numpy, vectorised: the framing costs a few
-microseconds per second of audio.
+samples are left alone. Pure numpy: the framing is vectorised and the words
+are visited once, about 0.1 ms per second of audio.
+
+Measured by `bench/word_timing.py` on real recorded words (median start
+error, tiny.en in English, base in French): about 200-300 ms raw, 5 ms
+snapped. Speech without pauses between words gains less: only the words
+next to a silence move.
 """
 
 from __future__ import annotations
@@ -72,9 +87,9 @@ class SnapOptions:
     loud_percentile: float = 99.0
     # Percentile of the frame energies (dB) taken as the chunk's quiet level (its noise floor).
     quiet_percentile: float = 5.0
-    # A frame is silent when its energy is this far below the loud level...
+    # A frame is silent when its energy is more than this below the loud level...
     silence_below_loud_db: float = 35.0
-    # ...and at most this far above the quiet level (the threshold is the higher of the two).
+    # ...or less than this above the quiet level (the threshold is the higher of the two).
     silence_above_quiet_db: float = 6.0
     # Chunks whose loud and quiet levels are closer than this have no silence.
     min_dynamic_range_db: float = 20.0
@@ -83,7 +98,8 @@ class SnapOptions:
     # Longest move of a word's start or end.
     max_shift_s: float = 1.0
     # Longest stretch of sound, before a start or after an end, that a word
-    # takes in (0: words only move out of silence, never into sound).
+    # takes in, and farthest a silence may lie from a shared boundary that
+    # moves to it (0: words only move out of silence, never into sound).
     max_extend_s: float = 0.2
     # Shortest word left by a move (a word already shorter keeps its duration).
     min_word_s: float = 0.05
@@ -204,12 +220,13 @@ def snap_words_to_sound(
     # The start a word gets from the boundary it shares with the previous word, once moved.
     boundary_start_s: float | None = None
     for index, word in enumerate(words):
-        if boundary_start_s is not None:
-            word = replace(word, start_s=boundary_start_s)
+        current = word if boundary_start_s is None else replace(word, start_s=boundary_start_s)
         previous_end_s = max(snapped[-1].end_s if snapped else -math.inf, lower_bounds[index])
         following = words[index + 1] if index + 1 < len(words) else None
         next_start_s = min(following.start_s if following else math.inf, upper_bounds[index])
-        snapped_word = _snap_word(word, silences, previous_end_s, next_start_s, options, keep_start=boundary_start_s)
+        snapped_word = _snap_word(
+            current, silences, previous_end_s, next_start_s, options, keep_start=boundary_start_s is not None
+        )
         boundary_start_s = None
         if following is not None and options.max_extend_s > 0:
             moved = _moved_boundary(
@@ -241,17 +258,17 @@ def _snap_word(
     previous_end_s: float,
     next_start_s: float,
     options: SnapOptions,
-    keep_start: float | None = None,
+    keep_start: bool = False,
 ) -> Word:
     """`word` with its start and end snapped (step 4 of the module doc),
-    never before `previous_end_s` nor after `next_start_s`; its start stays
-    where it is when `keep_start` is set (a boundary moved already)."""
+    never before `previous_end_s` nor after `next_start_s`; with `keep_start`
+    (its start is a boundary moved already) only its end."""
     start_s, end_s = word.start_s, word.end_s
     if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s < start_s:
         return word
     min_duration_s = min(options.min_word_s, end_s - start_s)
     new_start_s = start_s
-    if keep_start is None and (lookup_s := silences.clamp(start_s, _EDGE_TOLERANCE_S)) is not None:
+    if not keep_start and (lookup_s := silences.clamp(start_s, _EDGE_TOLERANCE_S)) is not None:
         new_start_s = _snapped_start(lookup_s, end_s - min_duration_s, silences, previous_end_s, options)
         if new_start_s == lookup_s:
             new_start_s = start_s  # not moved (only looked up at the chunk's edge)
@@ -271,7 +288,8 @@ def _moved_boundary(
     """(end of `word`, start of `following`) moved to the nearest silence, when
     the two words touch inside sound and a silence lies within `max_extend_s`
     of their boundary; None to leave them. The silence must leave each word
-    `min_word_s` and lie between `lowest_s` and `highest_s` (segment bounds)."""
+    `min_word_s`; `word` may end no later than `highest_s` and `following`
+    start no earlier than `lowest_s` (the bounds of their segments)."""
     boundary_s = word.end_s
     if not (math.isfinite(boundary_s) and math.isfinite(following.start_s) and math.isfinite(following.end_s)):
         return None
@@ -280,8 +298,9 @@ def _moved_boundary(
     if silences.clamp(boundary_s, 0.0) is None or silences.containing(boundary_s) >= 0:
         return None
     reach_s = min(options.max_extend_s, options.max_shift_s)
-    earliest_s = max(word.start_s + min(options.min_word_s, word.end_s - word.start_s), lowest_s)
-    latest_s = min(following.end_s - min(options.min_word_s, following.end_s - following.start_s), highest_s)
+    # Bounds of the new end of `word` and the new start of `following`.
+    earliest_end_s = word.start_s + min(options.min_word_s, word.end_s - word.start_s)
+    latest_start_s = following.end_s - min(options.min_word_s, following.end_s - following.start_s)
     candidates = []
     after = int(np.searchsorted(silences.starts_s, boundary_s, side="left"))
     for index in (after - 1, after):
@@ -290,7 +309,7 @@ def _moved_boundary(
         silence_start_s, silence_end_s = float(silences.starts_s[index]), float(silences.ends_s[index])
         if not (silences.sound_ends_at(index) and silences.sound_starts_at(index)):
             continue
-        if silence_start_s < earliest_s or silence_end_s > latest_s:
+        if not (earliest_end_s <= silence_start_s <= highest_s and lowest_s <= silence_end_s <= latest_start_s):
             continue
         distance_s = silence_start_s - boundary_s if silence_start_s >= boundary_s else boundary_s - silence_end_s
         moves_s = max(abs(silence_start_s - boundary_s), abs(silence_end_s - boundary_s))

@@ -65,3 +65,35 @@ def requested_chunks(requests: Iterable[AsrRequest]) -> Counter[int]:
 def cut_off_chunks(requests: Iterable[AsrRequest]) -> set[int]:
     """Chunks of the calls that did not end OK (a kill or a failure cut them off)."""
     return {index for request in requests if request.code != "OK" for index in request.chunks}
+
+
+_DECODED = re.compile(r"decoded chunks (\d+)-(\d+) in ([0-9.]+) s")
+
+
+@dataclass(frozen=True)
+class AsrBusy:
+    """The time the ASR replicas spent decoding a job's chunks."""
+
+    # Decoding time summed over calls (worker-seconds).
+    worker_s: float
+    # Wall time during which at least one call was decoding.
+    busy_wall_s: float
+    calls: int
+
+
+def asr_busy(suite: Suite, job_id: str) -> AsrBusy:
+    """From the "decoded chunks A-B in S s" lines every ASR replica logs at the end of a call."""
+    intervals: list[tuple[float, float]] = []
+    for replica in suite.instances("asr"):
+        for record in suite.log_records(replica):
+            match = _DECODED.fullmatch(str(record.get("event")))
+            if match and record.get("job_id") == job_id:
+                end_s = datetime.fromisoformat(record["timestamp"]).timestamp()
+                intervals.append((end_s - float(match[3]), end_s))
+    busy_wall_s = 0.0
+    covered_until = float("-inf")
+    for start_s, end_s in sorted(intervals):
+        if end_s > covered_until:
+            busy_wall_s += end_s - max(start_s, covered_until)
+            covered_until = end_s
+    return AsrBusy(sum(end - start for start, end in intervals), busy_wall_s, len(intervals))
