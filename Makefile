@@ -50,8 +50,11 @@ run: $(STAMP) ## Start audio, vad, asr, align and the gateway on localhost (logs
 	$(PY) -m tools.run_suite
 
 .PHONY: bench
-bench: $(STAMP) test-data ## End-to-end benchmark: the suite against faster-whisper's batched pipeline in one process
+bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one process (a long file, 16 short clips), ASR replicas, word timing
 	$(PY) -m bench.end_to_end $(BENCH_ARGS)
+	$(PY) -m bench.short_clips
+	$(PY) -m bench.replicas
+	$(PY) -m bench.word_timing
 
 .PHONY: clean
 clean: ## Remove caches, logs and the local data directory (not .venv)

@@ -21,6 +21,8 @@ A local directory
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import importlib
 import json
 import logging
@@ -41,7 +43,7 @@ from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.utils import available_models, download_model
 
 from common.config import env_bool, env_choice, env_int, env_path, env_str
-from common.errors import InvalidInputError, NotFoundError
+from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError, UnavailableError
 from common.model_names import DEFAULT_MODEL, EMBEDDED_BASE, EMBEDDED_MODELS, EMBEDDED_PREFIX, EMBEDDED_TINY_EN
 
 logger = logging.getLogger(__name__)
@@ -302,21 +304,58 @@ def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
     return tuple(_LANGUAGE_CODES[: whisper.model.num_languages])
 
 
-class ModelCache:
-    """Loads models on first use and keeps them for the life of the process.
+class ModelState(enum.Enum):
+    """Where a model is in its life in a `ModelCache`."""
 
-    Thread-safe: requests for a model that is being loaded wait for that load
-    instead of loading it again; different models load in parallel. At most
-    `max_loaded_models` stay loaded; pinned models (the service's default) are
-    never dropped.
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    UNLOADED = "unloaded"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What a `ModelCache` knows of one model."""
+
+    name: str
+    state: ModelState
+    # Why it failed (FAILED) or was unloaded (UNLOADED); empty otherwise.
+    reason: str = ""
+    # Memory it holds (RAM on CPU, GPU memory on CUDA), measured at load; 0 when not loaded.
+    memory_bytes: int = 0
+    # time.time() of its last use; 0 when never used.
+    last_used_s: float = 0.0
+    pinned: bool = False
+    device: str = ""
+    compute_type: str = ""
+    load_duration_s: float = 0.0
+
+
+class ModelCache:
+    """The model manager of a service: loads models on first use (or on
+    request), keeps the recently used ones within a count and a memory bound,
+    and says what each model is doing.
+
+    Thread-safe: requests for a model that is loading wait for that load
+    (at most `wait_timeout_s`, then `UnavailableError`) instead of loading it
+    again; different models load in parallel. When a new model would not fit
+    (`max_loaded_models`, `max_memory_bytes`) the least recently used unpinned
+    ones are dropped first; pinned models (the service's default) never are.
+    A failed load is remembered with its reason (shown by `statuses`) and
+    tried again on the next request.
     """
 
-    def __init__(self, options: ModelLoadOptions) -> None:
+    def __init__(self, options: ModelLoadOptions, *, max_memory_bytes: int = 0, wait_timeout_s: float = 600.0) -> None:
+        """`max_memory_bytes`: memory all loaded models may hold (0: no bound
+        but the count)."""
         self.options = options
+        self.max_memory_bytes = max_memory_bytes
+        self.wait_timeout_s = wait_timeout_s
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading_locks: dict[str, threading.Lock] = {}
         self._pinned: set[str] = set()
+        self._statuses: dict[str, ModelStatus] = {}
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model of that name, loading it (blocking) if needed."""
@@ -325,24 +364,64 @@ class ModelCache:
             model = self._loaded.get(key)
             if model is not None:
                 self._loaded.move_to_end(key)
+                self._touch(key)
                 return model
             loading_lock = self._loading_locks.setdefault(key, threading.Lock())
-        with loading_lock:
+        if not loading_lock.acquire(timeout=self.wait_timeout_s):
+            raise UnavailableError(f"model {key!r} is still loading after {self.wait_timeout_s:g} s; retry later")
+        try:
             with self._lock:
                 model = self._loaded.get(key)
                 if model is not None:
+                    self._touch(key)
                     return model
-            model = self._load(key)
+                self._statuses[key] = ModelStatus(key, ModelState.LOADING, pinned=key in self._pinned)
+                # Room first, from what the model took the last time it loaded (if ever).
+                previous = self._statuses.get(key)
+                self._make_room(previous.memory_bytes if previous else 0, keep=key)
+            try:
+                model, memory_bytes = self._measured_load(key)
+            except Exception as error:
+                with self._lock:
+                    self._statuses[key] = ModelStatus(
+                        key, ModelState.FAILED, reason=str(error), pinned=key in self._pinned
+                    )
+                raise
             with self._lock:
+                self._make_room(memory_bytes, keep=key)
                 self._loaded[key] = model
-                self._evict()
+                self._statuses[key] = ModelStatus(
+                    key,
+                    ModelState.READY,
+                    memory_bytes=memory_bytes,
+                    last_used_s=time.time(),
+                    pinned=key in self._pinned,
+                    device=model.device,
+                    compute_type=model.compute_type,
+                    load_duration_s=model.load_duration_s,
+                )
             return model
+        finally:
+            loading_lock.release()
 
     def pin(self, name: str) -> LoadedModel:
         """Loads a model and keeps it loaded for good (the default model)."""
         with self._lock:
             self._pinned.add(name.strip())
         return self.get(name)
+
+    def unload(self, name: str) -> ModelStatus:
+        """Drops a loaded model (requests using it finish first: they hold
+        it); `FailedPreconditionError` for a pinned one, `NotFoundError` for
+        one not loaded."""
+        key = name.strip()
+        with self._lock:
+            if key in self._pinned:
+                raise FailedPreconditionError(f"model {key!r} is the service's default and stays loaded")
+            if key not in self._loaded:
+                raise NotFoundError(f"model {key!r} is not loaded")
+            self._drop(key, "unloaded on request")
+            return self._statuses[key]
 
     def is_loaded(self, name: str) -> bool:
         with self._lock:
@@ -352,14 +431,54 @@ class ModelCache:
         with self._lock:
             return list(self._loaded)
 
-    def _evict(self) -> None:
-        while len(self._loaded) > self.options.max_loaded_models:
-            victim = next((name for name in self._loaded if name not in self._pinned), None)
+    def statuses(self) -> list[ModelStatus]:
+        """Every model asked for so far, most recently used first."""
+        with self._lock:
+            return sorted(self._statuses.values(), key=lambda status: -status.last_used_s)
+
+    def loaded_memory_bytes(self) -> int:
+        with self._lock:
+            return sum(self._statuses[name].memory_bytes for name in self._loaded)
+
+    def _touch(self, key: str) -> None:
+        status = self._statuses.get(key)
+        if status is not None:
+            self._statuses[key] = dataclasses.replace(status, last_used_s=time.time())
+
+    def _drop(self, key: str, reason: str) -> None:
+        del self._loaded[key]
+        status = self._statuses[key]
+        self._statuses[key] = dataclasses.replace(status, state=ModelState.UNLOADED, reason=reason, memory_bytes=0)
+        logger.info("unloaded model %s (%s)", key, reason)
+
+    def _make_room(self, memory_bytes: int, keep: str) -> None:
+        """Drops least recently used unpinned models until one more model of
+        `memory_bytes` fits both bounds (or nothing more can be dropped)."""
+
+        def over() -> bool:
+            if len(self._loaded) + 1 > self.options.max_loaded_models:
+                return True
+            held = sum(self._statuses[name].memory_bytes for name in self._loaded)
+            return bool(self.max_memory_bytes) and held + memory_bytes > self.max_memory_bytes
+
+        while over():
+            victim = next((name for name in self._loaded if name not in self._pinned and name != keep), None)
             if victim is None:
                 return
-            # Requests still holding the model keep it alive until they finish.
-            del self._loaded[victim]
-            logger.info("unloaded model %s (at most %d loaded)", victim, self.options.max_loaded_models)
+            self._drop(
+                victim,
+                f"least recently used; at most {self.options.max_loaded_models} models"
+                + (f" and {self.max_memory_bytes / 2**20:.0f} MiB" if self.max_memory_bytes else ""),
+            )
+
+    def _measured_load(self, key: str) -> tuple[LoadedModel, int]:
+        """Loads a model and measures the memory it took (process RSS growth,
+        or the model file's size when loads overlap and blur the figure)."""
+        before = _resident_bytes()
+        model = self._load(key)
+        grown = _resident_bytes() - before
+        file_bytes = (model.path / "model.bin").stat().st_size if (model.path / "model.bin").is_file() else 0
+        return model, grown if grown > 0 else file_bytes
 
     def _load(self, name: str) -> LoadedModel:
         if not name:
@@ -400,3 +519,13 @@ class ModelCache:
             languages=_model_languages(whisper, path),
             load_duration_s=duration_s,
         )
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory (0 where it cannot be read)."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - a measurement only; never fatal
+        return 0

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import time
@@ -460,13 +461,14 @@ class JobPipeline:
     ) -> list[_Chunk] | None:
         """Up to a batch of chunks still to transcribe: as many as are ready
         once at least one is (a full batch while detection runs ahead); None
-        when there are no more. Chunks transcribed before go straight to
+        when there are no more. Once detection is done, the chunks left are
+        split evenly over the ASR workers, so that none idles at the end while
+        another decodes a full batch. Chunks transcribed before go straight to
         alignment."""
-        size = self._peers.asr_capacity.batch_size(
-            self._job.config.transcription.batch_size, self._config.asr_batch_size
-        )
+        capacity = self._peers.asr_capacity
+        size = capacity.batch_size(self._job.config.transcription.batch_size, self._config.asr_batch_size)
         batch: list[_Chunk] = []
-        while len(batch) < size:
+        while len(batch) < self._tail_share(size, len(batch) + chunk_queue.qsize()):
             if batch and chunk_queue.empty() and self._detection_done:
                 break
             item = await chunk_queue.get()
@@ -478,6 +480,15 @@ class JobPipeline:
                 continue
             batch.append(item)
         return batch or None
+
+    def _tail_share(self, size: int, queued: int) -> int:
+        """Chunks for the next call: `size`, or once detection is done, the
+        `queued` chunks left (the end-of-chunks mark among them) shared over
+        the ASR workers."""
+        if not self._detection_done:
+            return size
+        left = max(1, queued - 1)
+        return max(1, min(size, math.ceil(left / self._peers.asr_capacity.figures.workers)))
 
     async def _transcribe(
         self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]

@@ -17,10 +17,10 @@ from common.errors import FailedPreconditionError, InvalidInputError
 from common.uploads import ensure_upload_complete
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState
+from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
 from gateway.subtitles import render
-from gateway.profiles import apply_profile
 from gateway.validation import validate_job_config, validate_priority, validate_request_id
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 

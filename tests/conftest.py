@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import structlog
+
+from tests.speech import missing_test_recordings
 
 
 def pytest_configure() -> None:
@@ -11,3 +14,12 @@ def pytest_configure() -> None:
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Tests need real speech: a machine without it fails loudly instead of skipping them.
+    missing = missing_test_recordings()
+    if missing:
+        raise pytest.UsageError(
+            "test recordings are missing: " + ", ".join(str(path) for path in missing) + "; run `make test-data`"
+        )

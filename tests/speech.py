@@ -29,6 +29,10 @@ import numpy.typing as npt
 SAMPLE_RATE_HERTZ = 16_000
 ASTERISK_SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS_PATH = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+# Canadian French (asterisk-core-sounds-fr-wav installs the voice as fr_CA_f_June;
+# asterisk-core-sounds-fr carries the transcripts).
+FRENCH_SOUNDS_DIR = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
+FRENCH_TRANSCRIPTS_PATH = Path("/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz")
 
 # Prompts whose transcript is not what the recording says: typos, and words
 # said but not written (found by transcribing every candidate with Whisper
@@ -87,6 +91,12 @@ def read_transcripts(transcripts_path: Path = ASTERISK_TRANSCRIPTS_PATH) -> dict
             if separator and name.strip() and text.strip():
                 transcripts[name.strip()] = " ".join(text.split())
     return transcripts
+
+
+def missing_test_recordings() -> list[Path]:
+    """The recordings and transcripts the tests need that are not installed."""
+    needed = (ASTERISK_SOUNDS_DIR, ASTERISK_TRANSCRIPTS_PATH, FRENCH_SOUNDS_DIR, FRENCH_TRANSCRIPTS_PATH)
+    return [path for path in needed if not path.exists()]
 
 
 def speech_available(

@@ -2,7 +2,7 @@
 # Installs Debian's asterisk core sounds (human recordings, CC-BY-SA-3.0) and
 # their transcripts, which the tests and benchmarks use as real speech.
 set -euo pipefail
-packages=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-fr-wav)
+packages=(asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-fr-wav asterisk-core-sounds-fr)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

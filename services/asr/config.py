@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from common.config import ConfigError, env_float, env_int, env_str
+from common.config import ConfigError, env_bool, env_float, env_int, env_str
 from common.server import ServerConfig
 from common.whisper_models import WhisperModelConfig
 
@@ -34,6 +34,14 @@ class AsrConfig:
     max_queued_transcriptions: int = 4
     # Retry delay suggested to refused callers.
     retry_after_s: float = 5.0
+    # Memory all loaded models may hold, in bytes; 0: half of the machine's
+    # (or the container's) memory. Least recently used models are dropped to
+    # make room; the default model never is.
+    max_model_memory_bytes: int = 0
+    # How long a request waits for a model another request is loading.
+    model_wait_timeout_s: float = 600.0
+    # Run one short transcription per worker before health says SERVING.
+    warm_up: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size and self.batch_size > self.max_batch_size:
@@ -57,4 +65,11 @@ class AsrConfig:
                 env, f"{prefix}MAX_QUEUED_TRANSCRIPTIONS", cls.max_queued_transcriptions, minimum=0
             ),
             retry_after_s=env_float(env, f"{prefix}RETRY_AFTER_S", cls.retry_after_s, minimum=0.0),
+            max_model_memory_bytes=env_int(
+                env, f"{prefix}MAX_MODEL_MEMORY_BYTES", cls.max_model_memory_bytes, minimum=0
+            ),
+            model_wait_timeout_s=env_float(
+                env, f"{prefix}MODEL_WAIT_TIMEOUT_S", cls.model_wait_timeout_s, minimum=1.0
+            ),
+            warm_up=env_bool(env, f"{prefix}WARM_UP", cls.warm_up),
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 16
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
+# Audio of the warm-up transcription (two seconds).
+WARM_UP_SAMPLES = 2 * 16_000
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,30 @@ class Transcriber:
         language, probability, _ = whisper.detect_language(features=np.concatenate(head, axis=1))
         logger.info("detected language %s (probability %.2f)", language, probability)
         return str(language), float(probability)
+
+    def warm_up(self, model: str, workers: int = 1) -> float:
+        """Loads `model` and runs one short transcription on each of its
+        `workers` at once, so the first real request does not pay for the
+        first-call allocations; returns the seconds it took."""
+        started = time.perf_counter()
+        self.models.get(model)
+        # Two seconds of faint noise: any audio does, its text is thrown away.
+        noise = np.random.default_rng(0).normal(0.0, 0.01, WARM_UP_SAMPLES).astype(np.float32)
+        options = TranscriptionOptions(model=model, language_code="en", batch_size=1)
+        chunk = TimeRange(0.0, WARM_UP_SAMPLES / SAMPLE_RATE_HERTZ)
+
+        def one() -> None:
+            for _ in self.transcribe(noise, [chunk], options):
+                pass
+
+        threads = [threading.Thread(target=one, name=f"warm-up-{number}") for number in range(max(1, workers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed_s = time.perf_counter() - started
+        logger.info("warmed up %s on %d workers in %.2f s", model, len(threads), elapsed_s)
+        return elapsed_s
 
     def detect_language(
         self,

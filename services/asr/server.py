@@ -54,7 +54,17 @@ async def create(config: AsrConfig) -> RunningServer:
         int(workers),
         "one transcription per model worker",
     )
-    models = ModelCache(dataclasses.replace(load, num_workers=int(workers), cpu_threads=int(threads)))
+    memory_bytes, memory_choice = choose(
+        f"{PREFIX}MAX_MODEL_MEMORY_BYTES",
+        config.max_model_memory_bytes,
+        plan.hardware.effective_memory_bytes // 2,
+        f"half of the {plan.hardware.effective_memory_bytes / 2**30:.1f} GiB this process may use",
+    )
+    models = ModelCache(
+        dataclasses.replace(load, num_workers=int(workers), cpu_threads=int(threads)),
+        max_memory_bytes=int(memory_bytes),
+        wait_timeout_s=config.model_wait_timeout_s,
+    )
     executor = ThreadPoolExecutor(max_workers=int(running_limit), thread_name_prefix="asr-model")
     try:
         await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
@@ -65,15 +75,16 @@ async def create(config: AsrConfig) -> RunningServer:
     admission = AdmissionLimit(
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
+    transcriber = Transcriber(models, max_batch_size=config.max_batch_size)
     servicer = AsrServicer(
-        Transcriber(models, max_batch_size=config.max_batch_size),
+        transcriber,
         audio_reader,
         admission,
         executor,
         default_model=config.whisper.default_model,
         default_batch_size=int(batch_size),
     )
-    report = plan.report([workers_choice, threads_choice, batch_choice, running_choice])
+    report = plan.report([workers_choice, threads_choice, batch_choice, running_choice, memory_choice])
 
     def figures() -> LoadFigures:
         return LoadFigures(
@@ -101,7 +112,9 @@ async def create(config: AsrConfig) -> RunningServer:
     await running.start()
 
     async def load_default_model() -> None:
-        await loop.run_in_executor(executor, models.pin, config.whisper.default_model)
+        await loop.run_in_executor(None, models.pin, config.whisper.default_model)
+        if config.warm_up:
+            await loop.run_in_executor(None, transcriber.warm_up, config.whisper.default_model, int(workers))
 
     running.serve_when_ready(load_default_model)
     logger.info(

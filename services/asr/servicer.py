@@ -6,6 +6,7 @@ server's interceptor.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -18,9 +19,10 @@ import grpc
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
-from common.convert import seconds_to_duration, segments_to_proto, time_range_from_proto
-from common.errors import InvalidInputError, UnavailableError
+from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto, time_range_from_proto
+from common.errors import InvalidInputError, NotFoundError, UnavailableError
 from common.transcript import TimeRange
+from common.whisper_models import ModelState, ModelStatus
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
     SAMPLE_RATE_HERTZ,
@@ -128,6 +130,37 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
             )
         return _detection_to_proto(detection)
 
+    async def ListModels(
+        self, request: asr_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> asr_pb2.ListModelsResponse:
+        models = self._transcriber.models
+        return asr_pb2.ListModelsResponse(
+            models=[_model_info(status) for status in models.statuses()],
+            max_loaded_models=models.options.max_loaded_models,
+            max_memory_bytes=models.max_memory_bytes,
+        )
+
+    async def LoadModel(
+        self, request: asr_pb2.LoadModelRequest, context: grpc.aio.ServicerContext
+    ) -> asr_pb2.ModelInfo:
+        name = request.model.strip()
+        if not name:
+            raise InvalidInputError("model is empty: name the model to load")
+        # Off the model workers: a load must not hold up transcriptions.
+        await asyncio.to_thread(self._transcriber.models.get, name)
+        return self._model_info_of(name)
+
+    async def UnloadModel(
+        self, request: asr_pb2.UnloadModelRequest, context: grpc.aio.ServicerContext
+    ) -> asr_pb2.ModelInfo:
+        return _model_info(self._transcriber.models.unload(request.model))
+
+    def _model_info_of(self, name: str) -> asr_pb2.ModelInfo:
+        for status in self._transcriber.models.statuses():
+            if status.name == name:
+                return _model_info(status)
+        raise NotFoundError(f"model {name!r} is unknown to this replica")
+
     async def _run(self, call: Callable[[], _Result], stop: threading.Event) -> _Result:
         """Runs `call` in the model executor. If the RPC is cancelled, asks
         the engine to stop and waits for the call to return before the audio
@@ -169,6 +202,30 @@ def _transcript_to_proto(transcript: ChunkTranscript) -> asr_pb2.TranscribeRespo
         model=transcript.model,
         chunk_duration=seconds_to_duration(transcript.time_range.duration_s),
     )
+
+
+_MODEL_STATES = {
+    ModelState.LOADING: asr_pb2.MODEL_STATE_LOADING,
+    ModelState.READY: asr_pb2.MODEL_STATE_READY,
+    ModelState.FAILED: asr_pb2.MODEL_STATE_FAILED,
+    ModelState.UNLOADED: asr_pb2.MODEL_STATE_UNLOADED,
+}
+
+
+def _model_info(status: ModelStatus) -> asr_pb2.ModelInfo:
+    info = asr_pb2.ModelInfo(
+        name=status.name,
+        state=_MODEL_STATES[status.state],
+        reason=status.reason,
+        memory_bytes=status.memory_bytes,
+        pinned=status.pinned,
+        device=status.device,
+        compute_type=status.compute_type,
+        load_duration=seconds_to_duration(status.load_duration_s),
+    )
+    if status.last_used_s:
+        info.last_used_time.CopyFrom(epoch_to_timestamp(status.last_used_s))
+    return info
 
 
 def _detection_to_proto(detection: LanguageDetection) -> asr_pb2.DetectLanguageResponse:

@@ -21,6 +21,7 @@ from services.asr.server import create
 from services.asr.servicer import SERVICE_NAME
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.common.v1 import common_pb2
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
 from tests.speech import join_prompts, speech_available
 from tests.wer import word_error_rate
@@ -152,3 +153,35 @@ def test_busy_service_refuses_with_retry_delay(stub: asr_pb2_grpc.AsrServiceStub
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
             time.sleep(0.2)
     assert response.chunk_index == 4
+
+
+def test_status_reports_workers_batch_and_the_machine(channel: grpc.Channel, stub: asr_pb2_grpc.AsrServiceStub) -> None:
+    status = status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest(), timeout=10)
+    assert status.service_name == "asr"
+    assert status.capacity == 1  # max_concurrent_transcriptions in this fixture
+    assert status.preferred_batch_size >= 1
+    assert "cpus.usable" in status.hardware and "memory.total" in status.hardware
+    settings = {setting.name: setting for setting in status.settings}
+    assert settings["SUBTITLER_ASR_MAX_CONCURRENT_TRANSCRIPTIONS"].source == "environment"
+    assert settings["SUBTITLER_ASR_NUM_WORKERS"].source.startswith("auto: ")
+    assert "embedded:tiny.en" in status.loaded_models
+
+
+def test_models_are_listed_loaded_and_unloaded(stub: asr_pb2_grpc.AsrServiceStub) -> None:
+    listed = {model.name: model for model in stub.ListModels(asr_pb2.ListModelsRequest(), timeout=10).models}
+    default = listed["embedded:tiny.en"]
+    assert default.state == asr_pb2.MODEL_STATE_READY and default.pinned and default.memory_bytes > 0
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.UnloadModel(asr_pb2.UnloadModelRequest(model="embedded:tiny.en"), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # A failed load is reported with its reason and leaves the service serving.
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.LoadModel(asr_pb2.LoadModelRequest(model="embedded:nope"), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = {model.name: model for model in stub.ListModels(asr_pb2.ListModelsRequest(), timeout=10).models}
+    assert listed["embedded:nope"].state == asr_pb2.MODEL_STATE_FAILED
+    assert "unknown embedded model" in listed["embedded:nope"].reason
+    loaded = stub.LoadModel(asr_pb2.LoadModelRequest(model="embedded:base"), timeout=300)
+    assert loaded.state == asr_pb2.MODEL_STATE_READY and not loaded.pinned
+    unloaded = stub.UnloadModel(asr_pb2.UnloadModelRequest(model="embedded:base"), timeout=10)
+    assert unloaded.state == asr_pb2.MODEL_STATE_UNLOADED and unloaded.memory_bytes == 0

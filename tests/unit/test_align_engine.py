@@ -21,10 +21,17 @@ from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod, AlignOptions, is_english, validate_segments
 from services.align.phonetic import PhoneticAligner
 from services.align.placement import Samples
-from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.speech import (
+    ASTERISK_SOUNDS_DIR,
+    FRENCH_SOUNDS_DIR,
+    FRENCH_TRANSCRIPTS_PATH,
+    SAMPLE_RATE_HERTZ,
+    load_pcm16k,
+    read_transcripts,
+    speech_available,
+)
 
-FRENCH_SOUNDS_DIR = Path("/usr/share/asterisk/sounds/fr")
-FRENCH_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz")
+FRENCH_TRANSCRIPTS = FRENCH_TRANSCRIPTS_PATH
 # A plain sentence; one with the numbers 1 to 9 ("press 1 to mute..."); one
 # with a symbol ("separated by * and then press the pound key").
 PROMPTS = ("agent-pass", "conf-usermenu", "demo-enterkeywords")

@@ -19,7 +19,11 @@ class FakeStatus:
         self.fail = fail
         self.calls = 0
 
-    async def GetStatus(self, request: status_pb2.GetStatusRequest, timeout: float) -> status_pb2.GetStatusResponse:
+    async def GetStatus(
+        self,
+        request: status_pb2.GetStatusRequest,
+        timeout: float,  # noqa: ASYNC109 - the gRPC stub's signature
+    ) -> status_pb2.GetStatusResponse:
         self.calls += 1
         if self.fail:
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")

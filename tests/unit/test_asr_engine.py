@@ -22,11 +22,18 @@ from common.whisper_models import (
     build_embedded_base,
 )
 from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
-from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k, read_transcripts, speech_available
+from tests.speech import (
+    ASTERISK_SOUNDS_DIR,
+    FRENCH_SOUNDS_DIR,
+    SAMPLE_RATE_HERTZ,
+    load_pcm16k,
+    read_transcripts,
+    speech_available,
+)
 from tests.wer import word_error_rate
 
 ENGLISH_PROMPTS = ("conf-onlyperson", "conf-getconfno", "conf-full")
-FRENCH_PROMPT = Path("/usr/share/asterisk/sounds/fr/conf-onlyperson.wav")
+FRENCH_PROMPT = FRENCH_SOUNDS_DIR / "conf-onlyperson.wav"
 GAP_S = 0.5
 
 needs_speech = pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed")

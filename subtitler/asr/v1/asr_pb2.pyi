@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from subtitler.common.v1 import common_pb2 as _common_pb2
@@ -22,6 +23,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ModelState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_STATE_UNSPECIFIED: _ModelState.ValueType  # 0
+    """Never used."""
+    MODEL_STATE_LOADING: _ModelState.ValueType  # 1
+    """Being loaded; requests for it wait."""
+    MODEL_STATE_READY: _ModelState.ValueType  # 2
+    """Loaded and serving."""
+    MODEL_STATE_FAILED: _ModelState.ValueType  # 3
+    """The last load failed (see ModelInfo.reason); the next request tries again."""
+    MODEL_STATE_UNLOADED: _ModelState.ValueType  # 4
+    """Dropped (evicted or on request; see ModelInfo.reason)."""
+
+class ModelState(_ModelState, metaclass=_ModelStateEnumTypeWrapper):
+    """Where a model is in its life on a replica."""
+
+MODEL_STATE_UNSPECIFIED: ModelState.ValueType  # 0
+"""Never used."""
+MODEL_STATE_LOADING: ModelState.ValueType  # 1
+"""Being loaded; requests for it wait."""
+MODEL_STATE_READY: ModelState.ValueType  # 2
+"""Loaded and serving."""
+MODEL_STATE_FAILED: ModelState.ValueType  # 3
+"""The last load failed (see ModelInfo.reason); the next request tries again."""
+MODEL_STATE_UNLOADED: ModelState.ValueType  # 4
+"""Dropped (evicted or on request; see ModelInfo.reason)."""
+Global___ModelState: _TypeAlias = ModelState  # noqa: Y015
 
 class _Task:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -46,6 +79,145 @@ TASK_TRANSCRIBE: Task.ValueType  # 1
 TASK_TRANSLATE: Task.ValueType  # 2
 """Translate to English."""
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    """One model on one replica."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    LAST_USED_TIME_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    COMPUTE_TYPE_FIELD_NUMBER: _builtins.int
+    LOAD_DURATION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name it was asked for ("embedded:tiny.en")."""
+    state: Global___ModelState.ValueType
+    reason: _builtins.str
+    """Why it failed or was unloaded; empty otherwise."""
+    memory_bytes: _builtins.int
+    """Memory it holds (RAM on CPU, GPU memory on CUDA), measured at load; 0 when not loaded."""
+    pinned: _builtins.bool
+    """The replica's default model, never evicted."""
+    device: _builtins.str
+    """"cpu" or "cuda", and the CTranslate2 compute type ("int8", "float16")."""
+    compute_type: _builtins.str
+    @_builtins.property
+    def last_used_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last used; unset when never."""
+
+    @_builtins.property
+    def load_duration(self) -> _duration_pb2.Duration:
+        """How long its load took."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: Global___ModelState.ValueType = ...,
+        reason: _builtins.str = ...,
+        memory_bytes: _builtins.int = ...,
+        last_used_time: _timestamp_pb2.Timestamp | None = ...,
+        pinned: _builtins.bool = ...,
+        device: _builtins.str = ...,
+        compute_type: _builtins.str = ...,
+        load_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_used_time", b"last_used_time", "load_duration", b"load_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_type", b"compute_type", "device", b"device", "last_used_time", b"last_used_time", "load_duration", b"load_duration", "memory_bytes", b"memory_bytes", "name", b"name", "pinned", b"pinned", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ListModelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListModelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    MAX_LOADED_MODELS_FIELD_NUMBER: _builtins.int
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    max_loaded_models: _builtins.int
+    """Bounds of what stays loaded: a count, and memory in bytes (0: none)."""
+    max_memory_bytes: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
+        """Most recently used first."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
+        max_loaded_models: _builtins.int = ...,
+        max_memory_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_loaded_models", b"max_loaded_models", "max_memory_bytes", b"max_memory_bytes", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class LoadModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """As TranscriptionOptions.model."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelRequest: _TypeAlias = LoadModelRequest  # noqa: Y015
+
+@_typing.final
+class UnloadModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnloadModelRequest: _TypeAlias = UnloadModelRequest  # noqa: Y015
 
 @_typing.final
 class TranscriptionOptions(_message.Message):

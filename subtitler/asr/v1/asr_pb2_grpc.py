@@ -45,6 +45,21 @@ class AsrServiceStub:
                 request_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageRequest.SerializeToString,
                 response_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/subtitler.asr.v1.AsrService/ListModels',
+                request_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/subtitler.asr.v1.AsrService/LoadModel',
+                request_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/subtitler.asr.v1.AsrService/UnloadModel',
+                request_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class AsrServiceServicer:
@@ -70,6 +85,29 @@ class AsrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models this replica has been asked for: state, memory, last use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadModel(self, request, context):
+        """Loads a model now (it waits for a load already under way), evicting the
+        least recently used ones if it would not fit. NOT_FOUND: unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Drops a loaded model. FAILED_PRECONDITION: the default model, which
+        stays loaded. NOT_FOUND: the model is not loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AsrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +120,21 @@ def add_AsrServiceServicer_to_server(servicer, server):
                     servicer.DetectLanguage,
                     request_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageRequest.FromString,
                     response_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.FromString,
+                    response_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.LoadModelRequest.FromString,
+                    response_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.UnloadModelRequest.FromString,
+                    response_serializer=subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,6 +192,87 @@ class AsrService:
             '/subtitler.asr.v1.AsrService/DetectLanguage',
             subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageRequest.SerializeToString,
             subtitler_dot_asr_dot_v1_dot_asr__pb2.DetectLanguageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subtitler.asr.v1.AsrService/ListModels',
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.SerializeToString,
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subtitler.asr.v1.AsrService/LoadModel',
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.LoadModelRequest.SerializeToString,
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subtitler.asr.v1.AsrService/UnloadModel',
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.UnloadModelRequest.SerializeToString,
+            subtitler_dot_asr_dot_v1_dot_asr__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,16 @@ class AsrServiceStub:
     """Detects the spoken language from a range of the audio (the first 30 s
     of it are used).
     """
+    ListModels: _grpc.UnaryUnaryMultiCallable[_asr_pb2.ListModelsRequest, _asr_pb2.ListModelsResponse]
+    """The models this replica has been asked for: state, memory, last use."""
+    LoadModel: _grpc.UnaryUnaryMultiCallable[_asr_pb2.LoadModelRequest, _asr_pb2.ModelInfo]
+    """Loads a model now (it waits for a load already under way), evicting the
+    least recently used ones if it would not fit. NOT_FOUND: unknown model.
+    """
+    UnloadModel: _grpc.UnaryUnaryMultiCallable[_asr_pb2.UnloadModelRequest, _asr_pb2.ModelInfo]
+    """Drops a loaded model. FAILED_PRECONDITION: the default model, which
+    stays loaded. NOT_FOUND: the model is not loaded.
+    """
 
 @_typing.type_check_only
 class AsrServiceAsyncStub(AsrServiceStub):
@@ -62,6 +72,16 @@ class AsrServiceAsyncStub(AsrServiceStub):
     DetectLanguage: _aio.UnaryUnaryMultiCallable[_asr_pb2.DetectLanguageRequest, _asr_pb2.DetectLanguageResponse]  # type: ignore[assignment]
     """Detects the spoken language from a range of the audio (the first 30 s
     of it are used).
+    """
+    ListModels: _aio.UnaryUnaryMultiCallable[_asr_pb2.ListModelsRequest, _asr_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """The models this replica has been asked for: state, memory, last use."""
+    LoadModel: _aio.UnaryUnaryMultiCallable[_asr_pb2.LoadModelRequest, _asr_pb2.ModelInfo]  # type: ignore[assignment]
+    """Loads a model now (it waits for a load already under way), evicting the
+    least recently used ones if it would not fit. NOT_FOUND: unknown model.
+    """
+    UnloadModel: _aio.UnaryUnaryMultiCallable[_asr_pb2.UnloadModelRequest, _asr_pb2.ModelInfo]  # type: ignore[assignment]
+    """Drops a loaded model. FAILED_PRECONDITION: the default model, which
+    stays loaded. NOT_FOUND: the model is not loaded.
     """
 
 class AsrServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -88,6 +108,34 @@ class AsrServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_asr_pb2.DetectLanguageResponse, _abc.Awaitable[_asr_pb2.DetectLanguageResponse]]:
         """Detects the spoken language from a range of the audio (the first 30 s
         of it are used).
+        """
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _asr_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_asr_pb2.ListModelsResponse, _abc.Awaitable[_asr_pb2.ListModelsResponse]]:
+        """The models this replica has been asked for: state, memory, last use."""
+
+    @_abc_1.abstractmethod
+    def LoadModel(
+        self,
+        request: _asr_pb2.LoadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_asr_pb2.ModelInfo, _abc.Awaitable[_asr_pb2.ModelInfo]]:
+        """Loads a model now (it waits for a load already under way), evicting the
+        least recently used ones if it would not fit. NOT_FOUND: unknown model.
+        """
+
+    @_abc_1.abstractmethod
+    def UnloadModel(
+        self,
+        request: _asr_pb2.UnloadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_asr_pb2.ModelInfo, _abc.Awaitable[_asr_pb2.ModelInfo]]:
+        """Drops a loaded model. FAILED_PRECONDITION: the default model, which
+        stays loaded. NOT_FOUND: the model is not loaded.
         """
 
 def add_AsrServiceServicer_to_server(servicer: AsrServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

