@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from common.errors import InvalidInputError, SuiteError
+from common.silence_snap import snap_words_to_sound
 from common.transcript import Segment
 from common.word_timing import WordPlacement, split_tokens, words_from_placements
 from services.align.placement import SAMPLE_RATE_HERTZ, Samples, WordAligner
@@ -151,6 +152,9 @@ class AlignEngine:
             results, ok = self._align_group(
                 aligner, [segments[index] for index in group], samples, samples_start_s, language_code, model
             )
+            if chosen is AlignMethod.CROSS_ATTENTION:
+                # Cross-attention starts words early after a pause: move them out of silence.
+                results = list(snap_words_to_sound(results, samples, samples_start_s))
             for index, result in zip(group, results, strict=True):
                 aligned[index] = result
             failed += 0 if ok else len(group)
