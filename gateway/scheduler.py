@@ -20,12 +20,12 @@ from google.protobuf.message import DecodeError
 
 from common.errors import ResourceExhaustedError
 from common.transcript import Segment
+from gateway.audio_lease import release_audio
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.pipeline import JobPipeline, Peers, StageFailedError
 from gateway.store import Checkpoint, CorruptRecordError, JobStore
-from subtitler.audio.v1 import audio_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -318,11 +318,7 @@ class JobScheduler:
             return  # unreadable: its lease frees it
         if handle is None:
             return
-        try:
-            await self._peers.audio.ReleaseAudio(audio_pb2.ReleaseAudioRequest(audio_id=handle.audio_id), timeout=10)
-        except grpc.aio.AioRpcError as error:
-            logger.warning("could not release the audio of job %s: %s", job_id, error.details())
-        await self._store.run(self._store.save_audio_handle, job_id, None)
+        await release_audio(self._peers.audio, self._store, job_id, handle)
 
     def _resume(self, job: JobRecord, checkpoint: Checkpoint) -> None:
         # Resumed jobs keep their place: they were created before any new one.

@@ -1,0 +1,261 @@
+"""The units of a job's pipeline on their own, against fake stubs and a real
+SQLite store: the stage caller's retry policy, the audio lease, the policy
+functions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from gateway.audio_lease import AudioLease, release_audio
+from gateway.config import RetryPolicy
+from gateway.events import EventHub
+from gateway.jobs import JobRecord, JobState, Stage
+from gateway.policy import choose_align_method, consecutive_runs, tail_share
+from gateway.stage_calls import StageCaller, StageFailedError
+from gateway.store import JobStore
+from subtitler.align.v1 import align_pb2
+from subtitler.asr.v1 import asr_pb2
+from subtitler.audio.v1 import audio_pb2
+from subtitler.common.v1 import common_pb2
+from subtitler.gateway.v1 import gateway_pb2
+
+FAST = RetryPolicy(max_retries=2, initial_backoff_s=0.01, max_backoff_s=0.02, max_unavailable_wait_s=0.2)
+
+
+def rpc_error(code: grpc.StatusCode, details: str = "", retry_after: str | None = None) -> grpc.aio.AioRpcError:
+    trailing = grpc.aio.Metadata(("retry-after-s", retry_after)) if retry_after else grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details or code.name)
+
+
+def new_job(store: JobStore, job_id: str = "job-1", **fields: Any) -> JobRecord:
+    now = time.time()
+    job = JobRecord(
+        job_id=job_id,
+        state=JobState.RUNNING,
+        config=gateway_pb2.JobConfig(),
+        source="talk.wav",
+        created_s=now,
+        updated_s=now,
+        media_path="talk.wav",
+        **fields,
+    )
+    store.insert_job(job)
+    return job
+
+
+def failing(*errors: grpc.aio.AioRpcError, result: str = "done") -> tuple[Callable[[], Awaitable[str]], list[int]]:
+    """An attempt that raises `errors` one by one, then returns `result`; and its call count."""
+    calls = [0]
+
+    async def attempt() -> str:
+        calls[0] += 1
+        if calls[0] <= len(errors):
+            raise errors[calls[0] - 1]
+        return result
+
+    return attempt, calls
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "jobs.sqlite3")
+
+
+def caller(store: JobStore, job: JobRecord, policy: RetryPolicy = FAST) -> StageCaller:
+    return StageCaller(job, store, EventHub(store), policy)
+
+
+def test_transient_codes_are_retried_and_every_attempt_is_kept(store: JobStore) -> None:
+    job = new_job(store)
+    attempt, calls = failing(
+        rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", retry_after="0.01"),
+        rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED),
+    )
+    assert asyncio.run(caller(store, job).call(Stage.TRANSCRIBE, 3, attempt)) == "done"
+    assert calls[0] == 3
+    retries = store.get_job(job.job_id).retries
+    assert [(retry.code, retry.attempt, retry.chunk_index) for retry in retries] == [
+        ("RESOURCE_EXHAUSTED", 1, 3),
+        ("DEADLINE_EXCEEDED", 2, 3),
+    ]
+
+
+def test_retries_end_with_the_services_message(store: JobStore) -> None:
+    job = new_job(store)
+    attempt, calls = failing(*[rpc_error(grpc.StatusCode.ABORTED, "conflict")] * 5)
+    with pytest.raises(StageFailedError) as raised:
+        asyncio.run(caller(store, job).call(Stage.ALIGN, 0, attempt))
+    assert calls[0] == FAST.max_retries + 1
+    assert raised.value.code == grpc.StatusCode.ABORTED and "gave up after 3 attempts" in raised.value.message
+
+
+def test_other_codes_fail_at_once(store: JobStore) -> None:
+    job = new_job(store)
+    attempt, calls = failing(rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "not media"))
+    with pytest.raises(StageFailedError) as raised:
+        asyncio.run(caller(store, job).call(Stage.DECODE, -1, attempt))
+    assert calls[0] == 1 and raised.value.message == "not media"
+
+
+def test_unavailable_is_waited_out_with_a_reason_then_cleared(store: JobStore) -> None:
+    job = new_job(store)
+    reasons: list[str] = []
+    attempt, _ = failing(rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused"))
+
+    async def watched() -> str:
+        async def run() -> str:
+            return await caller(store, job).call(Stage.TRANSCRIBE, 0, attempt)
+
+        task = asyncio.create_task(run())
+        await asyncio.sleep(0.005)
+        reasons.append(job.waiting_reason)
+        return await task
+
+    assert asyncio.run(watched()) == "done"
+    assert "waiting for the asr service (connection refused)" in reasons[0]
+    assert job.waiting_reason == ""
+
+
+def test_unavailable_for_too_long_fails(store: JobStore) -> None:
+    job = new_job(store)
+    attempt, _ = failing(*[rpc_error(grpc.StatusCode.UNAVAILABLE)] * 100)
+    with pytest.raises(StageFailedError) as raised:
+        asyncio.run(caller(store, job).call(Stage.DETECT_SPEECH, -1, attempt))
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "vad service was unavailable" in raised.value.message
+
+
+class FakeAudio:
+    """An AudioService stub: audio ids it holds, calls it got."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.decodes = 0
+        self.released: list[str] = []
+
+    async def DecodeFile(self, request: audio_pb2.DecodeFileRequest, **_: Any) -> audio_pb2.DecodeResponse:
+        self.decodes += 1
+        audio_id = f"audio-{self.decodes}"
+        self.held.add(audio_id)
+        handle = common_pb2.AudioHandle(audio_id=audio_id, sample_count=16_000, sample_rate_hertz=16_000)
+        handle.duration.FromSeconds(1)
+        return audio_pb2.DecodeResponse(audio=handle)
+
+    async def RenewLease(self, request: audio_pb2.RenewLeaseRequest, **_: Any) -> audio_pb2.RenewLeaseResponse:
+        if request.audio_id not in self.held:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, "no such audio")
+        return audio_pb2.RenewLeaseResponse()
+
+    async def ReleaseAudio(self, request: audio_pb2.ReleaseAudioRequest, **_: Any) -> audio_pb2.ReleaseAudioResponse:
+        self.held.discard(request.audio_id)
+        self.released.append(request.audio_id)
+        return audio_pb2.ReleaseAudioResponse()
+
+
+def lease(
+    store: JobStore, job: JobRecord, audio: FakeAudio, resumed: common_pb2.AudioHandle | None = None
+) -> AudioLease:
+    decoded: list[str] = []
+
+    async def nothing() -> None:
+        return None
+
+    async def on_decoded(handle: common_pb2.AudioHandle) -> None:
+        decoded.append(handle.audio_id)
+
+    return AudioLease(
+        job,
+        audio,
+        store,
+        caller(store, job),
+        lambda: {},
+        nothing,
+        on_decoded,
+        resumed,  # type: ignore[arg-type]
+    )
+
+
+def test_a_resumed_job_reuses_audio_still_held_and_decodes_audio_gone(store: JobStore) -> None:
+    job = new_job(store)
+    audio = FakeAudio()
+    audio.held.add("kept")
+
+    async def run() -> None:
+        kept = lease(store, job, audio, common_pb2.AudioHandle(audio_id="kept"))
+        assert await kept.reuse() and kept.handle is not None and kept.handle.audio_id == "kept"
+        gone = lease(store, job, audio, common_pb2.AudioHandle(audio_id="gone"))
+        assert not await gone.reuse() and gone.handle is None
+        await gone.decode()
+        assert gone.handle is not None and gone.handle.audio_id == "audio-1"
+
+    asyncio.run(run())
+    assert audio.decodes == 1
+
+
+def test_lost_audio_is_decoded_again_once_for_every_stage(store: JobStore) -> None:
+    job = new_job(store)
+    audio = FakeAudio()
+
+    async def run() -> None:
+        audio_lease = lease(store, job, audio)
+        await audio_lease.decode()
+        used = audio_lease.handle
+        audio.held.clear()  # the audio service restarted
+        first, second = await asyncio.gather(audio_lease.replace_if_lost(used), audio_lease.replace_if_lost(used))
+        assert first and second
+        assert audio_lease.handle is not None and audio_lease.handle.audio_id == "audio-2"
+        # A NOT_FOUND about something else (the audio is there): no decode.
+        assert not await audio_lease.replace_if_lost(audio_lease.handle)
+        await audio_lease.release()
+        await audio_lease.release()
+
+    asyncio.run(run())
+    assert audio.decodes == 2 and audio.released == ["audio-2"]
+    assert store.audio_handle(job.job_id) is None
+
+
+def test_release_audio_never_fails(store: JobStore) -> None:
+    job = new_job(store)
+
+    class Down(FakeAudio):
+        async def ReleaseAudio(
+            self, request: audio_pb2.ReleaseAudioRequest, **_: Any
+        ) -> audio_pb2.ReleaseAudioResponse:
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE)
+
+    asyncio.run(release_audio(Down(), store, job.job_id, common_pb2.AudioHandle(audio_id="x")))  # type: ignore[arg-type]
+
+
+def test_align_method_policy() -> None:
+    english = asr_pb2.TranscriptionOptions(language_code="en-GB")
+    french = asr_pb2.TranscriptionOptions(language_code="fr")
+    translated = asr_pb2.TranscriptionOptions(language_code="en", task=asr_pb2.TASK_TRANSLATE)
+    stored_before_profiles = gateway_pb2.JobConfig()
+    assert choose_align_method(stored_before_profiles, english) == align_pb2.ALIGN_METHOD_PHONETIC
+    assert choose_align_method(stored_before_profiles, french) == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+    assert choose_align_method(stored_before_profiles, translated) == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+    chosen = gateway_pb2.JobConfig(align_method=align_pb2.ALIGN_METHOD_CROSS_ATTENTION)
+    assert choose_align_method(chosen, english) == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+    skipped = gateway_pb2.JobConfig(skip_alignment=True, align_method=align_pb2.ALIGN_METHOD_PHONETIC)
+    assert choose_align_method(skipped, english) == align_pb2.ALIGN_METHOD_UNSPECIFIED
+
+
+def test_consecutive_runs_split_where_indices_jump() -> None:
+    assert consecutive_runs([1, 2, 3, 5, 6, 9], key=lambda index: index) == [[1, 2, 3], [5, 6], [9]]
+    assert consecutive_runs([], key=lambda index: index) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "queued", "workers", "done", "expected"),
+    [(4, 20, 2, False, 4), (4, 20, 2, True, 4), (4, 6, 2, True, 3), (4, 3, 2, True, 1), (4, 1, 2, True, 1)],
+)
+def test_the_last_chunks_are_shared_over_the_workers(
+    size: int, queued: int, workers: int, done: bool, expected: int
+) -> None:
+    assert tail_share(size, queued, workers, detection_done=done) == expected
