@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +29,18 @@ import numpy as np
 
 from common.channels import open_channel
 from common.convert import datetime_to_timestamp, seconds_to_duration, time_range_to_proto
-from common.errors import InvalidInputError, NotFoundError, UnavailableError
-from common.shm import BYTES_PER_SAMPLE, SAMPLE_DTYPE, Samples, attach_samples, host_id
+from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError, UnavailableError
+from common.shm import BYTES_PER_SAMPLE, SAMPLE_DTYPE, SEGMENT_NAME_PREFIX, Samples, attach_samples, host_id
 from common.transcript import TimeRange
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
+
+# A segment name as the audio service makes them: the prefix and hex digits, no path.
+_SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_VERIFY_TIMEOUT_S = 10.0
+_MAX_VERIFIED_HANDLES = 4096
 
 AUDIO_SERVICE_NAME = audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name
 """Full name of the audio service, for channels' service config and health checks."""
@@ -150,6 +156,13 @@ class AudioReader:
         self._map_local = map_local
         self._stubs: dict[str, audio_pb2_grpc.AudioServiceStub] = {}
         self._channels: list[grpc.aio.Channel] = []
+        # The configured target and each address it lists: the only ones a handle may name.
+        self._allowed_targets = {
+            _loopback_as_one(target)
+            for target in (default_target, *(item.strip() for item in default_target.split(",") if item.strip()))
+        }
+        # Handles confirmed by the audio service, by audio_id (oldest dropped first).
+        self._verified: dict[str, AudioRef] = {}
 
     @contextlib.asynccontextmanager
     async def open(
@@ -165,6 +178,7 @@ class AudioReader:
         cannot be reached.
         """
         ref = audio if isinstance(audio, AudioRef) else audio_ref_from_proto(audio)
+        ref = await self._checked(ref)
         start, end = sample_range(time_range, ref.sample_rate_hertz, ref.sample_count)
         with contextlib.ExitStack() as stack:
             mapped = self._map(ref, stack)
@@ -177,6 +191,52 @@ class AudioReader:
         """Like `open`, but returns a private copy the caller may keep."""
         async with self.open(audio, time_range) as samples:
             return np.array(samples, dtype=np.float32, copy=True)
+
+    async def _checked(self, ref: AudioRef) -> AudioRef:
+        """The handle as the audio service issued it. Its target must be the
+        configured audio service (never an address a caller names), its
+        segment one of the suite's; and with an audio service configured, the
+        handle must match what that service says of its audio_id (checked
+        once per audio_id), so a forged handle maps no other memory."""
+        if ref.audio_service_target and _loopback_as_one(ref.audio_service_target) not in self._allowed_targets:
+            raise PermissionDeniedError(
+                f"audio {ref.audio_id} names the audio service {ref.audio_service_target!r}, which is not the one "
+                "this service is configured to read from (SUBTITLER_AUDIO_TARGET)"
+            )
+        if ref.segment_name and (
+            not ref.segment_name.startswith(SEGMENT_NAME_PREFIX) or not _SEGMENT_NAME.fullmatch(ref.segment_name)
+        ):
+            raise InvalidInputError(
+                f"audio {ref.audio_id} names the shared-memory segment {ref.segment_name!r}, which the audio service "
+                "never issues: pass the handle DecodeFile or UploadAudio returned"
+            )
+        if not (self._default_target and ref.segment_name and self._map_local and ref.host_id == self._local_host_id):
+            return ref  # not mapped here: read over gRPC, where the audio service itself checks the audio_id
+        issued = self._verified.get(ref.audio_id)
+        if issued is None:
+            try:
+                handle = await self._stub(self._default_target).GetAudio(
+                    audio_pb2.GetAudioRequest(audio_id=ref.audio_id), timeout=_VERIFY_TIMEOUT_S
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    raise UnavailableError("the audio service is too old to confirm handles; upgrade it") from error
+                raise _domain_error(error, ref, self._default_target) from error
+            issued = audio_ref_from_proto(handle)
+            if len(self._verified) >= _MAX_VERIFIED_HANDLES:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[ref.audio_id] = issued
+        if (issued.segment_name, issued.sample_count, issued.sample_rate_hertz, issued.host_id) != (
+            ref.segment_name,
+            ref.sample_count,
+            ref.sample_rate_hertz,
+            ref.host_id,
+        ):
+            raise PermissionDeniedError(
+                f"the handle of audio {ref.audio_id} is not the one the audio service issued: pass the handle "
+                "DecodeFile or UploadAudio returned, unchanged"
+            )
+        return ref
 
     def _map(self, ref: AudioRef, stack: contextlib.ExitStack) -> Samples | None:
         if not (self._map_local and ref.segment_name and ref.host_id == self._local_host_id):
@@ -196,6 +256,7 @@ class AudioReader:
         return stub
 
     async def _read_remote(self, ref: AudioRef, start: int, end: int) -> Samples:
+        # The handle's own target only when it is one of the configured ones (checked in _checked).
         target = ref.audio_service_target or self._default_target
         if not target:
             raise UnavailableError(
@@ -243,6 +304,12 @@ class AudioReader:
         self._stubs.clear()
         for channel in channels:
             await channel.close()
+
+
+def _loopback_as_one(target: str) -> str:
+    """`target` with "localhost" written as 127.0.0.1, so the two name one address."""
+    host, separator, port = target.rpartition(":")
+    return f"127.0.0.1:{port}" if separator and host == "localhost" else target
 
 
 def _domain_error(error: grpc.aio.AioRpcError, ref: AudioRef, target: str) -> Exception:

@@ -157,11 +157,15 @@ class Suite:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout_s
-        stage_processes = [name for name in self.names() if name != "gateway"]
-        for name in stage_processes:
-            self._spawn(name)
-        for name in stage_processes:
-            self._await_port(name, deadline)
+        # The audio service first: the other stages read from the address it
+        # bound (they honour no audio-service address a handle names).
+        audio_processes = self.instances("audio")
+        stage_processes = [name for name in self.names() if name not in ("gateway", *audio_processes)]
+        for group in (audio_processes, stage_processes):
+            for name in group:
+                self._spawn(name)
+            for name in group:
+                self._await_port(name, deadline)
         self._spawn("gateway")
         self._await_port("gateway", deadline)
         self.wait_ready(deadline)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from common.config import ConfigError, env_float, env_int, env_path, env_str
+from common.config import ConfigError, env_float, env_int, env_list, env_path, env_str
 from common.server import ServerConfig
-from services.audio.decode import DecodeOptions
+from services.audio.decode import DEFAULT_DEMUXERS, DecodeOptions
 from services.audio.segments import LeaseOptions
 
 DEFAULT_PORT = 50052
@@ -43,6 +43,10 @@ class AudioConfig:
     # "host:port" put into every handle for consumers that read samples over
     # gRPC. Empty: derived from the bound address (see `handle_target`).
     advertised_target: str = ""
+    # FFmpeg demuxers files may be read with (comma-separated); single-file
+    # containers only by default: playlists (HLS, DASH) and lists (concat)
+    # would read outside the media root.
+    allowed_demuxers: tuple[str, ...] = DEFAULT_DEMUXERS
 
     def __post_init__(self) -> None:
         if self.lease_s > self.max_lease_s:
@@ -54,7 +58,7 @@ class AudioConfig:
 
     @property
     def decode_options(self) -> DecodeOptions:
-        return DecodeOptions(max_duration_s=self.max_duration_s)
+        return DecodeOptions(max_duration_s=self.max_duration_s, allowed_demuxers=self.allowed_demuxers)
 
     @property
     def lease_options(self) -> LeaseOptions:
@@ -100,4 +104,5 @@ class AudioConfig:
             ),
             decode_workers=env_int(env, f"{prefix}DECODE_WORKERS", defaults.decode_workers, minimum=1),
             advertised_target=env_str(env, f"{prefix}ADVERTISED_TARGET", ""),
+            allowed_demuxers=env_list(env, f"{prefix}DEMUXERS", DEFAULT_DEMUXERS),
         )

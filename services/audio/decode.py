@@ -59,6 +59,18 @@ TARGET_SAMPLE_RATE_HERTZ = 16_000
 _HEADER_DURATION_TOLERANCE = 1.02
 
 
+# Containers of one media file each (FFmpeg demuxer names; "mov" covers mp4,
+# m4a, 3gp, "matroska" covers webm).
+DEFAULT_DEMUXERS: tuple[str, ...] = (
+    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf", "dts", "dv", "eac3",
+    "flac", "flv", "gsm", "loas", "matroska", "mov", "mp3", "mpc", "mpc8", "mpeg", "mpegts", "mxf", "nut",
+    "ogg", "rm", "tak", "truehd", "tta", "voc", "w64", "wav", "wv", "xwma",
+)  # fmt: skip
+# FFmpeg protocols a path may be opened with: the local file, nothing else
+# (no concat:, http:, tcp:, ...), also for what a container refers to.
+ALLOWED_PROTOCOLS = "file"
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """How to decode."""
@@ -67,6 +79,11 @@ class DecodeOptions:
     sample_rate_hertz: int = TARGET_SAMPLE_RATE_HERTZ
     # Longest audio accepted (4 h); longer input fails early.
     max_duration_s: float = 4 * 3600.0
+    # FFmpeg demuxers a file may be read with (FFmpeg's format_whitelist):
+    # containers of one file only. Playlists and lists of other files (HLS,
+    # DASH, concat, image sequences) are refused: they would read files or
+    # addresses outside the media root, or refer to themselves for ever.
+    allowed_demuxers: tuple[str, ...] = DEFAULT_DEMUXERS
 
 
 @dataclass(frozen=True)
@@ -130,10 +147,25 @@ def decode_file(
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {path}")
     try:
-        # An absolute path, so FFmpeg never reads it as a protocol ("concat:").
-        container = av.open(str(path.absolute()), mode="r", metadata_errors="ignore")
+        # An absolute path, so FFmpeg never reads it as a protocol ("concat:"),
+        # and only single-file containers over the file protocol.
+        container = av.open(
+            str(path.absolute()),
+            mode="r",
+            metadata_errors="ignore",
+            container_options={
+                "format_whitelist": ",".join(options.allowed_demuxers),
+                "protocol_whitelist": ALLOWED_PROTOCOLS,
+            },
+        )
     except av.error.FileNotFoundError:
-        raise NotFoundError(f"no such file: {path}") from None
+        raise NotFoundError(f"no such file: {name}") from None
+    except av.error.ArgumentError as error:
+        # What FFmpeg says when the detected format is not allowed.
+        raise InvalidInputError(
+            f"{name} is not a media file the audio service reads (a playlist or a list of other files is not; "
+            f"containers of one file are: {', '.join(options.allowed_demuxers)}): {_reason(error)}"
+        ) from error
     except av.error.FFmpegError as error:
         raise InvalidInputError(f"{name} is not a readable media file: {_reason(error)}") from error
     with container:
@@ -179,9 +211,18 @@ def _decode_container(
     bad_packet_count = 0
     first_bad_reason = ""
 
+    non_finite_count = 0
+
     def keep(frames: list[av.AudioFrame]) -> None:
+        nonlocal non_finite_count
         for frame in frames:
-            blocks.append(frame.to_ndarray().reshape(-1))
+            samples = frame.to_ndarray().reshape(-1)
+            finite = np.isfinite(samples)
+            if not finite.all():
+                # NaN or infinite samples (a corrupt float stream) would make Whisper babble: silence them.
+                non_finite_count += int(samples.size - np.count_nonzero(finite))
+                samples = np.where(finite, samples, np.float32(0.0))
+            blocks.append(samples)
         if blocks.sample_count > max_samples:
             raise ResourceExhaustedError(_too_long_message(name, None, options))
 
@@ -208,6 +249,8 @@ def _decode_container(
             blocks.sample_count / options.sample_rate_hertz,
             _reason(error),
         )
+    if non_finite_count:
+        logger.warning("%s: %d samples were not finite numbers (NaN or infinite); made silent", name, non_finite_count)
     if bad_packet_count:
         if blocks.sample_count == 0:
             raise InvalidInputError(f"{name} could not be decoded: {first_bad_reason}")

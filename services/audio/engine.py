@@ -125,6 +125,10 @@ class AudioEngine:
     def renew(self, audio_id: str, lease_s: float | None = None) -> datetime:
         return self.store.renew(_checked_id(audio_id), lease_s)
 
+    def describe(self, audio_id: str) -> AudioRef:
+        """The handle of stored audio as issued; `NotFoundError` if unknown or released."""
+        return self.store.describe(_checked_id(audio_id))
+
     def release(self, audio_id: str) -> bool:
         return self.store.release(_checked_id(audio_id))
 

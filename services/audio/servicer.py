@@ -24,6 +24,7 @@ from common.errors import InvalidInputError
 from common.uploads import ensure_upload_complete
 from services.audio.engine import AudioEngine, DecodeResult
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
+from subtitler.common.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,11 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         lease_s = duration_to_seconds(request.lease_duration) if request.HasField("lease_duration") else None
         expire_time = self._engine.renew(request.audio_id, lease_s)
         return audio_pb2.RenewLeaseResponse(lease_expire_time=datetime_to_timestamp(expire_time))
+
+    async def GetAudio(
+        self, request: audio_pb2.GetAudioRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.AudioHandle:
+        return audio_ref_to_proto(self._engine.describe(request.audio_id))
 
     async def ReleaseAudio(
         self, request: audio_pb2.ReleaseAudioRequest, context: grpc.aio.ServicerContext

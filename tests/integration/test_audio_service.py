@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.audio_access import AUDIO_SERVICE_NAME, AudioReader, audio_ref_from_proto
 from common.convert import duration_to_seconds, time_range_to_proto, timestamp_to_epoch
-from common.errors import NotFoundError
+from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from common.server import RunningServer, ServerConfig
 from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, attach_samples, host_id, segment_exists
 from common.transcript import TimeRange
@@ -374,24 +374,56 @@ def test_audio_reader_reports_released_audio_as_not_found(audio: Fixture) -> Non
         audio.servers.call(read_released())
 
 
-def test_audio_reader_uses_the_handle_target_first(audio: Fixture) -> None:
+def test_audio_reader_reads_only_from_the_configured_audio_service(audio: Fixture) -> None:
     handle = common_pb2.AudioHandle()
     handle.CopyFrom(audio.decode("audio.wav").audio)
-    handle.host_id = "elsewhere"
+    handle.host_id = "elsewhere"  # not mapped here: read over gRPC
     opened: list[str] = []
 
     def channel_factory(target: str) -> grpc.aio.Channel:
         opened.append(target)
         return grpc.aio.insecure_channel(target)
 
-    async def read() -> np.ndarray:
-        reader = AudioReader("localhost:1", channel_factory=channel_factory)
+    async def read(configured: str) -> np.ndarray:
+        reader = AudioReader(configured, channel_factory=channel_factory)
         try:
             return await reader.read(handle)
         finally:
             await reader.close()
 
-    samples = audio.servers.call(read())
+    # A handle naming an address the consumer is not configured with opens no connection to it.
+    with pytest.raises(PermissionDeniedError, match="not the one this service is configured to read from"):
+        audio.servers.call(read("localhost:1"))
+    assert opened == []
+    samples = audio.servers.call(read(audio.target))
     assert samples.size == handle.sample_count
     assert opened == [audio.target]
     audio.release(handle.audio_id)
+
+
+def test_forged_handles_map_no_memory(audio: Fixture) -> None:
+    issued = audio.decode("audio.wav").audio
+    other = audio.decode("audio.wav").audio  # another job's audio, in its own segment
+
+    async def read(handle: common_pb2.AudioHandle) -> np.ndarray:
+        reader = AudioReader(audio.target)
+        try:
+            return await reader.read(handle)
+        finally:
+            await reader.close()
+
+    forged = common_pb2.AudioHandle()
+    forged.CopyFrom(issued)
+    forged.segment_name = other.segment_name  # a real segment, not this audio's
+    with pytest.raises(PermissionDeniedError, match="not the one the audio service issued"):
+        audio.servers.call(read(forged))
+    forged.segment_name = "../../etc/passwd"
+    with pytest.raises(InvalidInputError, match="never issues"):
+        audio.servers.call(read(forged))
+    forged.segment_name = issued.segment_name
+    forged.audio_id = "made-up"
+    with pytest.raises(NotFoundError):
+        audio.servers.call(read(forged))
+    assert audio.servers.call(read(issued)).size == issued.sample_count
+    audio.release(issued.audio_id)
+    audio.release(other.audio_id)

@@ -25,7 +25,7 @@ from services.vad.servicer import SERVICE_NAME, vad_options_from_proto
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
-from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
+from tests.integration.inprocess import ServerLoop, wait_serving
 from tests.speech import build_long_recording, speech_available, write_wav
 
 pytestmark = [
@@ -141,8 +141,12 @@ def test_reads_over_grpc_when_the_audio_is_on_another_host(services: Services, d
 
 def test_silence_and_empty_audio_give_progress_only(services: Services) -> None:
     for sample_count in (0, 8 * SAMPLE_RATE_HERTZ):
-        with audio_in_shared_memory(np.zeros(sample_count, dtype=np.float32), "silence") as handle:
+        path = write_wav(services.media_root / f"silence-{sample_count}.wav", np.zeros(sample_count, np.float32))
+        handle = services.audio.DecodeFile(audio_pb2.DecodeFileRequest(path=path.name), timeout=60).audio
+        try:
             responses = detect(services, handle)
+        finally:
+            services.audio.ReleaseAudio(audio_pb2.ReleaseAudioRequest(audio_id=handle.audio_id), timeout=10)
         assert all(not response.HasField("chunk") for response in responses)
         assert duration_to_seconds(responses[-1].analysed_duration) == sample_count / SAMPLE_RATE_HERTZ
 
@@ -214,3 +218,24 @@ def test_a_cancelled_detection_frees_its_slot(services: Services, decoded: commo
     running.cancel()
     responses = list(services.vad.DetectSpeech(vad_pb2.DetectSpeechRequest(audio=decoded), timeout=10))
     assert any(response.HasField("chunk") for response in responses)
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"audio_service_target": "127.0.0.1:9"}, grpc.StatusCode.PERMISSION_DENIED),
+        ({"segment_name": "../../etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"sample_count": 10}, grpc.StatusCode.PERMISSION_DENIED),
+    ],
+    ids=["foreign-audio-service", "segment-outside-the-suite", "tampered"],
+)
+def test_forged_handles_are_refused(
+    services: Services, decoded: common_pb2.AudioHandle, change: dict[str, object], code: grpc.StatusCode
+) -> None:
+    forged = common_pb2.AudioHandle()
+    forged.CopyFrom(decoded)
+    for name, value in change.items():
+        setattr(forged, name, value)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(services.vad.DetectSpeech(vad_pb2.DetectSpeechRequest(audio=forged), timeout=30))
+    assert raised.value.code() == code, raised.value.details()

@@ -196,3 +196,58 @@ def test_long_audio_is_held_in_few_large_blocks(tmp_path: Path) -> None:
 def test_device_files_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="not a regular file"):
         decode_file(Path("/dev/null"))
+
+
+@pytest.fixture
+def outside_and_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A media root and, beside it (outside it), a real recording."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    samples = (0.3 * np.sin(np.arange(16_000, dtype=np.float32) / 5)).astype(np.float32)
+    write_wav(outside / "secret.wav", samples)
+    write_media(outside / "secret.m4a", next(spec for spec in MEDIA_SPECS if spec.container_format == "ipod"))
+    return root, outside
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["file:{outside}/secret.wav", "../outside/secret.m4a", "{outside}/secret.wav", "list.m3u8"],
+    ids=["file-protocol", "relative-escape", "absolute", "itself"],
+)
+def test_playlists_are_refused(outside_and_root: tuple[Path, Path], segment: str) -> None:
+    root, outside = outside_and_root
+    playlist = root / "list.m3u8"
+    playlist.write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n" + segment.format(outside=outside) + "\n#EXT-X-ENDLIST\n"
+    )
+    with pytest.raises(InvalidInputError, match="playlist"):
+        decode_file(playlist)
+
+
+def test_concat_lists_are_refused(outside_and_root: tuple[Path, Path]) -> None:
+    root, outside = outside_and_root
+    listing = root / "list.txt"
+    listing.write_text(f"ffconcat version 1.0\nfile '{outside / 'secret.wav'}'\n")
+    with pytest.raises(InvalidInputError):
+        decode_file(listing)
+
+
+def test_non_finite_samples_are_made_silent(tmp_path: Path) -> None:
+    samples = np.full(16_000, 0.25, dtype=np.float32)
+    samples[100:200] = np.nan
+    samples[300] = np.inf
+    path = tmp_path / "nan.wav"
+    import av
+
+    with av.open(str(path), mode="w", format="wav") as output:
+        stream = output.add_stream("pcm_f32le", rate=16_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = 16_000
+        for packet in stream.encode(frame):
+            output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    decoded = decode_file(path).samples()
+    assert np.isfinite(decoded).all()
+    assert decoded.size == 16_000 and np.count_nonzero(decoded == 0.0) >= 101

@@ -22,6 +22,28 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetAudioRequest(_message.Message):
+    """Request of GetAudio."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_ID_FIELD_NUMBER: _builtins.int
+    audio_id: _builtins.str
+    """The audio_id of a handle."""
+    def __init__(
+        self,
+        *,
+        audio_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_id", b"audio_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAudioRequest: _TypeAlias = GetAudioRequest  # noqa: Y015
+
+@_typing.final
 class DecodeFileRequest(_message.Message):
     """Request of DecodeFile."""
 

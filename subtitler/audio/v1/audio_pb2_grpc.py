@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from subtitler.audio.v1 import audio_pb2 as subtitler_dot_audio_dot_v1_dot_audio__pb2
+from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -60,6 +61,11 @@ class AudioServiceStub:
                 request_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioRequest.SerializeToString,
                 response_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioResponse.FromString,
                 _registered_method=True)
+        self.GetAudio = channel.unary_unary(
+                '/subtitler.audio.v1.AudioService/GetAudio',
+                request_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.SerializeToString,
+                response_deserializer=subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.FromString,
+                _registered_method=True)
 
 
 class AudioServiceServicer:
@@ -107,6 +113,16 @@ class AudioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAudio(self, request, context):
+        """The handle of decoded audio as this service issued it. Stage services
+        check every handle they are given against it before they map its
+        shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
+        released audio.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +150,11 @@ def add_AudioServiceServicer_to_server(servicer, server):
                     servicer.ReleaseAudio,
                     request_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioRequest.FromString,
                     response_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioResponse.SerializeToString,
+            ),
+            'GetAudio': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAudio,
+                    request_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.FromString,
+                    response_serializer=subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +293,33 @@ class AudioService:
             '/subtitler.audio.v1.AudioService/ReleaseAudio',
             subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioRequest.SerializeToString,
             subtitler_dot_audio_dot_v1_dot_audio__pb2.ReleaseAudioResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAudio(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/subtitler.audio.v1.AudioService/GetAudio',
+            subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.SerializeToString,
+            subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.FromString,
             options,
             channel_credentials,
             insecure,

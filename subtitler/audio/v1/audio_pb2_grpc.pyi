@@ -8,6 +8,7 @@ float32 samples held in shared memory, and hands out handles to them.
 from collections import abc as _abc
 from grpc import aio as _aio
 from subtitler.audio.v1 import audio_pb2 as _audio_pb2
+from subtitler.common.v1 import common_pb2 as _common_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -54,6 +55,12 @@ class AudioServiceStub:
     """Extends the lease of decoded audio. NOT_FOUND: unknown or released audio."""
     ReleaseAudio: _grpc.UnaryUnaryMultiCallable[_audio_pb2.ReleaseAudioRequest, _audio_pb2.ReleaseAudioResponse]
     """Frees decoded audio now. Releasing unknown or released audio succeeds."""
+    GetAudio: _grpc.UnaryUnaryMultiCallable[_audio_pb2.GetAudioRequest, _common_pb2.AudioHandle]
+    """The handle of decoded audio as this service issued it. Stage services
+    check every handle they are given against it before they map its
+    shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
+    released audio.
+    """
 
 @_typing.type_check_only
 class AudioServiceAsyncStub(AudioServiceStub):
@@ -79,6 +86,12 @@ class AudioServiceAsyncStub(AudioServiceStub):
     """Extends the lease of decoded audio. NOT_FOUND: unknown or released audio."""
     ReleaseAudio: _aio.UnaryUnaryMultiCallable[_audio_pb2.ReleaseAudioRequest, _audio_pb2.ReleaseAudioResponse]  # type: ignore[assignment]
     """Frees decoded audio now. Releasing unknown or released audio succeeds."""
+    GetAudio: _aio.UnaryUnaryMultiCallable[_audio_pb2.GetAudioRequest, _common_pb2.AudioHandle]  # type: ignore[assignment]
+    """The handle of decoded audio as this service issued it. Stage services
+    check every handle they are given against it before they map its
+    shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
+    released audio.
+    """
 
 class AudioServiceServicer(metaclass=_abc_1.ABCMeta):
     """Decodes media into shared memory and manages the lifetime of the result."""
@@ -131,5 +144,17 @@ class AudioServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audio_pb2.ReleaseAudioResponse, _abc.Awaitable[_audio_pb2.ReleaseAudioResponse]]:
         """Frees decoded audio now. Releasing unknown or released audio succeeds."""
+
+    @_abc_1.abstractmethod
+    def GetAudio(
+        self,
+        request: _audio_pb2.GetAudioRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.AudioHandle, _abc.Awaitable[_common_pb2.AudioHandle]]:
+        """The handle of decoded audio as this service issued it. Stage services
+        check every handle they are given against it before they map its
+        shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
+        released audio.
+        """
 
 def add_AudioServiceServicer_to_server(servicer: AudioServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
