@@ -69,6 +69,10 @@ class GatewayConfig:
     # calls are kept in flight (two per worker); 0: asked from the ASR
     # services' status.
     asr_workers: int = 0
+    # WatchJob streams open at once; they have their own bound, on top of
+    # SUBTITLER_GATEWAY_MAX_CONCURRENT_RPCS, so watchers never starve the
+    # unary calls (GetJob, CreateJob...).
+    max_watchers: int = 1000
     # Deadline of one call to a peer service, in seconds.
     call_timeout_s: float = 600.0
     # Retries and waiting for stage services.
@@ -96,6 +100,7 @@ class GatewayConfig:
             asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=0),
             asr_workers=env_int(env, f"{prefix}ASR_WORKERS", cls.asr_workers, minimum=0),
             call_timeout_s=env_float(env, f"{prefix}CALL_TIMEOUT_S", cls.call_timeout_s, minimum=1.0),
+            max_watchers=env_int(env, f"{prefix}MAX_WATCHERS", cls.max_watchers, minimum=1),
             max_queued_jobs=env_int(env, f"{prefix}MAX_QUEUED_JOBS", cls.max_queued_jobs, minimum=0),
             retention_s=env_float(env, f"{prefix}RETENTION_S", cls.retention_s, minimum=0.0),
             retention_sweep_interval_s=env_float(

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from common.convert import epoch_to_timestamp
+from common.errors import ResourceExhaustedError
 from gateway.jobs import JobRecord
 from gateway.store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
@@ -17,9 +18,14 @@ class EventHub:
     """Publishes a job's events: each is stored first (so a watcher that comes
     later replays it), then handed to the live watchers of that job."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, *, max_watchers: int = 1000, retry_after_s: float = 5.0) -> None:
+        """`max_watchers`: watch streams open at once over all jobs; more are
+        refused (RESOURCE_EXHAUSTED with `retry_after_s`)."""
         self._store = store
         self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent]]] = defaultdict(set)
+        self.max_watchers = max_watchers
+        self._retry_after_s = retry_after_s
+        self._watcher_count = 0
 
     async def publish(self, job: JobRecord, **detail: object) -> gateway_pb2.JobEvent:
         event = gateway_pb2.JobEvent(
@@ -36,9 +42,17 @@ class EventHub:
 
     async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[gateway_pb2.JobEvent]:
         """Every stored event after `after_sequence`, then live ones, until the
-        job's final state. Each event is yielded once, in sequence order."""
+        job's final state. Each event is yielded once, in sequence order.
+        `ResourceExhaustedError` when `max_watchers` streams are open."""
+        if self._watcher_count >= self.max_watchers:
+            raise ResourceExhaustedError(
+                f"{self._watcher_count} watch streams are open, the most this gateway keeps; "
+                f"retry in {self._retry_after_s:g} s, or poll GetJob",
+                retry_after_s=self._retry_after_s,
+            )
         queue: asyncio.Queue[gateway_pb2.JobEvent] = asyncio.Queue()
         self._watchers[job_id].add(queue)
+        self._watcher_count += 1
         try:
             last = after_sequence
             for event in await self._store.run(self._store.events_after, job_id, after_sequence):
@@ -55,6 +69,8 @@ class EventHub:
             while True:
                 event = await queue.get()
                 if event.sequence <= last:
+                    if _is_final(event):
+                        return  # asked for events after the last one: the job has ended
                     continue
                 # Normally the next one; after a gap (events published
                 # concurrently), the stored ones fill it in order.
@@ -69,6 +85,7 @@ class EventHub:
                     if _is_final(item):
                         return
         finally:
+            self._watcher_count -= 1
             self._watchers[job_id].discard(queue)
             if not self._watchers[job_id]:
                 del self._watchers[job_id]

@@ -87,7 +87,7 @@ async def create(config: GatewayConfig) -> RunningServer:
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
     store = JobStore(config.data_dir / "jobs.sqlite3")
-    events = EventHub(store)
+    events = EventHub(store, max_watchers=config.max_watchers)
     targets = {
         "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
         "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
@@ -122,8 +122,12 @@ async def create(config: GatewayConfig) -> RunningServer:
         )
 
     status = GatewayStatusServicer(report, StatusServicer(report, figures), status_stubs)
+    # Watch streams count against gRPC's limit too: give them room of their own.
+    server_config = dataclasses.replace(
+        config.server, max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_watchers
+    )
     running = create_server(
-        config.server,
+        server_config,
         "gateway",
         [
             (

@@ -21,7 +21,7 @@ from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
 from gateway.subtitles import render
-from gateway.validation import validate_job_config, validate_priority, validate_request_id
+from gateway.validation import validate_job_config, validate_path, validate_priority, validate_request_id
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 50
@@ -80,6 +80,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.Job:
         if not request.path.strip():
             raise InvalidInputError("path is empty: give the path of a media file on the audio service's host")
+        validate_path(request.path)
         validate_job_config(request.config)
         validate_request_id(request.request_id)
         validate_priority(request.priority)

@@ -2,9 +2,11 @@
 
 UNAVAILABLE means a service is down or loading: the call waits, its reason
 visible on the job and to watchers, up to `RetryPolicy.max_unavailable_wait_s`.
-DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and ABORTED are retried with
-exponential backoff and full jitter (or the service's `retry-after-s` hint)
-up to `RetryPolicy.max_retries` times. A NOT_FOUND after the job's audio went
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED from a busy service (one that says
+when to retry) and ABORTED are retried with exponential backoff and full
+jitter (or the service's `retry-after-s` hint) up to `RetryPolicy.max_retries`
+times; a RESOURCE_EXHAUSTED without a hint is a limit of the input (audio over
+the maximum duration) and fails at once. A NOT_FOUND after the job's audio went
 away is handed to `on_not_found`, which may get the audio back (the call is
 then tried again). Any other code fails the job with the service's message.
 Every failed attempt is stored on the job and published as a `retry` event.
@@ -70,6 +72,16 @@ def retry_after_s(error: grpc.aio.AioRpcError) -> float | None:
             with contextlib.suppress(ValueError):
                 return float(value)
     return None
+
+
+# What gRPC itself says when a server is at its maximum_concurrent_rpcs.
+_GRPC_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
+
+
+def _busy(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a RESOURCE_EXHAUSTED is a service at capacity (it says when to
+    retry, or gRPC refused for too many calls) rather than a limit of the input."""
+    return retry_after_s(error) is not None or _GRPC_CONCURRENCY_LIMIT in (error.details() or "")
 
 
 class LostAudioRecovery(Protocol):
@@ -139,6 +151,10 @@ class StageCaller:
                     await self._wait_for_service(wait_key, stage, details, delay_s)
                     # Waits are bounded by time, not by a count.
                     await self.record_retry(stage, chunk_index, waits, 0, code, details, delay_s)
+                elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and not _busy(error):
+                    # A limit (audio over the maximum duration, an upload too
+                    # large), not a busy service: the same call fails again.
+                    raise StageFailedError(stage, code, details) from error
                 elif code in RETRIED_CODES:
                     retries += 1
                     if retries > policy.max_retries:

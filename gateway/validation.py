@@ -4,6 +4,8 @@ The stage services check everything again."""
 
 from __future__ import annotations
 
+import math
+
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
 from common.languages import WHISPER_LANGUAGES, to_whisper_language
@@ -14,6 +16,17 @@ from subtitler.gateway.v1 import gateway_pb2
 # The ASR service's default SUBTITLER_ASR_MAX_BATCH_SIZE, and its beam limit.
 MAX_BATCH_SIZE = 32
 MAX_BEAM_SIZE = 16
+# Whisper's sampling temperatures that make sense.
+MAX_TEMPERATURE = 1.0
+# Speech chunks: at most Whisper's window, at least long enough to hold a word.
+MIN_CHUNK_S = 1.0
+MAX_CHUNK_S = 30.0
+# Silence and speech lengths of the VAD options, and the padding around speech.
+MAX_VAD_DURATION_S = 30.0
+MAX_SPEECH_PAD_S = 5.0
+DEFAULT_SPEECH_PAD_S = 0.4
+# One silero frame (32 ms): a chunk holds the padding on both sides and at least one.
+VAD_FRAME_S = 0.032
 
 
 def validate_job_config(config: gateway_pb2.JobConfig) -> None:
@@ -37,17 +50,34 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
         raise InvalidInputError(
             f"batch_size {transcription.batch_size} must be between 1 and {MAX_BATCH_SIZE} (0: the default)"
         )
-    if transcription.temperature < 0 or transcription.temperature > 1:
-        raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and 1")
+    if not (math.isfinite(transcription.temperature) and 0 <= transcription.temperature <= MAX_TEMPERATURE):
+        raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
     vad = config.speech_detection
     if vad.threshold and not 0 < vad.threshold < 1:
         raise InvalidInputError(f"speech detection threshold {vad.threshold} must be between 0 and 1 (exclusive)")
+    if vad.threshold != vad.threshold:
+        raise InvalidInputError("speech detection threshold is not a number")
     max_chunk_s = duration_to_seconds(vad.max_chunk_duration)
-    if max_chunk_s < 0 or max_chunk_s > 30:
-        raise InvalidInputError(f"max_chunk_duration {max_chunk_s} s must be at most 30 s (Whisper's window)")
-    for name in ("min_silence_duration", "speech_pad", "min_speech_duration"):
-        if duration_to_seconds(getattr(vad, name)) < 0:
-            raise InvalidInputError(f"{name} must not be negative")
+    # As the VAD service reads them: a zero duration takes the default.
+    if max_chunk_s and not MIN_CHUNK_S <= max_chunk_s <= MAX_CHUNK_S:
+        raise InvalidInputError(
+            f"max_chunk_duration {max_chunk_s:g} s must be between {MIN_CHUNK_S:g} s and {MAX_CHUNK_S:g} s"
+            " (Whisper's window)"
+        )
+    for name, limit_s in (
+        ("min_silence_duration", MAX_VAD_DURATION_S),
+        ("speech_pad", MAX_SPEECH_PAD_S),
+        ("min_speech_duration", MAX_VAD_DURATION_S),
+    ):
+        value_s = duration_to_seconds(getattr(vad, name))
+        if not 0 <= value_s <= limit_s:
+            raise InvalidInputError(f"{name} {value_s:g} s must be between 0 and {limit_s:g} s")
+    pad_s = duration_to_seconds(vad.speech_pad) or DEFAULT_SPEECH_PAD_S
+    chunk_s = max_chunk_s or MAX_CHUNK_S
+    if 2 * pad_s + VAD_FRAME_S >= chunk_s:
+        raise InvalidInputError(
+            f"speech_pad {pad_s:g} s on both sides leaves no room for speech in chunks of {chunk_s:g} s"
+        )
     if config.align_method not in align_pb2.AlignMethod.values():
         raise InvalidInputError(f"unknown align method {config.align_method}")
     if config.profile not in gateway_pb2.Profile.values():
@@ -55,7 +85,17 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
 
 
 MAX_REQUEST_ID_CHARS = 128
+# Longest server-side path accepted (Linux's PATH_MAX).
+MAX_PATH_BYTES = 4096
 MAX_PRIORITY = 100
+
+
+def validate_path(path: str) -> None:
+    """A server-side path: bounded, no NUL (INVALID_ARGUMENT)."""
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise InvalidInputError(f"path is {len(path.encode())} bytes long; at most {MAX_PATH_BYTES}")
+    if "\x00" in path:
+        raise InvalidInputError("path contains a NUL character")
 
 
 def validate_request_id(request_id: str) -> None:

@@ -46,6 +46,8 @@ TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 16
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
+# Chunks one Transcribe request may carry (16 minutes of 30 s chunks).
+MAX_CHUNKS_PER_REQUEST = 32
 # Audio of the warm-up transcription (two seconds).
 WARM_UP_SAMPLES = 2 * 16_000
 
@@ -211,9 +213,12 @@ class Transcriber:
     shared.
     """
 
-    def __init__(self, models: ModelCache, *, max_batch_size: int = 32) -> None:
+    def __init__(
+        self, models: ModelCache, *, max_batch_size: int = 32, max_chunks_per_request: int = MAX_CHUNKS_PER_REQUEST
+    ) -> None:
         self.models = models
         self.max_batch_size = max_batch_size
+        self.max_chunks_per_request = max_chunks_per_request
 
     def transcribe(
         self,
@@ -244,6 +249,11 @@ class Transcriber:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
         if options.batch_size > self.max_batch_size:
             raise InvalidInputError(f"batch_size {options.batch_size} is over the limit of {self.max_batch_size}")
+        if len(chunks) > self.max_chunks_per_request:
+            # One caller must not hold a worker for minutes: long audio goes in several calls.
+            raise InvalidInputError(
+                f"{len(chunks)} chunks in one request; at most {self.max_chunks_per_request}: send them in several"
+            )
         checked = [check_range(chunk, window.audio_duration_s, MAX_CHUNK_DURATION_S) for chunk in chunks]
         parts = [
             _chunk_of(first_chunk_index + position, chunk, window.audio_sample_count)

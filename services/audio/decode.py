@@ -141,7 +141,7 @@ def decode_file(
     try:
         size_bytes = path.stat().st_size
     except FileNotFoundError:
-        raise NotFoundError(f"no such file: {path}") from None
+        raise NotFoundError(f"no such file: {name}") from None
     except PermissionError:
         raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
     if not path.is_file():
@@ -160,6 +160,8 @@ def decode_file(
         )
     except av.error.FileNotFoundError:
         raise NotFoundError(f"no such file: {name}") from None
+    except av.error.PermissionError:
+        raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
     except av.error.ArgumentError as error:
         # What FFmpeg says when the detected format is not allowed.
         raise InvalidInputError(

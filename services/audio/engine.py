@@ -53,9 +53,10 @@ def resolve_media_path(media_root: Path, requested: str) -> Path:
         candidate = root / candidate
     resolved = candidate.resolve()
     if not resolved.is_relative_to(root):
+        # The message names the caller's own path, never the server's directories.
         raise PermissionDeniedError(
-            f"{requested} is outside the media root {root} of the audio service; "
-            "put the file under it, or upload it instead"
+            f"{requested} is outside the media root of the audio service; "
+            "give a path relative to it, or upload the file instead"
         )
     return resolved
 

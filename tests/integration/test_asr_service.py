@@ -185,3 +185,10 @@ def test_models_are_listed_loaded_and_unloaded(stub: asr_pb2_grpc.AsrServiceStub
     assert loaded.state == asr_pb2.MODEL_STATE_READY and not loaded.pinned
     unloaded = stub.UnloadModel(asr_pb2.UnloadModelRequest(model="embedded:base"), timeout=10)
     assert unloaded.state == asr_pb2.MODEL_STATE_UNLOADED and unloaded.memory_bytes == 0
+
+
+def test_one_request_carries_a_bounded_number_of_chunks(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(transcribe_request(speech, [TimeRange(0.0, 1.0)] * 33), timeout=60))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 32: send them in several" in (raised.value.details() or "")

@@ -206,3 +206,30 @@ def test_bad_requests_are_refused(gateway: Gateway) -> None:
     with pytest.raises(grpc.RpcError) as negative:
         list(gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=gateway.create().job_id, after_sequence=-1)))
     assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_open_watchers_never_starve_unary_calls(tmp_path: Path) -> None:
+    gateway = Gateway(tmp_path, max_concurrent_rpcs="8", max_watchers="70")
+    try:
+        job = gateway.create()
+        watches = [gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id)) for _ in range(70)]
+        for watch in watches:
+            next(watch)  # each stream is open and has its first event
+        # Far more watchers than MAX_CONCURRENT_RPCS: GetJob and CreateJob still answer.
+        assert gateway.get(job.job_id).job_id == job.job_id
+        gateway.create(path="other.wav")
+        with pytest.raises(grpc.RpcError) as refused:
+            next(gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "watch streams are open" in (refused.value.details() or "")
+        for watch in watches:
+            watch.cancel()
+    finally:
+        assert gateway.stop() == 0
+
+
+def test_a_watch_past_the_last_event_ends_with_the_job(gateway: Gateway) -> None:
+    job = gateway.create()
+    watch = gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id, after_sequence=10**9), timeout=30)
+    gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id))
+    assert list(watch) == []  # the stream closed when the job ended, with nothing after the asked sequence

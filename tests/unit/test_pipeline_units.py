@@ -259,3 +259,14 @@ def test_the_last_chunks_are_shared_over_the_workers(
     size: int, queued: int, workers: int, done: bool, expected: int
 ) -> None:
     assert tail_share(size, queued, workers, detection_done=done) == expected
+
+
+def test_a_limit_is_not_retried_but_a_busy_service_is(store: JobStore) -> None:
+    job = new_job(store)
+    attempt, calls = failing(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "audio lasts 5 h; at most 4 h"))
+    with pytest.raises(StageFailedError):
+        asyncio.run(caller(store, job).call(Stage.DECODE, -1, attempt))
+    assert calls[0] == 1  # one decode, not four
+    attempt, calls = failing(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
+    assert asyncio.run(caller(store, job).call(Stage.DECODE, -1, attempt)) == "done"
+    assert calls[0] == 2
