@@ -44,3 +44,7 @@ class DataLossError(SuiteError):
 
 class CancelledError(SuiteError):
     """The work was cancelled by the caller (CANCELLED)."""
+
+
+class UnauthenticatedError(SuiteError):
+    """No valid credentials for a service that needs them (UNAUTHENTICATED)."""

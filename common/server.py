@@ -61,6 +61,7 @@ _STATUS_OF_ERROR: dict[type[errors.SuiteError], grpc.StatusCode] = {
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.CancelledError: grpc.StatusCode.CANCELLED,
     errors.DataLossError: grpc.StatusCode.DATA_LOSS,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 
@@ -50,6 +50,28 @@ STAGE_NAMES = {
     gateway_pb2.STAGE_TRANSCRIBE: "transcribe",
     gateway_pb2.STAGE_ALIGN: "align",
 }
+
+
+class BearerToken(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor
+):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(details.metadata or ()), self._metadata]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
 
 
 class CliError(Exception):
@@ -246,7 +268,14 @@ def system(channel: grpc.Channel) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
     root.add_argument(
-        "--gateway", default=os.environ.get("SUBTITLER_GATEWAY", "localhost:50051"), help="gateway address (host:port)"
+        "--gateway",
+        default=os.environ.get("SUBTITLER_GATEWAY", "localhost:50051"),
+        help="gateway address, host:port (default: $SUBTITLER_GATEWAY or %(default)s)",
+    )
+    root.add_argument(
+        "--token",
+        default=os.environ.get("SUBTITLER_TOKEN", ""),
+        help="bearer token, when the gateway has SUBTITLER_GATEWAY_TOKENS_FILE (default: $SUBTITLER_TOKEN)",
     )
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -292,7 +321,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
-    with grpc.insecure_channel(options.gateway) as channel:
+    with grpc.insecure_channel(options.gateway) as plain:
+        channel = grpc.intercept_channel(plain, BearerToken(options.token)) if options.token else plain
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:
             if options.command == "transcribe":

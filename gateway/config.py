@@ -73,6 +73,9 @@ class GatewayConfig:
     # SUBTITLER_GATEWAY_MAX_CONCURRENT_RPCS, so watchers never starve the
     # unary calls (GetJob, CreateJob...).
     max_watchers: int = 1000
+    # Clients' bearer tokens, one "name:token" a line (see gateway.auth);
+    # None: no authentication.
+    tokens_file: Path | None = None
     # Deadline of one call to a peer service, in seconds.
     call_timeout_s: float = 600.0
     # Retries and waiting for stage services.
@@ -101,6 +104,9 @@ class GatewayConfig:
             asr_workers=env_int(env, f"{prefix}ASR_WORKERS", cls.asr_workers, minimum=0),
             call_timeout_s=env_float(env, f"{prefix}CALL_TIMEOUT_S", cls.call_timeout_s, minimum=1.0),
             max_watchers=env_int(env, f"{prefix}MAX_WATCHERS", cls.max_watchers, minimum=1),
+            tokens_file=env_path(env, f"{prefix}TOKENS_FILE", "")
+            if env.get(f"{prefix}TOKENS_FILE", "").strip()
+            else None,
             max_queued_jobs=env_int(env, f"{prefix}MAX_QUEUED_JOBS", cls.max_queued_jobs, minimum=0),
             retention_s=env_float(env, f"{prefix}RETENTION_S", cls.retention_s, minimum=0.0),
             retention_sweep_interval_s=env_float(

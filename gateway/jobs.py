@@ -75,6 +75,8 @@ class JobRecord:
     stage_fractions: dict[Stage, float] = field(default_factory=dict)
     # Client-chosen id that made its creation idempotent ("" if none).
     request_id: str = ""
+    # The client (named by its token) whose job it is; empty when the gateway has no tokens.
+    owner: str = ""
     # Higher runs first.
     priority: int = 0
     # Why it waits for a stage service, while it does.

@@ -77,6 +77,7 @@ class JobScheduler:
         uploaded: bool,
         request_id: str = "",
         priority: int = 0,
+        owner: str = "",
     ) -> JobRecord:
         now = time.time()
         return JobRecord(
@@ -90,6 +91,7 @@ class JobScheduler:
             updated_s=now,
             request_id=request_id,
             priority=priority,
+            owner=owner,
         )
 
     def check_queue_space(self) -> None:
@@ -100,11 +102,11 @@ class JobScheduler:
                 retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
             )
 
-    async def existing(self, request_id: str) -> JobRecord | None:
-        """The job created with `request_id`, if any."""
+    async def existing(self, request_id: str, owner: str = "") -> JobRecord | None:
+        """The job `owner` created with `request_id`, if any."""
         if not request_id:
             return None
-        return await self._store.run(self._store.job_by_request_id, request_id)
+        return await self._store.run(self._store.job_by_request_id, request_id, owner)
 
     async def submit(self, job: JobRecord) -> JobRecord:
         """Stores a new job and queues it; with a request id already used,

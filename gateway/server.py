@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -14,6 +15,7 @@ from common.machine import plan_machine
 from common.server import RunningServer, create_server
 from common.status import LoadFigures, StatusReport, StatusServicer, choose, status_registration
 from gateway.asr_capacity import AsrCapacity
+from gateway.auth import Authenticator, TokenTable
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.pipeline import Peers
@@ -47,15 +49,18 @@ class GatewayStatusServicer(StatusServicer):
     def __init__(
         self,
         report: StatusReport,
-        figures: StatusServicer,
+        figures: Callable[[], LoadFigures],
         peers: dict[str, status_pb2_grpc.StatusServiceStub],
+        auth: Authenticator,
     ) -> None:
-        super().__init__(report, figures._load)
+        super().__init__(report, figures)
         self._peers = peers
+        self._auth = auth
 
     async def GetStatus(
         self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> status_pb2.GetStatusResponse:
+        self._auth.caller(context)  # any client with a valid token may look
         reply = await super().GetStatus(request, context)
         if not request.include_peers:
             return reply
@@ -110,7 +115,8 @@ async def create(config: GatewayConfig) -> RunningServer:
         asr_capacity=asr_capacity,
     )
     scheduler = JobScheduler(store, events, peers, config)
-    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes)
+    auth = Authenticator(TokenTable.from_file(config.tokens_file) if config.tokens_file else None)
+    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth)
     report = plan.report([jobs_choice])
 
     def figures() -> LoadFigures:
@@ -121,7 +127,7 @@ async def create(config: GatewayConfig) -> RunningServer:
             preferred_batch_size=asr_capacity.figures.preferred_batch_size,
         )
 
-    status = GatewayStatusServicer(report, StatusServicer(report, figures), status_stubs)
+    status = GatewayStatusServicer(report, figures, status_stubs, auth)
     # Watch streams count against gRPC's limit too: give them room of their own.
     server_config = dataclasses.replace(
         config.server, max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_watchers

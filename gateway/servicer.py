@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 
 from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
-from common.errors import FailedPreconditionError, InvalidInputError
+from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError
 from common.uploads import ensure_upload_complete
+from gateway.auth import Authenticator
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState
 from gateway.profiles import apply_profile
@@ -69,15 +70,32 @@ def job_to_proto(job: JobRecord, queue_position: int = 0) -> gateway_pb2.Job:
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, store: JobStore, events: EventHub, scheduler: JobScheduler, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        events: EventHub,
+        scheduler: JobScheduler,
+        max_upload_bytes: int,
+        auth: Authenticator | None = None,
+    ) -> None:
         self._store = store
         self._events = events
         self._scheduler = scheduler
         self._max_upload_bytes = max_upload_bytes
+        self._auth = auth or Authenticator(None)
+
+    async def _own_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
+        """The caller's job; another client's is NOT_FOUND, as an unknown one."""
+        caller = self._auth.caller(context)
+        job = await self._store.run(self._store.get_job, job_id)
+        if caller is not None and job.owner != caller:
+            raise NotFoundError(f"no job {job_id!r}")
+        return job
 
     async def CreateJob(
         self, request: gateway_pb2.CreateJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Job:
+        caller = self._auth.caller(context)
         if not request.path.strip():
             raise InvalidInputError("path is empty: give the path of a media file on the audio service's host")
         validate_path(request.path)
@@ -91,12 +109,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             uploaded=False,
             request_id=request.request_id,
             priority=request.priority,
+            owner=caller or "",
         )
         return self._to_proto(await self._scheduler.submit(job))
 
     async def UploadMedia(
         self, request_iterator: AsyncIterator[gateway_pb2.UploadMediaRequest], context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Job:
+        caller = self._auth.caller(context)
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("metadata"):
             raise InvalidInputError("the first message of an upload must carry its metadata (file name and config)")
@@ -104,7 +124,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         validate_job_config(metadata.config)
         validate_request_id(metadata.request_id)
         validate_priority(metadata.priority)
-        existing = await self._scheduler.existing(metadata.request_id)
+        existing = await self._scheduler.existing(metadata.request_id, caller or "")
         if existing is not None:
             # A repeated upload: read to its end, store nothing.
             async for _ in request_iterator:
@@ -141,6 +161,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 uploaded=True,
                 request_id=metadata.request_id,
                 priority=metadata.priority,
+                owner=caller or "",
             )
             kept = self._scheduler.uploads_dir / f"{job.job_id}{Path(name).suffix[:16]}"
             part.replace(kept)
@@ -171,14 +192,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def WatchJob(
         self, request: gateway_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.JobEvent]:
-        await self._store.run(self._store.get_job, request.job_id)  # NOT_FOUND before streaming
+        await self._own_job(request.job_id, context)  # NOT_FOUND before streaming
         if request.after_sequence < 0:
             raise InvalidInputError("after_sequence must not be negative")
         async for event in self._events.watch(request.job_id, request.after_sequence):
             yield event
 
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.Job:
-        return self._to_proto(await self._store.run(self._store.get_job, request.job_id))
+        return self._to_proto(await self._own_job(request.job_id, context))
 
     async def ListJobs(
         self, request: gateway_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -190,19 +211,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if request.state and request.state not in gateway_pb2.JobState.values():
             raise InvalidInputError(f"unknown job state {request.state}")
         state = JobState(request.state) if request.state else None
-        jobs = await self._store.run(lambda: self._store.list_jobs(limit=size + 1, before=before, state=state))
+        caller = self._auth.caller(context)
+        jobs = await self._store.run(
+            lambda: self._store.list_jobs(limit=size + 1, before=before, state=state, owner=caller)
+        )
         token = _encode_page_token(jobs[size - 1]) if len(jobs) > size else ""
         return gateway_pb2.ListJobsResponse(jobs=[self._to_proto(job) for job in jobs[:size]], next_page_token=token)
 
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Job:
+        await self._own_job(request.job_id, context)
         return self._to_proto(await self._scheduler.cancel(request.job_id))
 
     async def GetResult(
         self, request: gateway_pb2.GetResultRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetResultResponse:
-        job = await self._store.run(self._store.get_job, request.job_id)
+        job = await self._own_job(request.job_id, context)
         if job.state != JobState.SUCCEEDED:
             raise FailedPreconditionError(
                 f"job {job.job_id} is {job.state.name.lower()}; its result exists once it has succeeded"

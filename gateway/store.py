@@ -34,7 +34,7 @@ from subtitler.gateway.v1 import gateway_pb2
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migrations from version N-1 to N, applied in order on open.
 _MIGRATIONS: dict[int, Sequence[str]] = {
@@ -103,6 +103,14 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
             segments TEXT NOT NULL             -- JSON list of the final segments
         )""",
+    ),
+    # Jobs belong to the client whose token created them (empty: no tokens);
+    # request ids are one client's own.
+    2: (
+        "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+        "DROP INDEX jobs_by_request_id",
+        "CREATE UNIQUE INDEX jobs_by_owner_request_id ON jobs (owner, request_id) WHERE request_id IS NOT NULL",
+        "CREATE INDEX jobs_by_owner ON jobs (owner, created_s DESC, job_id DESC)",
     ),
 }
 
@@ -199,12 +207,14 @@ class JobStore:
         nothing and returns the job created with it."""
         with self._transaction() as db:
             if job.request_id:
-                row = db.execute("SELECT * FROM jobs WHERE request_id = ?", (job.request_id,)).fetchone()
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE request_id = ? AND owner = ?", (job.request_id, job.owner)
+                ).fetchone()
                 if row is not None:
                     return _job_from_row(row)
             db.execute(
                 "INSERT INTO jobs (job_id, state, config, source, media_path, uploaded, created_s, updated_s,"
-                " request_id, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " request_id, priority, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job.job_id,
                     int(job.state),
@@ -216,12 +226,15 @@ class JobStore:
                     job.updated_s,
                     job.request_id or None,
                     job.priority,
+                    job.owner,
                 ),
             )
         return job
 
-    def job_by_request_id(self, request_id: str) -> JobRecord | None:
-        row = self._connection.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+    def job_by_request_id(self, request_id: str, owner: str = "") -> JobRecord | None:
+        row = self._connection.execute(
+            "SELECT * FROM jobs WHERE request_id = ? AND owner = ?", (request_id, owner)
+        ).fetchone()
         return None if row is None else _job_from_row(row)
 
     def update_job(self, job: JobRecord) -> None:
@@ -258,9 +271,15 @@ class JobStore:
         ).fetchall()
         return [_job_from_row(row) for row in rows]
 
-    def list_jobs(self, *, limit: int, before: tuple[float, str] | None, state: JobState | None) -> list[JobRecord]:
+    def list_jobs(
+        self, *, limit: int, before: tuple[float, str] | None, state: JobState | None, owner: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first; only `owner`'s when given."""
         clauses: list[str] = []
         arguments: list[object] = []
+        if owner is not None:
+            clauses.append("owner = ?")
+            arguments.append(owner)
         if before is not None:
             clauses.append("(created_s, job_id) < (?, ?)")
             arguments.extend(before)
@@ -430,6 +449,7 @@ def _parse_job_row(row: sqlite3.Row) -> JobRecord:
         segment_count=row["segment_count"],
         processing_s=row["processing_s"],
         request_id=row["request_id"] or "",
+        owner=row["owner"],
         priority=row["priority"],
         waiting_reason=row["waiting_reason"],
         finished_s=row["finished_s"],

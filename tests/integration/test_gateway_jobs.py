@@ -52,7 +52,8 @@ class Gateway:
             assert self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.05)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}")
+        self.address = f"127.0.0.1:{port_file.read_text()}"
+        self.channel = grpc.insecure_channel(self.address)
         health = health_pb2_grpc.HealthStub(self.channel)
         while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != health_pb2.HealthCheckResponse.SERVING:
             time.sleep(0.05)
@@ -233,3 +234,61 @@ def test_a_watch_past_the_last_event_ends_with_the_job(gateway: Gateway) -> None
     watch = gateway.stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id, after_sequence=10**9), timeout=30)
     gateway.stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id))
     assert list(watch) == []  # the stream closed when the job ended, with nothing after the asked sequence
+
+
+ALICE = "alice-0123456789abcdef0123456789"
+BOB = "bob-0123456789abcdef0123456789ab"
+
+
+def as_client(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_with_tokens_a_client_sees_only_its_own_jobs(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# clients\nalice:{ALICE}\nbob:{BOB}\n")
+    gateway = Gateway(tmp_path, tokens_file=str(tokens))
+    stub = gateway.stub
+    try:
+        for token in (None, "not-a-token-of-anyone-at-all"):
+            metadata = as_client(token) if token else ()
+            for call in (
+                lambda metadata=metadata: stub.CreateJob(gateway_pb2.CreateJobRequest(path="a.wav"), metadata=metadata),
+                lambda metadata=metadata: stub.ListJobs(gateway_pb2.ListJobsRequest(), metadata=metadata),
+                lambda metadata=metadata: stub.GetJob(gateway_pb2.GetJobRequest(job_id="x"), metadata=metadata),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        alices = stub.CreateJob(
+            gateway_pb2.CreateJobRequest(path="a.wav", request_id="same"), metadata=as_client(ALICE)
+        )
+        # Every RPC of another client on it: as if it did not exist.
+        for call in (
+            lambda: stub.GetJob(gateway_pb2.GetJobRequest(job_id=alices.job_id), metadata=as_client(BOB)),
+            lambda: list(stub.WatchJob(gateway_pb2.WatchJobRequest(job_id=alices.job_id), metadata=as_client(BOB))),
+            lambda: stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=alices.job_id), metadata=as_client(BOB)),
+            lambda: stub.GetResult(gateway_pb2.GetResultRequest(job_id=alices.job_id), metadata=as_client(BOB)),
+        ):
+            with pytest.raises(grpc.RpcError) as hidden:
+                call()
+            assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+        assert not stub.ListJobs(gateway_pb2.ListJobsRequest(), metadata=as_client(BOB)).jobs
+        # A request id is one client's own: Bob's "same" is a new job.
+        bobs = stub.CreateJob(gateway_pb2.CreateJobRequest(path="b.wav", request_id="same"), metadata=as_client(BOB))
+        assert bobs.job_id != alices.job_id
+        assert [job.job_id for job in stub.ListJobs(gateway_pb2.ListJobsRequest(), metadata=as_client(ALICE)).jobs] == [
+            alices.job_id
+        ]
+        assert stub.GetJob(gateway_pb2.GetJobRequest(job_id=alices.job_id), metadata=as_client(ALICE)).job_id
+        listed = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "--gateway", gateway.address, "--token", BOB, "jobs"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert bobs.job_id in listed.stdout and alices.job_id not in listed.stdout
+    finally:
+        assert gateway.stop() == 0
