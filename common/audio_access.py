@@ -126,8 +126,8 @@ def sample_range(time_range: TimeRange | None, sample_rate_hertz: int, sample_co
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 
 
-def _open_audio_channel(target: str) -> grpc.aio.Channel:
-    return open_channel(target, AUDIO_SERVICE_NAME)
+def _open_audio_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    return open_channel(target, AUDIO_SERVICE_NAME, credentials=credentials)
 
 
 class AudioReader:
@@ -149,9 +149,11 @@ class AudioReader:
         channel_factory: ChannelFactory | None = None,
         local_host_id: str | None = None,
         map_local: bool = True,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        """`credentials`: TLS of the channels to the audio service (None: plaintext)."""
         self._default_target = default_target
-        self._channel_factory = channel_factory or _open_audio_channel
+        self._channel_factory = channel_factory or (lambda target: _open_audio_channel(target, credentials))
         self._local_host_id = local_host_id if local_host_id is not None else host_id()
         self._map_local = map_local
         self._stubs: dict[str, audio_pb2_grpc.AudioServiceStub] = {}

@@ -73,15 +73,23 @@ def service_config(service_name: str, *, max_attempts: int = 4) -> str:
     )
 
 
-def open_channel(targets: str, service_name: str, *, max_message_bytes: int = 64 * 1024 * 1024) -> grpc.aio.Channel:
-    """An asyncio channel to the replicas of `service_name` at `targets`."""
-    return grpc.aio.insecure_channel(
-        channel_target(targets),
-        options=[
-            ("grpc.service_config", service_config(service_name)),
-            ("grpc.enable_retries", 1),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+def open_channel(
+    targets: str,
+    service_name: str,
+    *,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio channel to the replicas of `service_name` at `targets`
+    (TLS with `credentials`, plaintext without)."""
+    target = channel_target(targets)
+    options = [
+        ("grpc.service_config", service_config(service_name)),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.aio.insecure_channel(target, options=options)

@@ -45,6 +45,7 @@ from grpc_reflection.v1alpha import reflection
 from common import errors
 from common.affinity import validate_affinity_spec
 from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
+from common.tls import TlsConfig
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,8 @@ class ServerConfig:
     # CPUs to run on: "auto" (the ASR's cores kept apart from the others' on
     # machines with 4 or more), "none", or a list like "0-3,6".
     cpu_affinity: str = "auto"
+    # TLS of the listener and of the channels to peers (common.tls); default plaintext.
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str, default_port: int) -> ServerConfig:
@@ -102,6 +105,7 @@ class ServerConfig:
             grace_period_s=env_float(env, f"{prefix}GRACE_PERIOD_S", 10.0, minimum=0.0),
             log_level=env_choice(env, "SUBTITLER_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             cpu_affinity=cpu_affinity,
+            tls=TlsConfig.from_env(env, prefix),
         )
 
 
@@ -323,7 +327,9 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    credentials = config.tls.server_credentials()
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     return RunningServer(name, server, port, health_servicer, tuple(service_names), config)

@@ -20,7 +20,9 @@ from typing import Any, TextIO
 
 import grpc
 
+from common.config import ConfigError
 from common.convert import duration_to_seconds, seconds_to_duration
+from common.tls import TlsConfig
 from gateway.profiles import PROFILE_NAMES
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
@@ -265,12 +267,32 @@ def system(channel: grpc.Channel) -> int:
     return 0 if not reply.unreachable_peers else 1
 
 
+def open_gateway_channel(address: str, ca_file: str) -> grpc.Channel:
+    """A channel to the gateway: TLS verified against `ca_file` when given
+    (with SUBTITLER_TLS_CLIENT_CERT_FILE / _KEY_FILE presented if set), else plaintext."""
+    if not ca_file:
+        return grpc.insecure_channel(address)
+    try:
+        credentials = TlsConfig.from_env(
+            {**os.environ, "SUBTITLER_TLS_CA_FILE": ca_file}, "SUBTITLER_CLI_"
+        ).channel_credentials()
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    assert credentials is not None
+    return grpc.secure_channel(address, credentials)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
     root.add_argument(
         "--gateway",
         default=os.environ.get("SUBTITLER_GATEWAY", "localhost:50051"),
         help="gateway address, host:port (default: $SUBTITLER_GATEWAY or %(default)s)",
+    )
+    root.add_argument(
+        "--tls-ca",
+        default=os.environ.get("SUBTITLER_TLS_CA_FILE", ""),
+        help="CA certificate (PEM) to reach a gateway over TLS (default: $SUBTITLER_TLS_CA_FILE; unset: plaintext)",
     )
     root.add_argument(
         "--token",
@@ -321,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
-    with grpc.insecure_channel(options.gateway) as plain:
+    with open_gateway_channel(options.gateway, options.tls_ca) as plain:
         channel = grpc.intercept_channel(plain, BearerToken(options.token)) if options.token else plain
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         try:

@@ -99,7 +99,10 @@ async def create(config: GatewayConfig) -> RunningServer:
         "asr": (config.asr_target, _service_name(asr_pb2, "AsrService")),
         "align": (config.align_target, _service_name(align_pb2, "AlignService")),
     }
-    channels = {name: open_channel(target, service) for name, (target, service) in targets.items()}
+    credentials = config.server.tls.channel_credentials()
+    channels = {
+        name: open_channel(target, service, credentials=credentials) for name, (target, service) in targets.items()
+    }
     status_stubs = {name: status_pb2_grpc.StatusServiceStub(channel) for name, channel in channels.items()}
     asr_capacity = AsrCapacity(
         status_stubs["asr"],

@@ -96,6 +96,20 @@ class Suite:
         """Addresses of every started replica of `service`, comma-separated."""
         return ",".join(self.target(name) for name in self.instances(service) if name in self.bound_ports)
 
+    def channel(self, name: str) -> grpc.Channel:
+        """A channel to one process: TLS when the suite runs with TLS
+        (SUBTITLER_TLS_CA_FILE among its environment), else plaintext."""
+        env = {**os.environ, **self.extra_env}
+        ca_file = env.get("SUBTITLER_TLS_CA_FILE", "")
+        if not ca_file:
+            return grpc.insecure_channel(self.target(name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca_file).read_bytes(),
+            private_key=Path(key).read_bytes() if (key := env.get("SUBTITLER_TLS_CLIENT_KEY_FILE")) else None,
+            certificate_chain=Path(cert).read_bytes() if (cert := env.get("SUBTITLER_TLS_CLIENT_CERT_FILE")) else None,
+        )
+        return grpc.secure_channel(self.target(name), credentials)
+
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
@@ -176,7 +190,7 @@ class Suite:
         for name in list(self.bound_ports) if names is None else names:
             if name in self.down:
                 continue
-            with grpc.insecure_channel(self.target(name)) as channel:
+            with self.channel(name) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 while True:
                     if self.processes[name].poll() is not None:

@@ -65,7 +65,7 @@ async def create(config: AlignConfig) -> RunningServer:
         phonetic,
         AlignOptions(tighten_segments=config.tighten_segments),
     )
-    audio_reader = AudioReader(config.audio_target)
+    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
     servicer = AlignServicer(
         engine,
         audio_reader,

@@ -71,7 +71,7 @@ async def create(config: AsrConfig) -> RunningServer:
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    audio_reader = AudioReader(config.audio_target)
+    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
     admission = AdmissionLimit(
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )

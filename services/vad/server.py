@@ -40,7 +40,7 @@ async def create(config: VadConfig) -> RunningServer:
         model_path, intra_op_threads=config.intra_op_threads, block_duration_s=config.block_duration_s
     )
     executor = ThreadPoolExecutor(max_workers=int(concurrent), thread_name_prefix="vad-model")
-    audio_reader = AudioReader(config.audio_target)
+    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
     admission = AdmissionLimit(
         int(concurrent), config.max_queued_detections, config.retry_after_s, work_name="detections"
     )

@@ -78,7 +78,7 @@ def start_suite(
         for log in sorted((root / "logs").glob("*.log")):
             print(f"--- {log.name}\n{log.read_text()[-3000:]}")
         raise
-    channel = grpc.insecure_channel(suite.target("gateway"))
+    channel = suite.channel("gateway")
     try:
         yield RunningSuite(suite, media_dir, data_dir, channel, gateway_pb2_grpc.GatewayServiceStub(channel))
     finally:
