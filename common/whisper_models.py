@@ -16,7 +16,10 @@ A faster-whisper size name (``small``, ``large-v3``...) or Hugging Face reposito
     (`ModelLoadOptions.allow_download`): a model that is not cached fails at once
     with `NotFoundError` instead of hanging on a network that is not there.
 A local directory
-    A converted CTranslate2 Whisper model (``model.bin``, ``config.json``...).
+    A converted CTranslate2 Whisper model (``model.bin``, ``config.json``...),
+    named relative to one of the configured model directories
+    (`ModelLoadOptions.model_dirs`, ``SUBTITLER_ASR_MODEL_DIRS``) or by a path
+    under one of them; any other path is refused (PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -42,8 +45,14 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.utils import available_models, download_model
 
-from common.config import env_bool, env_choice, env_int, env_path, env_str
-from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError, UnavailableError
+from common.config import env_bool, env_choice, env_int, env_list, env_path, env_str
+from common.errors import (
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
 from common.model_names import DEFAULT_MODEL, EMBEDDED_BASE, EMBEDDED_MODELS, EMBEDDED_PREFIX, EMBEDDED_TINY_EN
 
 logger = logging.getLogger(__name__)
@@ -79,6 +88,9 @@ class ModelLoadOptions:
     download_root: Path | None = None
     # Whether size names and repository ids that are not cached may be downloaded.
     allow_download: bool = False
+    # Directories local CTranslate2 models may be loaded from (a name relative
+    # to one of them, or a path under one); paths elsewhere are refused.
+    model_dirs: tuple[Path, ...] = ()
     # Models kept loaded at once (least recently used ones are dropped; pinned ones never).
     max_loaded_models: int = 2
 
@@ -116,6 +128,7 @@ class WhisperModelConfig:
                 cache_dir=env_path(env, f"{prefix}MODEL_CACHE_DIR", DEFAULT_CACHE_DIR),
                 download_root=Path(download_root).expanduser() if download_root else None,
                 allow_download=env_bool(env, f"{prefix}ALLOW_MODEL_DOWNLOAD", defaults.allow_download),
+                model_dirs=tuple(Path(item).expanduser() for item in env_list(env, f"{prefix}MODEL_DIRS")),
                 max_loaded_models=env_int(env, f"{prefix}MAX_LOADED_MODELS", defaults.max_loaded_models, minimum=1),
             ),
         )
@@ -247,6 +260,27 @@ def build_embedded_base(target_dir: Path) -> Path:
     return target_dir
 
 
+def _local_model_dir(name: str, model_dirs: tuple[Path, ...]) -> Path | None:
+    """The directory a model name names, if it is a path: an absolute or
+    explicit path must lie under one of `model_dirs` (PermissionDeniedError
+    otherwise, without a word on whether it exists: no probing of the host),
+    and a relative name is looked up in each of them."""
+    if name.startswith(("/", "~", ".")):
+        candidate = Path(name).expanduser().resolve()
+        if not any(candidate.is_relative_to(root.resolve()) for root in model_dirs):
+            raise PermissionDeniedError(
+                f"model path {name!r} is not under the service's model directories"
+                + ("" if model_dirs else " (none are configured)")
+                + ": put the model under one of SUBTITLER_ASR_MODEL_DIRS and name it relative to it"
+            )
+        return candidate if candidate.is_dir() else None
+    for root in model_dirs:
+        candidate = (root / name).resolve()
+        if candidate.is_relative_to(root.resolve()) and candidate.is_dir():
+            return candidate
+    return None
+
+
 def resolve_model_path(name: str, options: ModelLoadOptions) -> Path:
     """The CTranslate2 directory of a model name; `NotFoundError` when it is
     unknown or not available offline."""
@@ -262,8 +296,8 @@ def resolve_model_path(name: str, options: ModelLoadOptions) -> Path:
         if name == EMBEDDED_BASE:
             return build_embedded_base(options.cache_dir / "base")
         raise NotFoundError(f"unknown embedded model {name!r}; embedded models: {', '.join(EMBEDDED_MODELS)}")
-    local = Path(name).expanduser()
-    if local.is_dir():
+    local = _local_model_dir(name, options.model_dirs)
+    if local is not None:
         if not (local / "model.bin").is_file():
             raise NotFoundError(f"directory {name!r} holds no CTranslate2 model (no model.bin)")
         return local

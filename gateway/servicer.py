@@ -29,6 +29,8 @@ DEFAULT_PAGE_SIZE = 50
 # Free disk space is checked again each time an upload grows by this much.
 SPACE_CHECK_BYTES = 64 * 1024 * 1024
 MAX_PAGE_SIZE = 1000
+# Bytes of jobs one ListJobs reply carries at most (well under the 64 MiB message limit).
+MAX_PAGE_BYTES = 4 * 1024 * 1024
 
 _FORMAT_NAMES = {
     gateway_pb2.RESULT_FORMAT_UNSPECIFIED: "srt",
@@ -215,8 +217,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         jobs = await self._store.run(
             lambda: self._store.list_jobs(limit=size + 1, before=before, state=state, owner=caller)
         )
-        token = _encode_page_token(jobs[size - 1]) if len(jobs) > size else ""
-        return gateway_pb2.ListJobsResponse(jobs=[self._to_proto(job) for job in jobs[:size]], next_page_token=token)
+        # A page also ends before it would pass MAX_PAGE_BYTES (jobs with long
+        # retry lists are large): a reply never exceeds the message limit.
+        page = fill_page([self._to_proto(job) for job in jobs[:size]], MAX_PAGE_BYTES)
+        more = len(page) < len(jobs)
+        token = _encode_page_token(jobs[len(page) - 1]) if more and page else ""
+        return gateway_pb2.ListJobsResponse(jobs=page, next_page_token=token)
 
     async def CancelJob(
         self, request: gateway_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
@@ -246,6 +252,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             language_code=job.language_code,
             audio_duration=seconds_to_duration(job.audio_duration_s),
         )
+
+
+def fill_page(jobs: list[gateway_pb2.Job], max_bytes: int) -> list[gateway_pb2.Job]:
+    """The first jobs that fit in `max_bytes` (at least one, whatever its size)."""
+    page: list[gateway_pb2.Job] = []
+    page_bytes = 0
+    for job in jobs:
+        if page and page_bytes + job.ByteSize() > max_bytes:
+            break
+        page.append(job)
+        page_bytes += job.ByteSize()
+    return page
 
 
 def _encode_page_token(job: JobRecord) -> str:

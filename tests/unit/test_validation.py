@@ -59,3 +59,12 @@ def test_paths_are_bounded() -> None:
         validate_path("x" * (MAX_PATH_BYTES + 1))
     with pytest.raises(InvalidInputError, match="NUL"):
         validate_path("talk\x00.mp4")
+
+
+def test_a_page_of_jobs_ends_before_the_byte_bound() -> None:
+    from gateway.servicer import fill_page
+
+    jobs = [gateway_pb2.Job(job_id=str(number), source="x" * 1000) for number in range(10)]
+    page = fill_page(jobs, 3500)
+    assert [job.job_id for job in page] == ["0", "1", "2"]
+    assert len(fill_page(jobs[:1], 10)) == 1  # one job always goes out, so paging moves on
