@@ -169,29 +169,65 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(method, handler.stream_unary, streamed=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            _wrap_stream(method, handler.stream_stream, streamed=True),
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request message that could not be parsed (bad bytes, a string that is not UTF-8)."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, answering `_Undecodable` instead of raising, so the
+    RPC fails with INVALID_ARGUMENT and a message rather than gRPC's UNKNOWN."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError, and ValueError for bad UTF-8
+            return _Undecodable(str(error) or type(error).__name__)
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidInputError(
+            f"the request is not a valid message ({request.reason}); text fields must be UTF-8"
+        )
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
 
 
 @contextlib.asynccontextmanager
@@ -220,18 +256,22 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
         scope.finish(code)
 
 
-def _wrap_unary(method: str, behaviour: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+) -> Callable[..., Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with _rpc_scope(method, context):
-            return await behaviour(request, context)
+            return await behaviour(_checked_stream(request) if streamed else _checked(request), context)
 
     return run
 
 
-def _wrap_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(
+    method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+) -> Callable[..., AsyncIterator[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with _rpc_scope(method, context):
-            produced = behaviour(request, context)
+            produced = behaviour(_checked_stream(request) if streamed else _checked(request), context)
             if inspect.isasyncgen(produced):
                 async for response in produced:
                     yield response

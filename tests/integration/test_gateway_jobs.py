@@ -292,3 +292,17 @@ def test_with_tokens_a_client_sees_only_its_own_jobs(tmp_path: Path) -> None:
         assert bobs.job_id in listed.stdout and alices.job_id not in listed.stdout
     finally:
         assert gateway.stop() == 0
+
+
+def test_text_that_is_not_utf8_is_invalid_argument(gateway: Gateway) -> None:
+    # GetJobRequest with field 1 (job_id) holding two bytes that are not UTF-8.
+    raw_get_job = gateway.channel.unary_unary(
+        "/subtitler.gateway.v1.GatewayService/GetJob",
+        request_serializer=lambda data: data,
+        response_deserializer=gateway_pb2.Job.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        raw_get_job(b"\x0a\x02\xff\xfe", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in (refused.value.details() or "")
+    assert gateway.create().job_id  # the gateway goes on
