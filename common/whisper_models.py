@@ -532,7 +532,7 @@ class ModelCache:
                 local_files_only=True,
             )
         except RuntimeError as error:
-            raise NotFoundError(f"model {name!r} at {path} could not be loaded: {error}") from None
+            raise NotFoundError(f"model {name!r} could not be loaded: {error}") from None
         duration_s = time.perf_counter() - started
         logger.info(
             "loaded model %s from %s on %s (%s, %d workers of %d threads) in %.2f s",

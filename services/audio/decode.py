@@ -145,7 +145,7 @@ def decode_file(
     except PermissionError:
         raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
     if not path.is_file():
-        raise InvalidInputError(f"not a regular file: {path}")
+        raise InvalidInputError(f"not a regular file: {name}")
     try:
         # An absolute path, so FFmpeg never reads it as a protocol ("concat:"),
         # and only single-file containers over the file protocol.

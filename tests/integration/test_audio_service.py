@@ -88,6 +88,13 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     write_wav(media_root / "too-long.wav", np.zeros(int(16_000 * (MAX_DURATION_S + 1)), dtype=np.float32), 16_000)
     (root / "secret.wav").write_bytes((media_root / "audio.wav").read_bytes())
     (media_root / "escape.wav").symlink_to(root / "secret.wav")
+    # Playlists that would read outside the media root, or themselves for ever.
+    for name, segment in (
+        ("file.m3u8", f"file:{root / 'secret.wav'}"),
+        ("up.m3u8", "../secret.wav"),
+        ("self.m3u8", "self.m3u8"),
+    ):
+        (media_root / name).write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{segment}\n")
     recording = asterisk_recording("tt-monkeys")
     if recording is not None:
         shutil.copy(recording, media_root / "asterisk.wav")
@@ -190,6 +197,9 @@ def test_error_statuses(audio: Fixture) -> None:
         ("escape.wav", grpc.StatusCode.PERMISSION_DENIED, "outside the media root"),
         ("too-long.wav", grpc.StatusCode.RESOURCE_EXHAUSTED, "maximum duration of audio this service decodes is 20 s"),
         ("", grpc.StatusCode.INVALID_ARGUMENT, "path is empty"),
+        ("file.m3u8", grpc.StatusCode.INVALID_ARGUMENT, "a playlist or a list of other files is not"),
+        ("up.m3u8", grpc.StatusCode.INVALID_ARGUMENT, "a playlist or a list of other files is not"),
+        ("self.m3u8", grpc.StatusCode.INVALID_ARGUMENT, "a playlist or a list of other files is not"),
     ]
     for path, code, text in cases:
         with pytest.raises(grpc.RpcError) as error:
