@@ -14,12 +14,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from common.convert import duration_to_seconds
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
+from subtitler.vad.v1 import vad_pb2
 from tests.integration.conftest import MAX_DURATION_S, MAX_UPLOAD_BYTES
 from tests.integration.suite_fixtures import RunningSuite
 from tests.speech import (
@@ -279,6 +281,45 @@ def test_audio_over_max_duration_is_refused_with_the_limit(suite: RunningSuite) 
     job = failed_job(suite, path.name)
     assert job.error.code in ("RESOURCE_EXHAUSTED", "INVALID_ARGUMENT")
     assert str(MAX_DURATION_S) in job.error.message
+    # A limit, not a busy service: decoded once, not retried.
+    decodes = [
+        record
+        for record in suite.suite.log_records("audio")
+        if record.get("event") == "rpc" and record.get("method") == "DecodeFile" and record.get("job_id") == job.job_id
+    ]
+    assert len(decodes) == 1, decodes
+    assert not job.retries
+
+
+def test_impossible_options_and_paths_are_refused_at_create(suite: RunningSuite) -> None:
+    for request, text in (
+        (gateway_pb2.CreateJobRequest(path="x" * 5_000_000), "bytes long"),
+        (
+            gateway_pb2.CreateJobRequest(
+                path="a.wav",
+                config=gateway_pb2.JobConfig(transcription=asr_pb2.TranscriptionOptions(temperature=float("nan"))),
+            ),
+            "temperature",
+        ),
+        (
+            gateway_pb2.CreateJobRequest(
+                path="a.wav",
+                config=gateway_pb2.JobConfig(speech_detection=vad_pb2.VadOptions(max_chunk_duration=Duration(nanos=1))),
+            ),
+            "max_chunk_duration",
+        ),
+        (
+            gateway_pb2.CreateJobRequest(
+                path="a.wav",
+                config=gateway_pb2.JobConfig(speech_detection=vad_pb2.VadOptions(speech_pad=Duration(seconds=3600))),
+            ),
+            "speech_pad",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            suite.gateway.CreateJob(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert text in (refused.value.details() or "")
 
 
 def test_unknown_model_and_language(suite: RunningSuite, media: Media) -> None:
