@@ -246,18 +246,22 @@ class JobPipeline:
         self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]
     ) -> list[_Chunk] | None:
         """Up to a batch of chunks still to transcribe: as many as are ready
-        once at least one is (a full batch while detection runs ahead); None
-        when there are no more. Once detection is done, the chunks left are
-        split evenly over the ASR workers, so that none idles at the end while
-        another decodes a full batch. Chunks transcribed before go straight to
-        alignment."""
+        once at least one is; None when there are no more. While detection
+        runs ahead, a call that would wait in the ASR's queue anyway gathers a
+        full batch, and one that an idle worker would take at once goes with
+        what is ready (no worker waits for detection). Once detection is done,
+        the chunks left are split evenly over the ASR workers, so that none
+        idles at the end while another decodes a full batch. Chunks
+        transcribed before go straight to alignment."""
         capacity = self._peers.asr_capacity
         size = capacity.batch_size(self._job.config.transcription.batch_size, self._config.asr_batch_size)
+        # This call's slot is counted: at most one call per worker means a worker is free for it.
+        worker_idle = capacity.in_flight <= capacity.figures.workers
         batch: list[_Chunk] = []
         while len(batch) < tail_share(
             size, len(batch) + chunk_queue.qsize(), capacity.figures.workers, detection_done=self._detection_done
         ):
-            if batch and chunk_queue.empty() and self._detection_done:
+            if batch and chunk_queue.empty() and (self._detection_done or worker_idle):
                 break
             item = await chunk_queue.get()
             if item is None:
