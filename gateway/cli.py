@@ -209,8 +209,28 @@ def finish(stub: gateway_pb2_grpc.GatewayServiceStub, job: gateway_pb2.Job, fmt:
     return 0
 
 
+class UsageError(CliError):
+    """A mistake in the command line, found before any work (exit code 2)."""
+
+
+def check_output(output: str) -> None:
+    """Refuses, before anything is uploaded, an output the result could not be written to."""
+    if output == "-":
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise UsageError(f"-o {output}: is a directory; name a file")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UsageError(f"-o {output}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"-o {output}: cannot write there (permission denied or a read-only file system)")
+
+
 def transcribe(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> int:
     config = build_config(options)
+    output = options.output or str(Path(Path(options.file).name).with_suffix(EXTENSIONS[options.format]))
+    check_output(output)
     if options.server_path:
         job = stub.CreateJob(
             gateway_pb2.CreateJobRequest(
@@ -222,7 +242,6 @@ def transcribe(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Name
         if not path.is_file():
             raise CliError(f"no such file: {path}")
         job = stub.UploadMedia(upload_requests(path, config, options.request_id or "", options.priority))
-    output = options.output or str(Path(Path(options.file).name).with_suffix(EXTENSIONS[options.format]))
     print(f"job {job.job_id}", file=sys.stderr)
     bar = ProgressBar(sys.stderr, enabled=not options.quiet)
     job = watch(stub, job.job_id, bar)
@@ -374,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
                 details = f"cannot reach the gateway at {options.gateway} ({details}); is `make run` running?"
             print(f"error: {code}: {details}", file=sys.stderr)
             return 1
+        except UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         except CliError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

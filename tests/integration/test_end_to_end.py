@@ -212,6 +212,25 @@ def test_cli_transcribes_a_file_and_reports_errors(suite: RunningSuite, media: M
     assert not (tmp_path / "x.srt").exists()
 
 
+@pytest.mark.parametrize("where", ["missing-dir", "directory"])
+def test_cli_checks_the_output_before_uploading(suite: RunningSuite, media: Media, tmp_path: Path, where: str) -> None:
+    output = tmp_path / "no" / "such" / "dir" / "out.srt" if where == "missing-dir" else tmp_path
+    jobs_before = len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs)
+    refused = subprocess.run(
+        [
+            *(sys.executable, "-m", "gateway.cli", "--gateway", suite.suite.target("gateway")),
+            *("transcribe", str(media.speech_8k), "-o", str(output)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: -o ") and "Traceback" not in refused.stderr
+    assert len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs) == jobs_before
+
+
 # Bad input: each answered with the right status, nothing crashes, nothing leaks.
 
 
