@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esubtitler/align/v1/align.proto\x12\x12subtitler.align.v1\x1a subtitler/common/v1/common.proto\"\xcb\x01\n\x11\x41lignWordsRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12/\n\x06method\x18\x04 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod\x12\r\n\x05model\x18\x05 \x01(\t\"u\n\x12\x41lignWordsResponse\x12.\n\x08segments\x18\x01 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12/\n\x06method\x18\x02 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod*h\n\x0b\x41lignMethod\x12\x1c\n\x18\x41LIGN_METHOD_UNSPECIFIED\x10\x00\x12 \n\x1c\x41LIGN_METHOD_CROSS_ATTENTION\x10\x01\x12\x19\n\x15\x41LIGN_METHOD_PHONETIC\x10\x02\x32k\n\x0c\x41lignService\x12[\n\nAlignWords\x12%.subtitler.align.v1.AlignWordsRequest\x1a&.subtitler.align.v1.AlignWordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esubtitler/align/v1/align.proto\x12\x12subtitler.align.v1\x1a subtitler/common/v1/common.proto\"\xcb\x01\n\x11\x41lignWordsRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12/\n\x06method\x18\x04 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod\x12\r\n\x05model\x18\x05 \x01(\t\"u\n\x12\x41lignWordsResponse\x12.\n\x08segments\x18\x01 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12/\n\x06method\x18\x02 \x01(\x0e\x32\x1f.subtitler.align.v1.AlignMethod*h\n\x0b\x41lignMethod\x12\x1c\n\x18\x41LIGN_METHOD_UNSPECIFIED\x10\x00\x12 \n\x1c\x41LIGN_METHOD_CROSS_ATTENTION\x10\x01\x12\x19\n\x15\x41LIGN_METHOD_PHONETIC\x10\x02\x32k\n\x0c\x41lignService\x12[\n\nAlignWords\x12%.subtitler.align.v1.AlignWordsRequest\x1a&.subtitler.align.v1.AlignWordsResponseBd\n\x16\x64\x65v.subtitler.align.v1P\x01Z3subtitler/clients/go/gen/subtitler/align/v1;alignv1\xaa\x02\x12Subtitler.Align.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.align.v1.align_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.subtitler.align.v1P\001Z3subtitler/clients/go/gen/subtitler/align/v1;alignv1\252\002\022Subtitler.Align.V1'
   _globals['_ALIGNMETHOD']._serialized_start=413
   _globals['_ALIGNMETHOD']._serialized_end=517
   _globals['_ALIGNWORDSREQUEST']._serialized_start=89
