@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the recording")
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each; the fastest counts (a busy machine)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts (a busy machine)")
     parser.add_argument("--no-profiles", action="store_true", help="skip the fast and accurate profiles")
     options = parser.parse_args()
 
