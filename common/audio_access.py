@@ -212,7 +212,7 @@ class AudioReader:
                 f"audio {ref.audio_id} names the shared-memory segment {ref.segment_name!r}, which the audio service "
                 "never issues: pass the handle DecodeFile or UploadAudio returned"
             )
-        if not (self._default_target and ref.segment_name and self._map_local and ref.host_id == self._local_host_id):
+        if not (self._default_target and self._maps_locally(ref)):
             return ref  # not mapped here: read over gRPC, where the audio service itself checks the audio_id
         issued = self._verified.get(ref.audio_id)
         if issued is None:
@@ -240,8 +240,12 @@ class AudioReader:
             )
         return ref
 
+    def _maps_locally(self, ref: AudioRef) -> bool:
+        """Whether `ref`'s segment is mapped from this host's shared memory (else read over gRPC)."""
+        return self._map_local and bool(ref.segment_name) and ref.host_id == self._local_host_id
+
     def _map(self, ref: AudioRef, stack: contextlib.ExitStack) -> Samples | None:
-        if not (self._map_local and ref.segment_name and ref.host_id == self._local_host_id):
+        if not self._maps_locally(ref):
             return None
         try:
             return stack.enter_context(attach_samples(ref.segment_name, ref.sample_count))

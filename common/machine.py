@@ -30,10 +30,6 @@ class MachinePlan:
     tuning: Tuning
     affinity: AffinityResult
 
-    def reason(self, setting: str) -> str:
-        """Why the tuner chose `setting` (a `Tuning` field name)."""
-        return dict(self.tuning.reasons).get(setting, "tuned to the machine")
-
     def report(self, settings: Sequence[SettingChoice]) -> StatusReport:
         """The fixed part of the service's status."""
         for choice in settings:

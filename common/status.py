@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import grpc
 
+from common.admission import AdmissionLimit
 from common.server import Registration
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 
@@ -62,6 +64,11 @@ class LoadFigures:
     preferred_batch_size: int = 0
     loaded_models: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, admission: AdmissionLimit, **more: Any) -> LoadFigures:
+        """The figures of a service whose work `admission` bounds."""
+        return cls(admission.max_running, admission.running, admission.waiting, **more)
+
 
 @dataclass(frozen=True)
 class StatusReport:
@@ -75,11 +82,12 @@ class StatusReport:
     cpu_affinity: str = ""
     cpu_affinity_message: str = ""
     started_at_s: float = field(default_factory=time.monotonic)
+    version: str = field(default_factory=suite_version)
 
     def to_proto(self, figures: LoadFigures) -> status_pb2.GetStatusResponse:
         return status_pb2.GetStatusResponse(
             service_name=self.service_name,
-            version=suite_version(),
+            version=self.version,
             hardware=dict(self.hardware),
             hardware_warnings=list(self.hardware_warnings),
             settings=[

@@ -88,7 +88,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS",
         config.max_concurrent_jobs,
         plan.tuning.gateway_max_concurrent_jobs,
-        plan.reason("gateway_max_concurrent_jobs"),
+        plan.tuning.reason("gateway_max_concurrent_jobs"),
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
     store = JobStore(config.data_dir / "jobs.sqlite3")

@@ -28,6 +28,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.tls import TlsConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # name, module, default port
@@ -99,15 +101,9 @@ class Suite:
     def channel(self, name: str) -> grpc.Channel:
         """A channel to one process: TLS when the suite runs with TLS
         (SUBTITLER_TLS_CA_FILE among its environment), else plaintext."""
-        env = {**os.environ, **self.extra_env}
-        ca_file = env.get("SUBTITLER_TLS_CA_FILE", "")
-        if not ca_file:
+        credentials = TlsConfig.from_env({**os.environ, **self.extra_env}, "SUBTITLER_SUITE_").channel_credentials()
+        if credentials is None:
             return grpc.insecure_channel(self.target(name))
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=Path(ca_file).read_bytes(),
-            private_key=Path(key).read_bytes() if (key := env.get("SUBTITLER_TLS_CLIENT_KEY_FILE")) else None,
-            certificate_chain=Path(cert).read_bytes() if (cert := env.get("SUBTITLER_TLS_CLIENT_CERT_FILE")) else None,
-        )
         return grpc.secure_channel(self.target(name), credentials)
 
     def log_path(self, name: str) -> Path:

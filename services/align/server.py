@@ -39,10 +39,13 @@ async def create(config: AlignConfig) -> RunningServer:
         "SUBTITLER_ALIGN_MAX_CONCURRENT_ALIGNMENTS",
         config.max_concurrent_alignments,
         plan.tuning.align_max_concurrent,
-        plan.reason("align_max_concurrent"),
+        plan.tuning.reason("align_max_concurrent"),
     )
     threads, threads_choice = choose(
-        "SUBTITLER_ALIGN_CPU_THREADS", load_options.cpu_threads, plan.tuning.align_threads, plan.reason("align_threads")
+        "SUBTITLER_ALIGN_CPU_THREADS",
+        load_options.cpu_threads,
+        plan.tuning.align_threads,
+        plan.tuning.reason("align_threads"),
     )
     # One Whisper worker per alignment at once, so concurrent alignments do not queue inside CTranslate2.
     workers, workers_choice = choose(
@@ -83,9 +86,7 @@ async def create(config: AlignConfig) -> RunningServer:
     report = plan.report([concurrent_choice, threads_choice, workers_choice])
 
     def figures() -> LoadFigures:
-        return LoadFigures(
-            admission.max_running, admission.running, admission.waiting, loaded_models=tuple(models.loaded_names())
-        )
+        return LoadFigures.of(admission, loaded_models=tuple(models.loaded_names()))
 
     running = create_server(
         config.server,

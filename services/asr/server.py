@@ -37,16 +37,19 @@ async def create(config: AsrConfig) -> RunningServer:
     plan = await loop.run_in_executor(None, plan_machine, "asr", config.server.cpu_affinity, [load.cache_dir])
     tuning = plan.tuning
     workers, workers_choice = choose(
-        f"{PREFIX}NUM_WORKERS", load.num_workers, tuning.asr_workers, plan.reason("asr_workers")
+        f"{PREFIX}NUM_WORKERS", load.num_workers, tuning.asr_workers, plan.tuning.reason("asr_workers")
     )
     threads, threads_choice = choose(
-        f"{PREFIX}CPU_THREADS", load.cpu_threads, tuning.asr_threads_per_worker, plan.reason("asr_threads_per_worker")
+        f"{PREFIX}CPU_THREADS",
+        load.cpu_threads,
+        tuning.asr_threads_per_worker,
+        plan.tuning.reason("asr_threads_per_worker"),
     )
     batch_size, batch_choice = choose(
         f"{PREFIX}BATCH_SIZE",
         config.batch_size,
         min(tuning.asr_batch_size, config.max_batch_size),
-        plan.reason("asr_batch_size"),
+        plan.tuning.reason("asr_batch_size"),
     )
     running_limit, running_choice = choose(
         f"{PREFIX}MAX_CONCURRENT_TRANSCRIPTIONS",
@@ -87,12 +90,8 @@ async def create(config: AsrConfig) -> RunningServer:
     report = plan.report([workers_choice, threads_choice, batch_choice, running_choice, memory_choice])
 
     def figures() -> LoadFigures:
-        return LoadFigures(
-            capacity=admission.max_running,
-            running=admission.running,
-            queued=admission.waiting,
-            preferred_batch_size=int(batch_size),
-            loaded_models=tuple(models.loaded_names()),
+        return LoadFigures.of(
+            admission, preferred_batch_size=int(batch_size), loaded_models=tuple(models.loaded_names())
         )
 
     running = create_server(

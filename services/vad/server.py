@@ -34,7 +34,7 @@ async def create(config: VadConfig) -> RunningServer:
         "SUBTITLER_VAD_MAX_CONCURRENT_DETECTIONS",
         config.max_concurrent_detections,
         plan.tuning.vad_max_concurrent,
-        plan.reason("vad_max_concurrent"),
+        plan.tuning.reason("vad_max_concurrent"),
     )
     detector = SpeechDetector(
         model_path, intra_op_threads=config.intra_op_threads, block_duration_s=config.block_duration_s
@@ -51,11 +51,7 @@ async def create(config: VadConfig) -> RunningServer:
         "vad",
         [
             (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(
-                StatusServicer(
-                    report, lambda: LoadFigures(admission.max_running, admission.running, admission.waiting)
-                )
-            ),
+            status_registration(StatusServicer(report, lambda: LoadFigures.of(admission))),
         ],
     )
 
