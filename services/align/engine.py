@@ -152,12 +152,13 @@ class AlignEngine:
             results, ok = self._align_group(
                 aligner, [segments[index] for index in group], samples, samples_start_s, language_code, model
             )
-            if chosen is AlignMethod.CROSS_ATTENTION:
-                # Cross-attention starts words early after a pause: move them out of silence.
-                results = list(snap_words_to_sound(results, samples, samples_start_s))
             for index, result in zip(group, results, strict=True):
                 aligned[index] = result
             failed += 0 if ok else len(group)
+        if chosen is AlignMethod.CROSS_ATTENTION:
+            # Cross-attention starts words early after a pause: move them out
+            # of silence, the silences found once for the whole window.
+            aligned = list(snap_words_to_sound(aligned, samples, samples_start_s))
         logger.debug(
             "aligned %d segments with %s in %.3f s (%d failed)",
             len(segments),
