@@ -48,3 +48,11 @@ class CancelledError(SuiteError):
 
 class UnauthenticatedError(SuiteError):
     """No valid credentials for a service that needs them (UNAUTHENTICATED)."""
+
+
+class OutOfRangeError(SuiteError):
+    """Past a bound of what the request may cover, e.g. a stream's maximum duration (OUT_OF_RANGE)."""
+
+
+class DeadlineExceededError(SuiteError):
+    """Something the server waited for did not come in time, e.g. a stream's audio (DEADLINE_EXCEEDED)."""

@@ -63,6 +63,8 @@ _STATUS_OF_ERROR: dict[type[errors.SuiteError], grpc.StatusCode] = {
     errors.CancelledError: grpc.StatusCode.CANCELLED,
     errors.DataLossError: grpc.StatusCode.DATA_LOSS,
     errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.OutOfRangeError: grpc.StatusCode.OUT_OF_RANGE,
+    errors.DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -256,9 +258,7 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
         scope.finish(code)
 
 
-def _wrap_unary(
-    method: str, behaviour: Callable[..., Any], *, streamed: bool = False
-) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(method: str, behaviour: Callable[..., Any], *, streamed: bool = False) -> Callable[..., Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
         async with _rpc_scope(method, context):
             return await behaviour(_checked_stream(request) if streamed else _checked(request), context)

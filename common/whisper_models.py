@@ -363,6 +363,8 @@ class ModelStatus:
     device: str = ""
     compute_type: str = ""
     load_duration_s: float = 0.0
+    # Known once loaded: whether it knows languages other than English.
+    multilingual: bool = False
 
 
 class ModelCache:
@@ -390,6 +392,8 @@ class ModelCache:
         self._loading_locks: dict[str, threading.Lock] = {}
         self._pinned: set[str] = set()
         self._statuses: dict[str, ModelStatus] = {}
+        # What each model took when it last loaded, to make room before loading it again.
+        self._last_memory_bytes: dict[str, int] = {}
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model of that name, loading it (blocking) if needed."""
@@ -411,8 +415,7 @@ class ModelCache:
                     return model
                 self._statuses[key] = ModelStatus(key, ModelState.LOADING, pinned=key in self._pinned)
                 # Room first, from what the model took the last time it loaded (if ever).
-                previous = self._statuses.get(key)
-                self._make_room(previous.memory_bytes if previous else 0, keep=key)
+                self._make_room(self._last_memory_bytes.get(key, 0), keep=key)
             try:
                 model, memory_bytes = self._measured_load(key)
             except Exception as error:
@@ -424,6 +427,7 @@ class ModelCache:
             with self._lock:
                 self._make_room(memory_bytes, keep=key)
                 self._loaded[key] = model
+                self._last_memory_bytes[key] = memory_bytes
                 self._statuses[key] = ModelStatus(
                     key,
                     ModelState.READY,
@@ -433,6 +437,7 @@ class ModelCache:
                     device=model.device,
                     compute_type=model.compute_type,
                     load_duration_s=model.load_duration_s,
+                    multilingual=model.is_multilingual,
                 )
             return model
         finally:

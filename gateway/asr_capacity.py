@@ -111,12 +111,16 @@ class AsrCapacity:
             size = min(size, self._figures.preferred_batch_size)
         return max(1, size)
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, urgent: bool = False) -> None:
         """Takes one in-flight call slot, waiting in arrival order for one;
-        give it back with `release`."""
+        give it back with `release`. An `urgent` caller (a live stream, whose
+        listener is waiting) goes ahead of every waiting job."""
         if self._in_flight >= self.max_in_flight or self._waiters:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if urgent:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:

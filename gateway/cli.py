@@ -23,6 +23,7 @@ import grpc
 from common.config import ConfigError
 from common.convert import duration_to_seconds, seconds_to_duration
 from common.tls import TlsConfig
+from gateway import live_cli
 from gateway.profiles import PROFILE_NAMES
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
@@ -55,7 +56,10 @@ STAGE_NAMES = {
 
 
 class BearerToken(
-    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
 ):
     """Adds `authorization: Bearer <token>` to every call."""
 
@@ -73,6 +77,9 @@ class BearerToken(
         return continuation(self._with_token(details), request)
 
     def intercept_stream_unary(self, continuation: Any, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: grpc.ClientCallDetails, requests: Any) -> Any:
         return continuation(self._with_token(details), requests)
 
 
@@ -349,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    live_cli.add_parser(commands)
     commands.add_parser("jobs", help="list jobs, newest first")
     commands.add_parser("system", help="what every service detected about its machine and the settings it chose")
     for name, text in (("status", "show a job"), ("watch", "follow a job's progress"), ("cancel", "cancel a job")):
@@ -368,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if options.command == "transcribe":
                 return transcribe(stub, options)
+            if options.command == "live":
+                return live_cli.run_live(stub, options)
             if options.command == "system":
                 return system(channel)
             if options.command == "jobs":
@@ -396,10 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        except CliError as error:
+        except (CliError, live_cli.LiveError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
+            if options.command == "live":
+                print("\ninterrupted; the stream is closed", file=sys.stderr)
+                return 130
             print("\ninterrupted; the job goes on in the gateway (cancel it with `cancel JOB`)", file=sys.stderr)
             return 130
 

@@ -39,6 +39,20 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """Bounds of live streams (SUBTITLER_GATEWAY_*)."""
+
+    # Streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    max_streams: int = 16
+    # Audio one stream may carry, in the stream's own time.
+    max_stream_duration_s: float = 4 * 3600.0
+    # A stream that sends nothing for this long is ended.
+    idle_timeout_s: float = 30.0
+    # Retry delay suggested to refused clients.
+    retry_after_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig
     # Peer services: one address, a comma-separated list of replicas, or a gRPC URI.
@@ -73,6 +87,8 @@ class GatewayConfig:
     # SUBTITLER_GATEWAY_MAX_CONCURRENT_RPCS, so watchers never starve the
     # unary calls (GetJob, CreateJob...).
     max_watchers: int = 1000
+    # Live streams (StreamingTranscribe) open at once, and their bounds.
+    live: LiveConfig = LiveConfig()
     # Clients' bearer tokens, one "name:token" a line (see gateway.auth);
     # None: no authentication.
     tokens_file: Path | None = None
@@ -114,4 +130,11 @@ class GatewayConfig:
             ),
             min_free_disk_bytes=env_int(env, f"{prefix}MIN_FREE_DISK_BYTES", cls.min_free_disk_bytes, minimum=0),
             retry=RetryPolicy.from_env(env, prefix),
+            live=LiveConfig(
+                max_streams=env_int(env, f"{prefix}MAX_STREAMS", LiveConfig.max_streams, minimum=1),
+                max_stream_duration_s=env_float(
+                    env, f"{prefix}MAX_STREAM_DURATION_S", LiveConfig.max_stream_duration_s, minimum=1.0
+                ),
+                idle_timeout_s=env_float(env, f"{prefix}STREAM_IDLE_TIMEOUT_S", LiveConfig.idle_timeout_s, minimum=0.1),
+            ),
         )

@@ -18,6 +18,8 @@ from gateway.asr_capacity import AsrCapacity
 from gateway.auth import Authenticator, TokenTable
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
+from gateway.live_decoder import LiveDecoder
+from gateway.live_servicer import LiveCaptioner
 from gateway.pipeline import Peers
 from gateway.scheduler import JobScheduler
 from gateway.servicer import GatewayServicer
@@ -119,7 +121,9 @@ async def create(config: GatewayConfig) -> RunningServer:
     )
     scheduler = JobScheduler(store, events, peers, config)
     auth = Authenticator(TokenTable.from_file(config.tokens_file) if config.tokens_file else None)
-    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth)
+    decoder = LiveDecoder(peers.asr, asr_capacity)
+    live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live)
+    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live)
     report = plan.report([jobs_choice])
 
     def figures() -> LoadFigures:
@@ -131,9 +135,10 @@ async def create(config: GatewayConfig) -> RunningServer:
         )
 
     status = GatewayStatusServicer(report, figures, status_stubs, auth)
-    # Watch streams count against gRPC's limit too: give them room of their own.
+    # Watch and live streams count against gRPC's limit too: give them room of their own.
     server_config = dataclasses.replace(
-        config.server, max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_watchers
+        config.server,
+        max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_watchers + config.live.max_streams,
     )
     running = create_server(
         server_config,
@@ -150,6 +155,7 @@ async def create(config: GatewayConfig) -> RunningServer:
 
     async def stop_jobs_and_close() -> None:
         sweeper.cancel()
+        await decoder.close()
         await scheduler.shutdown()
         for channel in channels.values():
             await channel.close()

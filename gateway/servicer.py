@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 
 from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
-from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError
+from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError, UnavailableError
 from common.uploads import ensure_upload_complete
 from gateway.auth import Authenticator
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState
+from gateway.live_servicer import LiveCaptioner
 from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
@@ -79,7 +80,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         scheduler: JobScheduler,
         max_upload_bytes: int,
         auth: Authenticator | None = None,
+        live: LiveCaptioner | None = None,
     ) -> None:
+        self._live = live
         self._store = store
         self._events = events
         self._scheduler = scheduler
@@ -199,6 +202,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidInputError("after_sequence must not be negative")
         async for event in self._events.watch(request.job_id, request.after_sequence):
             yield event
+
+    async def StreamingTranscribe(
+        self,
+        request_iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[gateway_pb2.StreamingTranscribeResponse]:
+        self._auth.caller(context)  # any client with a valid token may stream
+        if self._live is None:
+            raise UnavailableError("live captions are not served by this gateway")
+        async for response in self._live.stream(request_iterator):
+            yield response
 
     async def GetJob(self, request: gateway_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.Job:
         return self._to_proto(await self._own_job(request.job_id, context))

@@ -12,6 +12,7 @@ from common.languages import WHISPER_LANGUAGES, to_whisper_language
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
+from subtitler.vad.v1 import vad_pb2
 
 # The ASR service's default SUBTITLER_ASR_MAX_BATCH_SIZE, and its beam limit.
 MAX_BATCH_SIZE = 32
@@ -31,7 +32,13 @@ VAD_FRAME_S = 0.032
 
 def validate_job_config(config: gateway_pb2.JobConfig) -> None:
     """Raises InvalidInputError or NotFoundError for a config no service would accept."""
-    transcription = config.transcription
+    validate_transcription(config.transcription)
+    _validate_vad(config.speech_detection)
+    _validate_job_choices(config)
+
+
+def validate_transcription(transcription: asr_pb2.TranscriptionOptions) -> None:
+    """Raises InvalidInputError or NotFoundError for transcription options no ASR service would accept."""
     if transcription.language_code:
         try:
             to_whisper_language(transcription.language_code, WHISPER_LANGUAGES)
@@ -52,7 +59,9 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
         )
     if not (math.isfinite(transcription.temperature) and 0 <= transcription.temperature <= MAX_TEMPERATURE):
         raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
-    vad = config.speech_detection
+
+
+def _validate_vad(vad: vad_pb2.VadOptions) -> None:
     if vad.threshold and not 0 < vad.threshold < 1:
         raise InvalidInputError(f"speech detection threshold {vad.threshold} must be between 0 and 1 (exclusive)")
     if vad.threshold != vad.threshold:
@@ -78,6 +87,9 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
         raise InvalidInputError(
             f"speech_pad {pad_s:g} s on both sides leaves no room for speech in chunks of {chunk_s:g} s"
         )
+
+
+def _validate_job_choices(config: gateway_pb2.JobConfig) -> None:
     if config.align_method not in align_pb2.AlignMethod.values():
         raise InvalidInputError(f"unknown align method {config.align_method}")
     if config.profile not in gateway_pb2.Profile.values():

@@ -68,8 +68,6 @@ class AsrConfig:
             max_model_memory_bytes=env_int(
                 env, f"{prefix}MAX_MODEL_MEMORY_BYTES", cls.max_model_memory_bytes, minimum=0
             ),
-            model_wait_timeout_s=env_float(
-                env, f"{prefix}MODEL_WAIT_TIMEOUT_S", cls.model_wait_timeout_s, minimum=1.0
-            ),
+            model_wait_timeout_s=env_float(env, f"{prefix}MODEL_WAIT_TIMEOUT_S", cls.model_wait_timeout_s, minimum=1.0),
             warm_up=env_bool(env, f"{prefix}WARM_UP", cls.warm_up),
         )

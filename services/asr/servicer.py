@@ -7,6 +7,7 @@ server's interceptor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -16,11 +17,14 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
 from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto, time_range_from_proto
 from common.errors import InvalidInputError, NotFoundError, UnavailableError
+from common.pcm import float32_samples
 from common.transcript import TimeRange
 from common.whisper_models import ModelState, ModelStatus
 from services.asr.engine import (
@@ -42,6 +46,8 @@ _TASKS = {
     asr_pb2.TASK_TRANSCRIBE: "transcribe",
     asr_pb2.TASK_TRANSLATE: "translate",
 }
+# Inline audio one Transcribe request may carry (about 65 s).
+MAX_INLINE_AUDIO_BYTES = 4 * 1024 * 1024
 # Audio read for language detection past the 30 s it listens to (rounding margin).
 _DETECTION_MARGIN_S = 1.0
 
@@ -77,13 +83,8 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         # Which chunks each job asked for (the job id is bound by the interceptor).
         first = request.first_chunk_index
         logger.info("transcribing chunks %d-%d", first, first + len(chunks) - 1)
-        audio = audio_ref_from_proto(request.audio)
-        _check_sample_rate(audio.sample_rate_hertz)
-        # Only the audio the chunks cover is read (a copy when it comes over gRPC).
-        window = TimeRange(min(chunk.start_s for chunk in chunks), max(chunk.end_s for chunk in chunks))
-        offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
         stop = threading.Event()
-        async with self._admission.slot(), self._audio_reader.open(audio, window) as samples:
+        async with self._admission.slot(), self._samples(request, chunks) as (samples, offset_samples, sample_count):
             admitted = time.perf_counter()
             transcripts = await self._run(
                 functools.partial(
@@ -94,7 +95,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     request.first_chunk_index,
                     stop.is_set,
                     audio_offset_samples=offset_samples,
-                    audio_sample_count=audio.sample_count,
+                    audio_sample_count=sample_count,
                 ),
                 stop,
             )
@@ -102,6 +103,33 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                 yield _transcript_to_proto(transcript)
         # What the job's overhead is measured against (bench.end_to_end).
         logger.info("decoded chunks %d-%d in %.3f s", first, first + len(chunks) - 1, time.perf_counter() - admitted)
+
+    @contextlib.asynccontextmanager
+    async def _samples(
+        self, request: asr_pb2.TranscribeRequest, chunks: list[TimeRange]
+    ) -> AsyncIterator[tuple[npt.NDArray[np.float32], int, int]]:
+        """The samples the chunks cover: (samples, offset of the first in the
+        audio, samples in the whole audio). Inline samples are the whole
+        audio; from a handle only the window the chunks cover is read (a copy
+        when it comes over gRPC)."""
+        if request.HasField("inline_audio"):
+            if request.HasField("audio"):
+                raise InvalidInputError("give the audio as a handle or inline, not both")
+            if len(request.inline_audio.samples) > MAX_INLINE_AUDIO_BYTES:
+                raise InvalidInputError(
+                    f"inline audio of {len(request.inline_audio.samples)} bytes; at most {MAX_INLINE_AUDIO_BYTES}"
+                )
+            samples = float32_samples(request.inline_audio.samples)
+            if not samples.size:
+                raise InvalidInputError("inline audio holds no samples")
+            yield samples, 0, samples.shape[0]
+            return
+        audio = audio_ref_from_proto(request.audio)
+        _check_sample_rate(audio.sample_rate_hertz)
+        window = TimeRange(min(chunk.start_s for chunk in chunks), max(chunk.end_s for chunk in chunks))
+        offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
+        async with self._audio_reader.open(audio, window) as samples:
+            yield samples, offset_samples, audio.sample_count
 
     async def DetectLanguage(
         self, request: asr_pb2.DetectLanguageRequest, context: grpc.aio.ServicerContext
@@ -222,6 +250,7 @@ def _model_info(status: ModelStatus) -> asr_pb2.ModelInfo:
         device=status.device,
         compute_type=status.compute_type,
         load_duration=seconds_to_duration(status.load_duration_s),
+        multilingual=status.multilingual,
     )
     if status.last_used_s:
         info.last_used_time.CopyFrom(epoch_to_timestamp(status.last_used_s))

@@ -33,6 +33,8 @@ class VadConfig:
     # RESOURCE_EXHAUSTED and a retry hint. 8 covers a burst of jobs from a few
     # gateways (each job runs one detection) without queueing for long.
     max_queued_detections: int = 8
+    # Live streams (StreamSpeech) open at once; more are refused.
+    max_live_streams: int = 64
     # Retry delay suggested to refused callers.
     retry_after_s: float = 5.0
     # Audio read and analysed per step; a progress message follows each step
@@ -56,6 +58,7 @@ class VadConfig:
                 env, f"{prefix}MAX_CONCURRENT_DETECTIONS", cls.max_concurrent_detections, minimum=0
             ),
             max_queued_detections=env_int(env, f"{prefix}MAX_QUEUED_DETECTIONS", cls.max_queued_detections, minimum=0),
+            max_live_streams=env_int(env, f"{prefix}MAX_LIVE_STREAMS", cls.max_live_streams, minimum=1),
             retry_after_s=env_float(env, f"{prefix}RETRY_AFTER_S", cls.retry_after_s, minimum=0.0),
             block_duration_s=env_float(env, f"{prefix}BLOCK_DURATION_S", cls.block_duration_s, minimum=0.1),
         )

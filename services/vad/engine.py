@@ -431,6 +431,103 @@ class StreamingDetection:
         return events or [DetectionProgress(analysed_s)]
 
 
+LIVE_MAX_MIN_SILENCE_S = 10.0
+
+
+@dataclass(frozen=True)
+class LiveVadOptions:
+    """Options of live speech detection (`LiveSpeechDetection`)."""
+
+    # Speech probability at or above which a frame is speech, in (0, 1);
+    # speech ends at frames below max(threshold - 0.15, 0.01).
+    threshold: float = 0.5
+    # Silence that ends speech. Longer than the batch pipeline's 160 ms: live
+    # utterances are what a caption shows at once, and a pause for breath
+    # should not end one.
+    min_silence_duration_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "min_silence_duration_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidInputError(f"VAD option {name}={value!r} is not a finite number")
+        if not 0.0 < self.threshold < 1.0:
+            raise InvalidInputError(f"VAD threshold must be in (0, 1), got {self.threshold}")
+        if not 0.0 <= self.min_silence_duration_s <= LIVE_MAX_MIN_SILENCE_S:
+            raise InvalidInputError(
+                f"min_silence_duration_s must be between 0 and {LIVE_MAX_MIN_SILENCE_S:g} s, "
+                f"got {self.min_silence_duration_s}"
+            )
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    """What one block of live audio changed."""
+
+    # Offsets (s) where speech began in the block.
+    speech_starts: tuple[float, ...]
+    # Speech that ended in the block: its start to its first silent frame.
+    speech_ends: tuple[TimeRange, ...]
+    # Audio analysed so far, whole frames.
+    analysed_s: float
+    # Whether speech goes on at the end of the analysed audio.
+    in_speech: bool
+    # While in speech, how long the end of the audio has been silent.
+    trailing_silence_s: float
+
+
+class LiveSpeechDetection:
+    """Speech detection of a live stream, block by block, with the silero
+    state carried across blocks; memory stays flat however long it runs (the
+    scorer keeps less than one frame of audio). The state machine is
+    `get_speech_timestamps`'s without its padding and splitting: speech starts
+    at a frame at or above the threshold and ends at the first of enough
+    silent frames. Not thread-safe: feed one block at a time."""
+
+    def __init__(self, session: onnxruntime.InferenceSession, options: LiveVadOptions) -> None:
+        self._scorer = _FrameScorer(session)
+        self._threshold = np.float32(options.threshold)
+        self._neg_threshold = np.float32(max(options.threshold - _NEG_THRESHOLD_MARGIN, 0.01))
+        self._min_silence_samples = _to_samples(options.min_silence_duration_s)
+        self._frame_index = 0
+        self._in_speech = False
+        self._start = 0
+        self._silence_since: int | None = None
+
+    def feed(self, block: npt.ArrayLike) -> LiveUpdate:
+        samples = np.asarray(block, dtype=np.float32)
+        if samples.ndim != 1:
+            raise InvalidInputError(f"audio must be one channel (1-D), got shape {samples.shape}")
+        probabilities = self._scorer.score(samples)
+        starts: list[float] = []
+        ends: list[TimeRange] = []
+        for probability in probabilities.tolist():
+            position = self._frame_index * FRAME_SAMPLES
+            self._frame_index += 1
+            if probability >= self._threshold:
+                if not self._in_speech:
+                    self._in_speech = True
+                    self._start = position
+                    starts.append(position / SAMPLE_RATE_HERTZ)
+                self._silence_since = None
+            elif probability < self._neg_threshold and self._in_speech:
+                if self._silence_since is None:
+                    self._silence_since = position
+                if position + FRAME_SAMPLES - self._silence_since >= self._min_silence_samples:
+                    ends.append(TimeRange(self._start / SAMPLE_RATE_HERTZ, self._silence_since / SAMPLE_RATE_HERTZ))
+                    self._in_speech = False
+                    self._silence_since = None
+        analysed = self._frame_index * FRAME_SAMPLES
+        trailing = analysed - self._silence_since if self._in_speech and self._silence_since is not None else 0
+        return LiveUpdate(
+            speech_starts=tuple(starts),
+            speech_ends=tuple(ends),
+            analysed_s=analysed / SAMPLE_RATE_HERTZ,
+            in_speech=self._in_speech,
+            trailing_silence_s=trailing / SAMPLE_RATE_HERTZ,
+        )
+
+
 class SpeechDetector:
     """Finds speech in 16 kHz mono float32 audio with silero VAD (ONNX).
 
@@ -518,6 +615,10 @@ class SpeechDetector:
     def start(self, options: VadOptions | None = None) -> StreamingDetection:
         """A detection to feed block by block (loads the model if needed)."""
         return StreamingDetection(self._loaded_session(), options or VadOptions())
+
+    def start_live(self, options: LiveVadOptions | None = None) -> LiveSpeechDetection:
+        """A live detection to feed block by block (loads the model if needed)."""
+        return LiveSpeechDetection(self._loaded_session(), options or LiveVadOptions())
 
     @property
     def block_samples(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,10 +45,21 @@ async def create(config: VadConfig) -> RunningServer:
     admission = AdmissionLimit(
         int(concurrent), config.max_queued_detections, config.retry_after_s, work_name="detections"
     )
-    servicer = VadServicer(detector, audio_reader, admission, executor)
+    servicer = VadServicer(
+        detector,
+        audio_reader,
+        admission,
+        executor,
+        max_live_streams=config.max_live_streams,
+        retry_after_s=config.retry_after_s,
+    )
     report = plan.report([concurrent_choice])
+    # Live streams hold an RPC each for as long as they run: room of their own.
+    server_config = dataclasses.replace(
+        config.server, max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_live_streams
+    )
     running = create_server(
-        config.server,
+        server_config,
         "vad",
         [
             (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),

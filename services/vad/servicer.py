@@ -16,9 +16,18 @@ from google.protobuf.duration_pb2 import Duration
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto
 from common.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
-from common.errors import InvalidInputError
+from common.errors import InvalidInputError, ResourceExhaustedError
+from common.pcm import float32_samples
 from common.transcript import TimeRange
-from services.vad.engine import SAMPLE_RATE_HERTZ, DetectionEvent, SpeechChunk, SpeechDetector, VadOptions
+from services.vad.engine import (
+    SAMPLE_RATE_HERTZ,
+    DetectionEvent,
+    LiveUpdate,
+    LiveVadOptions,
+    SpeechChunk,
+    SpeechDetector,
+    VadOptions,
+)
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
 SERVICE_NAME = vad_pb2.DESCRIPTOR.services_by_name["VadService"].full_name
@@ -31,8 +40,15 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
         audio_reader: AudioReader,
         admission: AdmissionLimit,
         executor: Executor,
+        *,
+        max_live_streams: int = 64,
+        retry_after_s: float = 5.0,
     ) -> None:
         self._detector = detector
+        # Live streams are cheap (a few frames a block) but long: their own bound.
+        self._max_live_streams = max_live_streams
+        self._live_streams = 0
+        self._retry_after_s = retry_after_s
         self._audio_reader = audio_reader
         # Detections at once (each is a few seconds per hour of audio), and how many wait.
         self._admission = admission
@@ -61,6 +77,55 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
                     yield detection_event_to_proto(event)
             for event in await run_blocking(self._executor, detection.finish):
                 yield detection_event_to_proto(event)
+
+    @property
+    def live_streams(self) -> int:
+        return self._live_streams
+
+    async def StreamSpeech(
+        self, request_iterator: AsyncIterator[vad_pb2.StreamSpeechRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[vad_pb2.StreamSpeechResponse]:
+        if self._live_streams >= self._max_live_streams:
+            raise ResourceExhaustedError(
+                f"this VAD replica has its maximum of {self._max_live_streams} live streams; "
+                f"retry in {self._retry_after_s:g} s",
+                retry_after_s=self._retry_after_s,
+            )
+        self._live_streams += 1
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None:
+                return
+            if first.WhichOneof("request") != "options":
+                raise InvalidInputError("the first message of a StreamSpeech stream must carry the options")
+            options = live_vad_options_from_proto(first.options)
+            detection = await run_blocking(self._executor, functools.partial(self._detector.start_live, options))
+            async for request in request_iterator:
+                if request.WhichOneof("request") != "samples":
+                    raise InvalidInputError("options come once, in the first message; later messages carry samples")
+                samples = float32_samples(request.samples)
+                update = await run_blocking(self._executor, functools.partial(detection.feed, samples))
+                yield live_update_to_proto(update)
+        finally:
+            self._live_streams -= 1
+
+
+def live_vad_options_from_proto(message: vad_pb2.LiveVadOptions) -> LiveVadOptions:
+    defaults = LiveVadOptions()
+    return LiveVadOptions(
+        threshold=round(message.threshold, 6) or defaults.threshold,
+        min_silence_duration_s=_seconds_or_default(message.min_silence_duration, defaults.min_silence_duration_s),
+    )
+
+
+def live_update_to_proto(update: LiveUpdate) -> vad_pb2.StreamSpeechResponse:
+    return vad_pb2.StreamSpeechResponse(
+        speech_starts=[seconds_to_duration(start) for start in update.speech_starts],
+        speech_ends=[time_range_to_proto(end) for end in update.speech_ends],
+        analysed_duration=seconds_to_duration(update.analysed_s),
+        in_speech=update.in_speech,
+        trailing_silence=seconds_to_duration(update.trailing_silence_s),
+    )
 
 
 def _seconds_or_default(duration: Duration, default_s: float) -> float:

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/asr/v1/asr.proto\x12\x10subtitler.asr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a subtitler/common/v1/common.proto\"\x88\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.subtitler.asr.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x12\x32\n\x0elast_used_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06pinned\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0c\x63ompute_type\x18\x08 \x01(\t\x12\x30\n\rload_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11ListModelsRequest\"v\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.subtitler.asr.v1.ModelInfo\x12\x19\n\x11max_loaded_models\x18\x02 \x01(\x05\x12\x18\n\x10max_memory_bytes\x18\x03 \x01(\x03\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xe1\x01\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12$\n\x04task\x18\x03 \x01(\x0e\x32\x16.subtitler.asr.v1.Task\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x16\n\x0einitial_prompt\x18\x06 \x01(\t\x12\x10\n\x08hotwords\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x02\x12\x17\n\x0fword_timestamps\x18\t \x01(\x08\"\xc8\x01\n\x11TranscribeRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12.\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x19\n\x11\x66irst_chunk_index\x18\x03 \x01(\x05\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\"\xd0\x01\n\x12TranscribeResponse\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x05\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x1c\n\x14language_probability\x18\x04 \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0e\x63hunk_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\x15\x44\x65tectLanguageRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\r\n\x05model\x18\x03 \x01(\t\"A\n\x13LanguageProbability\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x7f\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x39\n\ncandidates\x18\x03 \x03(\x0b\x32%.subtitler.asr.v1.LanguageProbability*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04*E\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_TRANSCRIBE\x10\x01\x12\x12\n\x0eTASK_TRANSLATE\x10\x02\x32\xc5\x03\n\nAsrService\x12Y\n\nTranscribe\x12#.subtitler.asr.v1.TranscribeRequest\x1a$.subtitler.asr.v1.TranscribeResponse0\x01\x12\x63\n\x0e\x44\x65tectLanguage\x12\'.subtitler.asr.v1.DetectLanguageRequest\x1a(.subtitler.asr.v1.DetectLanguageResponse\x12W\n\nListModels\x12#.subtitler.asr.v1.ListModelsRequest\x1a$.subtitler.asr.v1.ListModelsResponse\x12L\n\tLoadModel\x12\".subtitler.asr.v1.LoadModelRequest\x1a\x1b.subtitler.asr.v1.ModelInfo\x12P\n\x0bUnloadModel\x12$.subtitler.asr.v1.UnloadModelRequest\x1a\x1b.subtitler.asr.v1.ModelInfoB\\\n\x14\x64\x65v.subtitler.asr.v1P\x01Z/subtitler/clients/go/gen/subtitler/asr/v1;asrv1\xaa\x02\x10Subtitler.Asr.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/asr/v1/asr.proto\x12\x10subtitler.asr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a subtitler/common/v1/common.proto\"\x9e\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.subtitler.asr.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\x12\x32\n\x0elast_used_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06pinned\x18\x06 \x01(\x08\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x14\n\x0c\x63ompute_type\x18\x08 \x01(\t\x12\x30\n\rload_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmultilingual\x18\n \x01(\x08\"\x13\n\x11ListModelsRequest\"v\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.subtitler.asr.v1.ModelInfo\x12\x19\n\x11max_loaded_models\x18\x02 \x01(\x05\x12\x18\n\x10max_memory_bytes\x18\x03 \x01(\x03\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"#\n\x12UnloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xe1\x01\n\x14TranscriptionOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12$\n\x04task\x18\x03 \x01(\x0e\x32\x16.subtitler.asr.v1.Task\x12\x11\n\tbeam_size\x18\x04 \x01(\x05\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x16\n\x0einitial_prompt\x18\x06 \x01(\t\x12\x10\n\x08hotwords\x18\x07 \x01(\t\x12\x13\n\x0btemperature\x18\x08 \x01(\x02\x12\x17\n\x0fword_timestamps\x18\t \x01(\x08\"\x1e\n\x0bInlineAudio\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\"\xfd\x01\n\x11TranscribeRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12\x33\n\x0cinline_audio\x18\x05 \x01(\x0b\x32\x1d.subtitler.asr.v1.InlineAudio\x12.\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x19\n\x11\x66irst_chunk_index\x18\x03 \x01(\x05\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32&.subtitler.asr.v1.TranscriptionOptions\"\xd0\x01\n\x12TranscribeResponse\x12\x13\n\x0b\x63hunk_index\x18\x01 \x01(\x05\x12.\n\x08segments\x18\x02 \x03(\x0b\x32\x1c.subtitler.common.v1.Segment\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x1c\n\x14language_probability\x18\x04 \x01(\x02\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\x0e\x63hunk_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\x15\x44\x65tectLanguageRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\r\n\x05model\x18\x03 \x01(\t\"A\n\x13LanguageProbability\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x7f\n\x16\x44\x65tectLanguageResponse\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x39\n\ncandidates\x18\x03 \x03(\x0b\x32%.subtitler.asr.v1.LanguageProbability*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04*E\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x13\n\x0fTASK_TRANSCRIBE\x10\x01\x12\x12\n\x0eTASK_TRANSLATE\x10\x02\x32\xc5\x03\n\nAsrService\x12Y\n\nTranscribe\x12#.subtitler.asr.v1.TranscribeRequest\x1a$.subtitler.asr.v1.TranscribeResponse0\x01\x12\x63\n\x0e\x44\x65tectLanguage\x12\'.subtitler.asr.v1.DetectLanguageRequest\x1a(.subtitler.asr.v1.DetectLanguageResponse\x12W\n\nListModels\x12#.subtitler.asr.v1.ListModelsRequest\x1a$.subtitler.asr.v1.ListModelsResponse\x12L\n\tLoadModel\x12\".subtitler.asr.v1.LoadModelRequest\x1a\x1b.subtitler.asr.v1.ModelInfo\x12P\n\x0bUnloadModel\x12$.subtitler.asr.v1.UnloadModelRequest\x1a\x1b.subtitler.asr.v1.ModelInfoB\\\n\x14\x64\x65v.subtitler.asr.v1P\x01Z/subtitler/clients/go/gen/subtitler/asr/v1;asrv1\xaa\x02\x10Subtitler.Asr.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.asr.v1.asr_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024dev.subtitler.asr.v1P\001Z/subtitler/clients/go/gen/subtitler/asr/v1;asrv1\252\002\020Subtitler.Asr.V1'
-  _globals['_MODELSTATE']._serialized_start=1603
-  _globals['_MODELSTATE']._serialized_end=1742
-  _globals['_TASK']._serialized_start=1744
-  _globals['_TASK']._serialized_end=1813
+  _globals['_MODELSTATE']._serialized_start=1710
+  _globals['_MODELSTATE']._serialized_end=1849
+  _globals['_TASK']._serialized_start=1851
+  _globals['_TASK']._serialized_end=1920
   _globals['_MODELINFO']._serialized_start=148
-  _globals['_MODELINFO']._serialized_end=412
-  _globals['_LISTMODELSREQUEST']._serialized_start=414
-  _globals['_LISTMODELSREQUEST']._serialized_end=433
-  _globals['_LISTMODELSRESPONSE']._serialized_start=435
-  _globals['_LISTMODELSRESPONSE']._serialized_end=553
-  _globals['_LOADMODELREQUEST']._serialized_start=555
-  _globals['_LOADMODELREQUEST']._serialized_end=588
-  _globals['_UNLOADMODELREQUEST']._serialized_start=590
-  _globals['_UNLOADMODELREQUEST']._serialized_end=625
-  _globals['_TRANSCRIPTIONOPTIONS']._serialized_start=628
-  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=853
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=856
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=1056
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=1059
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=1267
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=1270
-  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=1404
-  _globals['_LANGUAGEPROBABILITY']._serialized_start=1406
-  _globals['_LANGUAGEPROBABILITY']._serialized_end=1471
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=1473
-  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=1600
-  _globals['_ASRSERVICE']._serialized_start=1816
-  _globals['_ASRSERVICE']._serialized_end=2269
+  _globals['_MODELINFO']._serialized_end=434
+  _globals['_LISTMODELSREQUEST']._serialized_start=436
+  _globals['_LISTMODELSREQUEST']._serialized_end=455
+  _globals['_LISTMODELSRESPONSE']._serialized_start=457
+  _globals['_LISTMODELSRESPONSE']._serialized_end=575
+  _globals['_LOADMODELREQUEST']._serialized_start=577
+  _globals['_LOADMODELREQUEST']._serialized_end=610
+  _globals['_UNLOADMODELREQUEST']._serialized_start=612
+  _globals['_UNLOADMODELREQUEST']._serialized_end=647
+  _globals['_TRANSCRIPTIONOPTIONS']._serialized_start=650
+  _globals['_TRANSCRIPTIONOPTIONS']._serialized_end=875
+  _globals['_INLINEAUDIO']._serialized_start=877
+  _globals['_INLINEAUDIO']._serialized_end=907
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=910
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=1163
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=1166
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=1374
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_start=1377
+  _globals['_DETECTLANGUAGEREQUEST']._serialized_end=1511
+  _globals['_LANGUAGEPROBABILITY']._serialized_start=1513
+  _globals['_LANGUAGEPROBABILITY']._serialized_end=1578
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_start=1580
+  _globals['_DETECTLANGUAGERESPONSE']._serialized_end=1707
+  _globals['_ASRSERVICE']._serialized_start=1923
+  _globals['_ASRSERVICE']._serialized_end=2376
 # @@protoc_insertion_point(module_scope)

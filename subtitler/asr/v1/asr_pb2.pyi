@@ -95,6 +95,7 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     COMPUTE_TYPE_FIELD_NUMBER: _builtins.int
     LOAD_DURATION_FIELD_NUMBER: _builtins.int
+    MULTILINGUAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name it was asked for ("embedded:tiny.en")."""
     state: Global___ModelState.ValueType
@@ -107,6 +108,10 @@ class ModelInfo(_message.Message):
     device: _builtins.str
     """"cpu" or "cuda", and the CTranslate2 compute type ("int8", "float16")."""
     compute_type: _builtins.str
+    multilingual: _builtins.bool
+    """Whether it knows languages other than English (and can translate);
+    known once it has been loaded.
+    """
     @_builtins.property
     def last_used_time(self) -> _timestamp_pb2.Timestamp:
         """When it was last used; unset when never."""
@@ -127,10 +132,11 @@ class ModelInfo(_message.Message):
         device: _builtins.str = ...,
         compute_type: _builtins.str = ...,
         load_duration: _duration_pb2.Duration | None = ...,
+        multilingual: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_used_time", b"last_used_time", "load_duration", b"load_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_type", b"compute_type", "device", b"device", "last_used_time", b"last_used_time", "load_duration", b"load_duration", "memory_bytes", b"memory_bytes", "name", b"name", "pinned", b"pinned", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_type", b"compute_type", "device", b"device", "last_used_time", b"last_used_time", "load_duration", b"load_duration", "memory_bytes", b"memory_bytes", "multilingual", b"multilingual", "name", b"name", "pinned", b"pinned", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,12 +289,37 @@ class TranscriptionOptions(_message.Message):
 Global___TranscriptionOptions: _TypeAlias = TranscriptionOptions  # noqa: Y015
 
 @_typing.final
+class InlineAudio(_message.Message):
+    """Samples sent in the request itself, for audio no audio service holds
+    (live streams: a few seconds that change at every step).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    samples: _builtins.bytes
+    """16 kHz mono float32 samples, little-endian; at most 4 MiB."""
+    def __init__(
+        self,
+        *,
+        samples: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineAudio: _TypeAlias = InlineAudio  # noqa: Y015
+
+@_typing.final
 class TranscribeRequest(_message.Message):
     """Request of Transcribe."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     AUDIO_FIELD_NUMBER: _builtins.int
+    INLINE_AUDIO_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
     FIRST_CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
@@ -298,7 +329,11 @@ class TranscribeRequest(_message.Message):
     """
     @_builtins.property
     def audio(self) -> _common_pb2.AudioHandle:
-        """The audio."""
+        """The audio: a handle from the audio service, or inline_audio."""
+
+    @_builtins.property
+    def inline_audio(self) -> Global___InlineAudio:
+        """Inline samples instead of a handle; the chunks are ranges of them."""
 
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
@@ -312,13 +347,14 @@ class TranscribeRequest(_message.Message):
         self,
         *,
         audio: _common_pb2.AudioHandle | None = ...,
+        inline_audio: Global___InlineAudio | None = ...,
         chunks: _abc.Iterable[_common_pb2.TimeRange] | None = ...,
         first_chunk_index: _builtins.int = ...,
         options: Global___TranscriptionOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -169,6 +169,30 @@ and English words aligned phonetically (pocketsphinx).
 """
 Global___Profile: _TypeAlias = Profile  # noqa: Y015
 
+class _AudioEncoding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AudioEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AudioEncoding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUDIO_ENCODING_UNSPECIFIED: _AudioEncoding.ValueType  # 0
+    """Not given: refused."""
+    AUDIO_ENCODING_LINEAR16: _AudioEncoding.ValueType  # 1
+    """Signed 16-bit little-endian PCM (what `ffmpeg -f s16le` writes)."""
+    AUDIO_ENCODING_FLOAT32: _AudioEncoding.ValueType  # 2
+    """32-bit float little-endian PCM, in [-1, 1] (`ffmpeg -f f32le`)."""
+
+class AudioEncoding(_AudioEncoding, metaclass=_AudioEncodingEnumTypeWrapper):
+    """How the audio of a live stream is encoded."""
+
+AUDIO_ENCODING_UNSPECIFIED: AudioEncoding.ValueType  # 0
+"""Not given: refused."""
+AUDIO_ENCODING_LINEAR16: AudioEncoding.ValueType  # 1
+"""Signed 16-bit little-endian PCM (what `ffmpeg -f s16le` writes)."""
+AUDIO_ENCODING_FLOAT32: AudioEncoding.ValueType  # 2
+"""32-bit float little-endian PCM, in [-1, 1] (`ffmpeg -f f32le`)."""
+Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
+
 @_typing.final
 class JobConfig(_message.Message):
     """How a job is to be done; zero fields take the documented defaults."""
@@ -883,3 +907,246 @@ class GetResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetResultResponse: _TypeAlias = GetResultResponse  # noqa: Y015
+
+@_typing.final
+class StreamingConfig(_message.Message):
+    """How a live stream is to be transcribed: the first message of a
+    StreamingTranscribe stream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSCRIPTION_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    SAMPLE_RATE_HERTZ_FIELD_NUMBER: _builtins.int
+    CHANNEL_COUNT_FIELD_NUMBER: _builtins.int
+    INTERIM_RESULTS_FIELD_NUMBER: _builtins.int
+    SPEECH_DETECTION_FIELD_NUMBER: _builtins.int
+    MAX_UTTERANCE_DURATION_FIELD_NUMBER: _builtins.int
+    encoding: Global___AudioEncoding.ValueType
+    """Format of the audio bytes."""
+    sample_rate_hertz: _builtins.int
+    """Sample rate of the audio, any rate from 8000 to 192000 Hz."""
+    channel_count: _builtins.int
+    """Interleaved channels, 1 to 8 (mixed down to one). Default 1."""
+    interim_results: _builtins.bool
+    """Also send interim results: the current utterance's text so far, every
+    step (about 1 s of new speech).
+    """
+    @_builtins.property
+    def transcription(self) -> _asr_pb2.TranscriptionOptions:
+        """Transcription options (model, language or empty to detect it from the
+        first utterance, task, beam, prompt, hotwords). Word times always come
+        from Whisper's cross-attention, snapped to the sound.
+        """
+
+    @_builtins.property
+    def speech_detection(self) -> _vad_pb2.LiveVadOptions:
+        """Speech detection."""
+
+    @_builtins.property
+    def max_utterance_duration(self) -> _duration_pb2.Duration:
+        """An utterance is made final when it reaches this length even if speech
+        goes on (at the last word two steps agreed on). Default 15 s, at most 28 s.
+        """
+
+    def __init__(
+        self,
+        *,
+        transcription: _asr_pb2.TranscriptionOptions | None = ...,
+        encoding: Global___AudioEncoding.ValueType = ...,
+        sample_rate_hertz: _builtins.int = ...,
+        channel_count: _builtins.int = ...,
+        interim_results: _builtins.bool = ...,
+        speech_detection: _vad_pb2.LiveVadOptions | None = ...,
+        max_utterance_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_utterance_duration", b"max_utterance_duration", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_count", b"channel_count", "encoding", b"encoding", "interim_results", b"interim_results", "max_utterance_duration", b"max_utterance_duration", "sample_rate_hertz", b"sample_rate_hertz", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamingConfig: _TypeAlias = StreamingConfig  # noqa: Y015
+
+@_typing.final
+class StreamingTranscribeRequest(_message.Message):
+    """One message of a StreamingTranscribe stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    audio: _builtins.bytes
+    """The next bytes of audio, whole samples of every channel."""
+    @_builtins.property
+    def config(self) -> Global___StreamingConfig:
+        """The first message, and only the first."""
+
+    def __init__(
+        self,
+        *,
+        config: Global___StreamingConfig | None = ...,
+        audio: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["config", "audio"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___StreamingTranscribeRequest: _TypeAlias = StreamingTranscribeRequest  # noqa: Y015
+
+@_typing.final
+class StreamingResult(_message.Message):
+    """The text of one utterance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    END_OFFSET_FIELD_NUMBER: _builtins.int
+    WORDS_FIELD_NUMBER: _builtins.int
+    STABILITY_FIELD_NUMBER: _builtins.int
+    STABLE_TEXT_FIELD_NUMBER: _builtins.int
+    UTTERANCE_INDEX_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The whole text of the utterance (so far, for an interim result)."""
+    stability: _builtins.float
+    """Interim results: the share of the words two consecutive steps agreed
+    on, 0 to 1 (those are unlikely to change); 1 for final results.
+    """
+    stable_text: _builtins.str
+    """Interim results: the leading words two consecutive steps agreed on."""
+    utterance_index: _builtins.int
+    """Position of the utterance in the stream, from 0."""
+    language_code: _builtins.str
+    """BCP-47 code of the language decoded."""
+    @_builtins.property
+    def start_offset(self) -> _duration_pb2.Duration:
+        """Where the utterance lies in the stream."""
+
+    @_builtins.property
+    def end_offset(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def words(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Word]:
+        """Final results: every word with its times, in order."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        start_offset: _duration_pb2.Duration | None = ...,
+        end_offset: _duration_pb2.Duration | None = ...,
+        words: _abc.Iterable[_common_pb2.Word] | None = ...,
+        stability: _builtins.float = ...,
+        stable_text: _builtins.str = ...,
+        utterance_index: _builtins.int = ...,
+        language_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "start_offset", b"start_offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "language_code", b"language_code", "stability", b"stability", "stable_text", b"stable_text", "start_offset", b"start_offset", "text", b"text", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamingResult: _TypeAlias = StreamingResult  # noqa: Y015
+
+@_typing.final
+class SpeechActivity(_message.Message):
+    """Speech began or ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offset(self) -> _duration_pb2.Duration:
+        """Where, from the stream's first sample."""
+
+    def __init__(
+        self,
+        *,
+        offset: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechActivity: _TypeAlias = SpeechActivity  # noqa: Y015
+
+@_typing.final
+class StreamingSummary(_message.Message):
+    """The last response of a stream that ended normally."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_DURATION_FIELD_NUMBER: _builtins.int
+    UTTERANCE_COUNT_FIELD_NUMBER: _builtins.int
+    DECODE_COUNT_FIELD_NUMBER: _builtins.int
+    utterance_count: _builtins.int
+    """Final results sent."""
+    decode_count: _builtins.int
+    """Steps decoded for this stream (interim and final)."""
+    @_builtins.property
+    def audio_duration(self) -> _duration_pb2.Duration:
+        """Audio received, in the stream's own time."""
+
+    def __init__(
+        self,
+        *,
+        audio_duration: _duration_pb2.Duration | None = ...,
+        utterance_count: _builtins.int = ...,
+        decode_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "decode_count", b"decode_count", "utterance_count", b"utterance_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamingSummary: _TypeAlias = StreamingSummary  # noqa: Y015
+
+@_typing.final
+class StreamingTranscribeResponse(_message.Message):
+    """One message the server sends on a StreamingTranscribe stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERIM_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
+    SPEECH_BEGIN_FIELD_NUMBER: _builtins.int
+    SPEECH_END_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interim(self) -> Global___StreamingResult: ...
+    @_builtins.property
+    def final(self) -> Global___StreamingResult: ...
+    @_builtins.property
+    def speech_begin(self) -> Global___SpeechActivity: ...
+    @_builtins.property
+    def speech_end(self) -> Global___SpeechActivity: ...
+    @_builtins.property
+    def summary(self) -> Global___StreamingSummary: ...
+    def __init__(
+        self,
+        *,
+        interim: Global___StreamingResult | None = ...,
+        final: Global___StreamingResult | None = ...,
+        speech_begin: Global___SpeechActivity | None = ...,
+        speech_end: Global___SpeechActivity | None = ...,
+        summary: Global___StreamingSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "interim", b"interim", "response", b"response", "speech_begin", b"speech_begin", "speech_end", b"speech_end", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["final", b"final", "interim", b"interim", "response", b"response", "speech_begin", b"speech_begin", "speech_end", b"speech_end", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["interim", "final", "speech_begin", "speech_end", "summary"]  # noqa: Y015
+    _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
+
+Global___StreamingTranscribeResponse: _TypeAlias = StreamingTranscribeResponse  # noqa: Y015

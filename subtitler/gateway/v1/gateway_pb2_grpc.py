@@ -70,6 +70,11 @@ class GatewayServiceStub:
                 request_serializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultRequest.SerializeToString,
                 response_deserializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultResponse.FromString,
                 _registered_method=True)
+        self.StreamingTranscribe = channel.stream_stream(
+                '/subtitler.gateway.v1.GatewayService/StreamingTranscribe',
+                request_serializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeRequest.SerializeToString,
+                response_deserializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -138,6 +143,25 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamingTranscribe(self, request_iterator, context):
+        """Live captions. The first request carries a StreamingConfig, the later
+        ones audio in its format; the client half-closes when its audio ends and
+        the server then finishes every pending utterance, sends it and closes.
+        Responses: interim results (when asked for), final results, speech
+        began / ended events, and a closing summary; every time is an offset
+        from the stream's first sample. One model serves every stream: steps of
+        streams that are ready together are decoded in one batch.
+        INVALID_ARGUMENT: audio before the config, a second config, bytes that
+        are not whole samples of the format, bad options. NOT_FOUND: unknown
+        model or language. RESOURCE_EXHAUSTED: the gateway has its maximum of
+        streams ("retry-after-s" says when to try again). OUT_OF_RANGE: the
+        stream reached the maximum stream duration (what was said until then is
+        sent first). DEADLINE_EXCEEDED: no audio came for the idle timeout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +199,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetResult,
                     request_deserializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultRequest.FromString,
                     response_serializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultResponse.SerializeToString,
+            ),
+            'StreamingTranscribe': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamingTranscribe,
+                    request_deserializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeRequest.FromString,
+                    response_serializer=subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -367,6 +396,33 @@ class GatewayService:
             '/subtitler.gateway.v1.GatewayService/GetResult',
             subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultRequest.SerializeToString,
             subtitler_dot_gateway_dot_v1_dot_gateway__pb2.GetResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamingTranscribe(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/subtitler.gateway.v1.GatewayService/StreamingTranscribe',
+            subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeRequest.SerializeToString,
+            subtitler_dot_gateway_dot_v1_dot_gateway__pb2.StreamingTranscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,21 @@ class GatewayServiceStub:
     """Returns the result of a succeeded job in a format.
     FAILED_PRECONDITION: the job has not succeeded. NOT_FOUND: no such job.
     """
+    StreamingTranscribe: _grpc.StreamStreamMultiCallable[_gateway_pb2.StreamingTranscribeRequest, _gateway_pb2.StreamingTranscribeResponse]
+    """Live captions. The first request carries a StreamingConfig, the later
+    ones audio in its format; the client half-closes when its audio ends and
+    the server then finishes every pending utterance, sends it and closes.
+    Responses: interim results (when asked for), final results, speech
+    began / ended events, and a closing summary; every time is an offset
+    from the stream's first sample. One model serves every stream: steps of
+    streams that are ready together are decoded in one batch.
+    INVALID_ARGUMENT: audio before the config, a second config, bytes that
+    are not whole samples of the format, bad options. NOT_FOUND: unknown
+    model or language. RESOURCE_EXHAUSTED: the gateway has its maximum of
+    streams ("retry-after-s" says when to try again). OUT_OF_RANGE: the
+    stream reached the maximum stream duration (what was said until then is
+    sent first). DEADLINE_EXCEEDED: no audio came for the idle timeout.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -104,6 +119,21 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     GetResult: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetResultRequest, _gateway_pb2.GetResultResponse]  # type: ignore[assignment]
     """Returns the result of a succeeded job in a format.
     FAILED_PRECONDITION: the job has not succeeded. NOT_FOUND: no such job.
+    """
+    StreamingTranscribe: _aio.StreamStreamMultiCallable[_gateway_pb2.StreamingTranscribeRequest, _gateway_pb2.StreamingTranscribeResponse]  # type: ignore[assignment]
+    """Live captions. The first request carries a StreamingConfig, the later
+    ones audio in its format; the client half-closes when its audio ends and
+    the server then finishes every pending utterance, sends it and closes.
+    Responses: interim results (when asked for), final results, speech
+    began / ended events, and a closing summary; every time is an offset
+    from the stream's first sample. One model serves every stream: steps of
+    streams that are ready together are decoded in one batch.
+    INVALID_ARGUMENT: audio before the config, a second config, bytes that
+    are not whole samples of the format, bad options. NOT_FOUND: unknown
+    model or language. RESOURCE_EXHAUSTED: the gateway has its maximum of
+    streams ("retry-after-s" says when to try again). OUT_OF_RANGE: the
+    stream reached the maximum stream duration (what was said until then is
+    sent first). DEADLINE_EXCEEDED: no audio came for the idle timeout.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -181,6 +211,27 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.GetResultResponse, _abc.Awaitable[_gateway_pb2.GetResultResponse]]:
         """Returns the result of a succeeded job in a format.
         FAILED_PRECONDITION: the job has not succeeded. NOT_FOUND: no such job.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamingTranscribe(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_pb2.StreamingTranscribeRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamingTranscribeResponse], _abc.AsyncIterator[_gateway_pb2.StreamingTranscribeResponse]]:
+        """Live captions. The first request carries a StreamingConfig, the later
+        ones audio in its format; the client half-closes when its audio ends and
+        the server then finishes every pending utterance, sends it and closes.
+        Responses: interim results (when asked for), final results, speech
+        began / ended events, and a closing summary; every time is an offset
+        from the stream's first sample. One model serves every stream: steps of
+        streams that are ready together are decoded in one batch.
+        INVALID_ARGUMENT: audio before the config, a second config, bytes that
+        are not whole samples of the format, bad options. NOT_FOUND: unknown
+        model or language. RESOURCE_EXHAUSTED: the gateway has its maximum of
+        streams ("retry-after-s" says when to try again). OUT_OF_RANGE: the
+        stream reached the maximum stream duration (what was said until then is
+        sent first). DEADLINE_EXCEEDED: no audio came for the idle timeout.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

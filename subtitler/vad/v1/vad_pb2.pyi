@@ -139,3 +139,107 @@ class DetectSpeechResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetectSpeechResponse: _TypeAlias = DetectSpeechResponse  # noqa: Y015
+
+@_typing.final
+class LiveVadOptions(_message.Message):
+    """Options of live speech detection; a zero field takes the documented default."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    MIN_SILENCE_DURATION_FIELD_NUMBER: _builtins.int
+    threshold: _builtins.float
+    """Speech probability above which a frame is speech, in (0, 1). Default 0.5."""
+    @_builtins.property
+    def min_silence_duration(self) -> _duration_pb2.Duration:
+        """Silence that ends speech. Default 500 ms."""
+
+    def __init__(
+        self,
+        *,
+        threshold: _builtins.float = ...,
+        min_silence_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_silence_duration", b"min_silence_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_silence_duration", b"min_silence_duration", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiveVadOptions: _TypeAlias = LiveVadOptions  # noqa: Y015
+
+@_typing.final
+class StreamSpeechRequest(_message.Message):
+    """Request of StreamSpeech: the options first, then audio."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    samples: _builtins.bytes
+    """The next samples: 16 kHz mono float32, little-endian."""
+    @_builtins.property
+    def options(self) -> Global___LiveVadOptions: ...
+    def __init__(
+        self,
+        *,
+        options: Global___LiveVadOptions | None = ...,
+        samples: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "request", b"request", "samples", b"samples"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "request", b"request", "samples", b"samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["options", "samples"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___StreamSpeechRequest: _TypeAlias = StreamSpeechRequest  # noqa: Y015
+
+@_typing.final
+class StreamSpeechResponse(_message.Message):
+    """What one block of audio changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEECH_STARTS_FIELD_NUMBER: _builtins.int
+    SPEECH_ENDS_FIELD_NUMBER: _builtins.int
+    ANALYSED_DURATION_FIELD_NUMBER: _builtins.int
+    IN_SPEECH_FIELD_NUMBER: _builtins.int
+    TRAILING_SILENCE_FIELD_NUMBER: _builtins.int
+    in_speech: _builtins.bool
+    """Whether speech is going on at the end of the analysed audio."""
+    @_builtins.property
+    def speech_starts(self) -> _containers.RepeatedCompositeFieldContainer[_duration_pb2.Duration]:
+        """Speech that began in the block, at this offset from the first sample."""
+
+    @_builtins.property
+    def speech_ends(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
+        """Speech that ended in the block: from its start to the first silent frame."""
+
+    @_builtins.property
+    def analysed_duration(self) -> _duration_pb2.Duration:
+        """Audio analysed so far (whole 32 ms frames)."""
+
+    @_builtins.property
+    def trailing_silence(self) -> _duration_pb2.Duration:
+        """While in speech: how long the audio has been silent at its end (speech
+        ends once this reaches min_silence_duration); 0 while speech is heard.
+        """
+
+    def __init__(
+        self,
+        *,
+        speech_starts: _abc.Iterable[_duration_pb2.Duration] | None = ...,
+        speech_ends: _abc.Iterable[_common_pb2.TimeRange] | None = ...,
+        analysed_duration: _duration_pb2.Duration | None = ...,
+        in_speech: _builtins.bool = ...,
+        trailing_silence: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analysed_duration", b"analysed_duration", "trailing_silence", b"trailing_silence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed_duration", b"analysed_duration", "in_speech", b"in_speech", "speech_ends", b"speech_ends", "speech_starts", b"speech_starts", "trailing_silence", b"trailing_silence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamSpeechResponse: _TypeAlias = StreamSpeechResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class VadServiceStub:
                 request_serializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechRequest.SerializeToString,
                 response_deserializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechResponse.FromString,
                 _registered_method=True)
+        self.StreamSpeech = channel.stream_stream(
+                '/subtitler.vad.v1.VadService/StreamSpeech',
+                request_serializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechRequest.SerializeToString,
+                response_deserializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechResponse.FromString,
+                _registered_method=True)
 
 
 class VadServiceServicer:
@@ -56,6 +61,19 @@ class VadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSpeech(self, request_iterator, context):
+        """Live speech detection on audio that arrives as it is spoken: the first
+        request carries the options, each later one a block of samples, and
+        each block is answered by one response with the speech that began or
+        ended in it (the model's state is carried across blocks).
+        INVALID_ARGUMENT: audio before the options, a second options message,
+        bytes that are not whole float32 samples, bad options.
+        RESOURCE_EXHAUSTED: the service has its maximum of live streams.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +81,11 @@ def add_VadServiceServicer_to_server(servicer, server):
                     servicer.DetectSpeech,
                     request_deserializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechRequest.FromString,
                     response_serializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechResponse.SerializeToString,
+            ),
+            'StreamSpeech': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamSpeech,
+                    request_deserializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechRequest.FromString,
+                    response_serializer=subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +116,33 @@ class VadService:
             '/subtitler.vad.v1.VadService/DetectSpeech',
             subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechRequest.SerializeToString,
             subtitler_dot_vad_dot_v1_dot_vad__pb2.DetectSpeechResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSpeech(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/subtitler.vad.v1.VadService/StreamSpeech',
+            subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechRequest.SerializeToString,
+            subtitler_dot_vad_dot_v1_dot_vad__pb2.StreamSpeechResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,15 @@ class VadServiceStub:
     regions are merged into chunks of at most max_chunk_duration (WhisperX's
     merge). INVALID_ARGUMENT: bad options. NOT_FOUND: the audio is gone.
     """
+    StreamSpeech: _grpc.StreamStreamMultiCallable[_vad_pb2.StreamSpeechRequest, _vad_pb2.StreamSpeechResponse]
+    """Live speech detection on audio that arrives as it is spoken: the first
+    request carries the options, each later one a block of samples, and
+    each block is answered by one response with the speech that began or
+    ended in it (the model's state is carried across blocks).
+    INVALID_ARGUMENT: audio before the options, a second options message,
+    bytes that are not whole float32 samples, bad options.
+    RESOURCE_EXHAUSTED: the service has its maximum of live streams.
+    """
 
 @_typing.type_check_only
 class VadServiceAsyncStub(VadServiceStub):
@@ -52,6 +61,15 @@ class VadServiceAsyncStub(VadServiceStub):
     known, so that transcription can start before detection ends. Speech
     regions are merged into chunks of at most max_chunk_duration (WhisperX's
     merge). INVALID_ARGUMENT: bad options. NOT_FOUND: the audio is gone.
+    """
+    StreamSpeech: _aio.StreamStreamMultiCallable[_vad_pb2.StreamSpeechRequest, _vad_pb2.StreamSpeechResponse]  # type: ignore[assignment]
+    """Live speech detection on audio that arrives as it is spoken: the first
+    request carries the options, each later one a block of samples, and
+    each block is answered by one response with the speech that began or
+    ended in it (the model's state is carried across blocks).
+    INVALID_ARGUMENT: audio before the options, a second options message,
+    bytes that are not whole float32 samples, bad options.
+    RESOURCE_EXHAUSTED: the service has its maximum of live streams.
     """
 
 class VadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -67,6 +85,21 @@ class VadServiceServicer(metaclass=_abc_1.ABCMeta):
         known, so that transcription can start before detection ends. Speech
         regions are merged into chunks of at most max_chunk_duration (WhisperX's
         merge). INVALID_ARGUMENT: bad options. NOT_FOUND: the audio is gone.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamSpeech(
+        self,
+        request_iterator: _MaybeAsyncIterator[_vad_pb2.StreamSpeechRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_vad_pb2.StreamSpeechResponse], _abc.AsyncIterator[_vad_pb2.StreamSpeechResponse]]:
+        """Live speech detection on audio that arrives as it is spoken: the first
+        request carries the options, each later one a block of samples, and
+        each block is answered by one response with the speech that began or
+        ended in it (the model's state is carried across blocks).
+        INVALID_ARGUMENT: audio before the options, a second options message,
+        bytes that are not whole float32 samples, bad options.
+        RESOURCE_EXHAUSTED: the service has its maximum of live streams.
         """
 
 def add_VadServiceServicer_to_server(servicer: VadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

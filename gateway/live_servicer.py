@@ -1,0 +1,254 @@
+"""StreamingTranscribe: admission, the first message's checks, the stream's
+clock and bounds, and the bridge between the client, the VAD service's
+StreamSpeech and the engine (`gateway.live_stream`).
+
+Everything that can be refused is refused before any work: the config's
+format and options, the model (asked of the ASR service, which loads it if it
+must) and the language it can decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+
+from common.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
+from common.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    NotFoundError,
+    OutOfRangeError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from gateway.config import LiveConfig
+from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
+from gateway.live_decoder import LiveDecoder
+from gateway.live_stream import MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
+from gateway.validation import validate_transcription
+from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
+from subtitler.gateway.v1 import gateway_pb2
+from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# Audio the engine takes at a time: a fast client's big messages are cut so
+# that speech events, steps and cuts keep their resolution.
+FEED_SAMPLES = SAMPLE_RATE_HERTZ // 4
+MIN_UTTERANCE_S = 2.0
+# Responses waiting for a client that does not read them.
+MAX_PENDING_RESPONSES = 1000
+MODEL_CHECK_TIMEOUT_S = 120.0
+
+
+class VadLink:
+    """A StreamSpeech call to the VAD service, one block at a time."""
+
+    def __init__(self, stub: vad_pb2_grpc.VadServiceStub, options: vad_pb2.LiveVadOptions) -> None:
+        self._call = stub.StreamSpeech()
+        self._options = options
+
+    async def start(self) -> None:
+        await self._call.write(vad_pb2.StreamSpeechRequest(options=self._options))
+
+    async def feed(self, samples: Samples) -> VadUpdate:
+        await self._call.write(vad_pb2.StreamSpeechRequest(samples=samples.astype("<f4", copy=False).tobytes()))
+        response = await self._call.read()
+        if response is grpc.aio.EOF:
+            raise UnavailableError("the VAD service ended the speech detection of this stream; start a new stream")
+        return VadUpdate(
+            speech_starts=tuple(duration_to_seconds(start) for start in response.speech_starts),
+            speech_ends=tuple(time_range_from_proto(end) for end in response.speech_ends),
+            in_speech=response.in_speech,
+            trailing_silence_s=duration_to_seconds(response.trailing_silence),
+        )
+
+    def close(self) -> None:
+        self._call.cancel()
+
+
+class LiveCaptioner:
+    """Serves every StreamingTranscribe stream of a gateway."""
+
+    def __init__(
+        self,
+        vad: vad_pb2_grpc.VadServiceStub,
+        asr: asr_pb2_grpc.AsrServiceStub,
+        decoder: LiveDecoder,
+        config: LiveConfig,
+    ) -> None:
+        self._vad = vad
+        self._asr = asr
+        self._decoder = decoder
+        self._config = config
+        self._streams = 0
+        # Buffered samples of every open stream, for the memory checks.
+        self._transcribers: set[LiveTranscriber] = set()
+
+    @property
+    def open_streams(self) -> int:
+        return self._streams
+
+    @property
+    def buffered_samples(self) -> int:
+        return sum(transcriber.buffered_samples for transcriber in self._transcribers)
+
+    async def stream(
+        self, requests: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
+    ) -> AsyncIterator[gateway_pb2.StreamingTranscribeResponse]:
+        if self._streams >= self._config.max_streams:
+            raise ResourceExhaustedError(
+                f"the gateway has its maximum of {self._config.max_streams} live streams "
+                f"(SUBTITLER_GATEWAY_MAX_STREAMS); retry in {self._config.retry_after_s:g} s",
+                retry_after_s=self._config.retry_after_s,
+            )
+        self._streams += 1
+        try:
+            iterator = aiter(requests)
+            first = await self._next(iterator)
+            if first is None:
+                return
+            if first.WhichOneof("request") != "config":
+                raise InvalidInputError("the first message of a stream must carry its StreamingConfig, not audio")
+            config = first.config
+            audio_format = AudioFormat.from_config(config)
+            settings = _settings(config)
+            options = await self._checked_options(config.transcription)
+            responses: asyncio.Queue[gateway_pb2.StreamingTranscribeResponse | None] = asyncio.Queue()
+
+            def emit(response: gateway_pb2.StreamingTranscribeResponse) -> None:
+                if responses.qsize() >= MAX_PENDING_RESPONSES:
+                    raise ResourceExhaustedError(
+                        f"{MAX_PENDING_RESPONSES} responses wait for this client: it must read its stream"
+                    )
+                responses.put_nowait(response)
+
+            vad = VadLink(self._vad, config.speech_detection)
+            transcriber = LiveTranscriber(self._decoder, vad, options, settings, emit)
+            self._transcribers.add(transcriber)
+            runner = asyncio.get_running_loop().create_task(
+                self._run(iterator, vad, transcriber, AudioConverter(audio_format), responses)
+            )
+            try:
+                while (response := await responses.get()) is not None:
+                    yield response
+                await runner  # its error, if it failed
+            finally:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await runner
+                await transcriber.close()
+                vad.close()
+                self._transcribers.discard(transcriber)
+        finally:
+            self._streams -= 1
+
+    async def _run(
+        self,
+        iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest],
+        vad: VadLink,
+        transcriber: LiveTranscriber,
+        converter: AudioConverter,
+        responses: asyncio.Queue[gateway_pb2.StreamingTranscribeResponse | None],
+    ) -> None:
+        try:
+            await vad.start()
+            while (request := await self._next(iterator)) is not None:
+                if request.WhichOneof("request") != "audio":
+                    raise InvalidInputError("the StreamingConfig comes once, in the first message; send audio now")
+                samples = converter.convert(request.audio)
+                over = converter.received_s > self._config.max_stream_duration_s
+                if over:
+                    keep = round(self._config.max_stream_duration_s * SAMPLE_RATE_HERTZ) - round(
+                        transcriber.received_s * SAMPLE_RATE_HERTZ
+                    )
+                    samples = samples[: max(0, keep)]
+                await self._feed(transcriber, samples)
+                if over:
+                    await transcriber.finish()
+                    raise OutOfRangeError(
+                        f"the stream reached the maximum stream duration of "
+                        f"{self._config.max_stream_duration_s:g} s (SUBTITLER_GATEWAY_MAX_STREAM_DURATION_S); "
+                        "what was said until then has been sent: start a new stream to go on"
+                    )
+            await self._feed(transcriber, converter.flush())
+            await transcriber.finish()
+            responses.put_nowait(
+                gateway_pb2.StreamingTranscribeResponse(
+                    summary=gateway_pb2.StreamingSummary(
+                        audio_duration=seconds_to_duration(converter.received_s),
+                        utterance_count=transcriber.final_count,
+                        decode_count=transcriber.decode_count,
+                    )
+                )
+            )
+        finally:
+            responses.put_nowait(None)
+
+    @staticmethod
+    async def _feed(transcriber: LiveTranscriber, samples: Samples) -> None:
+        for start in range(0, samples.shape[0], FEED_SAMPLES):
+            await transcriber.feed(np.ascontiguousarray(samples[start : start + FEED_SAMPLES]))
+
+    async def _next(
+        self, iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
+    ) -> gateway_pb2.StreamingTranscribeRequest | None:
+        try:
+            return await asyncio.wait_for(anext(iterator, None), self._config.idle_timeout_s)
+        except TimeoutError:
+            raise DeadlineExceededError(
+                f"no message came for {self._config.idle_timeout_s:g} s (SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S): "
+                "the stream is ended; send audio continuously (silence too) or half-close when done"
+            ) from None
+
+    async def _checked_options(self, transcription: asr_pb2.TranscriptionOptions) -> asr_pb2.TranscriptionOptions:
+        """The options, checked against the model they name (loaded now if it must be)."""
+        validate_transcription(transcription)
+        options = asr_pb2.TranscriptionOptions()
+        options.CopyFrom(transcription)
+        try:
+            if options.model.strip():
+                info = await self._asr.LoadModel(
+                    asr_pb2.LoadModelRequest(model=options.model.strip()), timeout=MODEL_CHECK_TIMEOUT_S
+                )
+            else:
+                listed = await self._asr.ListModels(asr_pb2.ListModelsRequest(), timeout=MODEL_CHECK_TIMEOUT_S)
+                pinned = [model for model in listed.models if model.pinned]
+                if not pinned:
+                    raise UnavailableError("the ASR service has no default model loaded yet; retry shortly")
+                info = pinned[0]
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFoundError(error.details() or f"unknown model {options.model!r}") from None
+            raise
+        language = options.language_code.strip().lower()
+        if not info.multilingual:
+            if language and language.split("-")[0] != "en":
+                raise NotFoundError(
+                    f"model {info.name!r} is English-only and cannot transcribe {options.language_code!r}: "
+                    "choose a multilingual model (e.g. embedded:base) or leave the language empty"
+                )
+            if options.task == asr_pb2.TASK_TRANSLATE:
+                raise InvalidInputError(f"model {info.name!r} is English-only and cannot translate")
+        return options
+
+
+def _settings(config: gateway_pb2.StreamingConfig) -> StreamSettings:
+    max_utterance_s = duration_to_seconds(config.max_utterance_duration) or StreamSettings.max_utterance_s
+    if not MIN_UTTERANCE_S <= max_utterance_s <= MAX_UTTERANCE_S:
+        raise InvalidInputError(
+            f"max_utterance_duration {max_utterance_s:g} s must be between {MIN_UTTERANCE_S:g} and "
+            f"{MAX_UTTERANCE_S:g} s"
+        )
+    vad = config.speech_detection
+    if vad.threshold != vad.threshold or (vad.threshold and not 0 < vad.threshold < 1):
+        raise InvalidInputError(f"speech detection threshold {vad.threshold} must be between 0 and 1 (exclusive)")
+    silence_s = duration_to_seconds(vad.min_silence_duration)
+    if not 0 <= silence_s <= 10:
+        raise InvalidInputError(f"min_silence_duration {silence_s:g} s must be between 0 and 10 s")
+    return StreamSettings(interim_results=config.interim_results, max_utterance_s=max_utterance_s)

@@ -1,0 +1,425 @@
+"""The engine of one live stream: utterances found by a streaming VAD,
+re-decoded as they grow, made final at the end of speech.
+
+- Speech detection is the VAD service's `StreamSpeech` (silero, its state
+  carried across blocks); it tells where speech began and ended and how long
+  the end of the audio has been silent.
+- While an utterance grows, every `step_s` of new audio its whole audio so
+  far (from a little before its start) is decoded again. The leading words
+  two consecutive hypotheses agree on are its stable part (the
+  LocalAgreement policy of whisper_streaming); interim results carry the
+  text, the stable part and their ratio.
+- When speech ends the utterance is decoded once more, whole, with the
+  stream's options, and sent as final with its words. When the end of the
+  audio has been silent for `final_silence_s` a step is decoded at once,
+  ahead of interim steps: when speech does end, that step already covers the
+  whole utterance and is the final, so the final comes about as soon as the
+  VAD has heard enough silence.
+- An utterance that reaches `max_utterance_s` while speech goes on is made
+  final at the end of its last agreed word (or, with none, decoded whole) and
+  the rest goes on as the next utterance.
+
+Memory stays flat: audio before the current utterance is dropped, an
+utterance is at most `max_utterance_s` long, and at most
+`MAX_PENDING_FINALS` finals wait for their decode (a client sending faster
+than real time then waits too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from common.convert import seconds_to_duration, word_to_proto
+from common.transcript import TimeRange, Word
+from gateway.live_decoder import Hypothesis
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2
+
+SAMPLE_RATE_HERTZ = 16_000
+MAX_PENDING_FINALS = 4
+# Whisper's window, less the audio kept around an utterance.
+MAX_UTTERANCE_S = 28.0
+
+Samples = npt.NDArray[np.float32]
+Emit = Callable[[gateway_pb2.StreamingTranscribeResponse], None]
+
+
+@dataclass(frozen=True)
+class VadUpdate:
+    """What the streaming VAD said about one block."""
+
+    speech_starts: tuple[float, ...]
+    speech_ends: tuple[TimeRange, ...]
+    in_speech: bool
+    trailing_silence_s: float
+
+
+class SpeechDetection(Protocol):
+    async def feed(self, samples: Samples) -> VadUpdate: ...
+
+
+class Decoder(Protocol):
+    async def decode(self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, final: bool) -> Hypothesis: ...
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    interim_results: bool = False
+    # An utterance is made final at this length even if speech goes on.
+    max_utterance_s: float = 15.0
+    # New audio between two decodes of a growing utterance.
+    step_s: float = 1.0
+    # Speech before the first decode of an utterance.
+    first_step_s: float = 0.6
+    # Audio kept before the start of speech and after its end.
+    pre_roll_s: float = 0.2
+    post_roll_s: float = 0.2
+    # Silence at the end of the audio after which the utterance is decoded
+    # at once, as a likely final.
+    final_silence_s: float = 0.2
+
+
+@dataclass
+class _Step:
+    """A decode of samples [start, end) of the stream."""
+
+    start: int
+    end: int
+    hypothesis: Hypothesis | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Utterance:
+    index: int
+    # First sample of its audio (speech start less the pre-roll).
+    start: int
+    speech_start: int
+    latest: _Step | None = None
+    previous_words: tuple[Word, ...] = ()
+    # Leading words of `latest` agreed on with the hypothesis before it.
+    agreed: int = 0
+    in_flight: _Step | None = None
+    pre_final_done: bool = False
+    steps: list[_Step] = field(default_factory=list)
+
+
+def _norm(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
+    """How many leading words of `current` `previous` has too (case and
+    punctuation aside)."""
+    count = 0
+    for before, now in zip(previous, current, strict=False):
+        if _norm(before.text) != _norm(now.text):
+            break
+        count += 1
+    return count
+
+
+class LiveTranscriber:
+    """One stream: `feed` its 16 kHz samples in order, then `finish`.
+    Responses go to `emit` as they are ready."""
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        vad: SpeechDetection,
+        options: asr_pb2.TranscriptionOptions,
+        settings: StreamSettings,
+        emit: Emit,
+    ) -> None:
+        self._decoder = decoder
+        self._vad = vad
+        self._options = options
+        self._settings = settings
+        self._emit = emit
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._buffer_start = 0
+        self._total = 0
+        # No utterance starts before this sample (the end of the last one's speech).
+        self._floor = 0
+        self._utterance: _Utterance | None = None
+        self._next_index = 0
+        self._finals: list[asyncio.Task[None]] = []
+        self._last_final: asyncio.Task[None] | None = None
+        self.final_count = 0
+        self.decode_count = 0
+        self._failure: BaseException | None = None
+
+    @property
+    def received_s(self) -> float:
+        return self._total / SAMPLE_RATE_HERTZ
+
+    @property
+    def buffered_samples(self) -> int:
+        """Samples held (for memory checks)."""
+        return int(self._buffer.shape[0])
+
+    async def feed(self, samples: Samples) -> None:
+        """Analyses the next samples: speech events, steps and finals."""
+        if self._failure is not None:
+            raise self._failure
+        if not samples.size:
+            return
+        self._buffer = np.concatenate((self._buffer, samples))
+        self._total += samples.shape[0]
+        update = await self._vad.feed(samples)
+        events: list[tuple[float, int, TimeRange | None]] = [(start, 0, None) for start in update.speech_starts]
+        events += [(end.end_s, 1, end) for end in update.speech_ends]
+        for at_s, _kind, ended in sorted(events, key=lambda event: (event[0], event[1])):
+            if ended is None:
+                self._begin(at_s)
+            else:
+                await self._end(ended)
+        if self._utterance is not None:
+            await self._grow(self._utterance, update)
+        self._trim()
+        await self._bound_pending_finals()
+
+    async def finish(self) -> None:
+        """The end of the audio: the open utterance is made final, and every
+        pending final is sent."""
+        if self._utterance is not None:
+            utterance, self._utterance = self._utterance, None
+            self._schedule_final(utterance, self._total)
+        if self._last_final is not None:
+            await self._last_final
+
+    async def close(self) -> None:
+        """Cancels everything in flight (the client went away)."""
+        tasks = [task for task in self._finals if not task.done()]
+        if self._utterance is not None:
+            tasks += [step.task for step in self._utterance.steps if step.task is not None and not step.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._buffer = np.zeros(0, dtype=np.float32)
+
+    # Utterances -----------------------------------------------------------
+
+    def _begin(self, start_s: float) -> None:
+        speech_start = round(start_s * SAMPLE_RATE_HERTZ)
+        self._emit(
+            gateway_pb2.StreamingTranscribeResponse(
+                speech_begin=gateway_pb2.SpeechActivity(offset=seconds_to_duration(start_s))
+            )
+        )
+        if self._utterance is not None:
+            return
+        start = max(speech_start - round(self._settings.pre_roll_s * SAMPLE_RATE_HERTZ), self._floor, 0)
+        self._utterance = _Utterance(index=self._next_index, start=start, speech_start=speech_start)
+        self._next_index += 1
+
+    async def _end(self, speech: TimeRange) -> None:
+        self._emit(
+            gateway_pb2.StreamingTranscribeResponse(
+                speech_end=gateway_pb2.SpeechActivity(offset=seconds_to_duration(speech.end_s))
+            )
+        )
+        utterance, self._utterance = self._utterance, None
+        speech_end = round(speech.end_s * SAMPLE_RATE_HERTZ)
+        self._floor = max(self._floor, speech_end)
+        if utterance is None:
+            return
+        end = min(self._total, speech_end + round(self._settings.post_roll_s * SAMPLE_RATE_HERTZ))
+        self._schedule_final(utterance, end)
+
+    async def _grow(self, utterance: _Utterance, update: VadUpdate) -> None:
+        settings = self._settings
+        length = self._total - utterance.start
+        if length >= settings.max_utterance_s * SAMPLE_RATE_HERTZ:
+            await self._cut(utterance)
+            return
+        if utterance.in_flight is not None:
+            return
+        if update.trailing_silence_s == 0.0:
+            utterance.pre_final_done = False
+        pre_final = (
+            update.in_speech and update.trailing_silence_s >= settings.final_silence_s and not utterance.pre_final_done
+        )
+        latest_end = utterance.latest.end if utterance.latest is not None else None
+        if latest_end is None:
+            due = self._total - utterance.speech_start >= settings.first_step_s * SAMPLE_RATE_HERTZ
+        else:
+            due = self._total - latest_end >= settings.step_s * SAMPLE_RATE_HERTZ
+        near_cut = length >= (settings.max_utterance_s - 2 * settings.step_s) * SAMPLE_RATE_HERTZ
+        if not settings.interim_results and not near_cut:
+            due = False
+        if pre_final:
+            utterance.pre_final_done = True
+        if due or pre_final:
+            self._start_step(utterance, urgent=pre_final)
+
+    def _start_step(self, utterance: _Utterance, *, urgent: bool) -> None:
+        step = _Step(start=utterance.start, end=self._total)
+        samples = self._slice(step.start, step.end)
+        utterance.in_flight = step
+        utterance.steps.append(step)
+        step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, samples, urgent))
+        step.task.add_done_callback(self._note_failure)
+
+    async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, urgent: bool) -> None:
+        try:
+            step.hypothesis = await self._decoder.decode(samples, self._options, final=urgent)
+            self.decode_count += 1
+        finally:
+            utterance.in_flight = None
+            utterance.steps = [other for other in utterance.steps if other is not step]
+        hypothesis = step.hypothesis
+        if utterance.latest is not None and utterance.latest.hypothesis is not None:
+            utterance.previous_words = utterance.latest.hypothesis.words
+        utterance.latest = step
+        utterance.agreed = agreed_prefix(utterance.previous_words, hypothesis.words)
+        if self._settings.interim_results and self._utterance is utterance and hypothesis.text:
+            words = hypothesis.words
+            self._emit(
+                gateway_pb2.StreamingTranscribeResponse(
+                    interim=gateway_pb2.StreamingResult(
+                        text=hypothesis.text,
+                        start_offset=seconds_to_duration(utterance.start / SAMPLE_RATE_HERTZ),
+                        end_offset=seconds_to_duration(step.end / SAMPLE_RATE_HERTZ),
+                        stability=utterance.agreed / len(words) if words else 0.0,
+                        stable_text=" ".join(word.text for word in words[: utterance.agreed]),
+                        utterance_index=utterance.index,
+                        language_code=hypothesis.language_code,
+                    )
+                )
+            )
+
+    async def _cut(self, utterance: _Utterance) -> None:
+        """Makes a too-long utterance final where two steps agreed, and goes
+        on with the rest as the next utterance."""
+        if utterance.in_flight is not None and utterance.in_flight.task is not None:
+            await asyncio.shield(utterance.in_flight.task)
+        latest = utterance.latest
+        if latest is not None and latest.hypothesis is not None and utterance.agreed:
+            words = latest.hypothesis.words[: utterance.agreed]
+            cut = latest.start + round(words[-1].end_s * SAMPLE_RATE_HERTZ)
+            hypothesis = Hypothesis(" ".join(word.text for word in words), words, latest.hypothesis.language_code)
+            self._chain_final(utterance, latest.start, cut, self._resolved(hypothesis))
+        else:
+            cut = self._total
+            self._schedule_final(utterance, cut)
+        self._utterance = _Utterance(index=self._next_index, start=cut, speech_start=cut)
+        self._next_index += 1
+
+    # Finals -----------------------------------------------------------------
+
+    def _schedule_final(self, utterance: _Utterance, end: int) -> None:
+        if end <= utterance.start:
+            return
+        samples = self._slice(utterance.start, end)
+        pending = utterance.in_flight
+
+        async def decode() -> Hypothesis | None:
+            if pending is not None and pending.task is not None:
+                await asyncio.shield(pending.task)
+            latest = utterance.latest
+            tolerance = round(0.05 * SAMPLE_RATE_HERTZ)
+            if (
+                latest is not None
+                and latest.hypothesis is not None
+                and latest.start == utterance.start
+                and latest.end >= end - tolerance
+            ):
+                return latest.hypothesis  # the likely-final step covered it all
+            hypothesis = await self._decoder.decode(samples, self._options, final=True)
+            self.decode_count += 1
+            return hypothesis
+
+        self._chain_final(utterance, utterance.start, end, decode())
+
+    @staticmethod
+    async def _resolved(hypothesis: Hypothesis) -> Hypothesis | None:
+        return hypothesis
+
+    def _chain_final(self, utterance: _Utterance, start: int, end: int, decoding: Awaitable[Hypothesis | None]) -> None:
+        previous = self._last_final
+
+        async def run() -> None:
+            hypothesis = await decoding
+            if previous is not None:
+                await previous
+            if hypothesis is not None:
+                self._send_final(utterance.index, start, end, hypothesis)
+
+        task = asyncio.get_running_loop().create_task(run())
+        task.add_done_callback(self._note_failure)
+        self._finals.append(task)
+        self._last_final = task
+
+    def _send_final(self, index: int, start: int, end: int, hypothesis: Hypothesis) -> None:
+        offset_s = start / SAMPLE_RATE_HERTZ
+        end_s = end / SAMPLE_RATE_HERTZ
+        words = [
+            Word(
+                text=word.text,
+                start_s=round(min(offset_s + word.start_s, end_s), 3),
+                end_s=round(min(offset_s + word.end_s, end_s), 3),
+                probability=word.probability,
+                interpolated=word.interpolated,
+            )
+            for word in hypothesis.words
+        ]
+        text = " ".join(word.text for word in words) if words else hypothesis.text
+        if not text.strip():
+            return
+        if hypothesis.language_code and not self._options.language_code:
+            # Detected on the first utterance; kept for the rest of the stream.
+            self._options.language_code = hypothesis.language_code
+        self.final_count += 1
+        self._emit(
+            gateway_pb2.StreamingTranscribeResponse(
+                final=gateway_pb2.StreamingResult(
+                    text=text,
+                    start_offset=seconds_to_duration(words[0].start_s if words else offset_s),
+                    end_offset=seconds_to_duration(words[-1].end_s if words else end_s),
+                    words=[word_to_proto(word) for word in words],
+                    stability=1.0,
+                    stable_text=text,
+                    utterance_index=index,
+                    language_code=hypothesis.language_code,
+                )
+            )
+        )
+
+    def _note_failure(self, task: asyncio.Task[None]) -> None:
+        """Keeps the first error of a step or final, for `feed` to raise:
+        a stream whose decodes fail ends with that error."""
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+
+    async def _bound_pending_finals(self) -> None:
+        self._finals = [task for task in self._finals if not task.done()]
+        while len(self._finals) > MAX_PENDING_FINALS:
+            await asyncio.shield(self._finals[0])
+            self._finals = [task for task in self._finals if not task.done()]
+
+    # Audio ------------------------------------------------------------------
+
+    def _slice(self, start: int, end: int) -> Samples:
+        begin = max(start - self._buffer_start, 0)
+        return np.array(self._buffer[begin : end - self._buffer_start], dtype=np.float32)
+
+    def _trim(self) -> None:
+        if self._utterance is not None:
+            keep_from = self._utterance.start
+        else:
+            keep_from = max(self._floor, self._total - round(self._settings.pre_roll_s * SAMPLE_RATE_HERTZ))
+        # Amortised: drop once a second's worth is stale.
+        if keep_from - self._buffer_start >= SAMPLE_RATE_HERTZ:
+            self._buffer = np.array(self._buffer[keep_from - self._buffer_start :], dtype=np.float32)
+            self._buffer_start = keep_from
