@@ -63,6 +63,8 @@ class LoadFigures:
     queued: int = 0
     preferred_batch_size: int = 0
     loaded_models: tuple[str, ...] = ()
+    live_streams: int = 0
+    live_buffered_samples: int = 0
 
     @classmethod
     def of(cls, admission: AdmissionLimit, **more: Any) -> LoadFigures:
@@ -101,6 +103,8 @@ class StatusReport:
             cpu_affinity=self.cpu_affinity,
             cpu_affinity_message=self.cpu_affinity_message,
             loaded_models=list(figures.loaded_models),
+            live_streams=figures.live_streams,
+            live_buffered_samples=figures.live_buffered_samples,
             uptime_s=time.monotonic() - self.started_at_s,
         )
 

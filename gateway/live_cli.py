@@ -244,9 +244,12 @@ def _as_json(response: gateway_pb2.StreamingTranscribeResponse, received_s: floa
         offset_s = round(duration_to_seconds(getattr(response, kind).offset), 3)
         line |= {"text": "", "start_s": offset_s, "end_s": offset_s}
     elif kind == "summary":
+        audio_s = round(duration_to_seconds(response.summary.audio_duration), 3)
         line |= {
             "text": "",
-            "audio_s": round(duration_to_seconds(response.summary.audio_duration), 3),
+            "start_s": 0.0,
+            "end_s": audio_s,
+            "audio_s": audio_s,
             "utterances": response.summary.utterance_count,
             "decodes": response.summary.decode_count,
         }

@@ -10,7 +10,8 @@ step would cost a create, a map and an unlink for every few hundred
 kilobytes, and a leak on every crash; bytes cost a copy of about 1 ms per
 second of audio on loopback and work across hosts unchanged.
 
-Scheduling: finals go before interim steps, then the oldest request first.
+Scheduling: finals go first, then the first step of an utterance (its
+first interim result), then other steps, the oldest first.
 Calls in flight are bounded by the ASR workers (so a request waits here,
 where newer audio can still join it, not in the service's queue); batches
 are sized so that every free worker gets a share (on a CPU a batch of n
@@ -51,6 +52,11 @@ RETRY_BACKOFF_S = 0.2
 
 Samples = npt.NDArray[np.float32]
 
+# Request priorities, most urgent first.
+PRIORITY_FINAL = 0
+PRIORITY_FIRST_STEP = 1
+PRIORITY_INTERIM = 2
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -69,7 +75,7 @@ class _Request:
     samples: Samples
     options: asr_pb2.TranscriptionOptions
     key: bytes
-    final: bool
+    priority: int
     order: int
     future: asyncio.Future[Hypothesis]
     enqueued: float = field(default_factory=time.monotonic)
@@ -107,16 +113,26 @@ class LiveDecoder:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def decode(self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, final: bool) -> Hypothesis:
+    @property
+    def idle(self) -> bool:
+        """Whether a request made now would start at once (nothing waits and a worker is free)."""
+        return not self._queue and self._in_flight < max(1, self._capacity.figures.workers)
+
+    async def decode(
+        self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int = PRIORITY_INTERIM
+    ) -> Hypothesis:
         """The hypothesis of `samples` (16 kHz mono, at most 30 s) with
-        `options`; raises the ASR service's error. Cancelling the caller
-        drops its request if it is still waiting."""
+        `options`; raises the ASR service's error. Requests of a lower
+        `priority` number go first (finals, then an utterance's first step,
+        then other steps), the oldest first. Cancelling the caller drops its
+        request if it is still waiting."""
+        await self._capacity.refresh()  # the ASR workers (asked again at most every 30 s)
         future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
         request = _Request(
             samples=samples,
             options=options,
             key=options.SerializeToString(deterministic=True),
-            final=final,
+            priority=priority,
             order=next(self._order),
             future=future,
         )
@@ -146,7 +162,7 @@ class LiveDecoder:
             task.add_done_callback(self._tasks.discard)
 
     def _take_batch(self, free_workers: int) -> list[_Request]:
-        self._queue.sort(key=lambda request: (not request.final, request.order))
+        self._queue.sort(key=lambda request: (request.priority, request.order))
         first = self._queue[0]
         same = [request for request in self._queue if request.key == first.key]
         preferred = self._capacity.figures.preferred_batch_size or len(same)

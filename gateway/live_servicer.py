@@ -178,6 +178,13 @@ class LiveCaptioner:
                     )
             await self._feed(transcriber, converter.flush())
             await transcriber.finish()
+            logger.info(
+                "live stream ended: %.1f s of audio, %d finals, %d decodes, %d finals from the likely-final step",
+                converter.received_s,
+                transcriber.final_count,
+                transcriber.decode_count,
+                transcriber.reused_finals,
+            )
             responses.put_nowait(
                 gateway_pb2.StreamingTranscribeResponse(
                     summary=gateway_pb2.StreamingSummary(

@@ -39,7 +39,7 @@ import numpy.typing as npt
 
 from common.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
-from gateway.live_decoder import Hypothesis
+from gateway.live_decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -67,7 +67,10 @@ class SpeechDetection(Protocol):
 
 
 class Decoder(Protocol):
-    async def decode(self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, final: bool) -> Hypothesis: ...
+    @property
+    def idle(self) -> bool: ...
+
+    async def decode(self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int) -> Hypothesis: ...
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ class LiveTranscriber:
         self._last_final: asyncio.Task[None] | None = None
         self.final_count = 0
         self.decode_count = 0
+        # Finals that took the likely-final step's hypothesis (no decode of their own).
+        self.reused_finals = 0
         self._failure: BaseException | None = None
 
     @property
@@ -255,25 +260,33 @@ class LiveTranscriber:
             due = self._total - utterance.speech_start >= settings.first_step_s * SAMPLE_RATE_HERTZ
         else:
             due = self._total - latest_end >= settings.step_s * SAMPLE_RATE_HERTZ
-        near_cut = length >= (settings.max_utterance_s - 2 * settings.step_s) * SAMPLE_RATE_HERTZ
-        if not settings.interim_results and not near_cut:
+        # A long utterance needs recent agreed words to be cut at: its steps
+        # go on whatever the load, ahead of ordinary interim steps.
+        long = length >= settings.max_utterance_s / 2 * SAMPLE_RATE_HERTZ
+        if not settings.interim_results and not long:
+            due = False
+        if due and latest_end is not None and not long and not self._decoder.idle:
+            # Later interim steps only use spare capacity: under load, finals
+            # and first results keep their latency and interims come less often.
             due = False
         if pre_final:
             utterance.pre_final_done = True
-        if due or pre_final:
-            self._start_step(utterance, urgent=pre_final)
+        if pre_final:
+            self._start_step(utterance, PRIORITY_FINAL)
+        elif due:
+            self._start_step(utterance, PRIORITY_FIRST_STEP if latest_end is None or long else PRIORITY_INTERIM)
 
-    def _start_step(self, utterance: _Utterance, *, urgent: bool) -> None:
+    def _start_step(self, utterance: _Utterance, priority: int) -> None:
         step = _Step(start=utterance.start, end=self._total)
         samples = self._slice(step.start, step.end)
         utterance.in_flight = step
         utterance.steps.append(step)
-        step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, samples, urgent))
+        step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, samples, priority))
         step.task.add_done_callback(self._note_failure)
 
-    async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, urgent: bool) -> None:
+    async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, priority: int) -> None:
         try:
-            step.hypothesis = await self._decoder.decode(samples, self._options, final=urgent)
+            step.hypothesis = await self._decoder.decode(samples, self._options, priority=priority)
             self.decode_count += 1
         finally:
             utterance.in_flight = None
@@ -335,8 +348,9 @@ class LiveTranscriber:
                 and latest.start == utterance.start
                 and latest.end >= end - tolerance
             ):
+                self.reused_finals += 1
                 return latest.hypothesis  # the likely-final step covered it all
-            hypothesis = await self._decoder.decode(samples, self._options, final=True)
+            hypothesis = await self._decoder.decode(samples, self._options, priority=PRIORITY_FINAL)
             self.decode_count += 1
             return hypothesis
 

@@ -132,6 +132,8 @@ async def create(config: GatewayConfig) -> RunningServer:
             running=scheduler.running_count,
             queued=scheduler.queued_count,
             preferred_batch_size=asr_capacity.figures.preferred_batch_size,
+            live_streams=live.open_streams,
+            live_buffered_samples=live.buffered_samples,
         )
 
     status = GatewayStatusServicer(report, figures, status_stubs, auth)

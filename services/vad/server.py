@@ -63,7 +63,9 @@ async def create(config: VadConfig) -> RunningServer:
         "vad",
         [
             (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(StatusServicer(report, lambda: LoadFigures.of(admission))),
+            status_registration(
+                StatusServicer(report, lambda: LoadFigures.of(admission, live_streams=servicer.live_streams))
+            ),
         ],
     )
 

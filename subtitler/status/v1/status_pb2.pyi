@@ -110,6 +110,8 @@ class GetStatusResponse(_message.Message):
     UPTIME_S_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
     UNREACHABLE_PEERS_FIELD_NUMBER: _builtins.int
+    LIVE_STREAMS_FIELD_NUMBER: _builtins.int
+    LIVE_BUFFERED_SAMPLES_FIELD_NUMBER: _builtins.int
     service_name: _builtins.str
     """The service: "gateway", "audio", "vad", "asr" or "align"."""
     version: _builtins.str
@@ -128,6 +130,10 @@ class GetStatusResponse(_message.Message):
     """What the pinning did or why it was not done."""
     uptime_s: _builtins.float
     """Seconds since the service started."""
+    live_streams: _builtins.int
+    """Live streams open now (gateway: StreamingTranscribe; VAD: StreamSpeech)."""
+    live_buffered_samples: _builtins.int
+    """Audio the gateway's live streams hold, in 16 kHz samples (flat per stream)."""
     @_builtins.property
     def hardware(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """What was detected, as readable strings ("cpus.usable": "0-1", "memory.total": "23.5 GiB", "gpu.0": ...)."""
@@ -170,10 +176,12 @@ class GetStatusResponse(_message.Message):
         uptime_s: _builtins.float = ...,
         peers: _abc.Iterable[Global___GetStatusResponse] | None = ...,
         unreachable_peers: _abc.Iterable[_builtins.str] | None = ...,
+        live_streams: _builtins.int = ...,
+        live_buffered_samples: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "loaded_models", b"loaded_models", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "live_buffered_samples", b"live_buffered_samples", "live_streams", b"live_streams", "loaded_models", b"loaded_models", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,176 @@
+"""The live-caption engine's parts: audio conversion, LocalAgreement, the
+utterance buffer (with a fake decoder and VAD), the streaming VAD on real speech."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from common.errors import InvalidInputError
+from common.transcript import TimeRange, Word
+from gateway.live_audio import AudioConverter, AudioFormat
+from gateway.live_decoder import PRIORITY_FINAL, Hypothesis
+from gateway.live_stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix
+from services.vad.engine import LiveVadOptions, SpeechDetector, bundled_model_path
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2
+from tests.speech import SAMPLE_RATE_HERTZ, join_prompts
+
+RATE = SAMPLE_RATE_HERTZ
+
+
+def test_audio_is_converted_to_16k_mono_float_whatever_its_format() -> None:
+    tone = np.sin(2 * np.pi * 440 * np.arange(44_100) / 44_100).astype(np.float32) * 0.5
+    stereo = np.stack([tone, tone], axis=1).astype("<f4").tobytes()
+    converter = AudioConverter(AudioFormat(gateway_pb2.AUDIO_ENCODING_FLOAT32, 44_100, 2))
+    pieces = [converter.convert(stereo[offset : offset + 8 * 441]) for offset in range(0, len(stereo), 8 * 441)]
+    out = np.concatenate([*pieces, converter.flush()])
+    assert abs(out.size - RATE) <= 2
+    assert converter.received_s == pytest.approx(1.0)
+    # Still a 440 Hz tone at the same level.
+    spectrum = np.abs(np.fft.rfft(out[1000:-1000]))
+    assert abs(np.argmax(spectrum) * RATE / (out.size - 2000) - 440) < 5
+    assert np.sqrt(np.mean(out[1000:-1000] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+
+
+def test_linear16_and_bad_messages() -> None:
+    converter = AudioConverter(AudioFormat(gateway_pb2.AUDIO_ENCODING_LINEAR16, RATE, 1))
+    samples = converter.convert(np.array([0, 16384, -32768], dtype="<i2").tobytes())
+    assert samples.tolist() == [0.0, 0.5, -1.0]
+    with pytest.raises(InvalidInputError, match="whole frames"):
+        converter.convert(b"\x00\x01\x02")
+    floats = AudioConverter(AudioFormat(gateway_pb2.AUDIO_ENCODING_FLOAT32, RATE, 1))
+    assert floats.convert(np.array([np.nan, np.inf, 0.25], dtype="<f4").tobytes()).tolist() == [0.0, 0.0, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("encoding", 0, "encoding"), ("sample_rate_hertz", 4000, "sample_rate"), ("channel_count", 9, "channel")],
+)
+def test_formats_the_suite_cannot_read_are_refused(field: str, value: int, message: str) -> None:
+    values = {"encoding": gateway_pb2.AUDIO_ENCODING_LINEAR16, "sample_rate_hertz": RATE, "channel_count": 1}
+    values[field] = value
+    with pytest.raises(InvalidInputError, match=message):
+        AudioFormat.from_config(gateway_pb2.StreamingConfig(**values))  # type: ignore[arg-type]
+
+
+def words(*texts: str) -> tuple[Word, ...]:
+    return tuple(Word(text, index * 0.5, index * 0.5 + 0.4) for index, text in enumerate(texts))
+
+
+def test_local_agreement_ignores_case_and_punctuation() -> None:
+    assert agreed_prefix(words("Please", "enter"), words("please", "enter,", "your")) == 2
+    assert agreed_prefix(words("Please", "and"), words("Please", "enter", "your")) == 1
+    assert agreed_prefix((), words("Please")) == 0
+
+
+class FakeDecoder:
+    """Hears word N at 0.5 N s: the hypothesis of a step is every whole word
+    in its audio."""
+
+    idle = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    async def decode(self, samples: np.ndarray, options: asr_pb2.TranscriptionOptions, *, priority: int) -> Hypothesis:
+        await asyncio.sleep(0)
+        self.calls.append((samples.size, priority))
+        count = int(samples.size / RATE / 0.5)
+        heard = tuple(Word(f"w{index}", index * 0.5, index * 0.5 + 0.4) for index in range(count))
+        return Hypothesis(" ".join(word.text for word in heard), heard, "en")
+
+
+class ScriptedVad:
+    """Speech over [start, end) seconds of the stream."""
+
+    def __init__(self, start_s: float, end_s: float, min_silence_s: float = 0.5) -> None:
+        self.start_s, self.end_s, self.min_silence_s = start_s, end_s, min_silence_s
+        self.fed = 0
+        self.began = self.ended = False
+
+    async def feed(self, samples: np.ndarray) -> VadUpdate:
+        self.fed += samples.size
+        now = self.fed / RATE
+        starts: tuple[float, ...] = ()
+        ends: tuple[TimeRange, ...] = ()
+        if not self.began and now >= self.start_s:
+            self.began = True
+            starts = (self.start_s,)
+        if self.began and not self.ended and now >= self.end_s + self.min_silence_s:
+            self.ended = True
+            ends = (TimeRange(self.start_s, self.end_s),)
+        in_speech = self.began and not self.ended
+        silence = max(0.0, now - self.end_s) if in_speech else 0.0
+        return VadUpdate(starts, ends, in_speech, silence)
+
+
+async def run_engine(
+    vad: ScriptedVad, total_s: float, settings: StreamSettings
+) -> tuple[list[gateway_pb2.StreamingTranscribeResponse], FakeDecoder, LiveTranscriber, int]:
+    decoder = FakeDecoder()
+    responses: list[gateway_pb2.StreamingTranscribeResponse] = []
+    engine = LiveTranscriber(decoder, vad, asr_pb2.TranscriptionOptions(), settings, responses.append)
+    most_buffered = 0
+    block = np.zeros(RATE // 10, dtype=np.float32)
+    for _ in range(round(total_s * 10)):
+        await engine.feed(block)
+        most_buffered = max(most_buffered, engine.buffered_samples)
+        await asyncio.sleep(0)
+    await engine.finish()
+    return responses, decoder, engine, most_buffered
+
+
+def kinds(responses: list[gateway_pb2.StreamingTranscribeResponse]) -> list[str]:
+    return [str(response.WhichOneof("response")) for response in responses]
+
+
+def test_an_utterance_gets_interims_then_one_final_from_the_likely_final_step() -> None:
+    responses, decoder, engine, _ = asyncio.run(
+        run_engine(ScriptedVad(1.0, 4.0), 6.0, StreamSettings(interim_results=True))
+    )
+    order = kinds(responses)
+    assert order[0] == "speech_begin" and "interim" in order and order.count("final") == 1
+    assert order.index("speech_end") < order.index("final")
+    final = next(response.final for response in responses if response.WhichOneof("response") == "final")
+    assert final.text.startswith("w0 w1") and final.stability == 1.0
+    # The step decoded once the end of speech had been silent for a while covered the whole utterance.
+    assert engine.reused_finals == 1
+    assert decoder.calls[-1][1] == PRIORITY_FINAL
+    interims = [response.interim for response in responses if response.WhichOneof("response") == "interim"]
+    assert interims[-1].stability > 0 and interims[-1].stable_text
+
+
+def test_without_interim_results_a_short_utterance_costs_one_decode() -> None:
+    responses, decoder, _, _ = asyncio.run(run_engine(ScriptedVad(1.0, 4.0), 6.0, StreamSettings()))
+    assert "interim" not in kinds(responses)
+    assert len(decoder.calls) == 1 and kinds(responses).count("final") == 1
+
+
+def test_long_speech_is_cut_where_steps_agreed_and_memory_stays_bounded() -> None:
+    settings = StreamSettings(interim_results=True, max_utterance_s=5.0)
+    responses, _, _, most_buffered = asyncio.run(run_engine(ScriptedVad(0.5, 60.0), 62.0, settings))
+    finals = [response.final for response in responses if response.WhichOneof("response") == "final"]
+    assert len(finals) >= 10
+    starts = [final.start_offset.ToTimedelta().total_seconds() for final in finals]
+    assert starts == sorted(starts)
+    # Never more audio held than one utterance, its roll and a second of slack.
+    assert most_buffered <= (settings.max_utterance_s + 1.5) * RATE
+
+
+def test_the_streaming_vad_finds_each_utterance_of_real_speech() -> None:
+    recording = join_prompts(["agent-loginok", "conf-getconfno", "vm-password"], gap_s=1.5)
+    detection = SpeechDetector(bundled_model_path()).start_live(LiveVadOptions())
+    starts: list[float] = []
+    ends: list[TimeRange] = []
+    for offset in range(0, recording.samples.size, 1600):
+        update = detection.feed(recording.samples[offset : offset + 1600])
+        starts += update.speech_starts
+        ends += update.speech_ends
+    assert len(starts) == len(ends) == len(recording.utterances)
+    # (An utterance's times are its file's, silence at either end included.)
+    for utterance, start, end in zip(recording.utterances, starts, ends, strict=True):
+        assert utterance.start_s - 0.1 <= start < end.end_s <= utterance.end_s + 0.1
+        assert end.end_s - start > 0.3
