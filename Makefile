@@ -54,6 +54,7 @@ bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one
 	$(PY) -m bench.end_to_end $(BENCH_ARGS)
 	$(PY) -m bench.short_clips
 	$(PY) -m bench.replicas
+	$(PY) -m bench.streaming
 	$(PY) -m bench.word_timing
 
 .PHONY: clean

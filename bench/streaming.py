@@ -203,7 +203,9 @@ def main() -> None:
                 recordings = [recording(200 + number, options.duration_s) for number in range(options.streams)]
                 runs = run_streams(gateway, recordings)
                 report(f"{options.streams} streams of {options.duration_s:g} s at real-time pace", runs)
-                live_wers = [word_error_rate(rec.reference_text, run.text) for rec, run in zip(recordings, runs)]
+                live_wers = [
+                    word_error_rate(rec.reference_text, run.text) for rec, run in zip(recordings, runs, strict=True)
+                ]
                 file_wers = []
                 for number, rec in enumerate(recordings):
                     path = write_wav(media / f"stream-{number}.wav", rec.samples)

@@ -251,4 +251,3 @@ def test_non_finite_samples_are_made_silent(tmp_path: Path) -> None:
     decoded = decode_file(path).samples()
     assert np.isfinite(decoded).all()
     assert decoded.size == 16_000 and np.count_nonzero(decoded == 0.0) >= 101
-
