@@ -88,6 +88,9 @@ class StreamSettings:
     # Silence at the end of the audio after which the utterance is decoded
     # at once, as a likely final.
     final_silence_s: float = 0.2
+    # An utterance at least this long makes every sentence two steps agreed
+    # on final at once (long speech without pauses).
+    sentence_commit_s: float = 6.0
 
 
 @dataclass
@@ -98,6 +101,8 @@ class _Step:
     end: int
     hypothesis: Hypothesis | None = None
     task: asyncio.Task[None] | None = None
+    # Decoded because the end of its audio was silent (a pause, maybe the end of speech).
+    at_pause: bool = False
 
 
 @dataclass
@@ -117,6 +122,31 @@ class _Utterance:
 
 def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
+
+
+_SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+_CLAUSE_END = (",", ";", ":", "，", "、")
+# Audio searched for a quiet point on each side of the gap where an utterance is cut.
+_CUT_MARGIN = SAMPLE_RATE_HERTZ // 10
+
+
+def cut_position(words: Sequence[Word], agreed: int) -> int:
+    """How many of the agreed leading `words` to make final when an
+    utterance is cut: at the last sentence end among the later half of them,
+    else at the last clause end, else at the widest pause between words,
+    else all of them."""
+    candidates = range(max(1, (agreed + 1) // 2), agreed + 1)
+
+    def gap(kept: int) -> float:
+        return words[kept].start_s - words[kept - 1].end_s if kept < len(words) else 0.0
+
+    def score(kept: int) -> tuple[int, float, int]:
+        text = words[kept - 1].text
+        ending = 2 if text.endswith(_SENTENCE_END) else 1 if text.endswith(_CLAUSE_END) else 0
+        return ending, gap(kept) if ending == 0 else 0.0, kept
+
+    best = max(candidates, key=score)
+    return best if score(best)[:2] != (0, 0.0) else agreed
 
 
 def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
@@ -250,6 +280,11 @@ class LiveTranscriber:
             return
         if utterance.in_flight is not None:
             return
+        sentence = self._agreed_sentence(utterance)
+        if sentence:
+            # Long speech: every sentence two steps agreed on is final at once.
+            await self._cut(utterance, sentence)
+            return
         if update.trailing_silence_s == 0.0:
             utterance.pre_final_done = False
         pre_final = (
@@ -272,17 +307,18 @@ class LiveTranscriber:
         if pre_final:
             utterance.pre_final_done = True
         if pre_final:
-            self._start_step(utterance, PRIORITY_FINAL)
+            self._start_step(utterance, PRIORITY_FINAL).at_pause = True
         elif due:
             self._start_step(utterance, PRIORITY_FIRST_STEP if latest_end is None or long else PRIORITY_INTERIM)
 
-    def _start_step(self, utterance: _Utterance, priority: int) -> None:
+    def _start_step(self, utterance: _Utterance, priority: int) -> _Step:
         step = _Step(start=utterance.start, end=self._total)
         samples = self._slice(step.start, step.end)
         utterance.in_flight = step
         utterance.steps.append(step)
         step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, samples, priority))
         step.task.add_done_callback(self._note_failure)
+        return step
 
     async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, priority: int) -> None:
         try:
@@ -312,15 +348,26 @@ class LiveTranscriber:
                 )
             )
 
-    async def _cut(self, utterance: _Utterance) -> None:
-        """Makes a too-long utterance final where two steps agreed, and goes
-        on with the rest as the next utterance."""
+    async def _cut(self, utterance: _Utterance, kept: int | None = None) -> None:
+        """Makes an utterance final where two steps agreed (after `kept`
+        words, or where `cut_position` says), and goes on with the rest as
+        the next utterance."""
         if utterance.in_flight is not None and utterance.in_flight.task is not None:
             await asyncio.shield(utterance.in_flight.task)
         latest = utterance.latest
         if latest is not None and latest.hypothesis is not None and utterance.agreed:
-            words = latest.hypothesis.words[: utterance.agreed]
-            cut = latest.start + round(words[-1].end_s * SAMPLE_RATE_HERTZ)
+            all_words = latest.hypothesis.words
+            kept = kept or cut_position(all_words, utterance.agreed)
+            words = all_words[:kept]
+            # Between the last kept word and the next one, at the quietest
+            # 10 ms: the next utterance must not start inside a word.
+            low = latest.start + round(words[-1].end_s * SAMPLE_RATE_HERTZ)
+            high = (
+                latest.start + round(all_words[kept].start_s * SAMPLE_RATE_HERTZ)
+                if kept < len(all_words)
+                else low + round(0.2 * SAMPLE_RATE_HERTZ)
+            )
+            cut = self._quietest(low - _CUT_MARGIN, max(low, high) + _CUT_MARGIN)
             hypothesis = Hypothesis(" ".join(word.text for word in words), words, latest.hypothesis.language_code)
             self._chain_final(utterance, latest.start, cut, self._resolved(hypothesis))
         else:
@@ -328,6 +375,37 @@ class LiveTranscriber:
             self._schedule_final(utterance, cut)
         self._utterance = _Utterance(index=self._next_index, start=cut, speech_start=cut)
         self._next_index += 1
+
+    def _agreed_sentence(self, utterance: _Utterance) -> int:
+        """Words up to the last agreed sentence end of a long utterance, when
+        a word follows it, or all of them when a step at a pause ends a
+        sentence; 0 when there is none."""
+        latest = utterance.latest
+        if (
+            latest is None
+            or latest.hypothesis is None
+            or self._total - utterance.start < self._settings.sentence_commit_s * SAMPLE_RATE_HERTZ
+        ):
+            return 0
+        words = latest.hypothesis.words
+        if latest.at_pause and words and words[-1].text.endswith(_SENTENCE_END):
+            # Decoded at a pause and ending a sentence: nothing later can change it.
+            return len(words)
+        for kept in range(min(utterance.agreed, len(words) - 1), 0, -1):
+            if words[kept - 1].text.endswith(_SENTENCE_END):
+                return kept
+        return 0
+
+    def _quietest(self, start: int, end: int) -> int:
+        """The middle of the quietest 10 ms window of samples [start, end) held."""
+        start = max(start, self._buffer_start)
+        end = min(end, self._total)
+        window = SAMPLE_RATE_HERTZ // 100
+        samples = self._slice(start, end)
+        if samples.shape[0] < 2 * window:
+            return max(start, min(end, (start + end) // 2))
+        frames = samples[: samples.shape[0] // window * window].reshape(-1, window)
+        return start + int(np.argmin((frames**2).mean(axis=1))) * window + window // 2
 
     # Finals -----------------------------------------------------------------
 

@@ -174,3 +174,22 @@ def test_the_streaming_vad_finds_each_utterance_of_real_speech() -> None:
     for utterance, start, end in zip(recording.utterances, starts, ends, strict=True):
         assert utterance.start_s - 0.1 <= start < end.end_s <= utterance.end_s + 0.1
         assert end.end_s - start > 0.3
+
+
+def test_a_long_utterance_is_cut_at_a_sentence_end_else_a_clause_else_the_widest_pause() -> None:
+    from gateway.live_stream import cut_position
+
+    def timed(*items: tuple[str, float]) -> tuple[Word, ...]:
+        at, out = 0.0, []
+        for text, pause in items:
+            out.append(Word(text, at, at + 0.3))
+            at += 0.3 + pause
+        return tuple(out)
+
+    sentence = timed(("One", 0), ("two.", 0), ("Three", 0), ("four,", 0), ("five", 0), ("six", 0))
+    assert cut_position(sentence, 6) == 4  # "four," is in the later half; "two." is not
+    assert cut_position(sentence, 4) == 2 or cut_position(sentence, 4) == 4
+    paused = timed(("a", 0), ("b", 0), ("c", 0.3), ("d", 0), ("e", 0.05), ("f", 0))
+    assert cut_position(paused, 6) == 3
+    flat = timed(("a", 0), ("b", 0), ("c", 0))
+    assert cut_position(flat, 2) == 2
