@@ -5,6 +5,7 @@ gateway's StreamingTranscribe and print captions as they come.
     subtitler live talk.mp4 --fast -o talk.srt # as fast as the server takes it
     ffmpeg -i URL -f s16le -ac 1 -ar 16000 - | subtitler live -
     subtitler live talk.wav --format jsonl     # one JSON object a line per response
+    subtitler live https://tv.example/live/index.m3u8  # opened by the audio service
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def add_parser(commands: Any) -> None:
         help="caption a media file at real-time pace, or raw PCM from stdin ('-'), as it plays",
         description=__doc__.split("\n\n")[0],
     )
-    live.add_argument("source", help="media file (decoded with PyAV), or '-' for raw PCM on stdin")
+    live.add_argument(
+        "source",
+        help="media file (decoded here with PyAV), '-' for raw PCM on stdin, or an http(s):// or rtsp:// URL "
+        "(HLS when it ends in .m3u8) that the audio service opens itself, if SUBTITLER_AUDIO_LIVE_SOURCES allows",
+    )
     live.add_argument("--fast", action="store_true", help="send as fast as the server takes it, not at real time")
     live.add_argument("-f", "--format", choices=("text", "jsonl"), default="text", help="(default: %(default)s)")
     live.add_argument("-o", "--output", help="also write the final cues to this SRT file as they come")
@@ -130,6 +135,10 @@ def _stdin_blocks(stream: BinaryIO, options: argparse.Namespace) -> Iterator[byt
             pending = pending[whole:]
 
 
+def is_url(source: str) -> bool:
+    return source.split("://", 1)[0].lower() in ("http", "https", "rtsp") and "://" in source
+
+
 def _config(options: argparse.Namespace) -> gateway_pb2.StreamingConfig:
     from_stdin = options.source == "-"
     config = gateway_pb2.StreamingConfig(
@@ -142,6 +151,8 @@ def _config(options: argparse.Namespace) -> gateway_pb2.StreamingConfig:
         interim_results=not options.no_interim,
         speech_detection=vad_pb2.LiveVadOptions(),
     )
+    if is_url(options.source):
+        config.source_uri = options.source
     if options.min_silence_s is not None:
         config.speech_detection.min_silence_duration.CopyFrom(seconds_to_duration(options.min_silence_s))
     if options.max_utterance_s is not None:
@@ -260,7 +271,9 @@ def run_live(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namesp
     if options.source != "-" and options.output == "-":
         raise LiveError("-o - is not supported: captions already go to stdout")
     config = _config(options)
-    if options.source == "-":
+    if is_url(options.source):
+        source: Iterator[bytes] = iter(())
+    elif options.source == "-":
         source = _stdin_blocks(sys.stdin.buffer, options)
     else:
         source = _file_blocks(options.source, options.fast)

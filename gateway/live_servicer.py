@@ -32,6 +32,7 @@ from gateway.live_decoder import LiveDecoder
 from gateway.live_stream import MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
 from gateway.validation import validate_transcription
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
+from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
@@ -81,7 +82,9 @@ class LiveCaptioner:
         asr: asr_pb2_grpc.AsrServiceStub,
         decoder: LiveDecoder,
         config: LiveConfig,
+        audio: audio_pb2_grpc.AudioServiceStub | None = None,
     ) -> None:
+        self._audio = audio
         self._vad = vad
         self._asr = asr
         self._decoder = decoder
@@ -116,7 +119,12 @@ class LiveCaptioner:
             if first.WhichOneof("request") != "config":
                 raise InvalidInputError("the first message of a stream must carry its StreamingConfig, not audio")
             config = first.config
-            audio_format = AudioFormat.from_config(config)
+            source_uri = config.source_uri.strip()
+            if source_uri:
+                # The audio service hands the source's samples out as 16 kHz mono float32.
+                audio_format = AudioFormat(gateway_pb2.AUDIO_ENCODING_FLOAT32, SAMPLE_RATE_HERTZ, 1)
+            else:
+                audio_format = AudioFormat.from_config(config)
             settings = _settings(config)
             options = await self._checked_options(config.transcription)
             responses: asyncio.Queue[gateway_pb2.StreamingTranscribeResponse | None] = asyncio.Queue()
@@ -131,8 +139,9 @@ class LiveCaptioner:
             vad = VadLink(self._vad, config.speech_detection)
             transcriber = LiveTranscriber(self._decoder, vad, options, settings, emit)
             self._transcribers.add(transcriber)
+            audio = self._client_audio(iterator) if not source_uri else self._source_audio(source_uri, iterator)
             runner = asyncio.get_running_loop().create_task(
-                self._run(iterator, vad, transcriber, AudioConverter(audio_format), responses)
+                self._run(audio, vad, transcriber, AudioConverter(audio_format), responses)
             )
             try:
                 while (response := await responses.get()) is not None:
@@ -148,9 +157,62 @@ class LiveCaptioner:
         finally:
             self._streams -= 1
 
+    async def _client_audio(
+        self, iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
+    ) -> AsyncIterator[bytes]:
+        while (request := await self._next(iterator)) is not None:
+            if request.WhichOneof("request") != "audio":
+                raise InvalidInputError("the StreamingConfig comes once, in the first message; send audio now")
+            yield request.audio
+
+    async def _source_audio(
+        self, uri: str, iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
+    ) -> AsyncIterator[bytes]:
+        """The samples of a live source the audio service decodes; the client
+        may only half-close (or go away) meanwhile."""
+        if self._audio is None:
+            raise UnavailableError("this gateway has no audio service for live sources")
+        failure: list[BaseException] = []
+
+        async def watch_client() -> None:
+            try:
+                async for request in iterator:
+                    if request.WhichOneof("request") is not None:
+                        raise InvalidInputError("a stream with a source_uri takes no audio or second config")
+            except InvalidInputError as error:
+                failure.append(error)
+                call.cancel()
+
+        call = self._audio.StreamLiveSource(audio_pb2.StreamLiveSourceRequest(uri=uri))
+        watcher = asyncio.get_running_loop().create_task(watch_client())
+        try:
+            responses = aiter(call)
+            while True:
+                try:
+                    response = await asyncio.wait_for(anext(responses, None), self._config.idle_timeout_s)
+                except TimeoutError:
+                    raise DeadlineExceededError(
+                        f"the live source sent no audio for {self._config.idle_timeout_s:g} s "
+                        "(SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S): the stream is ended"
+                    ) from None
+                except asyncio.CancelledError:
+                    if failure:
+                        raise failure[0] from None
+                    raise
+                except grpc.aio.AioRpcError:
+                    if failure:
+                        raise failure[0] from None
+                    raise
+                if response is None:
+                    return
+                yield response.samples
+        finally:
+            watcher.cancel()
+            call.cancel()
+
     async def _run(
         self,
-        iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest],
+        audio: AsyncIterator[bytes],
         vad: VadLink,
         transcriber: LiveTranscriber,
         converter: AudioConverter,
@@ -158,10 +220,8 @@ class LiveCaptioner:
     ) -> None:
         try:
             await vad.start()
-            while (request := await self._next(iterator)) is not None:
-                if request.WhichOneof("request") != "audio":
-                    raise InvalidInputError("the StreamingConfig comes once, in the first message; send audio now")
-                samples = converter.convert(request.audio)
+            async for data in audio:
+                samples = converter.convert(data)
                 over = converter.received_s > self._config.max_stream_duration_s
                 if over:
                     keep = round(self._config.max_stream_duration_s * SAMPLE_RATE_HERTZ) - round(

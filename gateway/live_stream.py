@@ -81,7 +81,7 @@ class StreamSettings:
     # New audio between two decodes of a growing utterance.
     step_s: float = 1.0
     # Speech before the first decode of an utterance.
-    first_step_s: float = 0.6
+    first_step_s: float = 0.4
     # Audio kept before the start of speech and after its end.
     pre_roll_s: float = 0.2
     post_roll_s: float = 0.2
@@ -124,10 +124,13 @@ def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-_SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
-_CLAUSE_END = (",", ";", ":", "，", "、")
+# (With the full-width forms of Chinese and Japanese.)
+_SENTENCE_END = (".", "?", "!", "\u2026", "\u3002", "\uff1f", "\uff01")
+_CLAUSE_END = (",", ";", ":", "\uff0c", "\u3001")
 # Audio searched for a quiet point on each side of the gap where an utterance is cut.
 _CUT_MARGIN = SAMPLE_RATE_HERTZ // 10
+# Audio an utterance needs to be decoded for its final (less holds no word).
+_MIN_FINAL_SAMPLES = round(0.3 * SAMPLE_RATE_HERTZ)
 
 
 def cut_position(words: Sequence[Word], agreed: int) -> int:
@@ -278,18 +281,24 @@ class LiveTranscriber:
         if length >= settings.max_utterance_s * SAMPLE_RATE_HERTZ:
             await self._cut(utterance)
             return
-        if utterance.in_flight is not None:
+        if update.trailing_silence_s == 0.0:
+            utterance.pre_final_done = False
+        pre_final = (
+            update.in_speech and update.trailing_silence_s >= settings.final_silence_s and not utterance.pre_final_done
+        )
+        in_flight = utterance.in_flight
+        if in_flight is not None:
+            if pre_final and not in_flight.at_pause:
+                # The likely final does not wait for an interim step: with it
+                # the final is ready as soon as the VAD confirms the end.
+                utterance.pre_final_done = True
+                self._start_step(utterance, PRIORITY_FINAL).at_pause = True
             return
         sentence = self._agreed_sentence(utterance)
         if sentence:
             # Long speech: every sentence two steps agreed on is final at once.
             await self._cut(utterance, sentence)
             return
-        if update.trailing_silence_s == 0.0:
-            utterance.pre_final_done = False
-        pre_final = (
-            update.in_speech and update.trailing_silence_s >= settings.final_silence_s and not utterance.pre_final_done
-        )
         latest_end = utterance.latest.end if utterance.latest is not None else None
         if latest_end is None:
             due = self._total - utterance.speech_start >= settings.first_step_s * SAMPLE_RATE_HERTZ
@@ -325,9 +334,12 @@ class LiveTranscriber:
             step.hypothesis = await self._decoder.decode(samples, self._options, priority=priority)
             self.decode_count += 1
         finally:
-            utterance.in_flight = None
+            if utterance.in_flight is step:
+                utterance.in_flight = None
             utterance.steps = [other for other in utterance.steps if other is not step]
         hypothesis = step.hypothesis
+        if utterance.latest is not None and utterance.latest.end >= step.end:
+            return  # a later step (the likely final) finished first
         if utterance.latest is not None and utterance.latest.hypothesis is not None:
             utterance.previous_words = utterance.latest.hypothesis.words
         utterance.latest = step
@@ -410,8 +422,8 @@ class LiveTranscriber:
     # Finals -----------------------------------------------------------------
 
     def _schedule_final(self, utterance: _Utterance, end: int) -> None:
-        if end <= utterance.start:
-            return
+        if end - utterance.start < _MIN_FINAL_SAMPLES:
+            return  # (the rest of an utterance cut just before speech ended: nothing to decode)
         samples = self._slice(utterance.start, end)
         pending = utterance.in_flight
 

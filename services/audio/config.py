@@ -47,6 +47,12 @@ class AudioConfig:
     # containers only by default: playlists (HLS, DASH) and lists (concat)
     # would read outside the media root.
     allowed_demuxers: tuple[str, ...] = DEFAULT_DEMUXERS
+    # URL prefixes live sources (StreamLiveSource) may be opened from
+    # (comma-separated, e.g. "https://tv.example/live/,rtsp://10.0.0.5/");
+    # none by default: no live source is opened.
+    live_sources: tuple[str, ...] = ()
+    # Live sources open at once.
+    max_live_sources: int = 16
 
     def __post_init__(self) -> None:
         if self.lease_s > self.max_lease_s:
@@ -105,4 +111,6 @@ class AudioConfig:
             decode_workers=env_int(env, f"{prefix}DECODE_WORKERS", defaults.decode_workers, minimum=1),
             advertised_target=env_str(env, f"{prefix}ADVERTISED_TARGET", ""),
             allowed_demuxers=env_list(env, f"{prefix}DEMUXERS", DEFAULT_DEMUXERS),
+            live_sources=env_list(env, f"{prefix}LIVE_SOURCES", ()),
+            max_live_sources=env_int(env, f"{prefix}MAX_LIVE_SOURCES", defaults.max_live_sources, minimum=1),
         )

@@ -79,6 +79,10 @@ class AudioEngine:
         self._max_upload_bytes = max_upload_bytes
         self._decode_options = decode_options or DecodeOptions()
 
+    @property
+    def decode_options(self) -> DecodeOptions:
+        return self._decode_options
+
     def resolve_media_path(self, requested: str) -> Path:
         """See `resolve_media_path`."""
         return resolve_media_path(self._media_root, requested)

@@ -34,7 +34,9 @@ async def create(config: AudioConfig) -> RunningServer:
         decode_options=config.decode_options,
     )
     decode_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="audio-decode")
-    servicer = AudioServicer(engine, decode_executor)
+    servicer = AudioServicer(
+        engine, decode_executor, live_sources=config.live_sources, max_live_sources=config.max_live_sources
+    )
     plan = await asyncio.get_running_loop().run_in_executor(
         None, plan_machine, "audio", config.server.cpu_affinity, [config.spool_dir, Path("/dev/shm")]
     )

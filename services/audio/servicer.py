@@ -20,9 +20,10 @@ import grpc
 
 from common.audio_access import audio_ref_to_proto
 from common.convert import datetime_to_timestamp, duration_to_seconds, seconds_to_duration, time_range_from_proto
-from common.errors import InvalidInputError
+from common.errors import InvalidInputError, ResourceExhaustedError
 from common.uploads import ensure_upload_complete
 from services.audio.engine import AudioEngine, DecodeResult
+from services.audio.live_source import check_url, live_samples
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 
@@ -36,10 +37,42 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
     `io_executor` writes uploads to the spool (None: the loop's default).
     """
 
-    def __init__(self, engine: AudioEngine, decode_executor: Executor, io_executor: Executor | None = None) -> None:
+    def __init__(
+        self,
+        engine: AudioEngine,
+        decode_executor: Executor,
+        io_executor: Executor | None = None,
+        *,
+        live_sources: tuple[str, ...] = (),
+        max_live_sources: int = 16,
+    ) -> None:
+        self._live_sources = live_sources
+        self._max_live_sources = max_live_sources
+        self._open_live_sources = 0
         self._engine = engine
         self._decode_executor = decode_executor
         self._io_executor = io_executor
+
+    async def StreamLiveSource(
+        self, request: audio_pb2.StreamLiveSourceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audio_pb2.StreamLiveSourceResponse]:
+        check_url(request.uri, self._live_sources)  # refused before any thread or connection
+        if self._open_live_sources >= self._max_live_sources:
+            raise ResourceExhaustedError(
+                f"this audio service has its maximum of {self._max_live_sources} live sources open; retry later",
+                retry_after_s=10.0,
+            )
+        self._open_live_sources += 1
+        stop = threading.Event()
+        blocks = live_samples(request.uri, self._live_sources, self._engine.decode_options.allowed_demuxers, stop)
+        try:
+            # Each block in a thread of its own: a live source may take seconds to deliver one.
+            while (block := await asyncio.to_thread(next, blocks, None)) is not None:
+                yield audio_pb2.StreamLiveSourceResponse(samples=block.astype("<f4").tobytes())
+        finally:
+            stop.set()
+            self._open_live_sources -= 1
+            await asyncio.to_thread(blocks.close)
 
     async def DecodeFile(
         self, request: audio_pb2.DecodeFileRequest, context: grpc.aio.ServicerContext

@@ -31,12 +31,110 @@ PROMPTS = ["agent-loginok", "conf-getconfno", "vm-password", "agent-incorrect"]
 BLOCK_S = 0.1
 
 
+class HlsServer:
+    """A local HTTP server with an HLS source under /allowed/ whose live
+    playlist grows by one 2 s segment every 2 s, and files under /secret/
+    the audio service may not fetch."""
+
+    def __init__(self, root: Path) -> None:
+        import functools
+        import http.server
+
+        self.root = root
+        self.requests: list[str] = []
+        self.first_request: float | None = None
+        recording = join_prompts(PROMPTS[:2], gap_s=1.0)
+        self.reference_text = recording.reference_text
+        allowed = root / "allowed"
+        allowed.mkdir(parents=True)
+        (root / "secret").mkdir()
+        self.segments = write_hls(allowed, recording.samples)
+        (root / "secret" / "seg.ts").write_bytes((allowed / self.segments[0]).read_bytes())
+        (allowed / "evil.m3u8").write_text(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n../secret/seg.ts\n#EXT-X-ENDLIST\n"
+        )
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                server.requests.append(self.path)
+
+            def do_GET(self) -> None:
+                if self.path == "/allowed/live.m3u8":
+                    body = server.live_playlist().encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    server.requests.append(self.path)
+                    return
+                super().do_GET()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def live_playlist(self) -> str:
+        """The segments out so far (one every 2 s from the first request), ENDLIST after the last."""
+        if self.first_request is None:
+            self.first_request = time.monotonic()
+        out = 1 + int((time.monotonic() - self.first_request) / 2.0)
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:0"]
+        for name in self.segments[:out]:
+            lines += ["#EXTINF:2.0,", name]
+        if out >= len(self.segments):
+            lines.append("#EXT-X-ENDLIST")
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def write_hls(directory: Path, samples: np.ndarray) -> list[str]:
+    """An HLS rendition of `samples` (AAC in MPEG-TS segments of 2 s) in `directory`; the segment names."""
+    import av
+
+    output = av.open(
+        str(directory / "vod.m3u8"),
+        "w",
+        format="hls",
+        options={"hls_time": "2", "hls_list_size": "0", "hls_segment_type": "mpegts"},
+    )
+    stream = output.add_stream("aac", rate=SAMPLE_RATE_HERTZ)
+    stream.layout = "mono"  # type: ignore[union-attr]
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    for start in range(0, pcm.size, 1024):
+        frame = av.AudioFrame.from_ndarray(pcm[None, start : start + 1024], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE_HERTZ
+        frame.pts = start
+        for packet in stream.encode(frame):  # type: ignore[union-attr]
+            output.mux(packet)
+    for packet in stream.encode(None):  # type: ignore[union-attr]
+        output.mux(packet)
+    output.close()
+    return sorted(path.name for path in directory.glob("*.ts"))
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+def hls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HlsServer]:
+    server = HlsServer(tmp_path_factory.mktemp("hls"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, hls: HlsServer) -> Iterator[RunningSuite]:
     before = our_segments()
     yield from start_suite(
         tmp_path_factory.mktemp("live"),
         {
+            "SUBTITLER_AUDIO_LIVE_SOURCES": f"{hls.base}/allowed/",
             "SUBTITLER_GATEWAY_MAX_STREAMS": str(MAX_STREAMS),
             "SUBTITLER_GATEWAY_MAX_STREAM_DURATION_S": str(MAX_STREAM_DURATION_S),
             "SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
@@ -382,3 +480,26 @@ def test_the_cli_streams_a_file_and_raw_pcm_from_stdin(
     assert cli.main(["--gateway", target, "live", str(tmp_path / "missing.wav")]) == 1
     error = capsys.readouterr().err
     assert "missing.wav" in error and "Traceback" not in error
+
+
+def test_a_live_hls_source_is_captioned_and_only_allowed_urls_are_fetched(live: RunningSuite, hls: HlsServer) -> None:
+    source = config(source_uri=f"{hls.base}/allowed/live.m3u8", interim_results=False)
+    started = time.monotonic()
+    responses = list(live.gateway.StreamingTranscribe(iter([gateway_pb2.StreamingTranscribeRequest(config=source)])))
+    # The playlist was live: its segments came out over time, and were followed.
+    assert time.monotonic() - started >= 2.0 * (len(hls.segments) - 2)
+    assert hls.requests.count("/allowed/live.m3u8") >= 2
+    finals = [response.final.text for response in responses if response.WhichOneof("response") == "final"]
+    assert word_error_rate(hls.reference_text, " ".join(finals)) <= 0.15, finals
+    assert responses[-1].WhichOneof("response") == "summary"
+
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    for url in (f"{hls.base}/secret/seg.ts", f"{hls.base}/allowed/evil.m3u8", "http://169.254.169.254/latest"):
+        expect_refused(
+            live,
+            [gateway_pb2.StreamingTranscribeRequest(config=config(source_uri=url))],
+            denied,
+            "live source",
+        )
+    assert not [path for path in hls.requests if path.startswith("/secret/")]
+    wait_for_no_streams(live)

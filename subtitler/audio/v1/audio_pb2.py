@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esubtitler/audio/v1/audio.proto\x12\x12subtitler.audio.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a subtitler/common/v1/common.proto\"#\n\x0fGetAudioRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\"T\n\x11\x44\x65\x63odeFileRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"j\n\x0eUploadMetadata\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x12UploadAudioRequest\x12\x36\n\x08metadata\x18\x01 \x01(\x0b\x32\".subtitler.audio.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x90\x01\n\x11SourceDescription\x12\x18\n\x10\x63ontainer_format\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12 \n\x18source_sample_rate_hertz\x18\x03 \x01(\x05\x12\x1c\n\x14source_channel_count\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\"\xac\x01\n\x0e\x44\x65\x63odeResponse\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12\x35\n\x06source\x18\x02 \x01(\x0b\x32%.subtitler.audio.v1.SourceDescription\x12\x32\n\x0f\x64\x65\x63ode_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"U\n\x12ReadSamplesRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\"D\n\x13ReadSamplesResponse\x12\x15\n\rsamples_f32le\x18\x01 \x01(\x0c\x12\x16\n\x0eoffset_samples\x18\x02 \x01(\x03\"X\n\x11RenewLeaseRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x12RenewLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x13ReleaseAudioRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\"(\n\x14ReleaseAudioResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xb9\x04\n\x0c\x41udioService\x12W\n\nDecodeFile\x12%.subtitler.audio.v1.DecodeFileRequest\x1a\".subtitler.audio.v1.DecodeResponse\x12[\n\x0bUploadAudio\x12&.subtitler.audio.v1.UploadAudioRequest\x1a\".subtitler.audio.v1.DecodeResponse(\x01\x12`\n\x0bReadSamples\x12&.subtitler.audio.v1.ReadSamplesRequest\x1a\'.subtitler.audio.v1.ReadSamplesResponse0\x01\x12[\n\nRenewLease\x12%.subtitler.audio.v1.RenewLeaseRequest\x1a&.subtitler.audio.v1.RenewLeaseResponse\x12\x61\n\x0cReleaseAudio\x12\'.subtitler.audio.v1.ReleaseAudioRequest\x1a(.subtitler.audio.v1.ReleaseAudioResponse\x12Q\n\x08GetAudio\x12#.subtitler.audio.v1.GetAudioRequest\x1a .subtitler.common.v1.AudioHandleBd\n\x16\x64\x65v.subtitler.audio.v1P\x01Z3subtitler/clients/go/gen/subtitler/audio/v1;audiov1\xaa\x02\x12Subtitler.Audio.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esubtitler/audio/v1/audio.proto\x12\x12subtitler.audio.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a subtitler/common/v1/common.proto\"&\n\x17StreamLiveSourceRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"+\n\x18StreamLiveSourceResponse\x12\x0f\n\x07samples\x18\x01 \x01(\x0c\"#\n\x0fGetAudioRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\"T\n\x11\x44\x65\x63odeFileRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"j\n\x0eUploadMetadata\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x12UploadAudioRequest\x12\x36\n\x08metadata\x18\x01 \x01(\x0b\x32\".subtitler.audio.v1.UploadMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x90\x01\n\x11SourceDescription\x12\x18\n\x10\x63ontainer_format\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12 \n\x18source_sample_rate_hertz\x18\x03 \x01(\x05\x12\x1c\n\x14source_channel_count\x18\x04 \x01(\x05\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\"\xac\x01\n\x0e\x44\x65\x63odeResponse\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12\x35\n\x06source\x18\x02 \x01(\x0b\x32%.subtitler.audio.v1.SourceDescription\x12\x32\n\x0f\x64\x65\x63ode_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"U\n\x12ReadSamplesRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\x12-\n\x05range\x18\x02 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\"D\n\x13ReadSamplesResponse\x12\x15\n\rsamples_f32le\x18\x01 \x01(\x0c\x12\x16\n\x0eoffset_samples\x18\x02 \x01(\x03\"X\n\x11RenewLeaseRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x12RenewLeaseResponse\x12\x35\n\x11lease_expire_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x13ReleaseAudioRequest\x12\x10\n\x08\x61udio_id\x18\x01 \x01(\t\"(\n\x14ReleaseAudioResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\x32\xaa\x05\n\x0c\x41udioService\x12W\n\nDecodeFile\x12%.subtitler.audio.v1.DecodeFileRequest\x1a\".subtitler.audio.v1.DecodeResponse\x12[\n\x0bUploadAudio\x12&.subtitler.audio.v1.UploadAudioRequest\x1a\".subtitler.audio.v1.DecodeResponse(\x01\x12`\n\x0bReadSamples\x12&.subtitler.audio.v1.ReadSamplesRequest\x1a\'.subtitler.audio.v1.ReadSamplesResponse0\x01\x12[\n\nRenewLease\x12%.subtitler.audio.v1.RenewLeaseRequest\x1a&.subtitler.audio.v1.RenewLeaseResponse\x12\x61\n\x0cReleaseAudio\x12\'.subtitler.audio.v1.ReleaseAudioRequest\x1a(.subtitler.audio.v1.ReleaseAudioResponse\x12Q\n\x08GetAudio\x12#.subtitler.audio.v1.GetAudioRequest\x1a .subtitler.common.v1.AudioHandle\x12o\n\x10StreamLiveSource\x12+.subtitler.audio.v1.StreamLiveSourceRequest\x1a,.subtitler.audio.v1.StreamLiveSourceResponse0\x01\x42\x64\n\x16\x64\x65v.subtitler.audio.v1P\x01Z3subtitler/clients/go/gen/subtitler/audio/v1;audiov1\xaa\x02\x12Subtitler.Audio.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.audio.v1.audio_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.subtitler.audio.v1P\001Z3subtitler/clients/go/gen/subtitler/audio/v1;audiov1\252\002\022Subtitler.Audio.V1'
-  _globals['_GETAUDIOREQUEST']._serialized_start=153
-  _globals['_GETAUDIOREQUEST']._serialized_end=188
-  _globals['_DECODEFILEREQUEST']._serialized_start=190
-  _globals['_DECODEFILEREQUEST']._serialized_end=274
-  _globals['_UPLOADMETADATA']._serialized_start=276
-  _globals['_UPLOADMETADATA']._serialized_end=382
-  _globals['_UPLOADAUDIOREQUEST']._serialized_start=384
-  _globals['_UPLOADAUDIOREQUEST']._serialized_end=488
-  _globals['_SOURCEDESCRIPTION']._serialized_start=491
-  _globals['_SOURCEDESCRIPTION']._serialized_end=635
-  _globals['_DECODERESPONSE']._serialized_start=638
-  _globals['_DECODERESPONSE']._serialized_end=810
-  _globals['_READSAMPLESREQUEST']._serialized_start=812
-  _globals['_READSAMPLESREQUEST']._serialized_end=897
-  _globals['_READSAMPLESRESPONSE']._serialized_start=899
-  _globals['_READSAMPLESRESPONSE']._serialized_end=967
-  _globals['_RENEWLEASEREQUEST']._serialized_start=969
-  _globals['_RENEWLEASEREQUEST']._serialized_end=1057
-  _globals['_RENEWLEASERESPONSE']._serialized_start=1059
-  _globals['_RENEWLEASERESPONSE']._serialized_end=1134
-  _globals['_RELEASEAUDIOREQUEST']._serialized_start=1136
-  _globals['_RELEASEAUDIOREQUEST']._serialized_end=1175
-  _globals['_RELEASEAUDIORESPONSE']._serialized_start=1177
-  _globals['_RELEASEAUDIORESPONSE']._serialized_end=1217
-  _globals['_AUDIOSERVICE']._serialized_start=1220
-  _globals['_AUDIOSERVICE']._serialized_end=1789
+  _globals['_STREAMLIVESOURCEREQUEST']._serialized_start=153
+  _globals['_STREAMLIVESOURCEREQUEST']._serialized_end=191
+  _globals['_STREAMLIVESOURCERESPONSE']._serialized_start=193
+  _globals['_STREAMLIVESOURCERESPONSE']._serialized_end=236
+  _globals['_GETAUDIOREQUEST']._serialized_start=238
+  _globals['_GETAUDIOREQUEST']._serialized_end=273
+  _globals['_DECODEFILEREQUEST']._serialized_start=275
+  _globals['_DECODEFILEREQUEST']._serialized_end=359
+  _globals['_UPLOADMETADATA']._serialized_start=361
+  _globals['_UPLOADMETADATA']._serialized_end=467
+  _globals['_UPLOADAUDIOREQUEST']._serialized_start=469
+  _globals['_UPLOADAUDIOREQUEST']._serialized_end=573
+  _globals['_SOURCEDESCRIPTION']._serialized_start=576
+  _globals['_SOURCEDESCRIPTION']._serialized_end=720
+  _globals['_DECODERESPONSE']._serialized_start=723
+  _globals['_DECODERESPONSE']._serialized_end=895
+  _globals['_READSAMPLESREQUEST']._serialized_start=897
+  _globals['_READSAMPLESREQUEST']._serialized_end=982
+  _globals['_READSAMPLESRESPONSE']._serialized_start=984
+  _globals['_READSAMPLESRESPONSE']._serialized_end=1052
+  _globals['_RENEWLEASEREQUEST']._serialized_start=1054
+  _globals['_RENEWLEASEREQUEST']._serialized_end=1142
+  _globals['_RENEWLEASERESPONSE']._serialized_start=1144
+  _globals['_RENEWLEASERESPONSE']._serialized_end=1219
+  _globals['_RELEASEAUDIOREQUEST']._serialized_start=1221
+  _globals['_RELEASEAUDIOREQUEST']._serialized_end=1260
+  _globals['_RELEASEAUDIORESPONSE']._serialized_start=1262
+  _globals['_RELEASEAUDIORESPONSE']._serialized_end=1302
+  _globals['_AUDIOSERVICE']._serialized_start=1305
+  _globals['_AUDIOSERVICE']._serialized_end=1987
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,50 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class StreamLiveSourceRequest(_message.Message):
+    """Request of StreamLiveSource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """http(s):// or rtsp:// URL; a path ending in .m3u8 is read as HLS."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLiveSourceRequest: _TypeAlias = StreamLiveSourceRequest  # noqa: Y015
+
+@_typing.final
+class StreamLiveSourceResponse(_message.Message):
+    """The next samples of a live source."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    samples: _builtins.bytes
+    """16 kHz mono float32 little-endian."""
+    def __init__(
+        self,
+        *,
+        samples: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["samples", b"samples"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamLiveSourceResponse: _TypeAlias = StreamLiveSourceResponse  # noqa: Y015
+
+@_typing.final
 class GetAudioRequest(_message.Message):
     """Request of GetAudio."""
 

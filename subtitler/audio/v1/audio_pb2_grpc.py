@@ -66,6 +66,11 @@ class AudioServiceStub:
                 request_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.SerializeToString,
                 response_deserializer=subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.FromString,
                 _registered_method=True)
+        self.StreamLiveSource = channel.unary_stream(
+                '/subtitler.audio.v1.AudioService/StreamLiveSource',
+                request_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceRequest.SerializeToString,
+                response_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceResponse.FromString,
+                _registered_method=True)
 
 
 class AudioServiceServicer:
@@ -123,6 +128,19 @@ class AudioServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamLiveSource(self, request, context):
+        """Decodes a live source (HLS, an HTTP stream, RTSP) as it plays and
+        streams its samples, 16 kHz mono float32, until it ends or the caller
+        cancels. Only URLs under SUBTITLER_AUDIO_LIVE_SOURCES are opened, and
+        every playlist and segment an HLS source leads to is checked too.
+        PERMISSION_DENIED: not an allowed URL. INVALID_ARGUMENT: not a URL of
+        a supported scheme, or no audio track. NOT_FOUND: the source answered
+        404. UNAVAILABLE: the source cannot be reached or broke off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudioServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +173,11 @@ def add_AudioServiceServicer_to_server(servicer, server):
                     servicer.GetAudio,
                     request_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.FromString,
                     response_serializer=subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.SerializeToString,
+            ),
+            'StreamLiveSource': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamLiveSource,
+                    request_deserializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceRequest.FromString,
+                    response_serializer=subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +343,33 @@ class AudioService:
             '/subtitler.audio.v1.AudioService/GetAudio',
             subtitler_dot_audio_dot_v1_dot_audio__pb2.GetAudioRequest.SerializeToString,
             subtitler_dot_common_dot_v1_dot_common__pb2.AudioHandle.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamLiveSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/subtitler.audio.v1.AudioService/StreamLiveSource',
+            subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceRequest.SerializeToString,
+            subtitler_dot_audio_dot_v1_dot_audio__pb2.StreamLiveSourceResponse.FromString,
             options,
             channel_credentials,
             insecure,

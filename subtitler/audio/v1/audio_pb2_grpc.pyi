@@ -61,6 +61,15 @@ class AudioServiceStub:
     shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
     released audio.
     """
+    StreamLiveSource: _grpc.UnaryStreamMultiCallable[_audio_pb2.StreamLiveSourceRequest, _audio_pb2.StreamLiveSourceResponse]
+    """Decodes a live source (HLS, an HTTP stream, RTSP) as it plays and
+    streams its samples, 16 kHz mono float32, until it ends or the caller
+    cancels. Only URLs under SUBTITLER_AUDIO_LIVE_SOURCES are opened, and
+    every playlist and segment an HLS source leads to is checked too.
+    PERMISSION_DENIED: not an allowed URL. INVALID_ARGUMENT: not a URL of
+    a supported scheme, or no audio track. NOT_FOUND: the source answered
+    404. UNAVAILABLE: the source cannot be reached or broke off.
+    """
 
 @_typing.type_check_only
 class AudioServiceAsyncStub(AudioServiceStub):
@@ -91,6 +100,15 @@ class AudioServiceAsyncStub(AudioServiceStub):
     check every handle they are given against it before they map its
     shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
     released audio.
+    """
+    StreamLiveSource: _aio.UnaryStreamMultiCallable[_audio_pb2.StreamLiveSourceRequest, _audio_pb2.StreamLiveSourceResponse]  # type: ignore[assignment]
+    """Decodes a live source (HLS, an HTTP stream, RTSP) as it plays and
+    streams its samples, 16 kHz mono float32, until it ends or the caller
+    cancels. Only URLs under SUBTITLER_AUDIO_LIVE_SOURCES are opened, and
+    every playlist and segment an HLS source leads to is checked too.
+    PERMISSION_DENIED: not an allowed URL. INVALID_ARGUMENT: not a URL of
+    a supported scheme, or no audio track. NOT_FOUND: the source answered
+    404. UNAVAILABLE: the source cannot be reached or broke off.
     """
 
 class AudioServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -155,6 +173,21 @@ class AudioServiceServicer(metaclass=_abc_1.ABCMeta):
         check every handle they are given against it before they map its
         shared memory, so a forged handle reads nothing. NOT_FOUND: unknown or
         released audio.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamLiveSource(
+        self,
+        request: _audio_pb2.StreamLiveSourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_audio_pb2.StreamLiveSourceResponse], _abc.AsyncIterator[_audio_pb2.StreamLiveSourceResponse]]:
+        """Decodes a live source (HLS, an HTTP stream, RTSP) as it plays and
+        streams its samples, 16 kHz mono float32, until it ends or the caller
+        cancels. Only URLs under SUBTITLER_AUDIO_LIVE_SOURCES are opened, and
+        every playlist and segment an HLS source leads to is checked too.
+        PERMISSION_DENIED: not an allowed URL. INVALID_ARGUMENT: not a URL of
+        a supported scheme, or no audio track. NOT_FOUND: the source answered
+        404. UNAVAILABLE: the source cannot be reached or broke off.
         """
 
 def add_AudioServiceServicer_to_server(servicer: AudioServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

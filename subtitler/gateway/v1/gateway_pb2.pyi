@@ -923,6 +923,7 @@ class StreamingConfig(_message.Message):
     INTERIM_RESULTS_FIELD_NUMBER: _builtins.int
     SPEECH_DETECTION_FIELD_NUMBER: _builtins.int
     MAX_UTTERANCE_DURATION_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_FIELD_NUMBER: _builtins.int
     encoding: Global___AudioEncoding.ValueType
     """Format of the audio bytes."""
     sample_rate_hertz: _builtins.int
@@ -932,6 +933,13 @@ class StreamingConfig(_message.Message):
     interim_results: _builtins.bool
     """Also send interim results: the current utterance's text so far, every
     step (about 1 s of new speech).
+    """
+    source_uri: _builtins.str
+    """Caption a live source instead of client audio: an http(s):// or
+    rtsp:// URL (HLS when its path ends in .m3u8) that the audio service
+    opens, if its SUBTITLER_AUDIO_LIVE_SOURCES allows it. The client then
+    sends no audio (it may half-close at once); the stream ends with the
+    source. encoding, sample_rate_hertz and channel_count are ignored.
     """
     @_builtins.property
     def transcription(self) -> _asr_pb2.TranscriptionOptions:
@@ -960,10 +968,11 @@ class StreamingConfig(_message.Message):
         interim_results: _builtins.bool = ...,
         speech_detection: _vad_pb2.LiveVadOptions | None = ...,
         max_utterance_duration: _duration_pb2.Duration | None = ...,
+        source_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_utterance_duration", b"max_utterance_duration", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_count", b"channel_count", "encoding", b"encoding", "interim_results", b"interim_results", "max_utterance_duration", b"max_utterance_duration", "sample_rate_hertz", b"sample_rate_hertz", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_count", b"channel_count", "encoding", b"encoding", "interim_results", b"interim_results", "max_utterance_duration", b"max_utterance_duration", "sample_rate_hertz", b"sample_rate_hertz", "source_uri", b"source_uri", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
