@@ -37,10 +37,11 @@ FORMATS = {
     "vtt": gateway_pb2.RESULT_FORMAT_VTT,
     "json": gateway_pb2.RESULT_FORMAT_JSON,
     "text": gateway_pb2.RESULT_FORMAT_TEXT,
+    "ass": gateway_pb2.RESULT_FORMAT_ASS,
 }
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8
-EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt"}
+EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt", "ass": ".ass"}
 ALIGN_METHODS = {
     "auto": align_pb2.ALIGN_METHOD_UNSPECIFIED,
     "cross-attention": align_pb2.ALIGN_METHOD_CROSS_ATTENTION,
@@ -106,7 +107,51 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         align_method=ALIGN_METHODS[options.align_method],
         skip_alignment=options.no_align,
         profile=PROFILE_NAMES[options.profile],
+        subtitles=subtitle_rules(options),
     )
+
+
+SUBTITLE_PRESETS = {
+    "netflix": gateway_pb2.SUBTITLE_PRESET_NETFLIX,
+    "bbc": gateway_pb2.SUBTITLE_PRESET_BBC,
+    "short-video": gateway_pb2.SUBTITLE_PRESET_SHORT_VIDEO,
+}
+
+
+def add_subtitle_arguments(command: argparse.ArgumentParser) -> None:
+    rules = command.add_argument_group("subtitle rules (default: the netflix preset)")
+    rules.add_argument("--preset", choices=sorted(SUBTITLE_PRESETS), help="netflix, bbc or short-video")
+    rules.add_argument("--max-line-chars", type=int, help="line width (a CJK character counts as two)")
+    rules.add_argument("--max-lines", type=int, help="lines a cue")
+    rules.add_argument("--min-duration-s", type=float, help="shortest cue")
+    rules.add_argument("--max-duration-s", type=float, help="longest cue")
+    rules.add_argument("--min-gap-s", type=float, help="least time between cues (default: 2 frames)")
+    rules.add_argument("--max-cps", type=float, help="reading speed, characters a second")
+    rules.add_argument("--max-words", type=int, help="words a cue (1: one word a cue)")
+    rules.add_argument("--highlight-words", action="store_true", help="VTT: per-word timestamp tags; ASS: karaoke")
+
+
+def subtitle_rules(options: argparse.Namespace) -> gateway_pb2.SubtitleOptions:
+    rules = gateway_pb2.SubtitleOptions(
+        preset=SUBTITLE_PRESETS.get(options.preset or "", gateway_pb2.SUBTITLE_PRESET_UNSPECIFIED),
+        max_line_chars=options.max_line_chars or 0,
+        max_lines=options.max_lines or 0,
+        max_chars_per_second=options.max_cps or 0.0,
+        max_words=options.max_words or 0,
+        highlight_words=options.highlight_words,
+    )
+    for value, field in (
+        (options.min_duration_s, rules.min_cue_duration),
+        (options.max_duration_s, rules.max_cue_duration),
+        (options.min_gap_s, rules.min_gap),
+    ):
+        if value is not None:
+            field.CopyFrom(seconds_to_duration(value))
+    return rules
+
+
+def subtitle_rules_given(options: argparse.Namespace) -> bool:
+    return subtitle_rules(options) != gateway_pb2.SubtitleOptions()
 
 
 def upload_requests(
@@ -197,13 +242,22 @@ def write_output(content: str, output: str) -> None:
     tmp.replace(target)
 
 
-def finish(stub: gateway_pb2_grpc.GatewayServiceStub, job: gateway_pb2.Job, fmt: str, output: str) -> int:
+def finish(
+    stub: gateway_pb2_grpc.GatewayServiceStub,
+    job: gateway_pb2.Job,
+    fmt: str,
+    output: str,
+    rules: gateway_pb2.SubtitleOptions | None = None,
+) -> int:
     if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
         state = gateway_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
         if job.HasField("error"):
             raise CliError(f"job {job.job_id} {state}: {job.error.code}: {job.error.message}")
         raise CliError(f"job {job.job_id} {state}")
-    result = stub.GetResult(gateway_pb2.GetResultRequest(job_id=job.job_id, format=FORMATS[fmt]))
+    request = gateway_pb2.GetResultRequest(job_id=job.job_id, format=FORMATS[fmt])
+    if rules is not None:
+        request.subtitles.CopyFrom(rules)
+    result = stub.GetResult(request)
     write_output(result.content, output)
     if output != "-":
         audio_s = duration_to_seconds(job.audio_duration)
@@ -355,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
     run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_subtitle_arguments(run)
 
     live_cli.add_parser(commands)
     commands.add_parser("jobs", help="list jobs, newest first")
@@ -365,6 +420,7 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("job_id")
     result.add_argument("-o", "--output", default="-")
     result.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
+    add_subtitle_arguments(result)
     return root
 
 
@@ -395,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(stub.CancelJob(gateway_pb2.CancelJobRequest(job_id=options.job_id))))
                 return 0
             job = stub.GetJob(gateway_pb2.GetJobRequest(job_id=options.job_id))
-            return finish(stub, job, options.format, options.output)
+            # Other rules than the job's: laid out again, no model runs.
+            rules = subtitle_rules(options) if subtitle_rules_given(options) else None
+            return finish(stub, job, options.format, options.output, rules)
         except grpc.RpcError as error:
             code = error.code().name if hasattr(error, "code") else "UNKNOWN"
             details = error.details() if hasattr(error, "details") else str(error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from gateway.live_servicer import LiveCaptioner
 from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
+from gateway.subtitle_config import subtitle_options
 from gateway.subtitles import render
 from gateway.validation import validate_job_config, validate_path, validate_priority, validate_request_id
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -39,6 +41,7 @@ _FORMAT_NAMES = {
     gateway_pb2.RESULT_FORMAT_VTT: "vtt",
     gateway_pb2.RESULT_FORMAT_JSON: "json",
     gateway_pb2.RESULT_FORMAT_TEXT: "text",
+    gateway_pb2.RESULT_FORMAT_ASS: "ass",
 }
 
 
@@ -254,10 +257,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
         if request.format not in _FORMAT_NAMES:
             raise InvalidInputError(f"unknown result format {request.format}")
+        rules = request.subtitles if request.HasField("subtitles") else job.config.subtitles
+        options, highlight_words = subtitle_options(rules)
         segments = await self._store.run(self._store.result, job.job_id)
         # Rendering an hour of speech is about a second of CPU: off the event loop.
         content, content_type = await asyncio.to_thread(
-            render, _FORMAT_NAMES[request.format], segments, job.language_code, job.audio_duration_s
+            functools.partial(
+                render,
+                _FORMAT_NAMES[request.format],
+                segments,
+                job.language_code,
+                job.audio_duration_s,
+                options,
+                highlight_words=highlight_words,
+            )
         )
         return gateway_pb2.GetResultResponse(
             content=content,

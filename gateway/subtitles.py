@@ -21,7 +21,7 @@ import logging
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +38,7 @@ class SubtitleFormat(StrEnum):
     VTT = "vtt"
     JSON = "json"
     TEXT = "text"
+    ASS = "ass"
 
 
 CONTENT_TYPES: dict[SubtitleFormat, str] = {
@@ -45,24 +46,38 @@ CONTENT_TYPES: dict[SubtitleFormat, str] = {
     SubtitleFormat.VTT: "text/vtt",
     SubtitleFormat.JSON: "application/json",
     SubtitleFormat.TEXT: "text/plain",
+    SubtitleFormat.ASS: "text/x-ssa",
 }
 
 
 @dataclass(frozen=True)
 class SubtitleOptions:
-    """How transcripts are cut into cues."""
+    """How transcripts are cut into cues. The defaults are Netflix's timed-text
+    rules for Latin scripts (`PRESETS["netflix"]`)."""
 
-    # Characters a line; 42 is the BBC and Netflix limit for Latin scripts. A
-    # single word longer than this has a line of its own.
+    # Width of a line, in characters; a character of a wide script (Chinese,
+    # Japanese, Korean) counts as two, as on screen. A single word wider than
+    # this has a line of its own.
     max_line_chars: int = 42
     # Lines a cue.
     max_lines: int = 2
-    # Longest time a cue stays on screen (Netflix: 7 s). A single word said for
-    # longer has its cue cut to this.
+    # Longest time a cue stays on screen. A single word said for longer has
+    # its cue cut to this.
     max_cue_duration_s: float = 7.0
-    # Shortest time a cue stays on screen when the next cue leaves room, about
-    # the 5/6 s of Netflix's guidelines: time to read a word or two.
-    min_cue_duration_s: float = 0.8
+    # Shortest time a cue stays on screen when the next cue leaves room
+    # (Netflix: 5/6 s).
+    min_cue_duration_s: float = 5 / 6
+    # Least time between two cues: two frames at `frame_rate`, unless given.
+    min_gap_s: float | None = None
+    frame_rate: float = 24.0
+    # Gaps shorter than this are closed to `min_gap_s` (the earlier cue stays
+    # up), as Netflix asks, so cues do not flicker; 0: gaps are kept.
+    close_gap_s: float = 0.5
+    # Reading speed: characters a second at most. A faster cue is lengthened
+    # into the gap after it as far as the other rules allow.
+    max_chars_per_second: float = 20.0
+    # Words a cue at most (0: no limit); 1 gives one word a cue.
+    max_words: int = 0
 
     def __post_init__(self) -> None:
         if self.max_line_chars < 1:
@@ -75,6 +90,54 @@ class SubtitleOptions:
             raise InvalidInputError(
                 f"min_cue_duration_s must lie in [0, max_cue_duration_s], not {self.min_cue_duration_s}"
             )
+        if not 1.0 <= self.frame_rate <= 240.0:
+            raise InvalidInputError(f"frame_rate must lie in [1, 240], not {self.frame_rate}")
+        if self.min_gap_s is not None and not 0.0 <= self.min_gap_s <= 10.0:
+            raise InvalidInputError(f"min_gap_s must lie in [0, 10], not {self.min_gap_s}")
+        if not 0.0 <= self.close_gap_s <= 10.0:
+            raise InvalidInputError(f"close_gap_s must lie in [0, 10], not {self.close_gap_s}")
+        if not 1.0 <= self.max_chars_per_second <= 1000.0:
+            raise InvalidInputError(f"max_chars_per_second must lie in [1, 1000], not {self.max_chars_per_second}")
+        if self.max_words < 0:
+            raise InvalidInputError(f"max_words must not be negative, not {self.max_words}")
+
+    @property
+    def gap_s(self) -> float:
+        """The least time between two cues."""
+        return self.min_gap_s if self.min_gap_s is not None else 2.0 / self.frame_rate
+
+
+# Presets: Netflix's English rules (the default), the BBC's (37 characters,
+# about 180 words a minute, i.e. 15 characters a second), and short-video
+# platforms (2 short lines: 18 CJK characters, or 36 Latin ones; 0.8 s gaps
+# kept; faster reading).
+PRESETS: dict[str, SubtitleOptions] = {
+    "netflix": SubtitleOptions(),
+    "bbc": SubtitleOptions(max_line_chars=37, max_chars_per_second=15.0, min_cue_duration_s=1.0, frame_rate=25.0),
+    "short-video": SubtitleOptions(
+        max_line_chars=36,
+        max_lines=2,
+        max_cue_duration_s=5.0,
+        min_cue_duration_s=0.5,
+        min_gap_s=0.8,
+        close_gap_s=0.0,
+        max_chars_per_second=25.0,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A rule a cue still breaks after every adjustment the other rules allow."""
+
+    # Position of the cue, from 1 (as SubRip numbers them).
+    cue: int
+    rule: str
+    value: float
+    limit: float
+
+    def describe(self) -> str:
+        return f"cue {self.cue} breaks {self.rule}: {self.value:g} (limit {self.limit:g})"
 
 
 @dataclass(frozen=True)
@@ -84,6 +147,8 @@ class Cue:
     start_s: float
     end_s: float
     lines: tuple[str, ...]
+    # Each line's words: (text with the space before it, start in seconds), for word highlighting.
+    line_words: tuple[tuple[tuple[str, float], ...], ...] = field(default=(), compare=False)
 
     @property
     def text(self) -> str:
@@ -119,6 +184,29 @@ _PAUSE_MS = 500
 _LONG_PAUSE_MS = 1500
 
 
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words a line should not end with: they belong with the word after them
+# (articles, determiners, possessives, subject pronouns; English and French).
+_GLUE_AFTER = _word_set(
+    """
+    a an the this that these those my your his her its our their i you he she we they it
+    le la les un une des du mon ma mes ton ta tes son sa ses notre votre leur je tu il elle nous vous ils elles
+    el los las una unos unas mi su der die das ein eine
+    """
+)
+# Words a line may well start with: conjunctions and prepositions.
+_BREAK_BEFORE = _word_set(
+    """
+    and but or nor so because while when if although though which who where than
+    to of in on at for with from by about into over after before under between without
+    et mais ou donc car que qui quand si pour avec dans sur sans
+    """
+)
+
+
 @dataclass(frozen=True)
 class _Token:
     """A word as laid out: stripped text, times in ms, and whether a space precedes it."""
@@ -132,13 +220,73 @@ class _Token:
 def build_cues(segments: Sequence[Segment], options: SubtitleOptions | None = None) -> list[Cue]:
     """Cut `segments` into cues, in time order, that keep to `options`."""
     options = options or SubtitleOptions()
-    timed: list[tuple[int, int, tuple[str, ...]]] = []
+    laid_out: list[list[list[_Token]]] = []
+    sentence_start = True
     for segment in sorted(segments, key=lambda segment: segment.start_s):
         tokens = _segment_tokens(segment)
         for cue_tokens in _split_cues(tokens, options):
-            lines = _layout_lines(cue_tokens, options)
-            timed.append((cue_tokens[0].start_ms, cue_tokens[-1].end_ms, lines))
-    return _fix_times(timed, options)
+            first = cue_tokens[0]
+            if sentence_start and first.text[:1].islower():
+                # A cue that starts a sentence starts with a capital.
+                cue_tokens = [
+                    _Token(first.text[:1].upper() + first.text[1:], first.start_ms, first.end_ms, first.space_before),
+                    *cue_tokens[1:],
+                ]
+            laid_out.append(_layout_lines(cue_tokens, options))
+            sentence_start = _break_kind(cue_tokens[-1], None) == "sentence"
+    return _fix_times(laid_out, options)
+
+
+def check_cues(cues: Sequence[Cue], options: SubtitleOptions | None = None) -> list[Violation]:
+    """The rules of `options` each cue breaks (line width and count,
+    duration, reading speed, gap to the next cue)."""
+    options = options or SubtitleOptions()
+    violations: list[Violation] = []
+    gap_ms = _ms(options.gap_s)
+    for number, cue in enumerate(cues, start=1):
+        duration_s = cue.end_s - cue.start_s
+        widths = [_width(line) for line in cue.lines]
+        checks = [
+            ("max_lines", len(cue.lines), options.max_lines, len(cue.lines) > options.max_lines),
+            (
+                "max_line_chars",
+                max(widths, default=0),
+                options.max_line_chars,
+                any(
+                    width > options.max_line_chars and " " in line
+                    for width, line in zip(widths, cue.lines, strict=True)
+                ),
+            ),
+            (
+                "min_cue_duration",
+                round(duration_s, 3),
+                round(options.min_cue_duration_s, 3),
+                duration_s < options.min_cue_duration_s - 0.0005,
+            ),
+            (
+                "max_cue_duration",
+                round(duration_s, 3),
+                options.max_cue_duration_s,
+                duration_s > options.max_cue_duration_s + 0.0005,
+            ),
+        ]
+        chars = sum(len(line) for line in cue.lines)
+        cps = chars / duration_s if duration_s > 0 else math.inf
+        checks.append(
+            (
+                "max_chars_per_second",
+                round(cps, 1),
+                options.max_chars_per_second,
+                cps > options.max_chars_per_second + 0.05,
+            )
+        )
+        if number < len(cues):
+            gap = _ms(cues[number].start_s) - _ms(cue.end_s)
+            checks.append(("min_gap", gap / 1000, round(options.gap_s, 3), gap < gap_ms))
+        violations += [
+            Violation(number, rule, float(value), float(limit)) for rule, value, limit, broken in checks if broken
+        ]
+    return violations
 
 
 def render_srt(cues: Sequence[Cue]) -> str:
@@ -151,14 +299,68 @@ def render_srt(cues: Sequence[Cue]) -> str:
     return "".join(block + "\n\n" for block in blocks)
 
 
-def render_vtt(cues: Sequence[Cue]) -> str:
-    """WebVTT: the `WEBVTT` header, then cues `HH:MM:SS.mmm --> HH:MM:SS.mmm` with escaped text."""
+def render_vtt(cues: Sequence[Cue], *, highlight_words: bool = False) -> str:
+    """WebVTT: the `WEBVTT` header, then cues `HH:MM:SS.mmm --> HH:MM:SS.mmm` with escaped text;
+    with `highlight_words`, a timestamp tag before every word but the first
+    (players show the words said so far as past, the rest as future)."""
     blocks = [
         f"{_timestamp(cue.start_s, '.')} --> {_timestamp(cue.end_s, '.')}\n"
-        + "\n".join(_escape_vtt(line) for line in cue.lines)
+        + "\n".join(
+            _highlighted_vtt_line(cue, number) if highlight_words and cue.line_words else _escape_vtt(line)
+            for number, line in enumerate(cue.lines)
+        )
         for cue in cues
     ]
     return "WEBVTT\n\n" + "".join(block + "\n\n" for block in blocks)
+
+
+def _highlighted_vtt_line(cue: Cue, line_number: int) -> str:
+    parts = []
+    for position, (text, start_s) in enumerate(cue.line_words[line_number]):
+        stripped = text.lstrip()
+        space = text[: len(text) - len(stripped)]
+        tag = f"<{_timestamp(start_s, '.')}>" if line_number or position else ""
+        parts.append(f"{space}{tag}{_escape_vtt(stripped)}")
+    return "".join(parts)
+
+
+def render_ass(cues: Sequence[Cue], *, highlight_words: bool = False) -> str:
+    """Advanced SubStation Alpha (pysubs2) with one readable style: white
+    text, black outline and shadow, at the bottom centre of a 1920x1080
+    frame; with `highlight_words`, \\k karaoke tags."""
+    import pysubs2
+
+    document = pysubs2.SSAFile()
+    document.info["PlayResX"], document.info["PlayResY"] = "1920", "1080"
+    document.styles["Default"] = pysubs2.SSAStyle(
+        fontname="Arial", fontsize=64, outline=3.0, shadow=1.0, marginv=60, alignment=pysubs2.Alignment.BOTTOM_CENTER
+    )
+    for cue in cues:
+        if highlight_words and cue.line_words:
+            lines = []
+            for number, words in enumerate(cue.line_words):
+                parts = []
+                for position, (text, start_s) in enumerate(words):
+                    following = (
+                        words[position + 1][1]
+                        if position + 1 < len(words)
+                        else cue.line_words[number + 1][0][1]
+                        if number + 1 < len(cue.line_words)
+                        else cue.end_s
+                    )
+                    centiseconds = max(0, round((following - start_s) * 100))
+                    parts.append(f"{{\\k{centiseconds}}}{_escape_ass(text)}")
+                lines.append("".join(parts))
+            text = "\\N".join(lines)
+        else:
+            text = "\\N".join(_escape_ass(line) for line in cue.lines)
+        document.events.append(pysubs2.SSAEvent(start=_ms(cue.start_s), end=_ms(cue.end_s), text=text))
+    return str(document.to_string("ass"))
+
+
+def _escape_ass(text: str) -> str:
+    # Braces start override blocks and a backslash an escape in ASS text.
+    return text.replace("\\", "\uff3c").replace("{", "(").replace("}", ")")
 
 
 def render_text(segments: Sequence[Segment]) -> str:
@@ -167,12 +369,19 @@ def render_text(segments: Sequence[Segment]) -> str:
     return "".join(line + "\n" for line in lines if line)
 
 
-def render_json(segments: Sequence[Segment], language_code: str, audio_duration_s: float) -> str:
+def render_json(
+    segments: Sequence[Segment],
+    language_code: str,
+    audio_duration_s: float,
+    options: SubtitleOptions | None = None,
+) -> str:
     """The transcript as JSON; keys in a fixed order, times in seconds to the millisecond.
 
     `{"language_code", "duration_s", "text", "segments": [{"text", "start_s",
     "end_s", "words": [{"text", "start_s", "end_s", "probability",
-    "interpolated"}]}]}`
+    "interpolated"}]}], "subtitle_violations": [{"cue", "rule", "value",
+    "limit"}]}`: the last lists each cue of the subtitles (as SRT numbers
+    them) that still breaks a rule of `options`, and which.
     """
     document: dict[str, Any] = {
         "language_code": language_code,
@@ -196,6 +405,11 @@ def render_json(segments: Sequence[Segment], language_code: str, audio_duration_
             }
             for segment in segments
         ],
+        "subtitle_violations": [
+            {"cue": violation.cue, "rule": violation.rule, "value": violation.value, "limit": violation.limit}
+            for violation in check_cues(build_cues(segments, options), options)
+            if math.isfinite(violation.value)
+        ],
     }
     return json.dumps(document, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
 
@@ -206,8 +420,10 @@ def render(
     language_code: str,
     audio_duration_s: float,
     options: SubtitleOptions | None = None,
+    *,
+    highlight_words: bool = False,
 ) -> tuple[str, str]:
-    """The transcript in `format` ("srt", "vtt", "json", "text") and its media type."""
+    """The transcript in `format` ("srt", "vtt", "json", "text", "ass") and its media type."""
     try:
         subtitle_format = SubtitleFormat(format)
     except ValueError:
@@ -217,9 +433,11 @@ def render(
     if subtitle_format is SubtitleFormat.SRT:
         content = render_srt(build_cues(segments, options))
     elif subtitle_format is SubtitleFormat.VTT:
-        content = render_vtt(build_cues(segments, options))
+        content = render_vtt(build_cues(segments, options), highlight_words=highlight_words)
+    elif subtitle_format is SubtitleFormat.ASS:
+        content = render_ass(build_cues(segments, options), highlight_words=highlight_words)
     elif subtitle_format is SubtitleFormat.JSON:
-        content = render_json(segments, language_code, audio_duration_s)
+        content = render_json(segments, language_code, audio_duration_s, options)
     else:
         content = render_text(segments)
     return content, CONTENT_TYPES[subtitle_format]
@@ -302,24 +520,32 @@ def _join(tokens: Sequence[_Token]) -> str:
     return "".join((" " if index and token.space_before else "") + token.text for index, token in enumerate(tokens))
 
 
+def _width(text: str) -> int:
+    """Width on screen: a wide (CJK) character counts as two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
 def _min_line_count(tokens: Sequence[_Token], max_line_chars: int) -> int:
     """Fewest lines that hold `tokens` (filling each line as far as it goes is optimal)."""
     line_count, width = 1, 0
     for index, token in enumerate(tokens):
         separator = 1 if index and token.space_before else 0
+        token_width = _width(token.text)
         if index == 0:
-            width = len(token.text)
-        elif width + separator + len(token.text) <= max_line_chars:
-            width += separator + len(token.text)
+            width = token_width
+        elif width + separator + token_width <= max_line_chars:
+            width += separator + token_width
         else:
             line_count += 1
-            width = len(token.text)
+            width = token_width
     return line_count
 
 
 def _fits(tokens: Sequence[_Token], options: SubtitleOptions) -> bool:
     if len(tokens) == 1:
         return True
+    if options.max_words and len(tokens) > options.max_words:
+        return False
     duration_ms = tokens[-1].end_ms - tokens[0].start_ms
     return (
         duration_ms <= _ms(options.max_cue_duration_s)
@@ -345,7 +571,7 @@ def _split_cues(tokens: Sequence[_Token], options: SubtitleOptions) -> list[Sequ
             cue = tokens[start:end]
             if not _fits(cue, options):
                 break
-            emptiness = max(0.0, 1.0 - len(_join(cue)) / capacity_chars)
+            emptiness = max(0.0, 1.0 - _width(_join(cue)) / capacity_chars)
             cost = best_cost[start] + 1.0 + emptiness**2 + cut_cost
             if cost < best_cost[end]:
                 best_cost[end], best_start[end] = cost, start
@@ -357,17 +583,37 @@ def _split_cues(tokens: Sequence[_Token], options: SubtitleOptions) -> list[Sequ
     return cues[::-1]
 
 
-def _layout_lines(tokens: Sequence[_Token], options: SubtitleOptions) -> tuple[str, ...]:
+def _line_break_cost(token: _Token, following: _Token) -> float:
+    """Cost of a line break between two words: cheap after a sentence or a
+    clause and before a conjunction or preposition; dear after an article, a
+    determiner or a subject pronoun (which belong with what follows), and
+    between two capitalised words (a name)."""
+    kind = _break_kind(token, following)
+    cost = _LINE_BREAK_COST[kind]
+    if kind in ("sentence", "clause"):
+        return cost
+    word = token.text.lower().strip(_CLOSING_MARKS + "\"'(")
+    if word in _GLUE_AFTER:
+        cost += 400.0
+    elif following.text.lower() in _BREAK_BEFORE:
+        cost -= 40.0
+    if token.text[:1].isupper() and following.text[:1].isupper() and len(token.text) > 1:
+        cost += 150.0
+    return cost
+
+
+def _layout_lines(tokens: Sequence[_Token], options: SubtitleOptions) -> list[list[_Token]]:
     """Lay a cue's tokens out on as few lines as they need, as even in length as can be.
 
     Lines are chosen by dynamic programming: the squared difference of each
-    line's length from the mean, plus a cost for line breaks that do not
-    follow a sentence or clause.
+    line's width from the mean, plus the cost of each line break
+    (`_line_break_cost`), plus a little for an upper line longer than the
+    mean (when lines cannot be equal, the lower one is the longer).
     """
     line_count = _min_line_count(tokens, options.max_line_chars)
     if line_count == 1:
-        return (_join(tokens),)
-    target_chars = len(_join(tokens)) / line_count
+        return [list(tokens)]
+    target_chars = _width(_join(tokens)) / line_count
     count = len(tokens)
     # cost[lines][end]: best cost of laying out tokens[:end] on `lines` lines.
     cost = [[math.inf] * (count + 1) for _ in range(line_count + 1)]
@@ -377,43 +623,62 @@ def _layout_lines(tokens: Sequence[_Token], options: SubtitleOptions) -> tuple[s
         for end in range(1, count + 1):
             break_cost = 0.0
             if lines < line_count and end < count:
-                break_cost = _LINE_BREAK_COST[_break_kind(tokens[end - 1], tokens[end])]
+                break_cost = _line_break_cost(tokens[end - 1], tokens[end])
             for start in range(end - 1, -1, -1):
                 if cost[lines - 1][start] == math.inf:
                     continue
-                width = len(_join(tokens[start:end]))
+                width = _width(_join(tokens[start:end]))
                 if width > options.max_line_chars and end - start > 1:
                     break
-                line_cost = cost[lines - 1][start] + (width - target_chars) ** 2 + break_cost
+                top_heavy = 2.0 * max(0.0, width - target_chars) if lines < line_count else 0.0
+                line_cost = cost[lines - 1][start] + (width - target_chars) ** 2 + break_cost + top_heavy
                 if line_cost < cost[lines][end]:
                     cost[lines][end], start_of[lines][end] = line_cost, start
-    lines_text: list[str] = []
+    laid_out: list[list[_Token]] = []
     end = count
     for lines in range(line_count, 0, -1):
         start = start_of[lines][end]
-        lines_text.append(_join(tokens[start:end]))
+        laid_out.append(list(tokens[start:end]))
         end = start
-    return tuple(lines_text[::-1])
+    return laid_out[::-1]
 
 
-def _fix_times(timed: Sequence[tuple[int, int, tuple[str, ...]]], options: SubtitleOptions) -> list[Cue]:
-    """Cues from (start ms, end ms, lines), in order, each at least 1 ms long and none overlapping.
-
-    A cue starts no earlier than the previous one ends; it lasts at least
-    `min_cue_duration_s` unless that would run into the next cue's start, and
-    at most `max_cue_duration_s`.
-    """
+def _fix_times(laid_out: Sequence[Sequence[Sequence[_Token]]], options: SubtitleOptions) -> list[Cue]:
+    """Cues from laid-out tokens, in order, timed from their words, then
+    adjusted: at least `gap_s` between cues (the earlier one ends sooner),
+    gaps under `close_gap_s` closed to `gap_s` (the earlier one stays up),
+    each cue at least `min_cue_duration_s` long and slow enough to read
+    (`max_chars_per_second`) where the next cue leaves room, at most
+    `max_cue_duration_s`, none overlapping, each at least 1 ms."""
     min_ms, max_ms = max(1, _ms(options.min_cue_duration_s)), _ms(options.max_cue_duration_s)
+    gap_ms, close_ms = _ms(options.gap_s), _ms(options.close_gap_s)
+    raw = [(lines[0][0].start_ms, lines[-1][-1].end_ms) for lines in laid_out]
     cues = []
-    previous_end_ms = 0
-    for index, (raw_start_ms, raw_end_ms, lines) in enumerate(timed):
-        start_ms = max(raw_start_ms, previous_end_ms)
-        end_ms = min(max(raw_end_ms, start_ms + min_ms), start_ms + max_ms)
-        if index + 1 < len(timed):
-            end_ms = min(end_ms, max(timed[index + 1][0], start_ms + 1))
-        if (start_ms, end_ms) != (raw_start_ms, raw_end_ms):
-            logger.debug("cue %d moved from %d-%d ms to %d-%d ms", index, raw_start_ms, raw_end_ms, start_ms, end_ms)
-        cues.append(Cue(start_ms / 1000, end_ms / 1000, lines))
+    previous_end_ms = -gap_ms
+    for index, lines in enumerate(laid_out):
+        raw_start_ms, raw_end_ms = raw[index]
+        start_ms = max(raw_start_ms, previous_end_ms + gap_ms if index else raw_start_ms, previous_end_ms)
+        chars = sum(len(_join(line)) for line in lines)
+        reading_ms = math.ceil(chars / options.max_chars_per_second * 1000)
+        end_ms = min(max(raw_end_ms, start_ms + min_ms, start_ms + reading_ms), start_ms + max_ms)
+        if index + 1 < len(laid_out):
+            next_start_ms = raw[index + 1][0]
+            if 0 <= next_start_ms - end_ms < close_ms + gap_ms:
+                # A short gap is closed to the least gap: the cue stays up.
+                end_ms = min(next_start_ms - gap_ms, start_ms + max_ms)
+            end_ms = min(end_ms, next_start_ms - gap_ms)
+            end_ms = max(end_ms, start_ms + 1)
+        line_words = tuple(
+            tuple(
+                (
+                    (" " if position and token.space_before else "") + token.text,
+                    min(max(token.start_ms, start_ms), end_ms) / 1000,
+                )
+                for position, token in enumerate(line)
+            )
+            for line in lines
+        )
+        cues.append(Cue(start_ms / 1000, end_ms / 1000, tuple(_join(line) for line in lines), line_words))
         previous_end_ms = end_ms
     return cues
 

@@ -9,6 +9,7 @@ import math
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
 from common.languages import WHISPER_LANGUAGES, to_whisper_language
+from gateway.subtitle_config import subtitle_options
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -90,6 +91,7 @@ def _validate_vad(vad: vad_pb2.VadOptions) -> None:
 
 
 def _validate_job_choices(config: gateway_pb2.JobConfig) -> None:
+    subtitle_options(config.subtitles)
     if config.align_method not in align_pb2.AlignMethod.values():
         raise InvalidInputError(f"unknown align method {config.align_method}")
     if config.profile not in gateway_pb2.Profile.values():

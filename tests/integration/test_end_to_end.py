@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -406,3 +407,52 @@ def test_unknown_job_and_unfinished_result(suite: RunningSuite, media: Media) ->
     assert cancelled.state == gateway_pb2.JOB_STATE_CANCELLED
     # Cancelling again is harmless.
     assert suite.gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id)).state == cancelled.state
+
+
+def test_subtitle_rules_hold_and_a_finished_job_is_laid_out_again(suite: RunningSuite, media: Media) -> None:
+    import json
+
+    import pysubs2
+
+    bbc = gateway_pb2.SubtitleOptions(preset=gateway_pb2.SUBTITLE_PRESET_BBC)
+    config = gateway_pb2.JobConfig(transcription=asr_pb2.TranscriptionOptions(language_code="en"), subtitles=bbc)
+    job = suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path=media.speech_mp4.name, config=config))
+    assert suite.wait_finished(job.job_id).state == gateway_pb2.JOB_STATE_SUCCEEDED
+
+    def get(fmt: int, rules: gateway_pb2.SubtitleOptions | None = None) -> str:
+        request = gateway_pb2.GetResultRequest(job_id=job.job_id, format=fmt)  # type: ignore[arg-type]
+        if rules is not None:
+            request.subtitles.CopyFrom(rules)
+        return suite.gateway.GetResult(request).content
+
+    # The job's own rules (BBC): 37 characters, 2 frames at 25 fps, 15 characters a second.
+    cues = pysubs2.SSAFile.from_string(get(gateway_pb2.RESULT_FORMAT_SRT), format_="srt")
+    reported = {item["cue"] for item in json.loads(get(gateway_pb2.RESULT_FORMAT_JSON))["subtitle_violations"]}
+    assert len(cues) >= 5 and len(reported) <= len(cues) // 4
+    for number, (cue, following) in enumerate(itertools.pairwise([*cues, None]), start=1):
+        lines = cue.plaintext.split("\n")
+        assert len(lines) <= 2 and all(len(line) <= 37 for line in lines), lines
+        assert cue.end - cue.start <= 7000
+        if following is not None:
+            assert following.start - cue.end >= 80
+        if number not in reported:
+            assert sum(map(len, lines)) / ((cue.end - cue.start) / 1000) <= 15.05
+            assert cue.end - cue.start >= 1000 or (following is not None and following.start - cue.end == 80)
+    # Laid out again with other rules: no model runs, the job's text stays.
+    short = get(
+        gateway_pb2.RESULT_FORMAT_SRT, gateway_pb2.SubtitleOptions(preset=gateway_pb2.SUBTITLE_PRESET_SHORT_VIDEO)
+    )
+    wide = pysubs2.SSAFile.from_string(short, format_="srt")
+    assert all(later.start - earlier.end >= 800 for earlier, later in itertools.pairwise(wide))
+    assert (
+        " ".join(cue.plaintext.replace("\n", " ") for cue in wide).split()
+        == " ".join(cue.plaintext.replace("\n", " ") for cue in cues).split()
+    )
+    highlighted = get(gateway_pb2.RESULT_FORMAT_VTT, gateway_pb2.SubtitleOptions(highlight_words=True))
+    assert re.search(r"\w <\d\d:\d\d:\d\d\.\d{3}>\w", highlighted)
+    assert len(pysubs2.SSAFile.from_string(highlighted, format_="vtt")) >= len(cues) // 2
+    ass = pysubs2.SSAFile.from_string(get(gateway_pb2.RESULT_FORMAT_ASS))
+    assert len(ass) >= len(cues) // 2 and "Default" in ass.styles
+    with pytest.raises(grpc.RpcError) as caught:
+        get(gateway_pb2.RESULT_FORMAT_SRT, gateway_pb2.SubtitleOptions(max_lines=99))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_lines" in caught.value.details()

@@ -16,8 +16,10 @@ import pytest
 
 from common.errors import InvalidInputError
 from common.transcript import Segment, Word
+from gateway.subtitles import _GLUE_AFTER as GLUE_AFTER
 from gateway.subtitles import (
     CONTENT_TYPES,
+    PRESETS,
     Cue,
     SubtitleFormat,
     SubtitleOptions,
@@ -176,7 +178,10 @@ def _check_cue_properties(cues: list[ParsedCue], segments: list[Segment], option
         previous_end_ms = cue.end_ms
     # Every word exactly once, in order, none cut: the words of the cues are
     # the words of the transcript.
-    assert [word for cue in cues for line in cue.lines for word in line.split()] == _all_words(segments)
+    # (A cue that starts a sentence starts with a capital.)
+    assert [word.lower() for cue in cues for line in cue.lines for word in line.split()] == [
+        word.lower() for word in _all_words(segments)
+    ]
 
 
 def test_cue_times_come_from_word_times() -> None:
@@ -218,8 +223,11 @@ def test_two_line_cues_are_balanced() -> None:
             if len(cue.lines) != 2:
                 continue
             words = " ".join(cue.lines).split()
+            # Cuts that keep an article, determiner or pronoun with the next word.
+            allowed = [cut for cut in range(1, len(words)) if words[cut - 1].lower() not in GLUE_AFTER]
             best_longest = min(
-                max(len(" ".join(words[:cut])), len(" ".join(words[cut:]))) for cut in range(1, len(words))
+                (max(len(" ".join(words[:cut])), len(" ".join(words[cut:]))) for cut in allowed),
+                default=len(" ".join(words)),
             )
             # Balanced, give or take a few characters for a break after punctuation.
             assert max(map(len, cue.lines)) <= best_longest + 6, cue.lines
@@ -240,7 +248,7 @@ def _timed_segment(text: str, seconds_per_word: float = 0.3, start_s: float = 0.
 
 def test_short_transcript_is_one_cue_on_one_line() -> None:
     cues = build_cues([_timed_segment("Hello world.")])
-    assert cues == [Cue(0.0, 0.8, ("Hello world.",))]  # lengthened to the minimum
+    assert cues == [Cue(0.0, 0.833, ("Hello world.",))]  # lengthened to the minimum (5/6 s)
 
 
 def test_cue_breaks_at_sentence_end_first() -> None:
@@ -253,7 +261,8 @@ def test_cue_breaks_at_sentence_end_first() -> None:
         "We went to the market early in the morning, before the crowds.",
         "Then we walked along the river, past the old mill, all the way home.",
     ]
-    assert cues[0].lines == ("We went to the market early in", "the morning, before the crowds.")
+    # Balanced, the lower line longer, and never "in / the morning".
+    assert cues[0].lines == ("We went to the market early", "in the morning, before the crowds.")
 
 
 def test_cue_breaks_at_clause_when_no_sentence_ends() -> None:
@@ -292,7 +301,8 @@ def test_short_cue_lengthened_only_up_to_the_next_cue() -> None:
         Segment("Maybe.", 5.0, 5.2, (Word("Maybe.", 5.0, 5.2),)),
     ]
     cues = build_cues(segments)
-    assert [(cue.start_s, cue.end_s) for cue in cues] == [(1.0, 1.5), (1.5, 2.3), (5.0, 5.8)]
+    # Two frames at 24 fps before the next cue; 5/6 s at least where there is room.
+    assert [(cue.start_s, cue.end_s) for cue in cues] == [(1.0, 1.417), (1.5, 2.333), (5.0, 5.833)]
 
 
 def test_zero_length_and_overlapping_words_still_give_increasing_cues() -> None:
@@ -311,7 +321,8 @@ def test_zero_length_and_overlapping_words_still_give_increasing_cues() -> None:
 
 def test_segment_without_words_shares_its_time_by_length() -> None:
     cues = build_cues([Segment("aa bbbbbb", 10.0, 12.0)], SubtitleOptions(max_line_chars=4, max_lines=1))
-    assert cues == [Cue(10.0, 10.5, ("aa",)), Cue(10.5, 12.0, ("bbbbbb",))]
+    # (A cue that starts the transcript starts with a capital.)
+    assert cues == [Cue(10.0, 10.417, ("Aa",)), Cue(10.5, 12.0, ("bbbbbb",))]
 
 
 def test_whisper_word_pieces_stay_together_and_cjk_has_no_spaces() -> None:
@@ -325,7 +336,8 @@ def test_whisper_word_pieces_stay_together_and_cjk_has_no_spaces() -> None:
         Word("我们", 0.0, 0.5), Word("今天", 0.5, 1.0), Word("去", 1.0, 1.4), Word("公园", 1.4, 2.0),
     ))  # fmt: skip
     assert build_cues([chinese])[0].lines == ("我们今天去公园",)
-    assert build_cues([chinese], SubtitleOptions(max_line_chars=4))[0].lines == ("我们今天", "去公园")
+    # A CJK character is two columns wide: 8 columns hold four of them.
+    assert build_cues([chinese], SubtitleOptions(max_line_chars=8))[0].lines == ("我们今天", "去公园")
 
 
 def test_bare_words_are_joined_with_spaces() -> None:
@@ -353,7 +365,9 @@ def test_empty_transcript_renders_valid_empty_files() -> None:
     assert render("text", [], "en", 0.0) == ("", "text/plain")
     content, content_type = render("json", [], "en", 1.5)
     assert content_type == "application/json"
-    assert json.loads(content) == {"language_code": "en", "duration_s": 1.5, "text": "", "segments": []}
+    assert json.loads(content) == {
+        "language_code": "en", "duration_s": 1.5, "text": "", "segments": [], "subtitle_violations": [],
+    }  # fmt: skip
     assert render("srt", [Segment("  ", 0.0, 1.0)], "en", 1.0)[0] == ""
 
 
@@ -370,7 +384,7 @@ def test_json_keys_in_a_fixed_order() -> None:
         (Word(" Hi", 0.5, 0.8, 0.91234, False), Word(" there.", 0.8, 1.2500004, 0.5, True)),
     )
     document = json.loads(render_json([segment], "en", 10.0))
-    assert list(document) == ["language_code", "duration_s", "text", "segments"]
+    assert list(document) == ["language_code", "duration_s", "text", "segments", "subtitle_violations"]
     assert document["segments"] == [
         {
             "text": "Hi there.",
@@ -411,3 +425,79 @@ def test_unknown_format_is_invalid_input() -> None:
 def test_bad_options_are_refused(fields: dict[str, float]) -> None:
     with pytest.raises(InvalidInputError):
         SubtitleOptions(**fields)  # type: ignore[arg-type]
+
+
+# --- rules and presets --------------------------------------------------------
+
+
+def test_short_gaps_are_closed_to_two_frames_and_longer_ones_kept() -> None:
+    from gateway.subtitles import check_cues
+
+    segments = [
+        _timed_segment("First one here.", start_s=0.0),  # ends 0.84
+        _timed_segment("Second right after.", start_s=1.2),  # 0.36 s later: closed
+        _timed_segment("Third much later.", start_s=5.0),
+    ]
+    cues = build_cues(segments)
+    assert round(cues[1].start_s - cues[0].end_s, 3) == 0.083
+    assert cues[2].start_s - cues[1].end_s > 0.5
+    assert check_cues(cues) == []
+    # The short-video preset keeps 0.8 s between cues.
+    wide = build_cues(segments, PRESETS["short-video"])
+    assert all(later.start_s - earlier.end_s >= 0.8 - 1e-9 for earlier, later in itertools.pairwise(wide))
+
+
+def test_fast_cues_are_lengthened_for_reading_or_reported() -> None:
+    from gateway.subtitles import check_cues
+
+    fast = _timed_segment("Extraordinarily complicated vocabulary everywhere.", seconds_per_word=0.15)
+    alone = build_cues([fast])
+    chars = sum(len(line) for line in alone[0].lines)
+    assert chars / (alone[0].end_s - alone[0].start_s) <= 20.0 + 1e-6
+    # With the next cue right behind it, it cannot be: the JSON lists it.
+    crowded = [fast, _timed_segment("Next.", start_s=0.7)]
+    cues = build_cues(crowded)
+    # (Nor can it last 5/6 s.)
+    assert [violation.rule for violation in check_cues(cues)] == ["min_cue_duration", "max_chars_per_second"]
+    document = json.loads(render_json(crowded, "en", 2.0))
+    assert {violation["rule"] for violation in document["subtitle_violations"]} == {
+        "min_cue_duration", "max_chars_per_second",
+    }  # fmt: skip
+
+
+def test_one_word_a_cue_and_word_limits() -> None:
+    segment = _timed_segment("one two three four five six")
+    assert [cue.text for cue in build_cues([segment], SubtitleOptions(max_words=1))] == [
+        "One", "two", "three", "four", "five", "six",
+    ]  # fmt: skip
+    assert all(len(cue.text.split()) <= 4 for cue in build_cues([segment], SubtitleOptions(max_words=4)))
+
+
+def test_lines_do_not_end_with_an_article_or_split_a_name() -> None:
+    text = "Yesterday I met the President of the Republic Emmanuel Macron at a dinner"
+    for width in range(40, 50):  # (at 36-39 only "of the / Republic" fits)
+        for cue in build_cues([_timed_segment(text, seconds_per_word=0.25)], SubtitleOptions(max_line_chars=width)):
+            for line in cue.lines[:-1]:
+                assert line.split()[-1].lower() not in {"the", "a", "i"}, (width, cue.lines)
+                assert not line.endswith("Emmanuel"), (width, cue.lines)
+
+
+def test_cues_that_start_a_sentence_start_with_a_capital() -> None:
+    segments = [_timed_segment("well this is it."), _timed_segment("and then more", start_s=3.0)]
+    cues = build_cues(segments)
+    assert [cue.text[0] for cue in cues] == ["W", "A"]
+
+
+def test_word_highlighting_and_ass() -> None:
+    import re
+
+    import pysubs2
+
+    cues = build_cues([_timed_segment("Hello there my friend.")])
+    vtt = render_vtt(cues, highlight_words=True)
+    assert re.findall(r"<(\d\d:\d\d:\d\d\.\d{3})>", vtt) == ["00:00:00.300", "00:00:00.600", "00:00:00.900"]
+    assert len(pysubs2.SSAFile.from_string(vtt, format_="vtt")) == 1
+    ass = render(SubtitleFormat.ASS, [_timed_segment("Hello {there}.")], "en", 1.0, highlight_words=True)[0]
+    parsed = pysubs2.SSAFile.from_string(ass)
+    assert len(parsed) == 1 and "\\k" in parsed[0].text and "{there}" not in parsed[0].text
+    assert pysubs2.SSAFile.from_string(render(SubtitleFormat.ASS, [], "en", 0.0)[0]).events == []

@@ -111,6 +111,8 @@ class _ResultFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultFo
     """JSON with segments and words (application/json)."""
     RESULT_FORMAT_TEXT: _ResultFormat.ValueType  # 4
     """Plain transcript, one segment a line (text/plain)."""
+    RESULT_FORMAT_ASS: _ResultFormat.ValueType  # 5
+    """Advanced SubStation Alpha subtitles with a style (text/x-ssa)."""
 
 class ResultFormat(_ResultFormat, metaclass=_ResultFormatEnumTypeWrapper):
     """Output formats of GetResult."""
@@ -125,7 +127,51 @@ RESULT_FORMAT_JSON: ResultFormat.ValueType  # 3
 """JSON with segments and words (application/json)."""
 RESULT_FORMAT_TEXT: ResultFormat.ValueType  # 4
 """Plain transcript, one segment a line (text/plain)."""
+RESULT_FORMAT_ASS: ResultFormat.ValueType  # 5
+"""Advanced SubStation Alpha subtitles with a style (text/x-ssa)."""
 Global___ResultFormat: _TypeAlias = ResultFormat  # noqa: Y015
+
+class _SubtitlePreset:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubtitlePresetEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubtitlePreset.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUBTITLE_PRESET_UNSPECIFIED: _SubtitlePreset.ValueType  # 0
+    """Netflix's."""
+    SUBTITLE_PRESET_NETFLIX: _SubtitlePreset.ValueType  # 1
+    """Netflix's timed-text rules (the default): 42 characters a line, 2 lines,
+    5/6 s to 7 s a cue, 2 frames at 24 fps between cues with gaps under
+    0.5 s closed, 20 characters a second.
+    """
+    SUBTITLE_PRESET_BBC: _SubtitlePreset.ValueType  # 2
+    """The BBC's: 37 characters a line, 1 s to 7 s, 2 frames at 25 fps between
+    cues, 15 characters a second (about 180 words a minute).
+    """
+    SUBTITLE_PRESET_SHORT_VIDEO: _SubtitlePreset.ValueType  # 3
+    """Short-video platforms: 2 lines of 36 columns (18 CJK characters), 0.5 s
+    to 5 s, 0.8 s kept between cues, 25 characters a second.
+    """
+
+class SubtitlePreset(_SubtitlePreset, metaclass=_SubtitlePresetEnumTypeWrapper):
+    """A set of subtitle rules; the options set in SubtitleOptions override it."""
+
+SUBTITLE_PRESET_UNSPECIFIED: SubtitlePreset.ValueType  # 0
+"""Netflix's."""
+SUBTITLE_PRESET_NETFLIX: SubtitlePreset.ValueType  # 1
+"""Netflix's timed-text rules (the default): 42 characters a line, 2 lines,
+5/6 s to 7 s a cue, 2 frames at 24 fps between cues with gaps under
+0.5 s closed, 20 characters a second.
+"""
+SUBTITLE_PRESET_BBC: SubtitlePreset.ValueType  # 2
+"""The BBC's: 37 characters a line, 1 s to 7 s, 2 frames at 25 fps between
+cues, 15 characters a second (about 180 words a minute).
+"""
+SUBTITLE_PRESET_SHORT_VIDEO: SubtitlePreset.ValueType  # 3
+"""Short-video platforms: 2 lines of 36 columns (18 CJK characters), 0.5 s
+to 5 s, 0.8 s kept between cues, 25 characters a second.
+"""
+Global___SubtitlePreset: _TypeAlias = SubtitlePreset  # noqa: Y015
 
 class _Profile:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -194,6 +240,73 @@ AUDIO_ENCODING_FLOAT32: AudioEncoding.ValueType  # 2
 Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
 
 @_typing.final
+class SubtitleOptions(_message.Message):
+    """How a transcript is cut into cues; a zero field takes the preset's value.
+    Rules that cannot all hold (speech faster than the reading speed) are met
+    as far as they can be, and the JSON result lists each cue that still
+    breaks one and why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRESET_FIELD_NUMBER: _builtins.int
+    MAX_LINE_CHARS_FIELD_NUMBER: _builtins.int
+    MAX_LINES_FIELD_NUMBER: _builtins.int
+    MIN_CUE_DURATION_FIELD_NUMBER: _builtins.int
+    MAX_CUE_DURATION_FIELD_NUMBER: _builtins.int
+    MIN_GAP_FIELD_NUMBER: _builtins.int
+    FRAME_RATE_FIELD_NUMBER: _builtins.int
+    MAX_CHARS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    MAX_WORDS_FIELD_NUMBER: _builtins.int
+    HIGHLIGHT_WORDS_FIELD_NUMBER: _builtins.int
+    preset: Global___SubtitlePreset.ValueType
+    max_line_chars: _builtins.int
+    """Width of a line in characters; a CJK character counts as two."""
+    max_lines: _builtins.int
+    """Lines a cue."""
+    frame_rate: _builtins.float
+    """Frames a second of the video, for the default gap."""
+    max_chars_per_second: _builtins.float
+    """Reading speed: characters a second at most."""
+    max_words: _builtins.int
+    """Words a cue at most; 1: one word a cue."""
+    highlight_words: _builtins.bool
+    """WebVTT: a timestamp tag before every word (karaoke-style highlighting);
+    ASS: \\k karaoke tags.
+    """
+    @_builtins.property
+    def min_cue_duration(self) -> _duration_pb2.Duration:
+        """Shortest and longest time a cue stays on screen."""
+
+    @_builtins.property
+    def max_cue_duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def min_gap(self) -> _duration_pb2.Duration:
+        """Least time between two cues; unset: two frames at frame_rate."""
+
+    def __init__(
+        self,
+        *,
+        preset: Global___SubtitlePreset.ValueType = ...,
+        max_line_chars: _builtins.int = ...,
+        max_lines: _builtins.int = ...,
+        min_cue_duration: _duration_pb2.Duration | None = ...,
+        max_cue_duration: _duration_pb2.Duration | None = ...,
+        min_gap: _duration_pb2.Duration | None = ...,
+        frame_rate: _builtins.float = ...,
+        max_chars_per_second: _builtins.float = ...,
+        max_words: _builtins.int = ...,
+        highlight_words: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_cue_duration", b"max_cue_duration", "min_cue_duration", b"min_cue_duration", "min_gap", b"min_gap"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_rate", b"frame_rate", "highlight_words", b"highlight_words", "max_chars_per_second", b"max_chars_per_second", "max_cue_duration", b"max_cue_duration", "max_line_chars", b"max_line_chars", "max_lines", b"max_lines", "max_words", b"max_words", "min_cue_duration", b"min_cue_duration", "min_gap", b"min_gap", "preset", b"preset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubtitleOptions: _TypeAlias = SubtitleOptions  # noqa: Y015
+
+@_typing.final
 class JobConfig(_message.Message):
     """How a job is to be done; zero fields take the documented defaults."""
 
@@ -204,6 +317,7 @@ class JobConfig(_message.Message):
     ALIGN_METHOD_FIELD_NUMBER: _builtins.int
     SKIP_ALIGNMENT_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
+    SUBTITLES_FIELD_NUMBER: _builtins.int
     align_method: _align_pb2.AlignMethod.ValueType
     """Word alignment method; unspecified: the align service chooses."""
     skip_alignment: _builtins.bool
@@ -220,6 +334,12 @@ class JobConfig(_message.Message):
     def speech_detection(self) -> _vad_pb2.VadOptions:
         """Speech detection options."""
 
+    @_builtins.property
+    def subtitles(self) -> Global___SubtitleOptions:
+        """Subtitle rules of the job's SRT, WebVTT and ASS results (GetResult may
+        give others).
+        """
+
     def __init__(
         self,
         *,
@@ -228,10 +348,11 @@ class JobConfig(_message.Message):
         align_method: _align_pb2.AlignMethod.ValueType = ...,
         skip_alignment: _builtins.bool = ...,
         profile: Global___Profile.ValueType = ...,
+        subtitles: Global___SubtitleOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -848,19 +969,27 @@ class GetResultRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    SUBTITLES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job."""
     format: Global___ResultFormat.ValueType
     """The format; unspecified: SRT."""
+    @_builtins.property
+    def subtitles(self) -> Global___SubtitleOptions:
+        """Other subtitle rules than the job's: the result is laid out again
+        (no model runs). Unset: the job's.
+        """
+
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         format: Global___ResultFormat.ValueType = ...,
+        subtitles: Global___SubtitleOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subtitles", b"subtitles"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "job_id", b"job_id", "subtitles", b"subtitles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
