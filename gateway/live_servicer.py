@@ -30,6 +30,7 @@ from gateway.config import LiveConfig
 from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
 from gateway.live_decoder import LiveDecoder
 from gateway.live_stream import MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
+from gateway.model_check import check_capability
 from gateway.validation import validate_transcription
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -293,15 +294,7 @@ class LiveCaptioner:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFoundError(error.details() or f"unknown model {options.model!r}") from None
             raise
-        language = options.language_code.strip().lower()
-        if not info.multilingual:
-            if language and language.split("-")[0] != "en":
-                raise NotFoundError(
-                    f"model {info.name!r} is English-only and cannot transcribe {options.language_code!r}: "
-                    "choose a multilingual model (e.g. embedded:base) or leave the language empty"
-                )
-            if options.task == asr_pb2.TASK_TRANSLATE:
-                raise InvalidInputError(f"model {info.name!r} is English-only and cannot translate")
+        check_capability(info.name, info.multilingual, options)
         return options
 
 

@@ -123,7 +123,7 @@ async def create(config: GatewayConfig) -> RunningServer:
     auth = Authenticator(TokenTable.from_file(config.tokens_file) if config.tokens_file else None)
     decoder = LiveDecoder(peers.asr, asr_capacity)
     live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live, peers.audio)
-    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live)
+    servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live, peers.asr)
     report = plan.report([jobs_choice])
 
     def figures() -> LoadFigures:

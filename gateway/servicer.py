@@ -20,12 +20,14 @@ from gateway.auth import Authenticator
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState
 from gateway.live_servicer import LiveCaptioner
+from gateway.model_check import check_model_options
 from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
 from gateway.store import JobStore
 from gateway.subtitle_config import subtitle_options
 from gateway.subtitles import render
 from gateway.validation import validate_job_config, validate_path, validate_priority, validate_request_id
+from subtitler.asr.v1 import asr_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 50
@@ -84,13 +86,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         max_upload_bytes: int,
         auth: Authenticator | None = None,
         live: LiveCaptioner | None = None,
+        asr: asr_pb2_grpc.AsrServiceStub | None = None,
     ) -> None:
         self._live = live
+        self._asr = asr
         self._store = store
         self._events = events
         self._scheduler = scheduler
         self._max_upload_bytes = max_upload_bytes
         self._auth = auth or Authenticator(None)
+
+    async def _check_model(self, config: gateway_pb2.JobConfig) -> None:
+        if self._asr is not None:
+            await check_model_options(self._asr, config.transcription)
 
     async def _own_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
         """The caller's job; another client's is NOT_FOUND, as an unknown one."""
@@ -110,8 +118,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         validate_job_config(request.config)
         validate_request_id(request.request_id)
         validate_priority(request.priority)
+        config = apply_profile(request.config)
+        await self._check_model(config)
         job = self._scheduler.new_job(
-            apply_profile(request.config),
+            config,
             request.path,
             request.path,
             uploaded=False,
@@ -132,6 +142,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         validate_job_config(metadata.config)
         validate_request_id(metadata.request_id)
         validate_priority(metadata.priority)
+        await self._check_model(apply_profile(metadata.config))  # before a byte is stored
         existing = await self._scheduler.existing(metadata.request_id, caller or "")
         if existing is not None:
             # A repeated upload: read to its end, store nothing.

@@ -350,6 +350,16 @@ def test_unknown_model_and_language(suite: RunningSuite, media: Media) -> None:
         create(suite, media.speech_8k.name, language_code="xx-YY")
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     assert "xx-YY" in refused.value.details()
+    # What the English-only default cannot do is refused at once, not after decoding.
+    for options, code in (
+        ({"language_code": "fr"}, grpc.StatusCode.NOT_FOUND),
+        ({"task": asr_pb2.TASK_TRANSLATE}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"language_code": "de", "model": "small.en"}, grpc.StatusCode.NOT_FOUND),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            create(suite, media.speech_8k.name, **options)
+        assert refused.value.code() == code and "English-only" in refused.value.details()
+        assert "embedded:base" in refused.value.details()
 
 
 def test_upload_over_the_size_limit_is_refused(suite: RunningSuite, tmp_path: Path) -> None:
