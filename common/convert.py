@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from common.transcript import Segment, TimeRange, Word
+from common.transcript import Segment, TimeRange, Word, doubt_flags
 from subtitler.common.v1 import common_pb2
 
 
@@ -80,6 +80,7 @@ def segment_to_proto(segment: Segment) -> common_pb2.Segment:
         no_speech_prob=segment.no_speech_prob,
         compression_ratio=segment.compression_ratio,
         chunk_index=segment.chunk_index,
+        flags=doubt_flags(segment),
     )
 
 

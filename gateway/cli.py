@@ -129,6 +129,9 @@ def add_subtitle_arguments(command: argparse.ArgumentParser) -> None:
     rules.add_argument("--max-cps", type=float, help="reading speed, characters a second")
     rules.add_argument("--max-words", type=int, help="words a cue (1: one word a cue)")
     rules.add_argument("--highlight-words", action="store_true", help="VTT: per-word timestamp tags; ASS: karaoke")
+    rules.add_argument(
+        "--omit-doubtful", action="store_true", help="leave doubtful segments (see the JSON's flags) out of subtitles"
+    )
 
 
 def subtitle_rules(options: argparse.Namespace) -> gateway_pb2.SubtitleOptions:
@@ -139,6 +142,7 @@ def subtitle_rules(options: argparse.Namespace) -> gateway_pb2.SubtitleOptions:
         max_chars_per_second=options.max_cps or 0.0,
         max_words=options.max_words or 0,
         highlight_words=options.highlight_words,
+        omit_doubtful=options.omit_doubtful,
     )
     for value, field in (
         (options.min_duration_s, rules.min_cue_duration),

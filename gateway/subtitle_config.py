@@ -52,6 +52,8 @@ def subtitle_options(message: gateway_pb2.SubtitleOptions) -> tuple[SubtitleOpti
         raise InvalidInputError(f"max_words {message.max_words} must not be negative")
     if message.max_words:
         changes["max_words"] = message.max_words
+    if message.omit_doubtful:
+        changes["omit_doubtful"] = True
     preset = PRESETS[PRESET_NAMES[message.preset]]
     if "max_cue_duration_s" in changes and "min_cue_duration_s" not in changes:
         changes["min_cue_duration_s"] = min(preset.min_cue_duration_s, float(changes["max_cue_duration_s"]))  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from common.errors import InvalidInputError
-from common.transcript import Segment
+from common.transcript import Segment, doubt_flags
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ class SubtitleOptions:
     max_chars_per_second: float = 20.0
     # Words a cue at most (0: no limit); 1 gives one word a cue.
     max_words: int = 0
+    # Leave doubtful segments (`doubt_flags`) out of the cues.
+    omit_doubtful: bool = False
 
     def __post_init__(self) -> None:
         if self.max_line_chars < 1:
@@ -223,6 +225,8 @@ def build_cues(segments: Sequence[Segment], options: SubtitleOptions | None = No
     laid_out: list[list[list[_Token]]] = []
     sentence_start = True
     for segment in sorted(segments, key=lambda segment: segment.start_s):
+        if options.omit_doubtful and doubt_flags(segment):
+            continue
         tokens = _segment_tokens(segment)
         for cue_tokens in _split_cues(tokens, options):
             first = cue_tokens[0]
@@ -378,7 +382,7 @@ def render_json(
     """The transcript as JSON; keys in a fixed order, times in seconds to the millisecond.
 
     `{"language_code", "duration_s", "text", "segments": [{"text", "start_s",
-    "end_s", "words": [{"text", "start_s", "end_s", "probability",
+    "end_s", "flags", "words": [{"text", "start_s", "end_s", "probability",
     "interpolated"}]}], "subtitle_violations": [{"cue", "rule", "value",
     "limit"}]}`: the last lists each cue of the subtitles (as SRT numbers
     them) that still breaks a rule of `options`, and which.
@@ -392,6 +396,7 @@ def render_json(
                 "text": " ".join(segment.text.split()),
                 "start_s": _json_seconds(segment.start_s),
                 "end_s": _json_seconds(segment.end_s),
+                "flags": list(doubt_flags(segment)),
                 "words": [
                     {
                         "text": word.text.strip(),

@@ -6,6 +6,7 @@ WebVTT output is read back with small strict parsers written from the specs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -390,13 +391,14 @@ def test_json_keys_in_a_fixed_order() -> None:
             "text": "Hi there.",
             "start_s": 0.5,
             "end_s": 1.25,
+            "flags": [],
             "words": [
                 {"text": "Hi", "start_s": 0.5, "end_s": 0.8, "probability": 0.9123, "interpolated": False},
                 {"text": "there.", "start_s": 0.8, "end_s": 1.25, "probability": 0.5, "interpolated": True},
             ],
         }
     ]
-    assert list(document["segments"][0]) == ["text", "start_s", "end_s", "words"]
+    assert list(document["segments"][0]) == ["text", "start_s", "end_s", "flags", "words"]
     assert render_json([segment], "en", 10.0) == render_json([segment], "en", 10.0)
 
 
@@ -501,3 +503,25 @@ def test_word_highlighting_and_ass() -> None:
     parsed = pysubs2.SSAFile.from_string(ass)
     assert len(parsed) == 1 and "\\k" in parsed[0].text and "{there}" not in parsed[0].text
     assert pysubs2.SSAFile.from_string(render(SubtitleFormat.ASS, [], "en", 0.0)[0]).events == []
+
+
+def test_doubtful_segments_are_flagged_and_left_out_of_subtitles_only_when_asked() -> None:
+    from common.transcript import doubt_flags
+
+    good = _timed_segment("This is what was said.")
+    loop = _timed_segment("Thank you. Thank you. Thank you. Thank you.", start_s=3.0)
+    quiet = dataclasses.replace(_timed_segment("Hmm.", start_s=6.0), no_speech_prob=0.9, avg_logprob=-1.4)
+    squashed = dataclasses.replace(_timed_segment("la la la", start_s=8.0), compression_ratio=3.1)
+    assert doubt_flags(good) == ()
+    assert doubt_flags(loop) == ("repetition",)
+    assert doubt_flags(quiet) == ("low_avg_logprob", "no_speech")
+    assert "high_compression_ratio" in doubt_flags(squashed)
+    assert doubt_flags(_timed_segment("no, no, no, I said")) == ()  # speech, not a loop
+    segments = [good, loop, quiet, squashed]
+    assert len(build_cues(segments)) >= 4
+    kept = build_cues(segments, SubtitleOptions(omit_doubtful=True))
+    assert [cue.text for cue in kept] == ["This is what was said."]
+    document = json.loads(render_json(segments, "en", 10.0))
+    assert [segment["flags"] for segment in document["segments"]] == [
+        [], ["repetition"], ["low_avg_logprob", "no_speech"], ["high_compression_ratio"],
+    ]  # fmt: skip

@@ -179,6 +179,7 @@ class Segment(_message.Message):
     NO_SPEECH_PROB_FIELD_NUMBER: _builtins.int
     COMPRESSION_RATIO_FIELD_NUMBER: _builtins.int
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The text, trimmed."""
     avg_logprob: _builtins.float
@@ -201,6 +202,16 @@ class Segment(_message.Message):
     def words(self) -> _containers.RepeatedCompositeFieldContainer[Global___Word]:
         """The words of the text with their times; empty until aligned."""
 
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the segment is doubtful, from Whisper's own signals (empty: it is
+        not): "high_compression_ratio" (over 2.4: a repetition loop),
+        "low_avg_logprob" (under -1), "no_speech" (no_speech_prob over 0.6),
+        "repetition" (a phrase of up to 4 words said 3 times or more in a row).
+        Doubtful segments stay in every result; subtitles leave them out only
+        with SubtitleOptions.omit_doubtful.
+        """
+
     def __init__(
         self,
         *,
@@ -212,10 +223,11 @@ class Segment(_message.Message):
         no_speech_prob: _builtins.float = ...,
         compression_ratio: _builtins.float = ...,
         chunk_index: _builtins.int = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_logprob", b"avg_logprob", "chunk_index", b"chunk_index", "compression_ratio", b"compression_ratio", "end_offset", b"end_offset", "no_speech_prob", b"no_speech_prob", "start_offset", b"start_offset", "text", b"text", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_logprob", b"avg_logprob", "chunk_index", b"chunk_index", "compression_ratio", b"compression_ratio", "end_offset", b"end_offset", "flags", b"flags", "no_speech_prob", b"no_speech_prob", "start_offset", b"start_offset", "text", b"text", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -259,6 +259,7 @@ class SubtitleOptions(_message.Message):
     MAX_CHARS_PER_SECOND_FIELD_NUMBER: _builtins.int
     MAX_WORDS_FIELD_NUMBER: _builtins.int
     HIGHLIGHT_WORDS_FIELD_NUMBER: _builtins.int
+    OMIT_DOUBTFUL_FIELD_NUMBER: _builtins.int
     preset: Global___SubtitlePreset.ValueType
     max_line_chars: _builtins.int
     """Width of a line in characters; a CJK character counts as two."""
@@ -273,6 +274,10 @@ class SubtitleOptions(_message.Message):
     highlight_words: _builtins.bool
     """WebVTT: a timestamp tag before every word (karaoke-style highlighting);
     ASS: \\k karaoke tags.
+    """
+    omit_doubtful: _builtins.bool
+    """Leave doubtful segments (Segment.flags) out of the subtitles; they stay
+    in the JSON and text results.
     """
     @_builtins.property
     def min_cue_duration(self) -> _duration_pb2.Duration:
@@ -297,10 +302,11 @@ class SubtitleOptions(_message.Message):
         max_chars_per_second: _builtins.float = ...,
         max_words: _builtins.int = ...,
         highlight_words: _builtins.bool = ...,
+        omit_doubtful: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_cue_duration", b"max_cue_duration", "min_cue_duration", b"min_cue_duration", "min_gap", b"min_gap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_rate", b"frame_rate", "highlight_words", b"highlight_words", "max_chars_per_second", b"max_chars_per_second", "max_cue_duration", b"max_cue_duration", "max_line_chars", b"max_line_chars", "max_lines", b"max_lines", "max_words", b"max_words", "min_cue_duration", b"min_cue_duration", "min_gap", b"min_gap", "preset", b"preset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame_rate", b"frame_rate", "highlight_words", b"highlight_words", "max_chars_per_second", b"max_chars_per_second", "max_cue_duration", b"max_cue_duration", "max_line_chars", b"max_line_chars", "max_lines", b"max_lines", "max_words", b"max_words", "min_cue_duration", b"min_cue_duration", "min_gap", b"min_gap", "omit_doubtful", b"omit_doubtful", "preset", b"preset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
