@@ -527,6 +527,8 @@ def _join(tokens: Sequence[_Token]) -> str:
 
 def _width(text: str) -> int:
     """Width on screen: a wide (CJK) character counts as two."""
+    if text.isascii():
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
