@@ -30,6 +30,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -109,6 +110,28 @@ class ServerConfig:
             cpu_affinity=cpu_affinity,
             tls=TlsConfig.from_env(env, prefix),
         )
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Server reflection as v1 (what current grpcurl and Postman ask first)
+    and v1alpha. grpcio-reflection ships v1alpha only; v1's messages are the
+    same on the wire, so the one servicer answers both names."""
+    from grpc_reflection.v1alpha import _async as reflection_aio
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    servicer = reflection_aio.ReflectionServicer((*service_names, reflection.SERVICE_NAME))
+    for name in (reflection.SERVICE_NAME, REFLECTION_V1):
+        handlers = {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -363,8 +386,8 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
         service_names.append(full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+    _enable_reflection(
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
         server,
     )
     credentials = config.tls.server_credentials()
@@ -373,6 +396,29 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     return RunningServer(name, server, port, health_servicer, tuple(service_names), config)
+
+
+def service_main(name: str, load: Callable[[], Any], create: Callable[[Any], Awaitable[RunningServer]]) -> None:
+    """`python -m <service>`: reads the configuration with `load` (from the
+    environment) and runs the service; a bad setting or a port that cannot
+    be bound ends the process with one line that says what to change, never
+    a traceback (exit 2 for configuration, 1 for the port)."""
+    try:
+        config = load()
+        run_service(name, config.server, lambda: create(config))
+    except ConfigError as error:
+        print(f"{name}: configuration error: {error}", file=sys.stderr)  # noqa: T201 - before logging exists
+        sys.exit(2)
+    except (OSError, RuntimeError) as error:
+        if "bind" not in str(error).lower() and not isinstance(error, OSError):
+            raise
+        variable = f"SUBTITLER_{name.upper()}_PORT"
+        reason = str(error).split(";")[0]
+        print(  # noqa: T201
+            f"{name}: cannot listen: {reason}; is another process using the port? Choose another with {variable}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[RunningServer]]) -> None:

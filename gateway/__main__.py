@@ -2,14 +2,13 @@
 
 import os
 
-from common.server import run_service
+from common.server import service_main
 from gateway.config import GatewayConfig
 from gateway.server import create
 
 
 def main() -> None:
-    config = GatewayConfig.from_env(os.environ)
-    run_service("gateway", config.server, lambda: create(config))
+    service_main("gateway", lambda: GatewayConfig.from_env(os.environ), create)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ FORMATS = {
 }
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8
+MAX_FIRST_CONNECT_TRIES = 2
 EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt", "ass": ".ass"}
 ALIGN_METHODS = {
     "auto": align_pb2.ALIGN_METHOD_UNSPECIFIED,
@@ -176,7 +178,10 @@ def upload_requests(
 
 
 class ProgressBar:
-    """One line redrawn in place on a terminal; a line per stage otherwise."""
+    """One line redrawn in place on a terminal, never wider than it: the
+    bar, the percentage, the stage (or the queue position), the time so far
+    and an estimate of the time left, and the end of the latest text, cut
+    at a word; a line per stage otherwise."""
 
     def __init__(self, stream: TextIO, enabled: bool = True) -> None:
         self._stream = stream
@@ -184,18 +189,20 @@ class ProgressBar:
         self._tty = stream.isatty()
         self._last_stage = ""
         self._last_text = ""
+        self._started = time.monotonic()
+        self._queue_position = 0
 
     def update(self, event: gateway_pb2.JobEvent, stage: str) -> None:
         if not self._enabled:
             return
         if event.HasField("segment"):
             self._last_text = event.segment.text.strip()
+        if event.WhichOneof("detail") == "queue_position":
+            self._queue_position = event.queue_position
+        if event.state != gateway_pb2.JOB_STATE_QUEUED:
+            self._queue_position = 0
         if self._tty:
-            width = 30
-            filled = int(event.progress * width)
-            bar = "#" * filled + "-" * (width - filled)
-            text = self._last_text[-40:]
-            self._stream.write(f"\r[{bar}] {event.progress:4.0%} {stage:<13} {text:<40}")
+            self._stream.write("\r\x1b[K" + self.line(event.progress, stage))
             self._stream.flush()
         elif stage and stage != self._last_stage:
             self._stream.write(f"{event.progress:4.0%} {stage}\n")
@@ -203,10 +210,34 @@ class ProgressBar:
         if stage:
             self._last_stage = stage
 
+    def line(self, progress: float, stage: str, columns: int | None = None) -> str:
+        width = (columns or shutil.get_terminal_size((80, 24)).columns) - 1
+        elapsed_s = time.monotonic() - self._started
+        doing = f"queued, #{self._queue_position}" if self._queue_position else stage
+        clock = _clock(elapsed_s)
+        if 0.05 < progress < 1.0:
+            clock += f", ~{_clock(elapsed_s * (1 - progress) / progress)} left"
+        bar_width = max(10, min(30, width // 4))
+        filled = int(progress * bar_width)
+        head = f"[{'#' * filled}{'-' * (bar_width - filled)}] {progress:4.0%} {doing:<13} {clock}"
+        room = width - len(head) - 1
+        text = self._last_text
+        if room < 8 or not text:
+            return head[:width]
+        if len(text) > room:
+            # The end of the text, from a word's start.
+            text = "…" + text[len(text) - room + 1 :].split(" ", 1)[-1]
+        return f"{head} {text}"[:width]
+
     def close(self) -> None:
         if self._enabled and self._tty:
             self._stream.write("\n")
             self._stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def watch(stub: gateway_pb2_grpc.GatewayServiceStub, job_id: str, bar: ProgressBar) -> gateway_pb2.Job:
@@ -218,7 +249,9 @@ def watch(stub: gateway_pb2_grpc.GatewayServiceStub, job_id: str, bar: ProgressB
     while True:
         try:
             request = gateway_pb2.WatchJobRequest(job_id=job_id, after_sequence=last_sequence)
-            for event in stub.WatchJob(request, wait_for_ready=True):
+            # Not wait_for_ready: a gateway that is down is retried a few
+            # times (it may be restarting), then reported, never waited on for ever.
+            for event in stub.WatchJob(request):
                 last_sequence = event.sequence
                 reconnects = 0
                 if event.HasField("stage_progress"):
@@ -228,12 +261,15 @@ def watch(stub: gateway_pb2_grpc.GatewayServiceStub, job_id: str, bar: ProgressB
                 bar.update(event, stage)
             break
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE or reconnects >= MAX_WATCH_RECONNECTS:
+            # A gateway never reached is reported after a few seconds; one
+            # that went away mid-job gets longer to come back.
+            limit = MAX_WATCH_RECONNECTS if last_sequence else MAX_FIRST_CONNECT_TRIES
+            if error.code() != grpc.StatusCode.UNAVAILABLE or reconnects >= limit:
                 raise
             reconnects += 1
             time.sleep(min(5.0, 0.5 * 2**reconnects))
     bar.close()
-    return stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), wait_for_ready=True)
+    return stub.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), wait_for_ready=True, timeout=60)
 
 
 def write_output(content: str, output: str) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from common.server import run_service
+from common.server import service_main
 from services.align.config import AlignConfig
 from services.align.server import create
 
 
 def main() -> None:
-    config = AlignConfig.from_env(os.environ)
-    run_service("align", config.server, lambda: create(config))
+    service_main("align", lambda: AlignConfig.from_env(os.environ), create)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from common.server import run_service
+from common.server import service_main
 from services.asr.config import AsrConfig
 from services.asr.server import create
 
 
 def main() -> None:
-    config = AsrConfig.from_env(os.environ)
-    run_service("asr", config.server, lambda: create(config))
+    service_main("asr", lambda: AsrConfig.from_env(os.environ), create)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 import os
 
-from common.server import run_service
+from common.server import service_main
 from services.audio.config import AudioConfig
 from services.audio.server import create
 
 
 def main() -> None:
-    config = AudioConfig.from_env(os.environ)
-    run_service("audio", config.server, lambda: create(config))
+    service_main("audio", lambda: AudioConfig.from_env(os.environ), create)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from common.server import run_service
+from common.server import service_main
 from services.vad.config import VadConfig
 from services.vad.server import create
 
 
 def main() -> None:
-    config = VadConfig.from_env(os.environ)
-    run_service("vad", config.server, lambda: create(config))
+    service_main("vad", lambda: VadConfig.from_env(os.environ), create)
 
 
 if __name__ == "__main__":

@@ -466,3 +466,19 @@ def test_subtitle_rules_hold_and_a_finished_job_is_laid_out_again(suite: Running
     with pytest.raises(grpc.RpcError) as caught:
         get(gateway_pb2.RESULT_FORMAT_SRT, gateway_pb2.SubtitleOptions(max_lines=99))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_lines" in caught.value.details()
+
+
+def test_cli_reports_a_gateway_that_is_down_instead_of_hanging(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+    import time
+
+    from gateway import cli
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    started = time.monotonic()
+    assert cli.main(["--gateway", address, "watch", "some-job"]) == 1
+    assert time.monotonic() - started < 20
+    error = capsys.readouterr().err
+    assert "cannot reach the gateway" in error and "Traceback" not in error

@@ -43,6 +43,7 @@ class Services:
     health: health_pb2_grpc.HealthStub
     audio_target: str
     media_root: Path
+    vad_target: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                 health_pb2_grpc.HealthStub(vad_channel),
                 audio_target,
                 media_root,
+                f"127.0.0.1:{vad.port}",
             )
     finally:
         servers.stop()
@@ -239,3 +241,23 @@ def test_forged_handles_are_refused(
     with pytest.raises(grpc.RpcError) as raised:
         list(services.vad.DetectSpeech(vad_pb2.DetectSpeechRequest(audio=forged), timeout=30))
     assert raised.value.code() == code, raised.value.details()
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_server_reflection_answers_as_v1_and_v1alpha(services: Services, version: str) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    with grpc.insecure_channel(services.vad_target) as channel:
+        call = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="subtitler.vad.v1.VadService"),
+        ]
+        listed, described = list(call(iter(requests), timeout=10))
+    names = {service.name for service in listed.list_services_response.service}
+    assert {"subtitler.vad.v1.VadService", "grpc.health.v1.Health"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto
