@@ -39,10 +39,11 @@ import numpy as np
 import psutil
 
 from bench.end_to_end import start_suite
-from common.convert import duration_to_seconds
+from common.convert import duration_to_seconds, seconds_to_duration
 from gateway.cli import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.vad.v1 import vad_pb2
 from tests.speech import SAMPLE_RATE_HERTZ, LongRecording, build_long_recording, write_wav
 from tests.wer import word_error_rate
 
@@ -81,7 +82,12 @@ def recording(seed: int, duration_s: float) -> LongRecording:
 
 
 def stream(
-    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: np.ndarray, *, fast: bool = False, interim: bool = True
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: np.ndarray,
+    *,
+    fast: bool = False,
+    interim: bool = True,
+    min_silence_s: float = 0.0,
 ) -> StreamRun:
     """Streams `samples` (16 kHz float) as LINEAR16 at real-time pace (or as fast as taken)."""
     run = StreamRun()
@@ -97,6 +103,7 @@ def stream(
                 sample_rate_hertz=SAMPLE_RATE_HERTZ,
                 channel_count=1,
                 interim_results=interim,
+                speech_detection=vad_pb2.LiveVadOptions(min_silence_duration=seconds_to_duration(min_silence_s)),
             )
         )
         started.append(time.monotonic())
@@ -134,12 +141,12 @@ def stream(
 
 
 def run_streams(
-    gateway: gateway_pb2_grpc.GatewayServiceStub, recordings: list[LongRecording], **kwargs: bool
+    gateway: gateway_pb2_grpc.GatewayServiceStub, recordings: list[LongRecording], **kwargs: float
 ) -> list[StreamRun]:
     runs: list[StreamRun] = [StreamRun() for _ in recordings]
 
     def one(position: int) -> None:
-        runs[position] = stream(gateway, recordings[position].samples, **kwargs)
+        runs[position] = stream(gateway, recordings[position].samples, **kwargs)  # type: ignore[arg-type]
 
     threads = [threading.Thread(target=one, args=(position,)) for position in range(len(recordings))]
     for thread in threads:
@@ -208,6 +215,11 @@ def main() -> None:
     parser.add_argument("--ramp", default="", help="stream counts to try for the most held in real time, e.g. 2,4,6")
     parser.add_argument("--ramp-s", type=float, default=60.0, help="audio per stream at each count of the ramp")
     parser.add_argument("--memory-s", type=float, default=0.0, help="length of the fast stream for the memory check")
+    parser.add_argument(
+        "--min-silence-s",
+        default="",
+        help="VAD silences that end an utterance to compare, e.g. 0.5,0.4 (default: the server's)",
+    )
     parser.add_argument("--gateway", default="", help="use a running suite's gateway instead of starting one")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
@@ -224,6 +236,9 @@ def main() -> None:
             with grpc.insecure_channel(target) as channel:
                 gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
                 recordings = [recording(200 + number, options.duration_s) for number in range(options.streams)]
+                for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
+                    compared = run_streams(gateway, recordings, min_silence_s=silence_s)
+                    report(f"{options.streams} streams, utterances ended by {silence_s:g} s of silence", compared)
                 runs = run_streams(gateway, recordings)
                 report(f"{options.streams} streams of {options.duration_s:g} s at real-time pace", runs)
                 live_wers = [
