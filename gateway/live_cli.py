@@ -59,7 +59,7 @@ def add_parser(commands: Any) -> None:
     live.add_argument("--model", help="Whisper model (default: the ASR service's)")
     live.add_argument("--beam-size", type=int)
     live.add_argument("--max-utterance-s", type=float, help="longest utterance before it is made final (2-28 s)")
-    live.add_argument("--min-silence-s", type=float, help="silence that ends an utterance (default 0.5)")
+    live.add_argument("--min-silence-s", type=float, help="silence that ends an utterance (default 0.4)")
 
 
 @dataclass

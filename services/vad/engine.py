@@ -444,7 +444,7 @@ class LiveVadOptions:
     # Silence that ends speech. Longer than the batch pipeline's 160 ms: live
     # utterances are what a caption shows at once, and a pause for breath
     # should not end one.
-    min_silence_duration_s: float = 0.5
+    min_silence_duration_s: float = 0.4
 
     def __post_init__(self) -> None:
         for name in ("threshold", "min_silence_duration_s"):

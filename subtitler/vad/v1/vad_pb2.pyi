@@ -152,7 +152,7 @@ class LiveVadOptions(_message.Message):
     """Speech probability above which a frame is speech, in (0, 1). Default 0.5."""
     @_builtins.property
     def min_silence_duration(self) -> _duration_pb2.Duration:
-        """Silence that ends speech. Default 500 ms."""
+        """Silence that ends speech. Default 400 ms."""
 
     def __init__(
         self,
