@@ -46,7 +46,7 @@ test: $(STAMP) test-data ## Lint, then unit and integration tests against real s
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: run
-run: $(STAMP) ## Start audio, vad, asr, align and the gateway on localhost (logs in logs/); Ctrl-C stops them all
+run: $(STAMP) ## Start audio, vad, asr, align, the gateway and the HTTP front (:8080) on localhost (logs in logs/); Ctrl-C stops them all
 	$(PY) -m tools.run_suite
 
 .PHONY: bench

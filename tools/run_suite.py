@@ -1,16 +1,32 @@
 """`make run`: the whole suite on this machine with the embedded default
-model. Ports come from SUBTITLER_<SERVICE>_PORT (gateway 50051, audio 50052,
-vad 50053, asr 50054, align 50055); logs go to logs/. Ctrl-C stops it all."""
+model, and the HTTP front. Ports come from SUBTITLER_<SERVICE>_PORT (gateway
+50051, audio 50052, vad 50053, asr 50054, align 50055, http 8080); logs go to
+logs/. Ctrl-C stops it all."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tools.suite import ROOT, SERVICES, Suite
+
+
+def start_http(suite: Suite) -> subprocess.Popen[bytes]:
+    """The HTTP front, on SUBTITLER_HTTP_PORT (8080), talking to the suite's gateway."""
+    log = open(ROOT / "logs" / "http.log", "ab")  # noqa: SIM115 - owned by the child
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.http"],
+        cwd=ROOT,
+        env={**os.environ, "SUBTITLER_GATEWAY_TARGET": suite.target("gateway")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    return process
 
 
 def main() -> int:
@@ -31,18 +47,22 @@ def main() -> int:
         print(f"could not start the suite: {error}", file=sys.stderr)
         suite.stop()
         return 1
+    http = start_http(suite)
     print("ready:", ", ".join(f"{name} {suite.target(name)}" for name in suite.bound_ports), flush=True)
+    print(f"HTTP (OpenAI's transcription API): http://127.0.0.1:{os.environ.get('SUBTITLER_HTTP_PORT', '8080')}/v1")
     print(f"logs in {Path('logs').resolve()}")
     print("transcribe with: .venv/bin/python -m gateway.cli transcribe FILE -o FILE.srt")
     print("Ctrl-C stops everything.", flush=True)
     failed = ""
     while not stopping:
-        for name, process in suite.processes.items():
+        for name, process in [*suite.processes.items(), ("http", http)]:
             if process.poll() is not None:
                 failed = f"{name} exited with {process.returncode}; see logs/{name}.log"
                 stopping = True
         time.sleep(0.5)
     print("\nstopping...", flush=True)
+    http.terminate()
+    http.wait(timeout=30)
     codes = suite.stop()
     print("stopped:", ", ".join(f"{name} exit {code}" for name, code in codes.items()))
     if failed:

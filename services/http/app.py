@@ -1,0 +1,272 @@
+"""The HTTP front: OpenAI's transcription API on top of the gateway's gRPC.
+
+`POST /v1/audio/transcriptions` and `/v1/audio/translations` take OpenAI's
+multipart form (`file`, `model`, `language`, `prompt`, `response_format`:
+json, text, srt, verbose_json or vtt, `temperature`,
+`timestamp_granularities[]`: word and segment) and answer as OpenAI does;
+`GET /v1/models` lists the models. The file is streamed to the gateway's
+UploadMedia as it arrives (never held whole in memory), the job is followed
+to its end, and its result is rendered by the gateway. OpenAI's model name
+"whisper-1" means the suite's default model.
+
+gRPC errors become HTTP errors with the gateway's message, in OpenAI's error
+shape: INVALID_ARGUMENT 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403,
+NOT_FOUND 404, FAILED_PRECONDITION 409, RESOURCE_EXHAUSTED 429 with
+Retry-After (413 for an upload over the size limit), UNAVAILABLE 503.
+A client's `Authorization: Bearer` header is passed on to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from aiohttp import BodyPartReader, web
+
+from common.convert import duration_to_seconds
+from subtitler.asr.v1 import asr_pb2
+from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_MODELS = frozenset({"whisper-1", "default", ""})
+RESPONSE_FORMATS = {
+    "json": gateway_pb2.RESULT_FORMAT_JSON,
+    "verbose_json": gateway_pb2.RESULT_FORMAT_JSON,
+    "text": gateway_pb2.RESULT_FORMAT_TEXT,
+    "srt": gateway_pb2.RESULT_FORMAT_SRT,
+    "vtt": gateway_pb2.RESULT_FORMAT_VTT,
+}
+CONTENT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+UPLOAD_PIECE_BYTES = 1024 * 1024
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+EMBEDDED_MODELS = ("embedded:tiny.en", "embedded:base")
+FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+
+
+def _error_response(error: ApiError) -> web.Response:
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code or None}}
+    return web.json_response(body, status=error.status, headers=error.headers)
+
+
+def _from_grpc(error: grpc.aio.AioRpcError) -> ApiError:
+    code = error.code()
+    status = HTTP_STATUS.get(code, 500)
+    message = error.details() or code.name
+    headers = {}
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry = dict(error.trailing_metadata() or ()).get("retry-after-s")
+        if retry:
+            headers["Retry-After"] = str(max(1, round(float(retry))))
+        elif "upload" in message.lower() and "bytes" in message.lower():
+            status = 413
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "maximum upload size" in message.lower():
+        status = 413
+    return ApiError(status, message, code.name.lower(), headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ApiError as error:
+        return _error_response(error)
+    except grpc.aio.AioRpcError as error:
+        return _error_response(_from_grpc(error))
+    except web.HTTPException as error:
+        return _error_response(ApiError(error.status, error.reason or "error"))
+    except Exception:
+        logger.exception("request failed")
+        return _error_response(ApiError(500, "internal error"))
+
+
+class HttpFront:
+    def __init__(self, gateway_target: str, *, max_upload_bytes: int, job_timeout_s: float) -> None:
+        self._channel = grpc.aio.insecure_channel(gateway_target)
+        self._gateway = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._status = status_pb2_grpc.StatusServiceStub(self._channel)
+        self._max_upload_bytes = max_upload_bytes
+        self._job_timeout_s = job_timeout_s
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=self._max_upload_bytes + 1024 * 1024)
+        app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
+        app.router.add_post("/v1/audio/translations", self.translations)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.health)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _close(self, app: web.Application) -> None:
+        await self._channel.close()
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(self, request: web.Request) -> web.Response:
+        reply = await self._status.GetStatus(
+            status_pb2.GetStatusRequest(include_peers=True), metadata=_auth(request), timeout=10
+        )
+        loaded = [name for peer in reply.peers if "asr" in peer.service_name.lower() for name in peer.loaded_models]
+        names = list(dict.fromkeys(["whisper-1", *loaded, *EMBEDDED_MODELS]))
+        return web.json_response(
+            {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "subtitler"} for name in names]}
+        )
+
+    async def transcriptions(self, request: web.Request) -> web.StreamResponse:
+        return await self._transcribe(request, translate=False)
+
+    async def translations(self, request: web.Request) -> web.StreamResponse:
+        return await self._transcribe(request, translate=True)
+
+    async def _transcribe(self, request: web.Request, *, translate: bool) -> web.StreamResponse:
+        if not request.content_type.startswith("multipart/"):
+            raise ApiError(400, "send a multipart/form-data body with the audio in its 'file' field")
+        reader = await request.multipart()
+        fields: dict[str, list[str]] = {}
+        job: gateway_pb2.Job | None = None
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "file":
+                # Fields after the file are not seen before the upload: OpenAI's clients send it last.
+                config = _job_config(fields, translate)
+                file_name = getattr(part, "filename", None) or "upload"
+                job = await self._gateway.UploadMedia(
+                    _upload_requests(part, file_name, config), metadata=_auth(request), timeout=self._job_timeout_s
+                )
+            else:
+                fields.setdefault(part.name.removesuffix("[]"), []).append(await part.text())
+        if job is None:
+            raise ApiError(400, "the form has no 'file' field: attach the audio or video to transcribe")
+        response_format = _one(fields, "response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}")
+        if _one(fields, "stream") in ("true", "1"):
+            raise ApiError(400, "stream=true is not served yet: leave it out and the whole result comes at once")
+        finished = await self._wait(job.job_id, request)
+        if finished.state != gateway_pb2.JOB_STATE_SUCCEEDED:
+            message = finished.error.message or gateway_pb2.JobState.Name(finished.state)
+            status = HTTP_STATUS.get(getattr(grpc.StatusCode, finished.error.code, grpc.StatusCode.UNKNOWN), 500)
+            raise ApiError(status, message, finished.error.code.lower())
+        result = await self._gateway.GetResult(
+            gateway_pb2.GetResultRequest(job_id=job.job_id, format=RESPONSE_FORMATS[response_format]),
+            metadata=_auth(request),
+            timeout=60,
+        )
+        if response_format in CONTENT_TYPES:
+            return web.Response(text=result.content, content_type=CONTENT_TYPES[response_format])
+        document = json.loads(result.content)
+        if response_format == "json":
+            return web.json_response({"text": document["text"]})
+        granularities = set(fields.get("timestamp_granularities", [])) or {"segment"}
+        return web.json_response(_verbose(document, translate, granularities, finished))
+
+    async def _wait(self, job_id: str, request: web.Request) -> gateway_pb2.Job:
+        async def follow() -> None:
+            async for _ in self._gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), metadata=_auth(request)):
+                pass
+
+        try:
+            await asyncio.wait_for(follow(), self._job_timeout_s)
+        except TimeoutError:
+            raise ApiError(504, f"job {job_id} did not finish in {self._job_timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            # The client went away: its job is not wanted any more.
+            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=_auth(request))
+            raise
+        job: gateway_pb2.Job = await self._gateway.GetJob(
+            gateway_pb2.GetJobRequest(job_id=job_id), metadata=_auth(request), timeout=30
+        )
+        return job
+
+
+def _auth(request: web.Request) -> tuple[tuple[str, str], ...]:
+    header = request.headers.get("Authorization", "")
+    return (("authorization", header),) if header.lower().startswith("bearer ") and len(header) > 7 else ()
+
+
+def _one(fields: dict[str, list[str]], name: str) -> str:
+    values = fields.get(name) or [""]
+    return values[-1].strip()
+
+
+def _job_config(fields: dict[str, list[str]], translate: bool) -> gateway_pb2.JobConfig:
+    model = _one(fields, "model")
+    temperature_text = _one(fields, "temperature")
+    try:
+        temperature = float(temperature_text) if temperature_text else 0.0
+    except ValueError:
+        raise ApiError(400, f"temperature {temperature_text!r} is not a number") from None
+    transcription = asr_pb2.TranscriptionOptions(
+        model="" if model in OPENAI_DEFAULT_MODELS else model,
+        language_code=_one(fields, "language"),
+        initial_prompt=_one(fields, "prompt"),
+        temperature=temperature,
+        task=asr_pb2.TASK_TRANSLATE if translate else asr_pb2.TASK_TRANSCRIBE,
+    )
+    return gateway_pb2.JobConfig(transcription=transcription)
+
+
+async def _upload_requests(part: Any, file_name: str, config: gateway_pb2.JobConfig) -> AsyncIterator[Any]:
+    yield gateway_pb2.UploadMediaRequest(metadata=gateway_pb2.UploadMetadata(file_name=file_name, config=config))
+    while piece := await part.read_chunk(UPLOAD_PIECE_BYTES):
+        yield gateway_pb2.UploadMediaRequest(chunk=piece)
+
+
+def _verbose(
+    document: dict[str, Any], translate: bool, granularities: set[str], job: gateway_pb2.Job
+) -> dict[str, Any]:
+    """OpenAI's verbose_json from the suite's JSON result."""
+    body: dict[str, Any] = {
+        "task": "translate" if translate else "transcribe",
+        "language": document.get("language_code", ""),
+        "duration": round(duration_to_seconds(job.audio_duration), 3),
+        "text": document["text"],
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": position,
+                "seek": 0,
+                "start": segment["start_s"],
+                "end": segment["end_s"],
+                "text": segment["text"],
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for position, segment in enumerate(document["segments"])
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": word["text"], "start": word["start_s"], "end": word["end_s"]}
+            for segment in document["segments"]
+            for word in segment["words"]
+        ]
+    return body
