@@ -152,7 +152,9 @@ class HttpFront:
             if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.name == "file":
-                # Fields after the file are not seen before the upload: OpenAI's clients send it last.
+                # Fields after the file are not seen before the upload (OpenAI's clients send it last);
+                # those before are checked first, so a bad request makes no job.
+                _check_fields(fields)
                 config = _job_config(fields, translate)
                 file_name = getattr(part, "filename", None) or "upload"
                 job = await self._gateway.UploadMedia(
@@ -162,11 +164,12 @@ class HttpFront:
                 fields.setdefault(part.name.removesuffix("[]"), []).append(await part.text())
         if job is None:
             raise ApiError(400, "the form has no 'file' field: attach the audio or video to transcribe")
+        try:
+            _check_fields(fields)
+        except ApiError:
+            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=_auth(request))
+            raise
         response_format = _one(fields, "response_format") or "json"
-        if response_format not in RESPONSE_FORMATS:
-            raise ApiError(400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}")
-        if _one(fields, "stream") in ("true", "1"):
-            raise ApiError(400, "stream=true is not served yet: leave it out and the whole result comes at once")
         finished = await self._wait(job.job_id, request)
         if finished.state != gateway_pb2.JOB_STATE_SUCCEEDED:
             message = finished.error.message or gateway_pb2.JobState.Name(finished.state)
@@ -207,6 +210,17 @@ class HttpFront:
 def _auth(request: web.Request) -> tuple[tuple[str, str], ...]:
     header = request.headers.get("Authorization", "")
     return (("authorization", header),) if header.lower().startswith("bearer ") and len(header) > 7 else ()
+
+
+def _check_fields(fields: dict[str, list[str]]) -> None:
+    response_format = _one(fields, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise ApiError(400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}")
+    if _one(fields, "stream") in ("true", "1"):
+        raise ApiError(400, "stream=true is not served yet: leave it out and the whole result comes at once")
+    for granularity in fields.get("timestamp_granularities", []):
+        if granularity not in ("word", "segment"):
+            raise ApiError(400, f"timestamp_granularities {granularity!r}: use word or segment")
 
 
 def _one(fields: dict[str, list[str]], name: str) -> str:

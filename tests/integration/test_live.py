@@ -408,7 +408,8 @@ def test_a_client_that_disconnects_leaves_nothing_behind(live: RunningSuite, spe
     call.cancel()
     got_interim.set()
     wait_for_no_streams(live)
-    assert our_segments() == before
+    # (Other suites' jobs may free segments meanwhile; none may appear.)
+    assert not our_segments() - before
     # The gateway serves the next stream as before.
     received = run_stream(live.gateway, config(interim_results=False), data)
     assert received.error is None and received.of("final")
