@@ -3,7 +3,9 @@
 `POST /v1/audio/transcriptions` and `/v1/audio/translations` take OpenAI's
 multipart form (`file`, `model`, `language`, `prompt`, `response_format`:
 json, text, srt, verbose_json or vtt, `temperature`,
-`timestamp_granularities[]`: word and segment) and answer as OpenAI does;
+`timestamp_granularities[]`: word and segment; `stream=true` for
+server-sent `transcript.text.delta` events as segments are transcribed, then
+`transcript.text.done`) and answer as OpenAI does;
 `GET /v1/models` lists the models. The file is streamed to the gateway's
 UploadMedia as it arrives (never held whole in memory), the job is followed
 to its end, and its result is rendered by the gateway. OpenAI's model name
@@ -170,6 +172,8 @@ class HttpFront:
             await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=_auth(request))
             raise
         response_format = _one(fields, "response_format") or "json"
+        if _streamed(fields):
+            return await self._stream(job.job_id, request)
         finished = await self._wait(job.job_id, request)
         if finished.state != gateway_pb2.JOB_STATE_SUCCEEDED:
             message = finished.error.message or gateway_pb2.JobState.Name(finished.state)
@@ -187,6 +191,39 @@ class HttpFront:
             return web.json_response({"text": document["text"]})
         granularities = set(fields.get("timestamp_granularities", [])) or {"segment"}
         return web.json_response(_verbose(document, translate, granularities, finished))
+
+    async def _stream(self, job_id: str, request: web.Request) -> web.StreamResponse:
+        """OpenAI's streamed transcription: server-sent events, a
+        `transcript.text.delta` for each segment as the job transcribes it,
+        then `transcript.text.done` with the whole text (or an `error`)."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+
+        async def send(event: dict[str, Any]) -> None:
+            await response.write(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
+
+        try:
+            async for event in self._gateway.WatchJob(
+                gateway_pb2.WatchJobRequest(job_id=job_id), metadata=_auth(request)
+            ):
+                if event.HasField("segment") and event.segment.text.strip():
+                    await send({"type": "transcript.text.delta", "delta": event.segment.text.strip() + " "})
+            job = await self._gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), metadata=_auth(request))
+            if job.state == gateway_pb2.JOB_STATE_SUCCEEDED:
+                result = await self._gateway.GetResult(
+                    gateway_pb2.GetResultRequest(job_id=job_id, format=gateway_pb2.RESULT_FORMAT_TEXT),
+                    metadata=_auth(request),
+                )
+                await send({"type": "transcript.text.done", "text": " ".join(result.content.split())})
+            else:
+                await send({"type": "error", "error": {"message": job.error.message, "code": job.error.code.lower()}})
+        except asyncio.CancelledError:
+            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=_auth(request))
+            raise
+        except grpc.aio.AioRpcError as error:
+            await send({"type": "error", "error": {"message": error.details(), "code": error.code().name.lower()}})
+        await response.write_eof()
+        return response
 
     async def _wait(self, job_id: str, request: web.Request) -> gateway_pb2.Job:
         async def follow() -> None:
@@ -216,11 +253,15 @@ def _check_fields(fields: dict[str, list[str]]) -> None:
     response_format = _one(fields, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise ApiError(400, f"response_format {response_format!r}: use one of {', '.join(RESPONSE_FORMATS)}")
-    if _one(fields, "stream") in ("true", "1"):
-        raise ApiError(400, "stream=true is not served yet: leave it out and the whole result comes at once")
+    if _streamed(fields) and response_format not in ("json", "text"):
+        raise ApiError(400, f"stream=true gives text events: use response_format json or text, not {response_format}")
     for granularity in fields.get("timestamp_granularities", []):
         if granularity not in ("word", "segment"):
             raise ApiError(400, f"timestamp_granularities {granularity!r}: use word or segment")
+
+
+def _streamed(fields: dict[str, list[str]]) -> bool:
+    return _one(fields, "stream").lower() in ("true", "1")
 
 
 def _one(fields: dict[str, list[str]], name: str) -> str:

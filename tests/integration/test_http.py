@@ -84,6 +84,12 @@ def test_openai_client_transcribes_in_every_response_format(http_base: str, spee
     with path.open("rb") as audio:
         vtt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="vtt")
     assert str(vtt).startswith("WEBVTT")
+    with path.open("rb") as audio:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=audio, stream=True))
+    deltas = [event.delta for event in events if event.type == "transcript.text.delta"]
+    assert deltas and events[-1].type == "transcript.text.done"  # one delta per segment as it comes
+    assert word_error_rate(reference, events[-1].text) <= 0.15
+    assert word_error_rate(events[-1].text, "".join(deltas)) <= 0.1
     models = [model.id for model in client.models.list()]
     assert "whisper-1" in models and "embedded:tiny.en" in models
 
