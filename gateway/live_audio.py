@@ -16,6 +16,7 @@ import numpy.typing as npt
 import soxr
 
 from common.errors import InvalidInputError
+from common.pcm import float32_samples
 from subtitler.gateway.v1 import gateway_pb2
 
 SAMPLE_RATE_HERTZ = 16_000
@@ -95,9 +96,7 @@ class AudioConverter:
         if self.format.encoding == gateway_pb2.AUDIO_ENCODING_LINEAR16:
             samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
         else:
-            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-            if not np.isfinite(samples).all():
-                samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+            samples = float32_samples(data)
             np.clip(samples, -1.0, 1.0, out=samples)
         if self.format.channel_count > 1:
             samples = samples.reshape(-1, self.format.channel_count).mean(axis=1, dtype=np.float32)

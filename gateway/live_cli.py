@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from common.convert import duration_to_seconds, seconds_to_duration
+from gateway.subtitles import timestamp
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
@@ -160,14 +161,6 @@ def _config(options: argparse.Namespace) -> gateway_pb2.StreamingConfig:
     return config
 
 
-def _srt_time(seconds: float) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
-
-
 class _Printer:
     """Shows responses: interim text redrawn in place on a terminal, finals
     with their times, or one JSON object a line."""
@@ -202,7 +195,7 @@ class _Printer:
             start_s = duration_to_seconds(result.start_offset)
             end_s = duration_to_seconds(result.end_offset)
             self._clear()
-            self._out.write(f"[{_srt_time(start_s)[:-4]} → {_srt_time(end_s)[:-4]}] {result.text}\n")
+            self._out.write(f"[{timestamp(start_s, '.')[:-4]} → {timestamp(end_s, '.')[:-4]}] {result.text}\n")
         elif kind == "summary":
             self._clear()
             summary = response.summary
@@ -223,7 +216,7 @@ class _Printer:
         self._cues += 1
         start_s = duration_to_seconds(result.start_offset)
         end_s = duration_to_seconds(result.end_offset)
-        self._srt.write(f"{self._cues}\n{_srt_time(start_s)} --> {_srt_time(end_s)}\n{result.text}\n\n")
+        self._srt.write(f"{self._cues}\n{timestamp(start_s, ',')} --> {timestamp(end_s, ',')}\n{result.text}\n\n")
         self._srt.flush()
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -31,13 +32,15 @@ from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, S
 from gateway.live_decoder import LiveDecoder
 from gateway.live_stream import MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
 from gateway.model_check import check_capability
-from gateway.validation import validate_transcription
+from gateway.validation import validate_live_vad, validate_transcription
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
 logger = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
 
 # Audio the engine takes at a time: a fast client's big messages are cut so
 # that speech events, steps and cuts keep their resolution.
@@ -190,12 +193,7 @@ class LiveCaptioner:
             responses = aiter(call)
             while True:
                 try:
-                    response = await asyncio.wait_for(anext(responses, None), self._config.idle_timeout_s)
-                except TimeoutError:
-                    raise DeadlineExceededError(
-                        f"the live source sent no audio for {self._config.idle_timeout_s:g} s "
-                        "(SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S): the stream is ended"
-                    ) from None
+                    response = await self._next(responses, "the live source sent no audio", advice="")
                 except asyncio.CancelledError:
                     if failure:
                         raise failure[0] from None
@@ -264,14 +262,19 @@ class LiveCaptioner:
             await transcriber.feed(np.ascontiguousarray(samples[start : start + FEED_SAMPLES]))
 
     async def _next(
-        self, iterator: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
-    ) -> gateway_pb2.StreamingTranscribeRequest | None:
+        self,
+        iterator: AsyncIterator[_Item],
+        silence: str = "no message came",
+        advice: str = "; send audio continuously (silence too) or half-close when done",
+    ) -> _Item | None:
+        """The next item, or None at the end; DEADLINE_EXCEEDED when none
+        comes for the idle timeout ("<silence> for N s ... ended<advice>")."""
         try:
             return await asyncio.wait_for(anext(iterator, None), self._config.idle_timeout_s)
         except TimeoutError:
             raise DeadlineExceededError(
-                f"no message came for {self._config.idle_timeout_s:g} s (SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S): "
-                "the stream is ended; send audio continuously (silence too) or half-close when done"
+                f"{silence} for {self._config.idle_timeout_s:g} s (SUBTITLER_GATEWAY_STREAM_IDLE_TIMEOUT_S): "
+                f"the stream is ended{advice}"
             ) from None
 
     async def _checked_options(self, transcription: asr_pb2.TranscriptionOptions) -> asr_pb2.TranscriptionOptions:
@@ -305,10 +308,5 @@ def _settings(config: gateway_pb2.StreamingConfig) -> StreamSettings:
             f"max_utterance_duration {max_utterance_s:g} s must be between {MIN_UTTERANCE_S:g} and "
             f"{MAX_UTTERANCE_S:g} s"
         )
-    vad = config.speech_detection
-    if vad.threshold != vad.threshold or (vad.threshold and not 0 < vad.threshold < 1):
-        raise InvalidInputError(f"speech detection threshold {vad.threshold} must be between 0 and 1 (exclusive)")
-    silence_s = duration_to_seconds(vad.min_silence_duration)
-    if not 0 <= silence_s <= 10:
-        raise InvalidInputError(f"min_silence_duration {silence_s:g} s must be between 0 and 10 s")
+    validate_live_vad(config.speech_detection)
     return StreamSettings(interim_results=config.interim_results, max_utterance_s=max_utterance_s)

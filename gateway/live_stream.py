@@ -40,6 +40,7 @@ import numpy.typing as npt
 from common.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
 from gateway.live_decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
+from gateway.subtitles import punctuation_end
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -124,9 +125,6 @@ def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-# (With the full-width forms of Chinese and Japanese.)
-_SENTENCE_END = (".", "?", "!", "\u2026", "\u3002", "\uff1f", "\uff01")
-_CLAUSE_END = (",", ";", ":", "\uff0c", "\u3001")
 # Audio searched for a quiet point on each side of the gap where an utterance is cut.
 _CUT_MARGIN = SAMPLE_RATE_HERTZ // 10
 # Audio an utterance needs to be decoded for its final (less holds no word).
@@ -145,7 +143,7 @@ def cut_position(words: Sequence[Word], agreed: int) -> int:
 
     def score(kept: int) -> tuple[int, float, int]:
         text = words[kept - 1].text
-        ending = 2 if text.endswith(_SENTENCE_END) else 1 if text.endswith(_CLAUSE_END) else 0
+        ending = {"sentence": 2, "clause": 1}.get(punctuation_end(text), 0)
         return ending, gap(kept) if ending == 0 else 0.0, kept
 
     best = max(candidates, key=score)
@@ -400,11 +398,11 @@ class LiveTranscriber:
         ):
             return 0
         words = latest.hypothesis.words
-        if latest.at_pause and words and words[-1].text.endswith(_SENTENCE_END):
+        if latest.at_pause and words and punctuation_end(words[-1].text) == "sentence":
             # Decoded at a pause and ending a sentence: nothing later can change it.
             return len(words)
         for kept in range(min(utterance.agreed, len(words) - 1), 0, -1):
-            if words[kept - 1].text.endswith(_SENTENCE_END):
+            if punctuation_end(words[kept - 1].text) == "sentence":
                 return kept
         return 0
 

@@ -296,7 +296,7 @@ def check_cues(cues: Sequence[Cue], options: SubtitleOptions | None = None) -> l
 def render_srt(cues: Sequence[Cue]) -> str:
     """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each."""
     blocks = [
-        f"{number}\n{_timestamp(cue.start_s, ',')} --> {_timestamp(cue.end_s, ',')}\n"
+        f"{number}\n{timestamp(cue.start_s, ',')} --> {timestamp(cue.end_s, ',')}\n"
         + "\n".join(line.replace("-->", "->") for line in cue.lines)
         for number, cue in enumerate(cues, start=1)
     ]
@@ -308,7 +308,7 @@ def render_vtt(cues: Sequence[Cue], *, highlight_words: bool = False) -> str:
     with `highlight_words`, a timestamp tag before every word but the first
     (players show the words said so far as past, the rest as future)."""
     blocks = [
-        f"{_timestamp(cue.start_s, '.')} --> {_timestamp(cue.end_s, '.')}\n"
+        f"{timestamp(cue.start_s, '.')} --> {timestamp(cue.end_s, '.')}\n"
         + "\n".join(
             _highlighted_vtt_line(cue, number) if highlight_words and cue.line_words else _escape_vtt(line)
             for number, line in enumerate(cue.lines)
@@ -323,7 +323,7 @@ def _highlighted_vtt_line(cue: Cue, line_number: int) -> str:
     for position, (text, start_s) in enumerate(cue.line_words[line_number]):
         stripped = text.lstrip()
         space = text[: len(text) - len(stripped)]
-        tag = f"<{_timestamp(start_s, '.')}>" if line_number or position else ""
+        tag = f"<{timestamp(start_s, '.')}>" if line_number or position else ""
         parts.append(f"{space}{tag}{_escape_vtt(stripped)}")
     return "".join(parts)
 
@@ -501,14 +501,23 @@ def _unspaced_script(char: str) -> bool:
     return unicodedata.name(char, "").startswith(_UNSPACED_SCRIPTS)
 
 
+def punctuation_end(word: str) -> str:
+    """What the punctuation at the end of `word` ends ("sentence", "clause"
+    or ""), closing quotes and brackets aside; "Mr." ends no sentence."""
+    text = word.rstrip(_CLOSING_MARKS) or word
+    if not text:
+        return ""
+    if text[-1] in _SENTENCE_ENDS and text.lower() not in _ABBREVIATIONS:
+        return "sentence"
+    if text[-1] in _CLAUSE_ENDS:
+        return "clause"
+    return ""
+
+
 def _break_kind(token: _Token, following: _Token | None) -> str:
     """What ends `token`: a sentence, a clause, a pause before the next word, or nothing."""
-    text = token.text.rstrip(_CLOSING_MARKS) or token.text
-    last = text[-1]
-    if last in _SENTENCE_ENDS and text.lower() not in _ABBREVIATIONS:
-        return "sentence"
-    if last in _CLAUSE_ENDS:
-        return "clause"
+    if ending := punctuation_end(token.text):
+        return ending
     if following is not None:
         gap_ms = following.start_ms - token.end_ms
         if gap_ms >= _LONG_PAUSE_MS:
@@ -698,7 +707,7 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000) if math.isfinite(seconds) and seconds > 0 else 0
 
 
-def _timestamp(seconds: float, millisecond_separator: str) -> str:
+def timestamp(seconds: float, millisecond_separator: str) -> str:
     """`HH:MM:SS,mmm` (SubRip) or `HH:MM:SS.mmm` (WebVTT); hours grow past two digits if needed."""
     total_ms = _ms(seconds)
     hours, rest_ms = divmod(total_ms, 3_600_000)

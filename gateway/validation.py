@@ -27,6 +27,8 @@ MAX_CHUNK_S = 30.0
 MAX_VAD_DURATION_S = 30.0
 MAX_SPEECH_PAD_S = 5.0
 DEFAULT_SPEECH_PAD_S = 0.4
+# The silence that ends a live utterance, at most (services.vad.engine.LIVE_MAX_MIN_SILENCE_S).
+MAX_LIVE_SILENCE_S = 10.0
 # One silero frame (32 ms): a chunk holds the padding on both sides and at least one.
 VAD_FRAME_S = 0.032
 
@@ -62,11 +64,23 @@ def validate_transcription(transcription: asr_pb2.TranscriptionOptions) -> None:
         raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
 
 
-def _validate_vad(vad: vad_pb2.VadOptions) -> None:
-    if vad.threshold and not 0 < vad.threshold < 1:
-        raise InvalidInputError(f"speech detection threshold {vad.threshold} must be between 0 and 1 (exclusive)")
-    if vad.threshold != vad.threshold:
+def _validate_threshold(threshold: float) -> None:
+    if threshold and not 0 < threshold < 1:
+        raise InvalidInputError(f"speech detection threshold {threshold} must be between 0 and 1 (exclusive)")
+    if threshold != threshold:
         raise InvalidInputError("speech detection threshold is not a number")
+
+
+def validate_live_vad(vad: vad_pb2.LiveVadOptions) -> None:
+    """The live VAD options of a stream, as the VAD service checks them."""
+    _validate_threshold(vad.threshold)
+    silence_s = duration_to_seconds(vad.min_silence_duration)
+    if not 0 <= silence_s <= MAX_LIVE_SILENCE_S:
+        raise InvalidInputError(f"min_silence_duration {silence_s:g} s must be between 0 and {MAX_LIVE_SILENCE_S:g} s")
+
+
+def _validate_vad(vad: vad_pb2.VadOptions) -> None:
+    _validate_threshold(vad.threshold)
     max_chunk_s = duration_to_seconds(vad.max_chunk_duration)
     # As the VAD service reads them: a zero duration takes the default.
     if max_chunk_s and not MIN_CHUNK_S <= max_chunk_s <= MAX_CHUNK_S:
