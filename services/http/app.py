@@ -82,9 +82,8 @@ def _from_grpc(error: grpc.aio.AioRpcError) -> ApiError:
         retry = dict(error.trailing_metadata() or ()).get("retry-after-s")
         if retry:
             headers["Retry-After"] = str(max(1, round(float(retry))))
-        elif "upload" in message.lower() and "bytes" in message.lower():
-            status = 413
-    if code == grpc.StatusCode.INVALID_ARGUMENT and "maximum upload size" in message.lower():
+    if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("upload of ") and "over the limit" in message:
+        # The gateway's SUBTITLER_GATEWAY_MAX_UPLOAD_BYTES (gateway.servicer's message).
         status = 413
     return ApiError(status, message, code.name.lower(), headers)
 
@@ -114,6 +113,7 @@ class HttpFront:
         self._job_timeout_s = job_timeout_s
 
     def app(self) -> web.Application:
+        # (aiohttp's own body bound, above ours: the form's other fields fit under it.)
         app = web.Application(middlewares=[_errors], client_max_size=self._max_upload_bytes + 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
         app.router.add_post("/v1/audio/translations", self.translations)
@@ -159,9 +159,27 @@ class HttpFront:
                 _check_fields(fields)
                 config = _job_config(fields, translate)
                 file_name = getattr(part, "filename", None) or "upload"
-                job = await self._gateway.UploadMedia(
-                    _upload_requests(part, file_name, config), metadata=_auth(request), timeout=self._job_timeout_s
-                )
+                too_large: list[int] = []
+                try:
+                    job = await self._gateway.UploadMedia(
+                        _upload_requests(part, file_name, config, self._max_upload_bytes, too_large),
+                        metadata=_auth(request),
+                        timeout=self._job_timeout_s,
+                    )
+                except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                    # Cut off here (the request iterator raised, which cancels the call: grpc
+                    # raises CancelledError, though this task was not cancelled): no job was made.
+                    task = asyncio.current_task()
+                    if not too_large or (task is not None and task.cancelling()):
+                        raise
+                    # Read the rest (thrown away), so the client gets the answer, not a reset.
+                    while await part.read_chunk(UPLOAD_PIECE_BYTES):
+                        pass
+                    raise ApiError(
+                        413,
+                        f"the file is over {self._max_upload_bytes} bytes, the most this front takes "
+                        "(SUBTITLER_HTTP_MAX_UPLOAD_BYTES)",
+                    ) from None
             else:
                 fields.setdefault(part.name.removesuffix("[]"), []).append(await part.text())
         if job is None:
@@ -286,9 +304,19 @@ def _job_config(fields: dict[str, list[str]], translate: bool) -> gateway_pb2.Jo
     return gateway_pb2.JobConfig(transcription=transcription)
 
 
-async def _upload_requests(part: Any, file_name: str, config: gateway_pb2.JobConfig) -> AsyncIterator[Any]:
+async def _upload_requests(
+    part: Any, file_name: str, config: gateway_pb2.JobConfig, max_bytes: int, too_large: list[int]
+) -> AsyncIterator[Any]:
+    """The upload's messages; past `max_bytes` it notes the size in
+    `too_large` and raises, which cancels the call (a cut-off upload makes
+    no job)."""
     yield gateway_pb2.UploadMediaRequest(metadata=gateway_pb2.UploadMetadata(file_name=file_name, config=config))
+    received = 0
     while piece := await part.read_chunk(UPLOAD_PIECE_BYTES):
+        received += len(piece)
+        if received > max_bytes:
+            too_large.append(received)
+            raise ValueError(f"upload over {max_bytes} bytes")
         yield gateway_pb2.UploadMediaRequest(chunk=piece)
 
 

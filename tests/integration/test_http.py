@@ -19,6 +19,8 @@ from tests.wer import word_error_rate
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+# The front's own upload limit in these tests (under the suite's).
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,7 @@ def http_base(suite: RunningSuite, tmp_path_factory: pytest.TempPathFactory) -> 
             "SUBTITLER_HTTP_PORT": "0",
             "SUBTITLER_HTTP_PORT_FILE": str(port_file),
             "SUBTITLER_GATEWAY_TARGET": suite.suite.target("gateway"),
+            "SUBTITLER_HTTP_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
         },
         stdout=(run / "http.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -108,3 +111,17 @@ def test_errors_come_back_as_openai_errors_with_the_gateways_message(http_base: 
     with pytest.raises(openai.BadRequestError) as not_media:
         client.audio.transcriptions.create(model="whisper-1", file=("notes.txt", b"not audio at all"))
     assert "Traceback" not in str(not_media.value)
+
+
+def test_an_upload_over_the_limit_is_413_and_makes_no_job(http_base: str, suite: RunningSuite) -> None:
+    import openai
+
+    from subtitler.gateway.v1 import gateway_pb2
+
+    before = len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs)
+    client = openai.OpenAI(base_url=f"{http_base}/v1", api_key="not-needed", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.audio.transcriptions.create(model="whisper-1", file=("big.wav", b"\0" * (MAX_UPLOAD_BYTES + 1)))
+    assert caught.value.status_code == 413
+    assert "SUBTITLER_HTTP_MAX_UPLOAD_BYTES" in str(caught.value)
+    assert len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs) == before
