@@ -170,6 +170,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     await asyncio.to_thread(media.write, message.chunk)
             finally:
                 media.close()
+            if context.cancelled():
+                # The stream ended because the client cut it off, not because it was done.
+                raise asyncio.CancelledError
             ensure_upload_complete(context, metadata.size_bytes, received, name)
             if received == 0:
                 raise InvalidInputError(f"the upload of {name!r} carried no bytes")
