@@ -3,7 +3,10 @@ slots that keep that many Transcribe calls in flight.
 
 A job sends one call per batch of chunks and keeps sending while a slot is
 free, so one long job uses every ASR worker of every replica; jobs running at
-once share the same slots. The capacity comes from the ASR services' status
+once share the same slots. Slots are counted in chunks: two full batches per
+worker, so a long job keeps two calls per worker in flight, while short jobs
+(a clip is one chunk) send as many one-chunk calls as fill those batches,
+which the ASR decodes together (services/asr/batcher.py). The capacity comes from the ASR services' status
 (`capacity` workers and `preferred_batch_size` per replica, times the replicas
 the target lists) unless the operator fixed it; it is asked again at most every
 `refresh_interval_s`, and a failed ask keeps the last figures.
@@ -67,6 +70,7 @@ class AsrCapacity:
         self._figures = AsrCapacityFigures(workers=fixed_workers or 1, preferred_batch_size=fixed_batch_size or 0)
         self._asked_at = -math.inf
         self._in_flight = 0
+        self._calls = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
@@ -75,10 +79,16 @@ class AsrCapacity:
 
     @property
     def max_in_flight(self) -> int:
-        return self._figures.workers * CALLS_PER_WORKER
+        """Chunks in flight at most (a call's first chunk waits for room)."""
+        return self._figures.workers * CALLS_PER_WORKER * max(1, self._figures.preferred_batch_size)
 
     @property
     def in_flight(self) -> int:
+        """Calls in flight."""
+        return self._calls
+
+    @property
+    def chunks_in_flight(self) -> int:
         return self._in_flight
 
     async def refresh(self) -> AsrCapacityFigures:
@@ -112,9 +122,10 @@ class AsrCapacity:
         return max(1, size)
 
     async def acquire(self, *, urgent: bool = False) -> None:
-        """Takes one in-flight call slot, waiting in arrival order for one;
-        give it back with `release`. An `urgent` caller (a live stream, whose
-        listener is waiting) goes ahead of every waiting job."""
+        """Takes a slot for one call and its first chunk, waiting in arrival
+        order for one; `extend` adds the call's other chunks and `release`
+        gives them all back. An `urgent` caller (a live stream, whose listener
+        is waiting) goes ahead of every waiting job."""
         if self._in_flight >= self.max_in_flight or self._waiters:
             waiter = asyncio.get_running_loop().create_future()
             if urgent:
@@ -125,17 +136,23 @@ class AsrCapacity:
                 await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
-                    self._in_flight -= 1  # granted just as we were cancelled: pass it on
-                    self._wake()
+                    self.release()  # granted just as we were cancelled: pass it on
                 else:
                     self._waiters.remove(waiter)
                 raise
             return
         self._in_flight += 1
+        self._calls += 1
 
-    def release(self) -> None:
-        """Gives a slot back (safe in a cancelled task's cleanup)."""
-        self._in_flight -= 1
+    def extend(self, chunks: int) -> None:
+        """Counts `chunks` more for a call that holds a slot (the rest of its
+        batch), without waiting: the next call waits for them instead."""
+        self._in_flight += max(0, chunks)
+
+    def release(self, chunks: int = 1) -> None:
+        """Gives a call's slot and its `chunks` back (safe in a cancelled task's cleanup)."""
+        self._in_flight -= chunks
+        self._calls -= 1
         self._wake()
 
     def _wake(self) -> None:
@@ -144,4 +161,5 @@ class AsrCapacity:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._in_flight += 1
+                self._calls += 1
                 waiter.set_result(None)

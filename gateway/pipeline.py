@@ -308,6 +308,7 @@ class JobPipeline:
                     if batch is None:
                         capacity.release()
                         break
+                    capacity.extend(len(batch) - 1)
                     call_options = asr_pb2.TranscriptionOptions()
                     call_options.CopyFrom(options)
                     calls.create_task(self._transcribe_batch(batch, call_options, align_queue))
@@ -334,7 +335,7 @@ class JobPipeline:
                     audio=self._audio,
                 )
         finally:
-            self._peers.asr_capacity.release()
+            self._peers.asr_capacity.release(len(batch))
 
     async def _detect_language(self, chunk: _Chunk) -> str:
         assert self._handle is not None

@@ -12,6 +12,7 @@ the same chunks with the same options give the same text as
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -206,6 +207,34 @@ def _chunk_of(index: int, time_range: TimeRange, sample_count: int) -> _Chunk:
     return _Chunk(index, start_sample, end_sample)
 
 
+@dataclass(frozen=True)
+class PreparedTranscription:
+    """A checked request whose model is loaded: what `decode_batch` needs."""
+
+    window: _AudioWindow
+    chunks: tuple[_Chunk, ...]
+    options: TranscriptionOptions
+    model: LoadedModel
+    # Whisper's code of the language to decode; None until detected.
+    language: str | None
+    language_probability: float
+
+    @property
+    def batch_key(self) -> tuple[object, ...]:
+        """What chunks decoded in one batch must share: the model and every
+        decoding option (not the batch size, nor the audio)."""
+        options = dataclasses.replace(self.options, language_code="", batch_size=1)
+        return (id(self.model), self.language, options)
+
+
+def _features(prepared: PreparedTranscription, position: int) -> np.ndarray:
+    """The log-mel features of one chunk; as BatchedInferencePipeline, the
+    extractor's last frame is dropped."""
+    chunk = prepared.chunks[position]
+    extractor = prepared.model.whisper.feature_extractor
+    return extractor(prepared.window.slice(chunk.start_sample, chunk.end_sample))[..., :-1]
+
+
 class Transcriber:
     """Transcribes chunks of audio with models from a `ModelCache`.
 
@@ -244,6 +273,30 @@ class Transcriber:
         before each batch; when it answers True the iterator raises
         `CancelledError`.
         """
+        prepared = self.prepare(
+            audio,
+            chunks,
+            options,
+            first_chunk_index,
+            audio_offset_samples=audio_offset_samples,
+            audio_sample_count=audio_sample_count,
+        )
+        return self._transcribe_batches(prepared, should_stop)
+
+    def prepare(
+        self,
+        audio: npt.ArrayLike,
+        chunks: Sequence[TimeRange],
+        options: TranscriptionOptions,
+        first_chunk_index: int = 0,
+        *,
+        audio_offset_samples: int = 0,
+        audio_sample_count: int | None = None,
+    ) -> PreparedTranscription:
+        """Checks a request and loads its model (the first half of
+        `transcribe`); `decode_batch` then decodes its chunks, alone or in a
+        batch with other requests' chunks. Its language is None when it has
+        to be detected (`detect`)."""
         window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
@@ -265,82 +318,91 @@ class Transcriber:
         if options.task == "translate" and not model.is_multilingual:
             raise InvalidInputError(f"model {model.name!r} is English-only and cannot translate")
         language = to_whisper_language(options.language_code, model.languages) if options.language_code else None
-        return self._transcribe_batches(window, parts, options, model, language, should_stop)
+        if language is None and not model.is_multilingual:
+            language = "en"
+        return PreparedTranscription(window, tuple(parts), options, model, language, 1.0)
 
-    def _transcribe_batches(
-        self,
-        window: _AudioWindow,
-        chunks: list[_Chunk],
-        options: TranscriptionOptions,
-        model: LoadedModel,
-        language: str | None,
-        should_stop: Callable[[], bool] | None,
-    ) -> Iterator[ChunkTranscript]:
-        if not chunks:
-            return
-        started = time.perf_counter()
-        whisper = model.whisper
-        features_by_position: dict[int, np.ndarray] = {}
+    def detect(self, prepared: PreparedTranscription) -> PreparedTranscription:
+        """`prepared` with its language detected from the first 30 s of its
+        chunks (as BatchedInferencePipeline does from the first 30 s of
+        speech); unchanged when it has one."""
+        if prepared.language is not None or not prepared.chunks:
+            return prepared
+        language, probability = self._detect_from_features(
+            prepared.model, list(prepared.chunks), lambda position: _features(prepared, position)
+        )
+        return dataclasses.replace(prepared, language=language, language_probability=probability)
 
-        def features_of(position: int) -> np.ndarray:
-            if position not in features_by_position:
-                chunk = chunks[position]
-                # As BatchedInferencePipeline: the extractor's last frame is dropped.
-                features_by_position[position] = whisper.feature_extractor(
-                    window.slice(chunk.start_sample, chunk.end_sample)
-                )[..., :-1]
-            return features_by_position[position]
-
-        if language is not None:
-            language_probability = 1.0
-        elif not model.is_multilingual:
-            language, language_probability = "en", 1.0
-        else:
-            language, language_probability = self._detect_from_features(model, chunks, features_of)
-
-        tokenizer = Tokenizer(whisper.hf_tokenizer, model.is_multilingual, task=options.task, language=language)
-        decoding = _decoding_options(options, tokenizer)
+    def decode_batch(self, items: Sequence[tuple[PreparedTranscription, int]]) -> list[ChunkTranscript]:
+        """Decodes chunks in one batch: each item is a request and the
+        position of one of its chunks. Every request must have the same
+        `batch_key` (the chunks may come from different audio); the
+        transcripts come back in the order of `items`."""
+        if not items:
+            return []
+        first = items[0][0]
+        if first.language is None:
+            raise ValueError("detect the language before decoding")
+        if any(prepared.batch_key != first.batch_key for prepared, _ in items):
+            raise ValueError("a batch mixes requests with different options")
+        whisper = first.model.whisper
+        tokenizer = Tokenizer(
+            whisper.hf_tokenizer, first.model.is_multilingual, task=first.options.task, language=first.language
+        )
+        decoding = _decoding_options(first.options, tokenizer)
         pipeline = BatchedInferencePipeline(whisper)
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
-        language_code = to_bcp47(language)
-        for batch_start in range(0, len(chunks), options.batch_size):
-            if should_stop is not None and should_stop():
-                logger.info("transcription cancelled after %d of %d chunks", batch_start, len(chunks))
-                raise CancelledError("transcription cancelled")
-            positions = range(batch_start, min(batch_start + options.batch_size, len(chunks)))
-            features = np.stack([pad_or_trim(features_of(position)) for position in positions])
-            for position in positions:
-                features_by_position.pop(position, None)
-            metadata = [
-                {"offset": chunks[position].offset_s, "duration": chunks[position].duration_s, "segments": []}
-                for position in positions
-            ]
-            outputs = pipeline.forward(features, tokenizer, metadata, decoding)
-            for position, output in zip(positions, outputs, strict=True):
-                chunk = chunks[position]
-                segments = _segments(output, chunk)
-                if options.word_timestamps:
-                    # Cross-attention starts words early after a pause: move
-                    # them out of the chunk's silences (microseconds of work).
-                    segments = snap_words_to_sound(
-                        segments, window.slice(chunk.start_sample, chunk.end_sample), chunk.offset_s
-                    )
-                yield ChunkTranscript(
+        features = np.stack([pad_or_trim(_features(prepared, position)) for prepared, position in items])
+        metadata = [
+            {"offset": prepared.chunks[position].offset_s, "duration": prepared.chunks[position].duration_s}
+            for prepared, position in items
+        ]
+        outputs = pipeline.forward(features, tokenizer, [{**entry, "segments": []} for entry in metadata], decoding)
+        transcripts = []
+        for (prepared, position), output in zip(items, outputs, strict=True):
+            chunk = prepared.chunks[position]
+            segments = _segments(output, chunk)
+            if prepared.options.word_timestamps:
+                # Cross-attention starts words early after a pause: move
+                # them out of the chunk's silences (microseconds of work).
+                segments = snap_words_to_sound(
+                    segments, prepared.window.slice(chunk.start_sample, chunk.end_sample), chunk.offset_s
+                )
+            transcripts.append(
+                ChunkTranscript(
                     chunk_index=chunk.index,
                     time_range=chunk.time_range,
                     segments=segments,
-                    language_code=language_code,
-                    language_probability=float(language_probability),
-                    model=model.name,
+                    language_code=to_bcp47(prepared.language or ""),
+                    language_probability=float(prepared.language_probability),
+                    model=prepared.model.name,
                 )
+            )
+        return transcripts
+
+    def _transcribe_batches(
+        self, prepared: PreparedTranscription, should_stop: Callable[[], bool] | None
+    ) -> Iterator[ChunkTranscript]:
+        chunks = prepared.chunks
+        if not chunks:
+            return
+        started = time.perf_counter()
+        prepared = self.detect(prepared)
+        batch_size = prepared.options.batch_size
+        for batch_start in range(0, len(chunks), batch_size):
+            if should_stop is not None and should_stop():
+                logger.info("transcription cancelled after %d of %d chunks", batch_start, len(chunks))
+                raise CancelledError("transcription cancelled")
+            positions = range(batch_start, min(batch_start + batch_size, len(chunks)))
+            yield from self.decode_batch([(prepared, position) for position in positions])
         elapsed_s = time.perf_counter() - started
         audio_s = sum(chunk.duration_s for chunk in chunks)
         logger.info(
             "transcribed %d chunks (%.1f s of audio) with %s in %.2f s (real-time factor %.3f)",
             len(chunks),
             audio_s,
-            model.name,
+            prepared.model.name,
             elapsed_s,
             elapsed_s / audio_s if audio_s else 0.0,
         )

@@ -14,6 +14,7 @@ from common.machine import plan_machine
 from common.server import RunningServer, create_server
 from common.status import LoadFigures, StatusServicer, choose, status_registration
 from common.whisper_models import ModelCache, resolve_model_path
+from services.asr.batcher import CALLS_PER_WORKER, BatchPool
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
 from services.asr.servicer import SERVICE_NAME, AsrServicer
@@ -54,8 +55,8 @@ async def create(config: AsrConfig) -> RunningServer:
     running_limit, running_choice = choose(
         f"{PREFIX}MAX_CONCURRENT_TRANSCRIPTIONS",
         config.max_concurrent_transcriptions,
-        int(workers),
-        "one transcription per model worker",
+        int(workers) * CALLS_PER_WORKER * int(batch_size),
+        f"{CALLS_PER_WORKER} batches of requests per model worker, as the gateway sends (short ones share batches)",
     )
     memory_bytes, memory_choice = choose(
         f"{PREFIX}MAX_MODEL_MEMORY_BYTES",
@@ -68,7 +69,7 @@ async def create(config: AsrConfig) -> RunningServer:
         max_memory_bytes=int(memory_bytes),
         wait_timeout_s=config.model_wait_timeout_s,
     )
-    executor = ThreadPoolExecutor(max_workers=int(running_limit), thread_name_prefix="asr-model")
+    executor = ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="asr-model")
     try:
         await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
     except BaseException:
@@ -79,19 +80,26 @@ async def create(config: AsrConfig) -> RunningServer:
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
     transcriber = Transcriber(models, max_batch_size=config.max_batch_size)
+    pool = BatchPool(transcriber, executor, workers=int(workers))
     servicer = AsrServicer(
         transcriber,
         audio_reader,
         admission,
         executor,
+        pool,
         default_model=config.whisper.default_model,
         default_batch_size=int(batch_size),
     )
     report = plan.report([workers_choice, threads_choice, batch_choice, running_choice, memory_choice])
 
     def figures() -> LoadFigures:
-        return LoadFigures.of(
-            admission, preferred_batch_size=int(batch_size), loaded_models=tuple(models.loaded_names())
+        # Capacity is in model workers (what the gateway sizes its calls by), not requests held.
+        return LoadFigures(
+            int(workers),
+            admission.running,
+            admission.waiting,
+            preferred_batch_size=int(batch_size),
+            loaded_models=tuple(models.loaded_names()),
         )
 
     running = create_server(
@@ -104,6 +112,7 @@ async def create(config: AsrConfig) -> RunningServer:
     )
 
     async def release() -> None:
+        await pool.close()
         await audio_reader.close()
         executor.shutdown(wait=False, cancel_futures=True)
 

@@ -27,6 +27,7 @@ from common.errors import InvalidInputError, NotFoundError, UnavailableError
 from common.pcm import float32_samples
 from common.transcript import TimeRange
 from common.whisper_models import ModelState, ModelStatus
+from services.asr.batcher import BatchPool
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
     SAMPLE_RATE_HERTZ,
@@ -61,6 +62,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         audio_reader: AudioReader,
         admission: AdmissionLimit,
         executor: Executor,
+        pool: BatchPool,
         *,
         default_model: str,
         default_batch_size: int,
@@ -69,6 +71,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         self._audio_reader = audio_reader
         self._admission = admission
         self._executor = executor
+        self._pool = pool
         self._default_model = default_model
         self._default_batch_size = default_batch_size
 
@@ -86,20 +89,22 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         stop = threading.Event()
         async with self._admission.slot(), self._samples(request, chunks) as (samples, offset_samples, sample_count):
             admitted = time.perf_counter()
-            transcripts = await self._run(
+            prepared = await self._run(
                 functools.partial(
-                    self._transcriber.transcribe,
+                    self._transcriber.prepare,
                     samples,
                     chunks,
                     options,
                     request.first_chunk_index,
-                    stop.is_set,
                     audio_offset_samples=offset_samples,
                     audio_sample_count=sample_count,
                 ),
                 stop,
             )
-            while (transcript := await self._run(functools.partial(next, transcripts, None), stop)) is not None:
+            if prepared.language is None:
+                prepared = await self._run(functools.partial(self._transcriber.detect, prepared), stop)
+            # Decoded in batches shared with other requests of the same options.
+            async for transcript in self._pool.transcribe(prepared):
                 yield _transcript_to_proto(transcript)
         # What the job's overhead is measured against (bench.end_to_end).
         logger.info("decoded chunks %d-%d in %.3f s", first, first + len(chunks) - 1, time.perf_counter() - admitted)

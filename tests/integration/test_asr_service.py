@@ -4,9 +4,12 @@ memory, as the audio service would hand it over."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -158,10 +161,11 @@ def test_busy_service_refuses_with_retry_delay(stub: asr_pb2_grpc.AsrServiceStub
 def test_status_reports_workers_batch_and_the_machine(channel: grpc.Channel, stub: asr_pb2_grpc.AsrServiceStub) -> None:
     status = status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest(), timeout=10)
     assert status.service_name == "asr"
-    assert status.capacity == 1  # max_concurrent_transcriptions in this fixture
     assert status.preferred_batch_size >= 1
     assert "cpus.usable" in status.hardware and "memory.total" in status.hardware
     settings = {setting.name: setting for setting in status.settings}
+    # In model workers, whatever the number of requests it holds at once (max_concurrent_transcriptions).
+    assert status.capacity == int(settings["SUBTITLER_ASR_NUM_WORKERS"].value)
     assert settings["SUBTITLER_ASR_MAX_CONCURRENT_TRANSCRIPTIONS"].source == "environment"
     assert settings["SUBTITLER_ASR_NUM_WORKERS"].source.startswith("auto: ")
     assert "embedded:tiny.en" in status.loaded_models
@@ -192,3 +196,36 @@ def test_one_request_carries_a_bounded_number_of_chunks(stub: asr_pb2_grpc.AsrSe
         list(stub.Transcribe(transcribe_request(speech, [TimeRange(0.0, 1.0)] * 33), timeout=60))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 32: send them in several" in (raised.value.details() or "")
+
+
+def test_requests_that_arrive_together_are_decoded_in_one_batch(
+    speech: Speech, stub: asr_pb2_grpc.AsrServiceStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One-chunk requests (short jobs) sent at once to one model worker share
+    batches, and each gets the text it gets alone."""
+
+    def text_of(transcribe: Any, chunk: TimeRange) -> str:
+        (response,) = transcribe(transcribe_request(speech, [chunk]), timeout=60)
+        return " ".join(segment.text for segment in response.segments)
+
+    chunks = speech.chunks * 2
+    alone = [text_of(stub.Transcribe, chunk) for chunk in chunks]
+    config = AsrConfig(
+        server=ServerConfig(port=0),
+        audio_target="",
+        whisper=WhisperModelConfig(load_options=ModelLoadOptions(num_workers=1, cpu_threads=2)),
+        batch_size=4,
+    )
+    servers = ServerLoop("asr-batching")
+    try:
+        running = servers.start(create(config))
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            wait_serving(health_pb2_grpc.HealthStub(channel), SERVICE_NAME)
+            shared = asr_pb2_grpc.AsrServiceStub(channel)
+            caplog.set_level(logging.INFO, logger="services.asr.batcher")
+            with ThreadPoolExecutor(len(chunks)) as senders:
+                together = list(senders.map(lambda chunk: text_of(shared.Transcribe, chunk), chunks))
+    finally:
+        servers.stop()
+    assert together == alone
+    assert any("requests in one batch" in record.getMessage() for record in caplog.records)

@@ -36,7 +36,7 @@ def test_capacity_is_workers_per_replica_times_replicas() -> None:
         capacity = AsrCapacity(status, replica_count=3)  # type: ignore[arg-type]
         figures = await capacity.refresh()
         assert (figures.workers, figures.preferred_batch_size) == (6, 4)
-        assert capacity.max_in_flight == 6 * CALLS_PER_WORKER
+        assert capacity.max_in_flight == 6 * CALLS_PER_WORKER * 4  # in chunks: two full batches a worker
         await capacity.refresh()
         assert status.calls == 1  # asked again only after the refresh interval
 
@@ -113,5 +113,29 @@ def test_a_cancelled_waiter_gives_its_turn_on() -> None:
         capacity.release()
         await asyncio.wait_for(waiting, 1.0)
         assert capacity.in_flight == 2
+
+    asyncio.run(run())
+
+
+def test_slots_count_chunks_so_short_calls_fill_the_batches_long_ones_would() -> None:
+    async def run() -> None:
+        capacity = AsrCapacity(None, replica_count=1, fixed_workers=1, fixed_batch_size=4)  # eight chunks
+        # Long job: two calls of four chunks fill the slots.
+        for _ in range(2):
+            await capacity.acquire()
+            capacity.extend(3)
+        assert (capacity.in_flight, capacity.chunks_in_flight) == (2, 8)
+        third = asyncio.ensure_future(capacity.acquire())
+        await asyncio.sleep(0)
+        assert not third.done()
+        capacity.release(4)
+        await third
+        capacity.release()
+        capacity.release(4)
+        assert (capacity.in_flight, capacity.chunks_in_flight) == (0, 0)
+        # Short clips: eight one-chunk calls at once, for the ASR to decode in two batches.
+        for _ in range(8):
+            await asyncio.wait_for(capacity.acquire(), 1)
+        assert capacity.in_flight == 8
 
     asyncio.run(run())

@@ -1,0 +1,222 @@
+"""Shared batches: the chunks of every Transcribe request a replica holds
+are decoded together when their options match.
+
+A request used to own a model worker for all its chunks, so sixteen short
+clips sent at once were sixteen batches of one. Here each admitted request
+puts its chunks in one pool, and each of the replica's model workers takes
+the next batch from it: the oldest request's next chunks, then, while the
+batch has room, the chunks of later requests with the same model and
+decoding options (`PreparedTranscription.batch_key`). On a GPU a batch of
+sixteen costs little more than a batch of one; on a CPU it costs about the
+same per chunk, so nothing is lost there.
+
+A request's chunks may be decoded by several workers at once; its results
+still come back in its own order. A request that ends (cancelled, or its
+client gone) takes its chunks out of the pool and waits for the batches that
+hold any of them, so its audio is released only once no thread reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from common.errors import UnavailableError
+from services.asr.engine import ChunkTranscript, PreparedTranscription, Transcriber
+
+logger = logging.getLogger(__name__)
+
+# Batches a replica holds per model worker: one decoding, one on its way (the
+# gateway keeps as many chunks in flight: gateway/asr_capacity.py).
+CALLS_PER_WORKER = 2
+
+
+@dataclass(eq=False)
+class _Work:
+    """One request in the pool."""
+
+    prepared: PreparedTranscription
+    # Position of its next chunk not yet in a batch.
+    next_position: int = 0
+    # (position, transcript) or (-1, error), as batches finish.
+    done: asyncio.Queue[tuple[int, ChunkTranscript | BaseException]] = field(default_factory=asyncio.Queue)
+    # Batches that hold some of its chunks and have not finished.
+    in_flight: set[asyncio.Future[list[ChunkTranscript]]] = field(default_factory=set)
+    closed: bool = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self.prepared.chunks) - self.next_position
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    """What the pool has done, for status and tests."""
+
+    # Batches decoded.
+    batches: int
+    # Of those, batches that held chunks of more than one request.
+    shared_batches: int
+    # Chunks decoded.
+    chunks: int
+
+
+class BatchPool:
+    """Decodes the chunks of the requests it holds with `workers` model
+    workers running at once. Used from one event loop."""
+
+    def __init__(self, transcriber: Transcriber, executor: Executor, *, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._transcriber = transcriber
+        self._executor = executor
+        self._workers = workers
+        self._pending: list[_Work] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._batches = 0
+        self._shared_batches = 0
+        self._chunks = 0
+        # Workers decoding a batch now.
+        self._decoding = 0
+
+    @property
+    def figures(self) -> BatchFigures:
+        return BatchFigures(self._batches, self._shared_batches, self._chunks)
+
+    @property
+    def waiting_chunks(self) -> int:
+        """Chunks in the pool that no batch holds yet."""
+        return sum(work.waiting for work in self._pending)
+
+    async def transcribe(self, prepared: PreparedTranscription) -> AsyncIterator[ChunkTranscript]:
+        """The transcripts of `prepared`'s chunks, in order, as their batches
+        finish. Its language must be known (`Transcriber.detect`)."""
+        if prepared.language is None:
+            raise ValueError("detect the language before pooling a request")
+        if not prepared.chunks:
+            return
+        self._start()
+        work = _Work(prepared)
+        self._pending.append(work)
+        self._wake.set()
+        ready: dict[int, ChunkTranscript] = {}
+        try:
+            for position in range(len(prepared.chunks)):
+                while position not in ready:
+                    finished, result = await work.done.get()
+                    if isinstance(result, BaseException):
+                        raise result
+                    ready[finished] = result
+                yield ready.pop(position)
+        finally:
+            work.closed = True
+            with contextlib.suppress(ValueError):
+                self._pending.remove(work)
+            await _outlast(work.in_flight)
+
+    async def close(self) -> None:
+        """Stops the workers (the service is stopping)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def _start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._worker(), name=f"asr-batch-worker-{number}")
+                for number in range(self._workers)
+            ]
+
+    def _take_batch(self) -> list[tuple[_Work, int]]:
+        """The next batch: the oldest request's next chunks, then those of
+        later requests that share its options, up to its batch size, and no
+        more than an even share of what waits among the idle workers (on a
+        CPU, one worker decoding eight chunks while another idles takes
+        twice as long as both decoding four)."""
+        self._pending = [work for work in self._pending if work.waiting and not work.closed]
+        if not self._pending:
+            return []
+        head = self._pending[0]
+        key = head.prepared.batch_key
+        same = sum(work.waiting for work in self._pending if work is head or work.prepared.batch_key == key)
+        idle = max(1, self._workers - self._decoding)
+        size = min(head.prepared.options.batch_size, -(-same // idle))
+        batch: list[tuple[_Work, int]] = []
+        for work in self._pending:
+            if work is not head and work.prepared.batch_key != key:
+                continue
+            while work.waiting and len(batch) < size:
+                batch.append((work, work.next_position))
+                work.next_position += 1
+            if len(batch) == size:
+                break
+        self._pending = [work for work in self._pending if work.waiting]
+        return batch
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            works = list(dict.fromkeys(work for work, _ in batch))
+            future = loop.run_in_executor(
+                self._executor,
+                self._transcriber.decode_batch,
+                [(work.prepared, position) for work, position in batch],
+            )
+            for work in works:
+                work.in_flight.add(future)
+            self._decoding += 1
+            try:
+                transcripts = await _outlast({future})
+            except BaseException as error:
+                # Each request raises it; a batch the executor dropped, or one
+                # this worker was stopped in, means the service is stopping.
+                failure = error if isinstance(error, Exception) else UnavailableError("the ASR service is stopping")
+                for work in works:
+                    work.done.put_nowait((-1, failure))
+                if not isinstance(error, Exception) and not future.cancelled():
+                    raise
+            else:
+                self._batches += 1
+                self._shared_batches += len(works) > 1
+                self._chunks += len(batch)
+                if len(works) > 1:
+                    logger.info("decoded %d chunks of %d requests in one batch", len(batch), len(works))
+                for (work, position), transcript in zip(batch, transcripts, strict=True):
+                    if not work.closed:
+                        work.done.put_nowait((position, transcript))
+            finally:
+                self._decoding -= 1
+                for work in works:
+                    work.in_flight.discard(future)
+
+
+async def _outlast(futures: set[asyncio.Future[list[ChunkTranscript]]]) -> list[ChunkTranscript]:
+    """Waits for `futures` (threads that read a request's audio) even when
+    cancelled meanwhile, then re-raises the cancellation; with one future,
+    returns its result."""
+    pending = set(futures)
+    cancelled = False
+    while pending:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+        pending = {future for future in pending if not future.done()}
+    if cancelled:
+        raise asyncio.CancelledError
+    if len(futures) == 1:
+        return next(iter(futures)).result()
+    return []

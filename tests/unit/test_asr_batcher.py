@@ -1,0 +1,176 @@
+"""The ASR's shared batches (services/asr/batcher.py) with a recording
+stand-in for the engine's decode: which chunks go together, in what order
+results come back, and what a request that ends early leaves running."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from common.transcript import TimeRange
+from services.asr.batcher import BatchPool
+from services.asr.engine import ChunkTranscript, PreparedTranscription, Transcriber
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the pool reads of a prepared request."""
+
+    name: str
+    chunk_count: int
+    key: str = "tiny.en/en/beam 5"
+    batch_size: int = 4
+    language: str | None = "en"
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(range(self.chunk_count))
+
+    @property
+    def batch_key(self) -> str:
+        return self.key
+
+    @property
+    def options(self) -> Any:
+        return SimpleNamespace(batch_size=self.batch_size)
+
+
+@dataclass
+class _Decoder:
+    """Records each batch as [(request, position)]; `delay_s` per batch."""
+
+    delay_s: float = 0.0
+    fail_on: str = ""
+    batches: list[list[tuple[str, int]]] = field(default_factory=list)
+    threads: set[int] = field(default_factory=set)
+    busy: int = 0
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def decode_batch(self, items: list[tuple[Any, int]]) -> list[ChunkTranscript]:
+        self.batches.append([(request.name, position) for request, position in items])
+        self.threads.add(threading.get_ident())
+        self.busy += 1
+        self.started.set()
+        try:
+            time.sleep(self.delay_s)
+            if any(request.name == self.fail_on for request, _ in items):
+                raise RuntimeError("the model failed")
+            return [
+                ChunkTranscript(position, TimeRange(position, position + 1), (), "en", 1.0, request.name)
+                for request, position in items
+            ]
+        finally:
+            self.busy -= 1
+
+
+def _pool(decoder: _Decoder, workers: int) -> tuple[BatchPool, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=workers)
+    return BatchPool(cast(Transcriber, decoder), executor, workers=workers), executor
+
+
+async def _collect(pool: BatchPool, request: _Request) -> list[tuple[str, int]]:
+    return [(t.model, t.chunk_index) async for t in pool.transcribe(cast(PreparedTranscription, request))]
+
+
+def test_short_requests_that_wait_together_share_a_batch() -> None:
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=1)
+        requests = [_Request(f"clip-{number}", 1) for number in range(6)]
+        results = await asyncio.gather(*(_collect(pool, request) for request in requests))
+        assert results == [[(request.name, 0)] for request in requests]
+        # Six one-chunk requests, batches of four: two batches, not six.
+        assert [len(batch) for batch in decoder.batches] == [4, 2]
+        assert pool.figures.shared_batches == 2 and pool.figures.chunks == 6
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_requests_with_other_options_are_never_mixed() -> None:
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=1)
+        english = [_Request(f"en-{number}", 1) for number in range(2)]
+        french = [_Request(f"fr-{number}", 1, key="tiny/fr/beam 5") for number in range(2)]
+        await asyncio.gather(*(_collect(pool, request) for request in (english[0], french[0], english[1], french[1])))
+        assert sorted(sorted(batch) for batch in decoder.batches) == [
+            [("en-0", 0), ("en-1", 0)],
+            [("fr-0", 0), ("fr-1", 0)],
+        ]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_one_request_is_spread_over_the_workers_and_comes_back_in_order() -> None:
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.05)
+        pool, executor = _pool(decoder, workers=2)
+        long = _Request("long", 8, batch_size=2)
+        assert await _collect(pool, long) == [("long", position) for position in range(8)]
+        assert len(decoder.batches) == 4 and len(decoder.threads) == 2
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_request_that_ends_early_waits_for_its_batch_and_leaves_the_rest() -> None:
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.2)
+        pool, executor = _pool(decoder, workers=1)
+        long = _Request("long", 8, batch_size=2)
+        consumer = asyncio.create_task(_collect(pool, long))
+        await asyncio.to_thread(decoder.started.wait, 5)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        # The request's audio may go: no thread reads it any more.
+        assert decoder.busy == 0
+        await asyncio.sleep(0.3)
+        assert len(decoder.batches) == 1 and pool.waiting_chunks == 0
+        # The pool goes on serving others.
+        assert await _collect(pool, _Request("next", 1)) == [("next", 0)]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_failed_batch_fails_each_of_its_requests_only() -> None:
+    async def main() -> None:
+        decoder = _Decoder(fail_on="bad")
+        pool, executor = _pool(decoder, workers=1)
+        bad, good, other = _Request("bad", 1), _Request("good", 1), _Request("other", 1, key="base/fr")
+        results = await asyncio.gather(
+            _collect(pool, bad), _collect(pool, good), _collect(pool, other), return_exceptions=True
+        )
+        assert isinstance(results[0], RuntimeError) and isinstance(results[1], RuntimeError)
+        assert results[2] == [("other", 0)]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_what_waits_is_spread_over_idle_workers_before_batches_fill() -> None:
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.05)
+        pool, executor = _pool(decoder, workers=2)
+        await asyncio.gather(*(_collect(pool, _Request(f"clip-{number}", 1)) for number in range(4)))
+        # Two workers, four waiting: two each at once, not four on one worker while the other idles.
+        assert sorted(len(batch) for batch in decoder.batches) == [2, 2] and len(decoder.threads) == 2
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
