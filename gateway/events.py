@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from common.convert import epoch_to_timestamp
 from common.errors import ResourceExhaustedError
-from gateway.jobs import JobRecord
+from gateway.jobs import JobRecord, JobState
 from gateway.store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -27,7 +27,18 @@ class EventHub:
         self._retry_after_s = retry_after_s
         self._watcher_count = 0
 
-    async def publish(self, job: JobRecord, **detail: object) -> gateway_pb2.JobEvent:
+    async def publish(
+        self,
+        job: JobRecord,
+        *,
+        state_changed: bool = False,
+        previous_state: JobState | None = None,
+        **detail: object,
+    ) -> gateway_pb2.JobEvent:
+        """Stores an event of `job` (its state and progress now, and one
+        `detail`) and hands it to the job's watchers. A `state_changed` event
+        says which state the job left (`previous_state`; None for a new
+        job)."""
         event = gateway_pb2.JobEvent(
             event_time=epoch_to_timestamp(time.time()),
             job_id=job.job_id,
@@ -35,6 +46,9 @@ class EventHub:
             progress=job.overall_progress(),
             **detail,  # type: ignore[arg-type]
         )
+        if state_changed:
+            event.state_changed = True
+            event.previous_state = int(previous_state or 0)  # type: ignore[assignment]
         stored = await self._store.run(self._store.append_event, event)
         for queue in self._watchers.get(job.job_id, ()):
             queue.put_nowait(stored)

@@ -102,6 +102,8 @@ class JobPipeline:
         self.keep_audio = False
         self._restored_detection = False
         self._language_settled = asyncio.Event()
+        # The last progress published per stage: the same figures are not sent twice.
+        self._published_progress: dict[Stage, tuple[float, int, int]] = {}
         self._calls = StageCaller(job, store, events, config.retry)
         self._audio = AudioLease(
             job,
@@ -145,6 +147,10 @@ class JobPipeline:
         # Estimates only grow: a watcher never sees progress go back.
         previous = self._job.stage_fractions.get(stage, 0.0)
         self._job.stage_fractions[stage] = min(1.0, max(previous, fraction))
+        figures = (self._job.stage_fractions[stage], done, total)
+        if self._published_progress.get(stage) == figures:
+            return
+        self._published_progress[stage] = figures
         await self._save()
         await self._events.publish(
             self._job,
@@ -431,6 +437,12 @@ class JobPipeline:
                 )
             await self._store.run(self._store.save_chunk_alignment, self._job.job_id, chunk_index, method, aligned)
             self._aligned[chunk_index] = aligned
+            await self._events.publish(
+                self._job,
+                aligned=gateway_pb2.ChunkSegments(
+                    chunk_index=chunk_index, segments=segments_to_proto(aligned), method=method
+                ),
+            )
             await self._progress(
                 Stage.ALIGN, self._stage_fraction(len(self._aligned)), len(self._aligned), len(self._chunks)
             )

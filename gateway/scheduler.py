@@ -116,7 +116,7 @@ class JobScheduler:
         if stored.job_id != job.job_id:
             self._discard_upload(job)
             return stored
-        await self._events.publish(job)
+        await self._events.publish(job, state_changed=True)
         self._enqueue(job)
         return job
 
@@ -164,9 +164,9 @@ class JobScheduler:
         pipeline's own task (`_work`), never this bookkeeping; gateway shutdown
         cancels this task, leaving the job to the next start."""
         started = time.monotonic() - job.processing_s
-        job.state = JobState.RUNNING
+        previous, job.state = job.state, JobState.RUNNING
         await self._store.save(job)
-        await self._events.publish(job)
+        await self._events.publish(job, state_changed=True, previous_state=previous)
         if job.job_id in self._cancel_requested:
             await self._finish_cancelled(job, started)
             return
@@ -194,27 +194,27 @@ class JobScheduler:
             internal = JobFailure(grpc.StatusCode.INTERNAL.name, "internal error in the gateway", job.stage)
             await self._fail(job, internal, started)
             return
-        job.state = JobState.SUCCEEDED
+        previous, job.state = job.state, JobState.SUCCEEDED
         job.stage = Stage.NONE
         job.segment_count = len(segments)
         job.processing_s = time.monotonic() - started
         await self._store.save_finished(job, segments)
-        await self._events.publish(job)
+        await self._events.publish(job, state_changed=True, previous_state=previous)
         self._discard_upload(job)
         logger.info("job %s succeeded: %.1f s of audio in %.1f s", job.job_id, job.audio_duration_s, job.processing_s)
 
     async def _finish_cancelled(self, job: JobRecord, started: float) -> None:
-        job.state = JobState.CANCELLED
+        previous, job.state = job.state, JobState.CANCELLED
         job.stage = Stage.NONE
         job.waiting_reason = ""
         job.processing_s = time.monotonic() - started
         job.finished_s = time.time()
         await self._store.save(job)
-        await self._events.publish(job)
+        await self._events.publish(job, state_changed=True, previous_state=previous)
         self._discard_upload(job)
 
     async def _fail(self, job: JobRecord, failure: JobFailure, started: float) -> None:
-        job.state = JobState.FAILED
+        previous, job.state = job.state, JobState.FAILED
         job.failure = failure
         job.stage = Stage.NONE
         job.waiting_reason = ""
@@ -223,6 +223,8 @@ class JobScheduler:
         await self._store.save(job)
         await self._events.publish(
             job,
+            state_changed=True,
+            previous_state=previous,
             error=gateway_pb2.JobError(code=failure.code, message=failure.message, stage=int(failure.stage)),  # type: ignore[arg-type]
         )
         self._discard_upload(job)
@@ -299,10 +301,10 @@ class JobScheduler:
                 await self._release_stored_audio(job.job_id)
                 await self._fail(job, failure or JobFailure("DATA_LOSS", "no checkpoint", job.stage), time.monotonic())
                 continue
-            job.state = JobState.QUEUED
+            previous, job.state = job.state, JobState.QUEUED
             job.waiting_reason = ""
             await self._store.save(job)
-            await self._events.publish(job)
+            await self._events.publish(job, state_changed=True, previous_state=previous)
             logger.info(
                 "resuming job %s: %d chunks transcribed, %d aligned",
                 job.job_id,

@@ -173,6 +173,24 @@ def test_watch_streams_progress_and_segments_then_ends(suite: RunningSuite, medi
     segment_events = [event for event in events if event.HasField("segment")]
     assert segment_events and all(event.segment.text for event in segment_events)
     assert any(event.language_code == "en" for event in events if event.HasField("language_code"))
+    # Each chunk's segments come again once aligned, with their words.
+    aligned = {event.aligned.chunk_index: event.aligned for event in events if event.HasField("aligned")}
+    assert set(aligned) == {event.segment.chunk_index for event in segment_events}
+    assert all(segment.words for chunk in aligned.values() for segment in chunk.segments)
+    # No progress event repeats the one before it of the same stage.
+    last: dict[int, tuple[float, int, int]] = {}
+    for event in events:
+        if event.HasField("stage_progress"):
+            figures = (event.stage_progress.fraction, event.stage_progress.done_count, event.stage_progress.total_count)
+            assert last.get(event.stage_progress.stage) != figures, event
+            last[event.stage_progress.stage] = figures
+    # State changes say what the job left.
+    changes = [(event.previous_state, event.state) for event in events if event.state_changed]
+    assert changes == [
+        (gateway_pb2.JOB_STATE_UNSPECIFIED, gateway_pb2.JOB_STATE_QUEUED),
+        (gateway_pb2.JOB_STATE_QUEUED, gateway_pb2.JOB_STATE_RUNNING),
+        (gateway_pb2.JOB_STATE_RUNNING, gateway_pb2.JOB_STATE_SUCCEEDED),
+    ]
     # Watching a finished job replays the same events and ends.
     replay = list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=30))
     assert [event.sequence for event in replay] == [event.sequence for event in events]

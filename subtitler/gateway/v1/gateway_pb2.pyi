@@ -786,6 +786,8 @@ class JobEvent(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    STATE_CHANGED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     SEGMENT_FIELD_NUMBER: _builtins.int
@@ -795,6 +797,7 @@ class JobEvent(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     RESUMED_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
+    ALIGNED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Position of the event in the job's history, from 1."""
     job_id: _builtins.str
@@ -803,6 +806,12 @@ class JobEvent(_message.Message):
     """Job state after the event."""
     progress: _builtins.float
     """Overall progress after the event, 0 to 1."""
+    state_changed: _builtins.bool
+    """True when the job entered `state` with this event (a new job's first
+    event, QUEUED, included); previous_state is the state it left
+    (JOB_STATE_UNSPECIFIED for a new job).
+    """
+    previous_state: Global___JobState.ValueType
     language_code: _builtins.str
     """The language was detected or given."""
     queue_position: _builtins.int
@@ -823,7 +832,9 @@ class JobEvent(_message.Message):
 
     @_builtins.property
     def segment(self) -> _common_pb2.Segment:
-        """A segment of transcript exists (before alignment: no words yet)."""
+        """A segment of transcript exists, with Whisper's times (words only when
+        the ASR timed them); `aligned` follows with its final form.
+        """
 
     @_builtins.property
     def audio_duration(self) -> _duration_pb2.Duration:
@@ -837,6 +848,14 @@ class JobEvent(_message.Message):
     def resumed(self) -> Global___ResumeSummary:
         """The job was resumed from its checkpoint after a gateway restart."""
 
+    @_builtins.property
+    def aligned(self) -> Global___ChunkSegments:
+        """A chunk's segments in their final form, with aligned word times: they
+        replace the `segment` events of the same chunk_index. Sent for every
+        chunk once aligned, whatever the method; not sent when the job skips
+        alignment (its `segment` events are then final).
+        """
+
     def __init__(
         self,
         *,
@@ -845,6 +864,8 @@ class JobEvent(_message.Message):
         job_id: _builtins.str = ...,
         state: Global___JobState.ValueType = ...,
         progress: _builtins.float = ...,
+        state_changed: _builtins.bool = ...,
+        previous_state: Global___JobState.ValueType = ...,
         error: Global___JobError | None = ...,
         stage_progress: Global___StageProgress | None = ...,
         segment: _common_pb2.Segment | None = ...,
@@ -854,16 +875,49 @@ class JobEvent(_message.Message):
         queue_position: _builtins.int = ...,
         resumed: Global___ResumeSummary | None = ...,
         waiting_reason: _builtins.str = ...,
+        aligned: Global___ChunkSegments | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "language_code", b"language_code", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "stage_progress", b"stage_progress", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["aligned", b"aligned", "audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "language_code", b"language_code", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "stage_progress", b"stage_progress", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "job_id", b"job_id", "language_code", b"language_code", "progress", b"progress", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "sequence", b"sequence", "stage_progress", b"stage_progress", "state", b"state", "waiting_reason", b"waiting_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aligned", b"aligned", "audio_duration", b"audio_duration", "detail", b"detail", "error", b"error", "event_time", b"event_time", "job_id", b"job_id", "language_code", b"language_code", "previous_state", b"previous_state", "progress", b"progress", "queue_position", b"queue_position", "resumed", b"resumed", "retry", b"retry", "segment", b"segment", "sequence", b"sequence", "stage_progress", b"stage_progress", "state", b"state", "state_changed", b"state_changed", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["error", "stage_progress", "segment", "audio_duration", "language_code", "retry", "queue_position", "resumed", "waiting_reason"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["error", "stage_progress", "segment", "audio_duration", "language_code", "retry", "queue_position", "resumed", "waiting_reason", "aligned"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class ChunkSegments(_message.Message):
+    """The segments of one speech chunk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    chunk_index: _builtins.int
+    """Index of the chunk (Segment.chunk_index)."""
+    method: _align_pb2.AlignMethod.ValueType
+    """How its words were timed."""
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Segment]:
+        """Its segments, in order (empty when nothing was said)."""
+
+    def __init__(
+        self,
+        *,
+        chunk_index: _builtins.int = ...,
+        segments: _abc.Iterable[_common_pb2.Segment] | None = ...,
+        method: _align_pb2.AlignMethod.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "method", b"method", "segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChunkSegments: _TypeAlias = ChunkSegments  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
