@@ -14,7 +14,13 @@ from pathlib import Path
 import grpc
 
 from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
-from common.errors import FailedPreconditionError, InvalidInputError, NotFoundError, UnavailableError
+from common.errors import (
+    CancelledError,
+    FailedPreconditionError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from common.uploads import ensure_upload_complete
 from gateway.auth import Authenticator
 from gateway.events import EventHub
@@ -159,7 +165,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             received = 0
             media = await asyncio.to_thread(open, part, "wb")
             try:
+                final_size: int | None = None
                 async for message in request_iterator:
+                    if final_size is not None:
+                        raise InvalidInputError("final_size_bytes must be the upload's last message")
+                    if message.HasField("final_size_bytes"):
+                        final_size = message.final_size_bytes
+                        continue
                     if not message.HasField("chunk"):
                         raise InvalidInputError("only the first message of an upload may carry metadata")
                     received += len(message.chunk)
@@ -170,10 +182,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                     await asyncio.to_thread(media.write, message.chunk)
             finally:
                 media.close()
-            if context.cancelled():
-                # The stream ended because the client cut it off, not because it was done.
-                raise asyncio.CancelledError
-            ensure_upload_complete(context, metadata.size_bytes, received, name)
+            if metadata.size_at_end and final_size is None:
+                raise CancelledError(f"the upload of {name!r} was cut off after {received} bytes")
+            ensure_upload_complete(context, metadata.size_bytes or (final_size or 0), received, name)
             if received == 0:
                 raise InvalidInputError(f"the upload of {name!r} carried no bytes")
             job = self._scheduler.new_job(

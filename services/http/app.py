@@ -30,6 +30,8 @@ import grpc
 from aiohttp import BodyPartReader, web
 
 from common.convert import duration_to_seconds
+from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
+from services.http.jobs_api import JobsApi
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
@@ -46,46 +48,8 @@ RESPONSE_FORMATS = {
 }
 CONTENT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 UPLOAD_PIECE_BYTES = 1024 * 1024
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
 EMBEDDED_MODELS = ("embedded:tiny.en", "embedded:base")
 FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str = "", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
-
-
-def _error_response(error: ApiError) -> web.Response:
-    kind = "invalid_request_error" if error.status < 500 else "server_error"
-    body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code or None}}
-    return web.json_response(body, status=error.status, headers=error.headers)
-
-
-def _from_grpc(error: grpc.aio.AioRpcError) -> ApiError:
-    code = error.code()
-    status = HTTP_STATUS.get(code, 500)
-    message = error.details() or code.name
-    headers = {}
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        retry = dict(error.trailing_metadata() or ()).get("retry-after-s")
-        if retry:
-            headers["Retry-After"] = str(max(1, round(float(retry))))
-    if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("upload of ") and "over the limit" in message:
-        # The gateway's SUBTITLER_GATEWAY_MAX_UPLOAD_BYTES (gateway.servicer's message).
-        status = 413
-    return ApiError(status, message, code.name.lower(), headers)
 
 
 @web.middleware
@@ -94,14 +58,14 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
         return response
     except ApiError as error:
-        return _error_response(error)
+        return error_response(error)
     except grpc.aio.AioRpcError as error:
-        return _error_response(_from_grpc(error))
+        return error_response(from_grpc(error))
     except web.HTTPException as error:
-        return _error_response(ApiError(error.status, error.reason or "error"))
+        return error_response(ApiError(error.status, error.reason or "error"))
     except Exception:
         logger.exception("request failed")
-        return _error_response(ApiError(500, "internal error"))
+        return error_response(ApiError(500, "internal error"))
 
 
 class HttpFront:
@@ -119,6 +83,7 @@ class HttpFront:
         app.router.add_post("/v1/audio/translations", self.translations)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.health)
+        JobsApi(self._gateway, self.upload).add_routes(app)
         app.on_cleanup.append(self._close)
         return app
 
@@ -130,13 +95,42 @@ class HttpFront:
 
     async def models(self, request: web.Request) -> web.Response:
         reply = await self._status.GetStatus(
-            status_pb2.GetStatusRequest(include_peers=True), metadata=_auth(request), timeout=10
+            status_pb2.GetStatusRequest(include_peers=True), metadata=auth_metadata(request), timeout=10
         )
         loaded = [name for peer in reply.peers if "asr" in peer.service_name.lower() for name in peer.loaded_models]
         names = list(dict.fromkeys(["whisper-1", *loaded, *EMBEDDED_MODELS]))
         return web.json_response(
             {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "subtitler"} for name in names]}
         )
+
+    async def upload(
+        self, request: web.Request, part: BodyPartReader, metadata: gateway_pb2.UploadMetadata
+    ) -> gateway_pb2.Job:
+        """Streams a form's file part to the gateway's UploadMedia as it
+        arrives (never held whole); past SUBTITLER_HTTP_MAX_UPLOAD_BYTES the
+        upload is cut off (no job is made) and the answer is 413."""
+        too_large: list[int] = []
+        try:
+            job: gateway_pb2.Job = await self._gateway.UploadMedia(
+                _upload_requests(part, metadata, self._max_upload_bytes, too_large),
+                metadata=auth_metadata(request),
+                timeout=self._job_timeout_s,
+            )
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            # Cut off here (the request iterator raised, which cancels the call: grpc
+            # raises CancelledError, though this task was not cancelled): no job was made.
+            task = asyncio.current_task()
+            if not too_large or (task is not None and task.cancelling()):
+                raise
+            # Read the rest (thrown away), so the client gets the answer, not a reset.
+            while await part.read_chunk(UPLOAD_PIECE_BYTES):
+                pass
+            raise ApiError(
+                413,
+                f"the file is over {self._max_upload_bytes} bytes, the most this front takes "
+                "(SUBTITLER_HTTP_MAX_UPLOAD_BYTES)",
+            ) from None
+        return job
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         return await self._transcribe(request, translate=False)
@@ -157,29 +151,10 @@ class HttpFront:
                 # Fields after the file are not seen before the upload (OpenAI's clients send it last);
                 # those before are checked first, so a bad request makes no job.
                 _check_fields(fields)
-                config = _job_config(fields, translate)
-                file_name = getattr(part, "filename", None) or "upload"
-                too_large: list[int] = []
-                try:
-                    job = await self._gateway.UploadMedia(
-                        _upload_requests(part, file_name, config, self._max_upload_bytes, too_large),
-                        metadata=_auth(request),
-                        timeout=self._job_timeout_s,
-                    )
-                except (grpc.aio.AioRpcError, asyncio.CancelledError):
-                    # Cut off here (the request iterator raised, which cancels the call: grpc
-                    # raises CancelledError, though this task was not cancelled): no job was made.
-                    task = asyncio.current_task()
-                    if not too_large or (task is not None and task.cancelling()):
-                        raise
-                    # Read the rest (thrown away), so the client gets the answer, not a reset.
-                    while await part.read_chunk(UPLOAD_PIECE_BYTES):
-                        pass
-                    raise ApiError(
-                        413,
-                        f"the file is over {self._max_upload_bytes} bytes, the most this front takes "
-                        "(SUBTITLER_HTTP_MAX_UPLOAD_BYTES)",
-                    ) from None
+                metadata = gateway_pb2.UploadMetadata(
+                    file_name=getattr(part, "filename", None) or "upload", config=_job_config(fields, translate)
+                )
+                job = await self.upload(request, part, metadata)
             else:
                 fields.setdefault(part.name.removesuffix("[]"), []).append(await part.text())
         if job is None:
@@ -187,7 +162,9 @@ class HttpFront:
         try:
             _check_fields(fields)
         except ApiError:
-            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=_auth(request))
+            await self._gateway.CancelJob(
+                gateway_pb2.CancelJobRequest(job_id=job.job_id), metadata=auth_metadata(request)
+            )
             raise
         response_format = _one(fields, "response_format") or "json"
         if _streamed(fields):
@@ -199,7 +176,7 @@ class HttpFront:
             raise ApiError(status, message, finished.error.code.lower())
         result = await self._gateway.GetResult(
             gateway_pb2.GetResultRequest(job_id=job.job_id, format=RESPONSE_FORMATS[response_format]),
-            metadata=_auth(request),
+            metadata=auth_metadata(request),
             timeout=60,
         )
         if response_format in CONTENT_TYPES:
@@ -222,21 +199,21 @@ class HttpFront:
 
         try:
             async for event in self._gateway.WatchJob(
-                gateway_pb2.WatchJobRequest(job_id=job_id), metadata=_auth(request)
+                gateway_pb2.WatchJobRequest(job_id=job_id), metadata=auth_metadata(request)
             ):
                 if event.HasField("segment") and event.segment.text.strip():
                     await send({"type": "transcript.text.delta", "delta": event.segment.text.strip() + " "})
-            job = await self._gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), metadata=_auth(request))
+            job = await self._gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), metadata=auth_metadata(request))
             if job.state == gateway_pb2.JOB_STATE_SUCCEEDED:
                 result = await self._gateway.GetResult(
                     gateway_pb2.GetResultRequest(job_id=job_id, format=gateway_pb2.RESULT_FORMAT_TEXT),
-                    metadata=_auth(request),
+                    metadata=auth_metadata(request),
                 )
                 await send({"type": "transcript.text.done", "text": " ".join(result.content.split())})
             else:
                 await send({"type": "error", "error": {"message": job.error.message, "code": job.error.code.lower()}})
         except asyncio.CancelledError:
-            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=_auth(request))
+            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=auth_metadata(request))
             raise
         except grpc.aio.AioRpcError as error:
             await send({"type": "error", "error": {"message": error.details(), "code": error.code().name.lower()}})
@@ -245,7 +222,9 @@ class HttpFront:
 
     async def _wait(self, job_id: str, request: web.Request) -> gateway_pb2.Job:
         async def follow() -> None:
-            async for _ in self._gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job_id), metadata=_auth(request)):
+            async for _ in self._gateway.WatchJob(
+                gateway_pb2.WatchJobRequest(job_id=job_id), metadata=auth_metadata(request)
+            ):
                 pass
 
         try:
@@ -254,17 +233,12 @@ class HttpFront:
             raise ApiError(504, f"job {job_id} did not finish in {self._job_timeout_s:g} s") from None
         except asyncio.CancelledError:
             # The client went away: its job is not wanted any more.
-            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=_auth(request))
+            await self._gateway.CancelJob(gateway_pb2.CancelJobRequest(job_id=job_id), metadata=auth_metadata(request))
             raise
         job: gateway_pb2.Job = await self._gateway.GetJob(
-            gateway_pb2.GetJobRequest(job_id=job_id), metadata=_auth(request), timeout=30
+            gateway_pb2.GetJobRequest(job_id=job_id), metadata=auth_metadata(request), timeout=30
         )
         return job
-
-
-def _auth(request: web.Request) -> tuple[tuple[str, str], ...]:
-    header = request.headers.get("Authorization", "")
-    return (("authorization", header),) if header.lower().startswith("bearer ") and len(header) > 7 else ()
 
 
 def _check_fields(fields: dict[str, list[str]]) -> None:
@@ -305,12 +279,14 @@ def _job_config(fields: dict[str, list[str]], translate: bool) -> gateway_pb2.Jo
 
 
 async def _upload_requests(
-    part: Any, file_name: str, config: gateway_pb2.JobConfig, max_bytes: int, too_large: list[int]
+    part: Any, metadata: gateway_pb2.UploadMetadata, max_bytes: int, too_large: list[int]
 ) -> AsyncIterator[Any]:
     """The upload's messages; past `max_bytes` it notes the size in
     `too_large` and raises, which cancels the call (a cut-off upload makes
     no job)."""
-    yield gateway_pb2.UploadMediaRequest(metadata=gateway_pb2.UploadMetadata(file_name=file_name, config=config))
+    # The size is said at the end: a stream cut off midway never passes for a whole file.
+    metadata.size_at_end = True
+    yield gateway_pb2.UploadMediaRequest(metadata=metadata)
     received = 0
     while piece := await part.read_chunk(UPLOAD_PIECE_BYTES):
         received += len(piece)
@@ -318,6 +294,7 @@ async def _upload_requests(
             too_large.append(received)
             raise ValueError(f"upload over {max_bytes} bytes")
         yield gateway_pb2.UploadMediaRequest(chunk=piece)
+    yield gateway_pb2.UploadMediaRequest(final_size_bytes=received)
 
 
 def _verbose(

@@ -399,7 +399,9 @@ def test_upload_cut_off_midway_leaves_nothing(suite: RunningSuite, media: Media)
     jobs_before = len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs)
 
     def cut_off() -> Iterator[gateway_pb2.UploadMediaRequest]:
-        stream = upload(media.speech_8k, chunk_bytes=64 * 1024)
+        # A client that cannot declare the size up front says it at the end
+        # (size_at_end): on the server a stream cut off can look finished.
+        stream = upload(media.speech_8k, chunk_bytes=64 * 1024, size_at_end=True)
         yield next(stream)
         yield next(stream)
         raise ConnectionError("client went away")
@@ -416,6 +418,15 @@ def test_upload_cut_off_midway_leaves_nothing(suite: RunningSuite, media: Media)
     while not nothing_left():
         assert time.monotonic() < deadline, "the cut-off upload left a file or a job behind"
         time.sleep(0.1)
+    time.sleep(1)
+    assert nothing_left(), "a job was made of the cut-off upload"
+    # A final size that is not what came is refused.
+    size = media.speech_8k.stat().st_size
+    for wrong in (size - 1, size + 1):
+        messages = [*upload(media.speech_8k, size_at_end=True), gateway_pb2.UploadMediaRequest(final_size_bytes=wrong)]
+        with pytest.raises(grpc.RpcError) as refused:
+            suite.gateway.UploadMedia(iter(messages))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
 
 
 def test_unknown_job_and_unfinished_result(suite: RunningSuite, media: Media) -> None:

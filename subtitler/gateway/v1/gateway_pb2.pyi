@@ -686,6 +686,7 @@ class UploadMetadata(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    SIZE_AT_END_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
     """The file's name (for display and container hints)."""
     size_bytes: _builtins.int
@@ -698,6 +699,12 @@ class UploadMetadata(_message.Message):
     """
     priority: _builtins.int
     """As CreateJobRequest.priority."""
+    size_at_end: _builtins.bool
+    """For a client that does not know the size up front (a relay streaming a
+    form): it sends final_size_bytes after the last chunk. A stream that
+    ends without it, or with another size, was cut off and makes no job (a
+    cut-off stream can look finished on the server's side).
+    """
     @_builtins.property
     def config(self) -> Global___JobConfig:
         """How to do the job."""
@@ -710,10 +717,11 @@ class UploadMetadata(_message.Message):
         config: Global___JobConfig | None = ...,
         request_id: _builtins.str = ...,
         priority: _builtins.int = ...,
+        size_at_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "file_name", b"file_name", "priority", b"priority", "request_id", b"request_id", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "file_name", b"file_name", "priority", b"priority", "request_id", b"request_id", "size_at_end", b"size_at_end", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -727,8 +735,13 @@ class UploadMediaRequest(_message.Message):
 
     METADATA_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    FINAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """Every later message: the next bytes of the file."""
+    final_size_bytes: _builtins.int
+    """With UploadMetadata.size_at_end: the last message, after the last
+    chunk, with the file's size in bytes.
+    """
     @_builtins.property
     def metadata(self) -> Global___UploadMetadata:
         """First message."""
@@ -738,12 +751,13 @@ class UploadMediaRequest(_message.Message):
         *,
         metadata: Global___UploadMetadata | None = ...,
         chunk: _builtins.bytes = ...,
+        final_size_bytes: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "final_size_bytes", b"final_size_bytes", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "final_size_bytes", b"final_size_bytes", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["metadata", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["metadata", "chunk", "final_size_bytes"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
