@@ -32,6 +32,7 @@ from aiohttp import BodyPartReader, web
 from common.convert import duration_to_seconds
 from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
 from services.http.jobs_api import JobsApi
+from services.http.openapi import openapi_document
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
@@ -83,12 +84,16 @@ class HttpFront:
         app.router.add_post("/v1/audio/translations", self.translations)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/openapi.json", self.openapi)
         JobsApi(self._gateway, self.upload).add_routes(app)
         app.on_cleanup.append(self._close)
         return app
 
     async def _close(self, app: web.Application) -> None:
         await self._channel.close()
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

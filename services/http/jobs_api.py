@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from aiohttp import BodyPartReader, web
 from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from services.http.errors import ApiError, auth_metadata
@@ -237,7 +238,9 @@ def _subtitle_options(query: dict[str, str]) -> gateway_pb2.SubtitleOptions:
             raise ApiError(400, f"unknown result parameter {name!r}: use format or a SubtitleOptions field")
         if field.type == field.TYPE_BOOL:
             document[name] = text.lower() in ("1", "true", "yes")
-        elif field.type in (field.TYPE_STRING, field.TYPE_ENUM):
+        elif field.enum_type is not None:
+            document[name] = _enum_name(field.enum_type, text)
+        elif field.type == field.TYPE_STRING:
             document[name] = text
         else:
             try:
@@ -250,6 +253,15 @@ def _subtitle_options(query: dict[str, str]) -> gateway_pb2.SubtitleOptions:
     except json_format.ParseError as error:
         raise ApiError(400, f"subtitle options: {error}") from None
     return options
+
+
+def _enum_name(enum: EnumDescriptor, text: str) -> str:
+    """An enum value by its proto name or its short name ("bbc",
+    "short-video" for SUBTITLE_PRESET_BBC, SUBTITLE_PRESET_SHORT_VIDEO)."""
+    names = [value.name for value in enum.values]
+    prefix = names[0].removesuffix("UNSPECIFIED")  # value 0 is PREFIX_UNSPECIFIED by proto style
+    short = f"{prefix}{text.strip().upper().replace('-', '_')}"
+    return short if short in names else text
 
 
 def _priority(value: object) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.integration.suite_fixtures import RunningSuite
 from tests.speech import join_prompts, write_wav
@@ -126,3 +128,119 @@ def test_an_upload_over_the_limit_is_413_and_makes_no_job(http_base: str, suite:
     # (Other tests' jobs may come and go meanwhile: look for this upload's.)
     jobs = suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs
     assert not [job for job in jobs if job.source == "upload:big.wav"]
+
+
+def _sse(body: str) -> list[tuple[str, str, dict[str, object]]]:
+    """(id, event, data) of each server-sent event."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((fields.get("id", ""), fields.get("event", ""), json.loads(fields.get("data", "{}"))))
+    return events
+
+
+def test_jobs_api_uploads_follows_and_renders_a_job(
+    http_base: str, speech: tuple[Path, str], suite: RunningSuite
+) -> None:
+    path, reference = speech
+    config = {"transcription": {"language_code": "en"}, "subtitles": {"preset": "SUBTITLE_PRESET_BBC"}}
+    with path.open("rb") as audio:
+        created = requests.post(
+            f"{http_base}/v1/jobs",
+            data={"config": json.dumps(config), "request_id": "rest-1"},
+            files={"file": ("talk.wav", audio, "audio/wav")},
+            timeout=60,
+        )
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert created.headers["Location"] == f"/v1/jobs/{job['job_id']}"
+    assert job["config"]["transcription"]["language_code"] == "en" and job["source"] == "upload:talk.wav"
+    # Events as server-sent events, to the end of the job.
+    streamed = requests.get(f"{http_base}/v1/jobs/{job['job_id']}/events", timeout=300)
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    events = _sse(streamed.text)
+    assert events[-1][1] == "end"
+    kinds = [kind for _, kind, _ in events[:-1]]
+    assert {"state", "stage_progress", "segment", "aligned"} <= set(kinds)
+    ids = [int(sequence) for sequence, _, _ in events[:-1]]
+    assert ids == sorted(ids) and ids[0] == 1
+    assert events[-2][2]["state"] == "JOB_STATE_SUCCEEDED"
+    # Resuming after an event id replays only what came after it.
+    resumed = _sse(
+        requests.get(
+            f"{http_base}/v1/jobs/{job['job_id']}/events", headers={"Last-Event-ID": str(ids[-2])}, timeout=60
+        ).text
+    )
+    assert [int(sequence) for sequence, _, _ in resumed[:-1]] == [ids[-1]]
+    finished = requests.get(f"{http_base}/v1/jobs/{job['job_id']}", timeout=30).json()
+    assert finished["state"] == "JOB_STATE_SUCCEEDED"
+    srt = requests.get(f"{http_base}/v1/jobs/{job['job_id']}/result", params={"format": "srt"}, timeout=30)
+    assert srt.headers["Content-Type"].startswith("application/x-subrip") and "-->" in srt.text
+    vtt = requests.get(
+        f"{http_base}/v1/jobs/{job['job_id']}/result",
+        params={"format": "vtt", "preset": "short-video", "max_line_chars": "20", "download": "1"},
+        timeout=30,
+    )
+    assert vtt.text.startswith("WEBVTT") and "attachment" in vtt.headers["Content-Disposition"]
+    cue_lines = [line for line in vtt.text.splitlines() if line and "-->" not in line and line != "WEBVTT"]
+    assert all(len(line) <= 20 for line in cue_lines if not line.isdigit()), cue_lines
+    document = requests.get(f"{http_base}/v1/jobs/{job['job_id']}/result", params={"format": "json"}, timeout=30)
+    assert word_error_rate(reference, document.json()["text"]) <= 0.15
+    listed = requests.get(f"{http_base}/v1/jobs", params={"state": "succeeded", "page_size": "1000"}, timeout=30)
+    assert job["job_id"] in {item["job_id"] for item in listed.json()["jobs"]}
+    # The same request id gives the same job, not a second one.
+    with path.open("rb") as audio:
+        again = requests.post(
+            f"{http_base}/v1/jobs", data={"request_id": "rest-1"}, files={"file": ("talk.wav", audio)}, timeout=60
+        )
+    assert again.json()["job_id"] == job["job_id"]
+
+
+def test_jobs_api_creates_from_a_path_cancels_and_refuses_bad_requests(http_base: str, suite: RunningSuite) -> None:
+    # The gateway may not see the audio host's files: a missing one fails the job, saying so.
+    missing = requests.post(f"{http_base}/v1/jobs", json={"path": "no-such-file.wav"}, timeout=30)
+    assert missing.status_code == 201, missing.text
+    events = _sse(requests.get(f"{http_base}/v1/jobs/{missing.json()['job_id']}/events", timeout=60).text)
+    failed = events[-2][2]
+    assert failed["state"] == "JOB_STATE_FAILED" and failed["error"]["code"] == "NOT_FOUND", failed
+    assert "no-such-file.wav" in failed["error"]["message"]
+    recording = join_prompts(["agent-loginok"] * 6, gap_s=0.5)
+    write_wav(suite.media_dir / "rest-long.wav", recording.samples)
+    created = requests.post(f"{http_base}/v1/jobs", json={"path": "rest-long.wav", "priority": -5}, timeout=30)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+    cancelled = requests.post(f"{http_base}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "JOB_STATE_CANCELLED"
+    early = requests.get(f"{http_base}/v1/jobs/{job_id}/result", timeout=30)
+    assert early.status_code == 409 and "cancelled" in early.json()["error"]["message"]
+    for method, url, kwargs, status in [
+        ("get", "/v1/jobs/nope", {}, 404),
+        ("get", "/v1/jobs/nope/events", {}, 404),
+        ("get", f"/v1/jobs/{job_id}/result?format=doc", {}, 400),
+        ("get", f"/v1/jobs/{job_id}/result?format=srt&colour=red", {}, 400),
+        ("get", "/v1/jobs?state=sleeping", {}, 400),
+        ("post", "/v1/jobs", {"json": {"path": "rest-long.wav", "config": {"transcription": {"beam": 5}}}}, 400),
+        ("post", "/v1/jobs", {"json": {"file": "x"}}, 400),
+        ("post", "/v1/jobs", {"data": b"plain", "headers": {"Content-Type": "text/plain"}}, 415),
+        ("post", "/v1/jobs", {"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+    ]:
+        answer = getattr(requests, method)(f"{http_base}{url}", timeout=30, **kwargs)
+        assert answer.status_code == status, (url, answer.text)
+        assert answer.json()["error"]["message"] and "Traceback" not in answer.text
+
+
+def test_openapi_document_is_valid_and_lists_every_route(http_base: str) -> None:
+    from openapi_spec_validator import validate
+
+    document = requests.get(f"{http_base}/openapi.json", timeout=30).json()
+    validate(document)
+    assert {
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/models",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/result",
+        "/v1/jobs/{job_id}/events",
+    } <= set(document["paths"])
