@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -49,6 +50,7 @@ RESPONSE_FORMATS = {
 }
 CONTENT_TYPES = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
 UPLOAD_PIECE_BYTES = 1024 * 1024
+STATIC_DIR = Path(__file__).parent / "static"
 EMBEDDED_MODELS = ("embedded:tiny.en", "embedded:base")
 FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
 
@@ -85,12 +87,17 @@ class HttpFront:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/", self.page)
         JobsApi(self._gateway, self.upload).add_routes(app)
         app.on_cleanup.append(self._close)
         return app
 
     async def _close(self, app: web.Application) -> None:
         await self._channel.close()
+
+    async def page(self, request: web.Request) -> web.FileResponse:
+        """The web page: upload a file, watch it transcribed, play it with its subtitles."""
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

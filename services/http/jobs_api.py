@@ -11,8 +11,10 @@
   `max_line_chars`, ... as SubtitleOptions' fields) renders the result.
 - `GET /v1/jobs/{id}/events`: the job's events as server-sent events, each
   with its sequence as `id` (a reconnecting EventSource resumes after
-  `Last-Event-ID`) and the detail's name as `event` (`state`,
-  `stage_progress`, `segment`, `aligned`, ...); the stream ends with the job.
+  `Last-Event-ID`) and as `event` `state` for a state change (a failure's
+  error in its data) or else the detail's name (`stage_progress`,
+  `segment`, `aligned`, ...); the stream ends with an `end` event, or a
+  `stream_error` if the gateway cannot be reached.
 
 Jobs, events and configs are the protos in proto3's JSON mapping (field
 names as in the .proto files, enums by name, durations as "1.5s"), so a
@@ -188,7 +190,8 @@ class JobsApi:
         try:
             event = first
             while event is not None:
-                kind = event.WhichOneof("detail") or "state"
+                # State changes are "state" (a failure's error in its data); others are named by their detail.
+                kind = "state" if event.state_changed else (event.WhichOneof("detail") or "state")
                 data = json.dumps(to_json(event), ensure_ascii=False)
                 await response.write(f"id: {event.sequence}\nevent: {kind}\ndata: {data}\n\n".encode())
                 try:
@@ -198,7 +201,7 @@ class JobsApi:
             await response.write(b"event: end\ndata: {}\n\n")
         except grpc.aio.AioRpcError as error:
             message = json.dumps({"code": error.code().name.lower(), "message": error.details()})
-            await response.write(f"event: error\ndata: {message}\n\n".encode())
+            await response.write(f"event: stream_error\ndata: {message}\n\n".encode())
         finally:
             watch.cancel()
         await response.write_eof()

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.integration.suite_fixtures import RunningSuite
-from tests.speech import join_prompts, write_wav
+from tests.speech import join_prompts, write_wav, write_with_video
 from tests.wer import word_error_rate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,6 +23,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 # The front's own upload limit in these tests (under the suite's).
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+# Debian's chromium and its driver (tools/ensure_test_data.sh installs them).
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Where the browser test leaves its screenshot (ignored by git).
+SCREENSHOT_DIR = ROOT / "logs"
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +249,64 @@ def test_openapi_document_is_valid_and_lists_every_route(http_base: str) -> None
         "/v1/jobs/{job_id}/result",
         "/v1/jobs/{job_id}/events",
     } <= set(document["paths"])
+
+
+def test_web_page_transcribes_a_video_and_plays_it_with_its_subtitles(
+    http_base: str, tmp_path: Path, suite: RunningSuite
+) -> None:
+    """Debian's chromium, headless, through selenium: choose a real
+    recording (an MP4 with a picture), watch the segments appear, and check
+    the cues of the video's text track. Saves a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    recording = join_prompts(["agent-loginok", "conf-getconfno", "vm-password"], gap_s=0.8)
+    video = write_with_video(tmp_path / "talk.mp4", recording.samples)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1000,1400", "--mute-audio"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"{http_base}/")
+        assert driver.title == "subtitler"
+        driver.find_element(By.ID, "file").send_keys(str(video))
+        driver.find_element(By.ID, "language").send_keys("English")
+        driver.find_element(By.ID, "start").click()
+        wait = WebDriverWait(driver, 300)
+        # Segments show while the job runs, then the job ends.
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#segments li"))
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
+        assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "succeeded", driver.find_element(
+            By.ID, "error"
+        ).text
+        shown = " ".join(item.text.split(" ", 1)[-1] for item in driver.find_elements(By.CSS_SELECTOR, "#segments li"))
+        assert word_error_rate(recording.reference_text, shown) <= 0.2, shown
+        assert not driver.find_elements(By.CSS_SELECTOR, "#segments li.draft"), "every segment is aligned"
+        # The video plays the file with the job's WebVTT as its text track.
+        cues = wait.until(
+            lambda d: d.execute_script(
+                "const t = document.querySelector('#player').textTracks[0];"
+                "return t && t.cues && t.cues.length ?"
+                " Array.from(t.cues, c => [c.startTime, c.endTime, c.text]) : null;"
+            )
+        )
+        cue_text = " ".join(text for _, _, text in cues)
+        assert word_error_rate(recording.reference_text, cue_text) <= 0.2, cue_text
+        assert all(end > start for start, end, _ in cues) and cues == sorted(cues)
+        duration = wait.until(lambda d: d.execute_script("return document.querySelector('#player').duration || null"))
+        assert duration == pytest.approx(recording.samples.size / 16_000, abs=0.5)
+        links = {
+            link.text: link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#downloads a")
+        }
+        assert set(links) == {"SRT", "WebVTT", "JSON"}
+        assert "-->" in requests.get(links["SRT"], timeout=30).text
+        # Seek into the first cue, so the screenshot shows a subtitle over the picture.
+        driver.execute_script("document.querySelector('#player').currentTime = arguments[0];", cues[0][0] + 0.5)
+        wait.until(lambda d: d.execute_script("return !document.querySelector('#player').seeking"))
+        SCREENSHOT_DIR.mkdir(exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT_DIR / "web_page.png"))
+    finally:
+        driver.quit()
