@@ -33,6 +33,7 @@ from aiohttp import BodyPartReader, web
 from common.convert import duration_to_seconds
 from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
 from services.http.jobs_api import JobsApi
+from services.http.live_api import LiveApi
 from services.http.openapi import openapi_document
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -88,7 +89,9 @@ class HttpFront:
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/", self.page)
+        app.router.add_get("/live", self.live_page)
         JobsApi(self._gateway, self.upload).add_routes(app)
+        LiveApi(self._gateway).add_routes(app)
         app.on_cleanup.append(self._close)
         return app
 
@@ -98,6 +101,10 @@ class HttpFront:
     async def page(self, request: web.Request) -> web.FileResponse:
         """The web page: upload a file, watch it transcribed, play it with its subtitles."""
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def live_page(self, request: web.Request) -> web.FileResponse:
+        """The live page: captions the browser's microphone (over /v1/live)."""
+        return web.FileResponse(STATIC_DIR / "live.html", headers={"Cache-Control": "no-cache"})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

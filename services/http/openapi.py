@@ -66,7 +66,9 @@ def openapi_document() -> dict[str, Any]:
             "title": "subtitler HTTP API",
             "version": "1",
             "description": "Speech to subtitles: OpenAI's transcription API and the suite's job API over HTTP. "
-            f"Jobs, events and configs are the gRPC API's messages ({proto}) in proto3's JSON mapping.",
+            f"Jobs, events and configs are the gRPC API's messages ({proto}) in proto3's JSON mapping. "
+            "Live captions are a WebSocket at /v1/live (not described here): a StreamingConfig as JSON text, "
+            'then binary audio, then {"end": true}; each reply is a StreamingTranscribeResponse as JSON.',
         },
         "paths": {
             "/v1/audio/transcriptions": {"post": _openai_form(translate=False)},

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -310,3 +311,69 @@ def test_web_page_transcribes_a_video_and_plays_it_with_its_subtitles(
         driver.save_screenshot(str(SCREENSHOT_DIR / "web_page.png"))
     finally:
         driver.quit()
+
+
+def test_live_page_captions_the_microphone(http_base: str, tmp_path: Path) -> None:
+    """Chromium's fake microphone plays a real recording into the live page,
+    which streams it over /v1/live: finals appear, and Stop ends the stream
+    with its summary."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    recording = join_prompts(["conf-getconfno", "vm-password"], gap_s=1.0)
+    # Silence first: the fake microphone plays from the start, before the socket is open.
+    padded = np.concatenate([np.zeros(32_000, np.float32), recording.samples, np.zeros(48_000, np.float32)])
+    microphone = write_wav(tmp_path / "microphone.wav", padded)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"{http_base}/live")
+        driver.find_element(By.ID, "start").click()
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "listening")
+        words = len(recording.reference_text.split())
+
+        def finals() -> str:
+            texts = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#finals p'), p => p.lastChild.textContent);"
+            )
+            return " ".join(texts)
+
+        wait.until(lambda d: len(finals().split()) >= words)
+        driver.find_element(By.ID, "stop").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ended")
+        heard = " ".join(finals().split()[:words])
+        assert word_error_rate(recording.reference_text, heard) <= 0.3, (recording.reference_text, heard)
+        assert not driver.find_element(By.ID, "error").text
+        SCREENSHOT_DIR.mkdir(exist_ok=True)
+        driver.save_screenshot(str(SCREENSHOT_DIR / "live_page.png"))
+    finally:
+        driver.quit()
+
+
+def test_live_socket_refuses_a_bad_config_with_a_message(http_base: str) -> None:
+    import asyncio
+
+    import aiohttp
+
+    async def run() -> list[dict[str, object]]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{http_base}/v1/live") as socket:
+            await socket.send_str(json.dumps({"encoding": "AUDIO_ENCODING_FLOAT32", "sample_rate_hertz": 5}))
+            return [json.loads(message.data) async for message in socket if message.type == aiohttp.WSMsgType.TEXT]
+
+    messages = asyncio.run(run())
+    assert messages and "error" in messages[-1], messages
+    assert "sample_rate_hertz" in str(messages[-1]["error"]) and "Traceback" not in str(messages)
