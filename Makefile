@@ -20,6 +20,31 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the suite with every extra and the dev tools
 
+# Node tools of the build (buf, the proto linter) and the clients in other
+# languages; Go builds in GOPATH mode against Debian's Go gRPC packages (no
+# module proxy is needed).
+NODE_TOOLS := tools/node/node_modules/.installed
+NODE_CLIENT := clients/node/node_modules/.installed
+GO_CLIENT := .gopath/bin/subtitler-go
+PROTOS := $(wildcard protos/subtitler/*/v1/*.proto)
+GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/.gopath:/usr/share/gocode GOCACHE=$(CURDIR)/.gopath/cache GOFLAGS=
+
+$(NODE_TOOLS): tools/node/package.json tools/node/package-lock.json
+	cd tools/node && npm ci --silent --no-audit --no-fund
+	touch $@
+
+$(NODE_CLIENT): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --silent --no-audit --no-fund
+	touch $@
+
+$(GO_CLIENT): $(PROTOS) clients/go/cmd/subtitler-go/main.go
+	rm -rf .gopath/src/subtitler && mkdir -p .gopath/src
+	protoc -I protos -I /usr/include --go_out=.gopath/src --go-grpc_out=.gopath/src $(PROTOS)
+	$(GO_ENV) go build -o $@ ./clients/go/cmd/subtitler-go
+
+.PHONY: clients
+clients: test-data $(NODE_CLIENT) $(GO_CLIENT) ## Build the Node and Go clients (clients/) from protos/
+
 .PHONY: proto
 proto: $(STAMP) ## Regenerate the Python stubs (and .pyi) of protos/ into subtitler/
 	$(PY) tools/genproto.py
@@ -29,20 +54,23 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what `make prot
 	$(PY) tools/genproto.py --check
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, mypy and the stale-stub check
+lint: $(STAMP) test-data $(NODE_TOOLS) ## ruff, mypy, buf lint of protos/, gofmt, and the stale-stub check
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	tools/node/node_modules/.bin/buf lint
+	test -z "$$(gofmt -l clients/go)" || { gofmt -l clients/go; exit 1; }
 	$(PY) tools/genproto.py --check
 
 .PHONY: test-data
-test-data: ## Install the recordings the tests use (Debian's asterisk core sounds; needs root or sudo)
-	bash tools/ensure_test_data.sh
+test-data: ## Install the Debian packages the tests use: recordings (asterisk core sounds), chromium, node, Go (needs root or sudo)
+	bash tools/ensure_debian_packages.sh
 
 .PHONY: test
-test: $(STAMP) test-data ## Lint, then unit and integration tests against real services, models and speech
+test: $(STAMP) test-data $(NODE_TOOLS) clients ## Lint, then unit and integration tests against real services, models and speech
 	$(PY) tools/genproto.py --check
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	tools/node/node_modules/.bin/buf lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -59,5 +87,5 @@ bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one
 
 .PHONY: clean
 clean: ## Remove caches, logs and the local data directory (not .venv)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache logs data
+	rm -rf .pytest_cache .mypy_cache .ruff_cache logs data .gopath
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 # The front's own upload limit in these tests (under the suite's).
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
-# Debian's chromium and its driver (tools/ensure_test_data.sh installs them).
+# Debian's chromium and its driver (tools/ensure_debian_packages.sh installs them).
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Where the browser test leaves its screenshot (ignored by git).
