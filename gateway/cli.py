@@ -28,6 +28,7 @@ from gateway import live_cli
 from gateway.profiles import PROFILE_NAMES
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
+from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
@@ -55,6 +56,7 @@ STAGE_NAMES = {
     gateway_pb2.STAGE_DETECT_SPEECH: "detect speech",
     gateway_pb2.STAGE_TRANSCRIBE: "transcribe",
     gateway_pb2.STAGE_ALIGN: "align",
+    gateway_pb2.STAGE_DIARIZE: "speakers",
 }
 
 
@@ -110,6 +112,12 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         skip_alignment=options.no_align,
         profile=PROFILE_NAMES[options.profile],
         subtitles=subtitle_rules(options),
+        diarization=gateway_pb2.DiarizationOptions(
+            enabled=options.speakers or bool(options.num_speakers or options.min_speakers or options.max_speakers),
+            speakers=diarize_pb2.SpeakerCount(
+                exactly=options.num_speakers or 0, min=options.min_speakers or 0, max=options.max_speakers or 0
+            ),
+        ),
     )
 
 
@@ -446,6 +454,11 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
     run.add_argument("--no-align", action="store_true", help="skip word alignment")
+    speakers = run.add_argument_group("speakers (diarization: who spoke when)")
+    speakers.add_argument("--speakers", action="store_true", help="name each segment's speaker (SPEAKER_00, ...)")
+    speakers.add_argument("--num-speakers", type=int, help="exactly this many speakers (implies --speakers)")
+    speakers.add_argument("--min-speakers", type=int, help="at least this many (implies --speakers)")
+    speakers.add_argument("--max-speakers", type=int, help="at most this many (implies --speakers)")
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
     run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

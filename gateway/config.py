@@ -60,6 +60,8 @@ class GatewayConfig:
     vad_target: str = "localhost:50053"
     asr_target: str = "localhost:50054"
     align_target: str = "localhost:50055"
+    # Asked only by jobs that want their speakers.
+    diarize_target: str = "localhost:50056"
     # Jobs, their events and results (SQLite) and kept uploads live here.
     data_dir: Path = Path("data")
     # Jobs processed at once; the rest wait in the queue. 0: tuned to the
@@ -98,7 +100,7 @@ class GatewayConfig:
     retry: RetryPolicy = RetryPolicy()
 
     def __post_init__(self) -> None:
-        for name in ("audio", "vad", "asr", "align"):
+        for name in ("audio", "vad", "asr", "align", "diarize"):
             try:
                 channel_target(getattr(self, f"{name}_target"))
             except ValueError as error:
@@ -113,6 +115,7 @@ class GatewayConfig:
             vad_target=env_str(env, "SUBTITLER_VAD_TARGET", cls.vad_target),
             asr_target=env_str(env, "SUBTITLER_ASR_TARGET", cls.asr_target),
             align_target=env_str(env, "SUBTITLER_ALIGN_TARGET", cls.align_target),
+            diarize_target=env_str(env, "SUBTITLER_DIARIZE_TARGET", cls.diarize_target),
             data_dir=env_path(env, f"{prefix}DATA_DIR", cls.data_dir),
             max_concurrent_jobs=env_int(env, f"{prefix}MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=0),
             max_upload_bytes=env_int(env, f"{prefix}MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),

@@ -30,6 +30,7 @@ class Stage(enum.IntEnum):
     DETECT_SPEECH = gateway_pb2.STAGE_DETECT_SPEECH
     TRANSCRIBE = gateway_pb2.STAGE_TRANSCRIBE
     ALIGN = gateway_pb2.STAGE_ALIGN
+    DIARIZE = gateway_pb2.STAGE_DIARIZE
 
 
 # Share of the overall progress each stage accounts for (sums to 1). Decoding
@@ -40,6 +41,8 @@ STAGE_WEIGHTS: dict[Stage, float] = {
     Stage.TRANSCRIBE: 0.70,
     Stage.ALIGN: 0.15,
 }
+# A job that is diarized: the others' shares shrink to make room for it.
+DIARIZE_WEIGHT = 0.10
 
 
 @dataclass(frozen=True)
@@ -93,4 +96,10 @@ class JobRecord:
     def overall_progress(self) -> float:
         if self.state == JobState.SUCCEEDED:
             return 1.0
-        return min(1.0, sum(STAGE_WEIGHTS[stage] * fraction for stage, fraction in self.stage_fractions.items()))
+        diarized = self.config.diarization.enabled
+        scale = 1.0 - DIARIZE_WEIGHT if diarized else 1.0
+
+        def weight(stage: Stage) -> float:
+            return DIARIZE_WEIGHT if stage == Stage.DIARIZE else STAGE_WEIGHTS.get(stage, 0.0) * scale
+
+        return min(1.0, sum(weight(stage) * fraction for stage, fraction in self.stage_fractions.items()))

@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import grpc
+
 from common.convert import (
     duration_to_seconds,
     segment_to_proto,
@@ -43,12 +45,14 @@ from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, Stage
 from gateway.policy import choose_align_method, consecutive_runs, tail_share
+from gateway.speakers import assign_speakers, turns_from_proto
 from gateway.stage_calls import StageCaller, StageFailedError
 from gateway.store import Checkpoint, JobStore
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
+from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
@@ -67,6 +71,8 @@ class Peers:
     asr: asr_pb2_grpc.AsrServiceStub
     align: align_pb2_grpc.AlignServiceStub
     asr_capacity: AsrCapacity = field(default_factory=lambda: AsrCapacity(None, replica_count=1))
+    # None: no diarize service (a job that asks for speakers fails, saying so).
+    diarize: diarize_pb2_grpc.DiarizeServiceStub | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class JobPipeline:
         self.keep_audio = False
         self._restored_detection = False
         self._language_settled = asyncio.Event()
+        # The diarization, once done (or restored from the checkpoint).
+        self._speaker_turns: diarize_pb2.DiarizeResponse | None = None
         # The last progress published per stage: the same figures are not sent twice.
         self._published_progress: dict[Stage, tuple[float, int, int]] = {}
         self._calls = StageCaller(job, store, events, config.retry)
@@ -120,6 +128,7 @@ class JobPipeline:
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         self._chunks = [_Chunk(index, checkpoint.speech_chunks[index]) for index in sorted(checkpoint.speech_chunks)]
+        self._speaker_turns = checkpoint.speaker_turns
         self._restored_detection = checkpoint.detection_complete
         self._transcripts = {index: segments for index, (_, segments) in checkpoint.transcripts.items()}
         self._aligned = {index: segments for index, (_, segments) in checkpoint.alignments.items()}
@@ -202,6 +211,8 @@ class JobPipeline:
         align_queue: asyncio.Queue[int | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as group:
+                if self._job.config.diarization.enabled and self._speaker_turns is None:
+                    group.create_task(self._diarize())  # beside the rest: it needs only the audio
                 group.create_task(self._detect(chunk_queue))
                 group.create_task(self._transcribe(chunk_queue, align_queue))
                 group.create_task(self._align(align_queue))
@@ -212,7 +223,31 @@ class JobPipeline:
             raise (failures[0] if failures else group.exceptions[0]) from None
         order = [chunk.index for chunk in self._chunks]
         source = self._transcripts if self._job.config.skip_alignment else self._aligned
-        return [segment for index in order for segment in source[index]]
+        segments = [segment for index in order for segment in source[index]]
+        if self._speaker_turns is not None:
+            segments = assign_speakers(segments, turns_from_proto(self._speaker_turns))
+        return segments
+
+    async def _diarize(self) -> None:
+        if self._peers.diarize is None:
+            raise StageFailedError(
+                Stage.DIARIZE,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this gateway has no diarize service: set SUBTITLER_DIARIZE_TARGET, or leave diarization off",
+            )
+        await self._progress(Stage.DIARIZE, 0.0)
+        turns = await self._calls.call(Stage.DIARIZE, -1, self._diarize_once, audio=self._audio)
+        await self._store.run(self._store.save_speaker_turns, self._job.job_id, turns)
+        self._speaker_turns = turns
+        await self._progress(Stage.DIARIZE, 1.0, turns.speaker_count, turns.speaker_count)
+
+    async def _diarize_once(self) -> diarize_pb2.DiarizeResponse:
+        assert self._handle is not None and self._peers.diarize is not None
+        response: diarize_pb2.DiarizeResponse = await self._peers.diarize.Diarize(
+            diarize_pb2.DiarizeRequest(audio=self._handle, speakers=self._job.config.diarization.speakers),
+            **self._call_options(),
+        )
+        return response
 
     async def _detect(self, chunk_queue: asyncio.Queue[_Chunk | None]) -> None:
         # Stored chunks go first: detection is deterministic, so a detection

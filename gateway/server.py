@@ -27,6 +27,7 @@ from gateway.store import JobStore
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
+from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
@@ -100,6 +101,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
         "asr": (config.asr_target, _service_name(asr_pb2, "AsrService")),
         "align": (config.align_target, _service_name(align_pb2, "AlignService")),
+        "diarize": (config.diarize_target, _service_name(diarize_pb2, "DiarizeService")),
     }
     credentials = config.server.tls.channel_credentials()
     channels = {
@@ -117,6 +119,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         vad=vad_pb2_grpc.VadServiceStub(channels["vad"]),
         asr=asr_pb2_grpc.AsrServiceStub(channels["asr"]),
         align=align_pb2_grpc.AlignServiceStub(channels["align"]),
+        diarize=diarize_pb2_grpc.DiarizeServiceStub(channels["diarize"]),
         asr_capacity=asr_capacity,
     )
     scheduler = JobScheduler(store, events, peers, config)

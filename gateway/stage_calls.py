@@ -46,6 +46,7 @@ STAGE_SERVICES = {
     Stage.DETECT_SPEECH: "vad",
     Stage.TRANSCRIBE: "asr",
     Stage.ALIGN: "align",
+    Stage.DIARIZE: "diarize",
 }
 
 

@@ -30,11 +30,12 @@ from common.errors import DataLossError, NotFoundError
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from subtitler.common.v1 import common_pb2
+from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations from version N-1 to N, applied in order on open.
 _MIGRATIONS: dict[int, Sequence[str]] = {
@@ -112,6 +113,13 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         "CREATE UNIQUE INDEX jobs_by_owner_request_id ON jobs (owner, request_id) WHERE request_id IS NOT NULL",
         "CREATE INDEX jobs_by_owner ON jobs (owner, created_s DESC, job_id DESC)",
     ),
+    # Who spoke when, once a job's diarization is done.
+    3: (
+        """CREATE TABLE speaker_turns (
+            job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
+            turns BLOB NOT NULL                -- diarize.v1.DiarizeResponse
+        )""",
+    ),
 }
 
 
@@ -130,6 +138,8 @@ class Checkpoint:
     transcripts: dict[int, tuple[str, list[Segment]]]
     # chunk index -> (align method, segments with words)
     alignments: dict[int, tuple[int, list[Segment]]]
+    # The diarization, when done.
+    speaker_turns: diarize_pb2.DiarizeResponse | None = None
 
 
 def segments_to_json(segments: Sequence[Segment]) -> str:
@@ -377,7 +387,19 @@ class JobStore:
             item["chunk_index"]: (item["method"], segments_from_json(item["segments"]))
             for item in db.execute("SELECT * FROM chunk_alignments WHERE job_id = ?", (job_id,))
         }
-        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments)
+        turns_row = db.execute("SELECT turns FROM speaker_turns WHERE job_id = ?", (job_id,)).fetchone()
+        try:
+            turns = diarize_pb2.DiarizeResponse.FromString(turns_row["turns"]) if turns_row else None
+        except DecodeError as error:
+            raise CorruptRecordError(f"the stored speaker turns cannot be read: {error}") from error
+        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments, turns)
+
+    def save_speaker_turns(self, job_id: str, turns: diarize_pb2.DiarizeResponse) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO speaker_turns (job_id, turns) VALUES (?, ?)",
+                (job_id, turns.SerializeToString()),
+            )
 
     def save_chunk_transcript(
         self, job_id: str, chunk_index: int, language_code: str, segments: Sequence[Segment]

@@ -16,6 +16,7 @@ to their length.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -151,6 +152,8 @@ class Cue:
     lines: tuple[str, ...]
     # Each line's words: (text with the space before it, start in seconds), for word highlighting.
     line_words: tuple[tuple[tuple[str, float], ...], ...] = field(default=(), compare=False)
+    # Who speaks ("SPEAKER_00") when the job was diarized; "" otherwise.
+    speaker: str = ""
 
     @property
     def text(self) -> str:
@@ -223,22 +226,40 @@ def build_cues(segments: Sequence[Segment], options: SubtitleOptions | None = No
     """Cut `segments` into cues, in time order, that keep to `options`."""
     options = options or SubtitleOptions()
     laid_out: list[list[list[_Token]]] = []
+    speakers: list[str] = []
     sentence_start = True
+    previous_speaker = ""
     for segment in sorted(segments, key=lambda segment: segment.start_s):
         if options.omit_doubtful and doubt_flags(segment):
             continue
         tokens = _segment_tokens(segment)
+        if segment.speaker and segment.speaker != previous_speaker and tokens:
+            # A new speaker is named where they start, in the cue's own text
+            # (so line widths count it): "[SPEAKER_01] Yes, ...".
+            first = tokens[0]
+            tokens = [_Token(f"[{segment.speaker}]", first.start_ms, first.start_ms, False), *tokens]
+            tokens[1] = _Token(first.text, first.start_ms, first.end_ms, True)
+        previous_speaker = segment.speaker or previous_speaker
         for cue_tokens in _split_cues(tokens, options):
-            first = cue_tokens[0]
+            speakers.append(segment.speaker)
+            cue_tokens = list(cue_tokens)
+            at = 1 if len(cue_tokens) > 1 and _is_label(cue_tokens[0]) else 0
+            first = cue_tokens[at]
             if sentence_start and first.text[:1].islower():
                 # A cue that starts a sentence starts with a capital.
-                cue_tokens = [
-                    _Token(first.text[:1].upper() + first.text[1:], first.start_ms, first.end_ms, first.space_before),
-                    *cue_tokens[1:],
-                ]
+                cue_tokens[at] = _Token(
+                    first.text[:1].upper() + first.text[1:], first.start_ms, first.end_ms, first.space_before
+                )
             laid_out.append(_layout_lines(cue_tokens, options))
             sentence_start = _break_kind(cue_tokens[-1], None) == "sentence"
-    return _fix_times(laid_out, options)
+    return [
+        dataclasses.replace(cue, speaker=speaker)
+        for cue, speaker in zip(_fix_times(laid_out, options), speakers, strict=True)
+    ]
+
+
+def _is_label(token: _Token) -> bool:
+    return token.start_ms == token.end_ms and token.text.startswith("[") and token.text.endswith("]")
 
 
 def check_cues(cues: Sequence[Cue], options: SubtitleOptions | None = None) -> list[Violation]:
@@ -309,6 +330,8 @@ def render_vtt(cues: Sequence[Cue], *, highlight_words: bool = False) -> str:
     (players show the words said so far as past, the rest as future)."""
     blocks = [
         f"{timestamp(cue.start_s, '.')} --> {timestamp(cue.end_s, '.')}\n"
+        # The speaker as a voice span, for players and tools that read it.
+        + (f"<v {_escape_vtt(cue.speaker)}>" if cue.speaker else "")
         + "\n".join(
             _highlighted_vtt_line(cue, number) if highlight_words and cue.line_words else _escape_vtt(line)
             for number, line in enumerate(cue.lines)
@@ -358,7 +381,9 @@ def render_ass(cues: Sequence[Cue], *, highlight_words: bool = False) -> str:
             text = "\\N".join(lines)
         else:
             text = "\\N".join(_escape_ass(line) for line in cue.lines)
-        document.events.append(pysubs2.SSAEvent(start=_ms(cue.start_s), end=_ms(cue.end_s), text=text))
+        document.events.append(
+            pysubs2.SSAEvent(start=_ms(cue.start_s), end=_ms(cue.end_s), text=text, name=cue.speaker)
+        )
     return str(document.to_string("ass"))
 
 
@@ -368,8 +393,12 @@ def _escape_ass(text: str) -> str:
 
 
 def render_text(segments: Sequence[Segment]) -> str:
-    """The transcript, one segment a line."""
-    lines = [" ".join(segment.text.split()) for segment in segments]
+    """The transcript, one segment a line ("SPEAKER_00: ..." when diarized)."""
+    lines = [
+        (f"{segment.speaker}: " if segment.speaker else "") + " ".join(segment.text.split())
+        for segment in segments
+        if segment.text.strip()
+    ]
     return "".join(line + "\n" for line in lines if line)
 
 
@@ -382,10 +411,12 @@ def render_json(
     """The transcript as JSON; keys in a fixed order, times in seconds to the millisecond.
 
     `{"language_code", "duration_s", "text", "segments": [{"text", "start_s",
-    "end_s", "flags", "words": [{"text", "start_s", "end_s", "probability",
-    "interpolated"}]}], "subtitle_violations": [{"cue", "rule", "value",
-    "limit"}]}`: the last lists each cue of the subtitles (as SRT numbers
-    them) that still breaks a rule of `options`, and which.
+    "end_s", "flags", "speaker", "words": [{"text", "start_s", "end_s",
+    "probability", "interpolated"}]}], "speakers", "subtitle_violations":
+    [{"cue", "rule", "value", "limit"}]}`: `speaker` is "" and `speakers`
+    empty unless the job was diarized; the last lists each cue of the
+    subtitles (as SRT numbers them) that still breaks a rule of `options`,
+    and which.
     """
     document: dict[str, Any] = {
         "language_code": language_code,
@@ -397,6 +428,7 @@ def render_json(
                 "start_s": _json_seconds(segment.start_s),
                 "end_s": _json_seconds(segment.end_s),
                 "flags": list(doubt_flags(segment)),
+                "speaker": segment.speaker,
                 "words": [
                     {
                         "text": word.text.strip(),
@@ -410,6 +442,7 @@ def render_json(
             }
             for segment in segments
         ],
+        "speakers": sorted({segment.speaker for segment in segments if segment.speaker}),
         "subtitle_violations": [
             {"cue": violation.cue, "rule": violation.rule, "value": violation.value, "limit": violation.limit}
             for violation in check_cues(build_cues(segments, options), options)

@@ -38,6 +38,22 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
     validate_transcription(config.transcription)
     _validate_vad(config.speech_detection)
     _validate_job_choices(config)
+    _validate_speakers(config.diarization)
+
+
+# As services/diarize/engine.py (the gateway does not import the engines).
+MAX_SPEAKERS = 20
+
+
+def _validate_speakers(diarization: gateway_pb2.DiarizationOptions) -> None:
+    speakers = diarization.speakers
+    for name, value in (("exactly", speakers.exactly), ("min", speakers.min), ("max", speakers.max)):
+        if not 0 <= value <= MAX_SPEAKERS:
+            raise InvalidInputError(f"diarization speakers.{name} {value} must be between 0 and {MAX_SPEAKERS}")
+    if speakers.min and speakers.max and speakers.min > speakers.max:
+        raise InvalidInputError(f"diarization speakers.min {speakers.min} is over speakers.max {speakers.max}")
+    if speakers.exactly and (speakers.min or speakers.max):
+        raise InvalidInputError("diarization: give speakers.exactly, or speakers.min / speakers.max, not both")
 
 
 def validate_transcription(transcription: asr_pb2.TranscriptionOptions) -> None:

@@ -1,6 +1,7 @@
 """`make run`: the whole suite on this machine with the embedded default
 model, and the HTTP front. Ports come from SUBTITLER_<SERVICE>_PORT (gateway
-50051, audio 50052, vad 50053, asr 50054, align 50055, http 8080); logs go to
+50051, audio 50052, vad 50053, asr 50054, align 50055, diarize 50056, http
+8080); logs go to
 logs/. Ctrl-C stops it all."""
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    print("starting audio, vad, asr, align and the gateway (first start loads models)...", flush=True)
+    print("starting audio, vad, asr, align, diarize and the gateway (first start loads models)...", flush=True)
     try:
         suite.start()
     except (RuntimeError, TimeoutError) as error:

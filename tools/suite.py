@@ -1,4 +1,4 @@
-"""Starts and stops the whole suite as separate processes: the four stage
+"""Starts and stops the whole suite as separate processes: the five stage
 services, then the gateway pointed at them. Used by `make run` (fixed ports),
 the benchmarks and the integration tests (free ports, read back from port
 files).
@@ -38,6 +38,7 @@ SERVICES: tuple[tuple[str, str, int], ...] = (
     ("vad", "services.vad", 50053),
     ("asr", "services.asr", 50054),
     ("align", "services.align", 50055),
+    ("diarize", "services.diarize", 50056),
     ("gateway", "gateway", 50051),
 )
 MODULES: dict[str, str] = {name: module for name, module, _ in SERVICES}

@@ -31,6 +31,7 @@ from tests.speech import (
     speech_available,
     write_audio,
     write_video_only,
+    write_wav,
     write_with_video,
 )
 from tests.wer import word_error_rate
@@ -511,3 +512,52 @@ def test_cli_reports_a_gateway_that_is_down_instead_of_hanging(capsys: pytest.Ca
     assert time.monotonic() - started < 20
     error = capsys.readouterr().err
     assert "cannot reach the gateway" in error and "Traceback" not in error
+
+
+def test_a_diarized_job_names_who_says_each_segment(suite: RunningSuite) -> None:
+    """Allison and joe in turn: every utterance's words go to one speaker,
+    alternating, and every format shows them."""
+    import json
+
+    from subtitler.diarize.v1 import diarize_pb2
+    from tests.voices import dialogue
+
+    spoken = dialogue()
+    write_wav(suite.media_dir / "dialogue.wav", spoken.recording.samples)
+    config = gateway_pb2.JobConfig(
+        transcription=asr_pb2.TranscriptionOptions(language_code="en"),
+        diarization=gateway_pb2.DiarizationOptions(enabled=True),
+    )
+    job = suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path="dialogue.wav", config=config))
+    events = list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=300))
+    assert events[-1].state == gateway_pb2.JOB_STATE_SUCCEEDED, events[-1]
+    assert any(
+        event.stage_progress.stage == gateway_pb2.STAGE_DIARIZE and event.stage_progress.fraction == 1.0
+        for event in events
+        if event.HasField("stage_progress")
+    )
+    document = json.loads(result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_JSON).content)
+    assert document["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    assert word_error_rate(spoken.recording.reference_text, document["text"]) <= 0.2
+    # Each utterance's words: one speaker, and the two voices alternate.
+    by_utterance = []
+    for start_s, end_s, _ in spoken.recording.utterances:
+        speakers = {
+            segment["speaker"]
+            for segment in document["segments"]
+            for word in segment["words"]
+            if start_s - 0.2 <= (word["start_s"] + word["end_s"]) / 2 <= end_s + 0.2
+        }
+        assert len(speakers) == 1, (start_s, speakers)
+        by_utterance.append(speakers.pop())
+    assert by_utterance == ["SPEAKER_00", "SPEAKER_01"] * 3
+    srt = result(suite, job.job_id).content
+    assert srt.count("[SPEAKER_00]") == 3 and srt.count("[SPEAKER_01]") == 3, srt
+    assert "<v SPEAKER_01>" in result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT).content
+    # Bad speaker counts are refused at create.
+    bad = gateway_pb2.JobConfig(
+        diarization=gateway_pb2.DiarizationOptions(enabled=True, speakers=diarize_pb2.SpeakerCount(min=4, max=2))
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path="dialogue.wav", config=bad))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "speakers.min" in refused.value.details()

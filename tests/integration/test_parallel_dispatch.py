@@ -56,7 +56,7 @@ def test_every_service_reports_its_status(two_replicas: RunningSuite) -> None:
     stub = status_pb2_grpc.StatusServiceStub(two_replicas.channel)
     reply = stub.GetStatus(status_pb2.GetStatusRequest(include_peers=True), timeout=30)
     assert reply.service_name == "gateway" and not reply.unreachable_peers
-    assert sorted(peer.service_name for peer in reply.peers) == ["align", "asr", "audio", "vad"]
+    assert sorted(peer.service_name for peer in reply.peers) == ["align", "asr", "audio", "diarize", "vad"]
     (asr,) = [peer for peer in reply.peers if peer.service_name == "asr"]
     assert asr.capacity == 1 and asr.cpu_affinity_message
     settings = {setting.name: setting for setting in asr.settings}
@@ -75,7 +75,7 @@ def test_the_cli_prints_what_every_service_chose(two_replicas: RunningSuite) -> 
     )
     assert result.returncode == 0, result.stderr
     assert "SUBTITLER_ASR_NUM_WORKERS=1  [environment]" in result.stdout
-    for service in ("gateway", "audio", "vad", "asr", "align"):
+    for service in ("gateway", "audio", "vad", "asr", "align", "diarize"):
         assert f"\n{service} (version" in "\n" + result.stdout
 
 

@@ -86,7 +86,7 @@ def test_plaintext_callers_get_nothing(secure_suite: RunningSuite) -> None:
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-@pytest.mark.parametrize("service", ["audio", "vad", "asr", "align"])
+@pytest.mark.parametrize("service", ["audio", "vad", "asr", "align", "diarize"])
 def test_stage_services_refuse_callers_without_a_client_certificate(
     secure_suite: RunningSuite, certificates: Certificates, service: str
 ) -> None:

@@ -367,7 +367,8 @@ def test_empty_transcript_renders_valid_empty_files() -> None:
     content, content_type = render("json", [], "en", 1.5)
     assert content_type == "application/json"
     assert json.loads(content) == {
-        "language_code": "en", "duration_s": 1.5, "text": "", "segments": [], "subtitle_violations": [],
+        "language_code": "en", "duration_s": 1.5, "text": "", "segments": [], "speakers": [],
+        "subtitle_violations": [],
     }  # fmt: skip
     assert render("srt", [Segment("  ", 0.0, 1.0)], "en", 1.0)[0] == ""
 
@@ -385,20 +386,21 @@ def test_json_keys_in_a_fixed_order() -> None:
         (Word(" Hi", 0.5, 0.8, 0.91234, False), Word(" there.", 0.8, 1.2500004, 0.5, True)),
     )
     document = json.loads(render_json([segment], "en", 10.0))
-    assert list(document) == ["language_code", "duration_s", "text", "segments", "subtitle_violations"]
+    assert list(document) == ["language_code", "duration_s", "text", "segments", "speakers", "subtitle_violations"]
     assert document["segments"] == [
         {
             "text": "Hi there.",
             "start_s": 0.5,
             "end_s": 1.25,
             "flags": [],
+            "speaker": "",
             "words": [
                 {"text": "Hi", "start_s": 0.5, "end_s": 0.8, "probability": 0.9123, "interpolated": False},
                 {"text": "there.", "start_s": 0.8, "end_s": 1.25, "probability": 0.5, "interpolated": True},
             ],
         }
     ]
-    assert list(document["segments"][0]) == ["text", "start_s", "end_s", "flags", "words"]
+    assert list(document["segments"][0]) == ["text", "start_s", "end_s", "flags", "speaker", "words"]
     assert render_json([segment], "en", 10.0) == render_json([segment], "en", 10.0)
 
 
@@ -525,3 +527,33 @@ def test_doubtful_segments_are_flagged_and_left_out_of_subtitles_only_when_asked
     assert [segment["flags"] for segment in document["segments"]] == [
         [], ["repetition"], ["low_avg_logprob", "no_speech"], ["high_compression_ratio"],
     ]  # fmt: skip
+
+
+def _spoken(text: str, start_s: float, speaker: str) -> Segment:
+    words = []
+    at = start_s
+    for word in text.split():
+        words.append(Word(word, at, at + 0.3))
+        at += 0.35
+    return Segment(text, start_s, at, tuple(words), speaker=speaker)
+
+
+def test_a_new_speaker_is_named_where_they_start_in_every_format() -> None:
+    segments = [
+        _spoken("Hello there, how are you?", 0.0, "SPEAKER_00"),
+        _spoken("And the weather is fine.", 2.5, "SPEAKER_00"),
+        _spoken("Very well, thank you.", 5.0, "SPEAKER_01"),
+    ]
+    cues = build_cues(segments)
+    assert [cue.speaker for cue in cues] == ["SPEAKER_00", "SPEAKER_00", "SPEAKER_01"]
+    assert cues[0].lines[0].startswith("[SPEAKER_00] Hello")
+    assert not cues[1].text.startswith("[")  # the same speaker goes on
+    assert cues[2].text.startswith("[SPEAKER_01] Very")
+    assert all(len(line) <= 42 for cue in cues for line in cue.lines)
+    vtt, _ = render("vtt", segments, "en", 8.0)
+    assert "<v SPEAKER_01>[SPEAKER_01] Very well" in vtt
+    assert render("text", segments, "en", 8.0)[0].splitlines()[2] == "SPEAKER_01: Very well, thank you."
+    document = json.loads(render("json", segments, "en", 8.0)[0])
+    assert document["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    assert [segment["speaker"] for segment in document["segments"]] == ["SPEAKER_00", "SPEAKER_00", "SPEAKER_01"]
+    assert "Name" in render("ass", segments, "en", 8.0)[0] and ",SPEAKER_01," in render("ass", segments, "en", 8.0)[0]

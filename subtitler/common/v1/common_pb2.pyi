@@ -180,6 +180,7 @@ class Segment(_message.Message):
     COMPRESSION_RATIO_FIELD_NUMBER: _builtins.int
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
+    SPEAKER_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The text, trimmed."""
     avg_logprob: _builtins.float
@@ -190,6 +191,8 @@ class Segment(_message.Message):
     """gzip compression ratio of the text; high values flag repetition loops."""
     chunk_index: _builtins.int
     """Index of the speech chunk (see VadService) this segment came from."""
+    speaker: _builtins.str
+    """Who says it ("SPEAKER_00", ...) when the job was diarized; empty otherwise."""
     @_builtins.property
     def start_offset(self) -> _duration_pb2.Duration:
         """When the segment starts."""
@@ -224,10 +227,11 @@ class Segment(_message.Message):
         compression_ratio: _builtins.float = ...,
         chunk_index: _builtins.int = ...,
         flags: _abc.Iterable[_builtins.str] | None = ...,
+        speaker: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_logprob", b"avg_logprob", "chunk_index", b"chunk_index", "compression_ratio", b"compression_ratio", "end_offset", b"end_offset", "flags", b"flags", "no_speech_prob", b"no_speech_prob", "start_offset", b"start_offset", "text", b"text", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_logprob", b"avg_logprob", "chunk_index", b"chunk_index", "compression_ratio", b"compression_ratio", "end_offset", b"end_offset", "flags", b"flags", "no_speech_prob", b"no_speech_prob", "speaker", b"speaker", "start_offset", b"start_offset", "text", b"text", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,6 +15,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from subtitler.align.v1 import align_pb2 as _align_pb2
 from subtitler.asr.v1 import asr_pb2 as _asr_pb2
 from subtitler.common.v1 import common_pb2 as _common_pb2
+from subtitler.diarize.v1 import diarize_pb2 as _diarize_pb2
 from subtitler.vad.v1 import vad_pb2 as _vad_pb2
 import builtins as _builtins
 import sys
@@ -79,6 +80,8 @@ class _StageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Stage.ValueType
     """Transcribing speech chunks."""
     STAGE_ALIGN: _Stage.ValueType  # 4
     """Aligning words."""
+    STAGE_DIARIZE: _Stage.ValueType  # 5
+    """Finding who spoke when (runs while the speech is transcribed)."""
 
 class Stage(_Stage, metaclass=_StageEnumTypeWrapper):
     """A stage of the pipeline."""
@@ -93,6 +96,8 @@ STAGE_TRANSCRIBE: Stage.ValueType  # 3
 """Transcribing speech chunks."""
 STAGE_ALIGN: Stage.ValueType  # 4
 """Aligning words."""
+STAGE_DIARIZE: Stage.ValueType  # 5
+"""Finding who spoke when (runs while the speech is transcribed)."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
 
 class _ResultFormat:
@@ -324,6 +329,7 @@ class JobConfig(_message.Message):
     SKIP_ALIGNMENT_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     SUBTITLES_FIELD_NUMBER: _builtins.int
+    DIARIZATION_FIELD_NUMBER: _builtins.int
     align_method: _align_pb2.AlignMethod.ValueType
     """Word alignment method; unspecified: the align service chooses."""
     skip_alignment: _builtins.bool
@@ -346,6 +352,10 @@ class JobConfig(_message.Message):
         give others).
         """
 
+    @_builtins.property
+    def diarization(self) -> Global___DiarizationOptions:
+        """Who spoke when: every segment gets its speaker."""
+
     def __init__(
         self,
         *,
@@ -355,14 +365,45 @@ class JobConfig(_message.Message):
         skip_alignment: _builtins.bool = ...,
         profile: Global___Profile.ValueType = ...,
         subtitles: Global___SubtitleOptions | None = ...,
+        diarization: Global___DiarizationOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["diarization", b"diarization", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "diarization", b"diarization", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobConfig: _TypeAlias = JobConfig  # noqa: Y015
+
+@_typing.final
+class DiarizationOptions(_message.Message):
+    """Speaker diarization of a job (the diarize service)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    SPEAKERS_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Find the speakers; segments are split where the speaker changes and
+    each gets Segment.speaker ("SPEAKER_00", ...), which every result shows.
+    """
+    @_builtins.property
+    def speakers(self) -> _diarize_pb2.SpeakerCount:
+        """How many speakers there are, when known."""
+
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        speakers: _diarize_pb2.SpeakerCount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["speakers", b"speakers"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "speakers", b"speakers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiarizationOptions: _TypeAlias = DiarizationOptions  # noqa: Y015
 
 @_typing.final
 class RetryAttempt(_message.Message):

