@@ -21,7 +21,7 @@ from tests.wer import word_error_rate
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = "tls-test-token-0123456789abcdef"
-STAGES = ("AUDIO", "VAD", "ASR", "ALIGN")
+STAGES = ("AUDIO", "VAD", "ASR", "ALIGN", "DIARIZE")
 
 
 @pytest.fixture(scope="module")
