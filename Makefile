@@ -80,12 +80,13 @@ run: $(STAMP) ## Start audio, vad, asr, align, the gateway and the HTTP front (:
 	$(PY) -m tools.run_suite
 
 .PHONY: bench
-bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one process (a long file, 16 short clips), ASR replicas, word timing
+bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one process (a long file, 16 short clips), ASR replicas, live captions, word timing, diarization
 	$(PY) -m bench.end_to_end $(BENCH_ARGS)
 	$(PY) -m bench.short_clips
 	$(PY) -m bench.replicas
 	$(PY) -m bench.streaming
 	$(PY) -m bench.word_timing
+	$(PY) -m bench.diarization --job
 
 .PHONY: clean
 clean: ## Remove caches, logs and the local data directory (not .venv)

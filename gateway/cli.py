@@ -40,6 +40,7 @@ FORMATS = {
     "json": gateway_pb2.RESULT_FORMAT_JSON,
     "text": gateway_pb2.RESULT_FORMAT_TEXT,
     "ass": gateway_pb2.RESULT_FORMAT_ASS,
+    "rttm": gateway_pb2.RESULT_FORMAT_RTTM,
 }
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8
@@ -113,7 +114,7 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         profile=PROFILE_NAMES[options.profile],
         subtitles=subtitle_rules(options),
         diarization=gateway_pb2.DiarizationOptions(
-            enabled=options.speakers or bool(options.num_speakers or options.min_speakers or options.max_speakers),
+            enabled=options.diarize or bool(options.num_speakers or options.min_speakers or options.max_speakers),
             speakers=diarize_pb2.SpeakerCount(
                 exactly=options.num_speakers or 0, min=options.min_speakers or 0, max=options.max_speakers or 0
             ),
@@ -455,10 +456,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
     run.add_argument("--no-align", action="store_true", help="skip word alignment")
     speakers = run.add_argument_group("speakers (diarization: who spoke when)")
-    speakers.add_argument("--speakers", action="store_true", help="name each segment's speaker (SPEAKER_00, ...)")
-    speakers.add_argument("--num-speakers", type=int, help="exactly this many speakers (implies --speakers)")
-    speakers.add_argument("--min-speakers", type=int, help="at least this many (implies --speakers)")
-    speakers.add_argument("--max-speakers", type=int, help="at most this many (implies --speakers)")
+    speakers.add_argument("--diarize", action="store_true", help="name each segment's speaker (SPEAKER_00, ...)")
+    speakers.add_argument("--num-speakers", type=int, help="exactly this many speakers (implies --diarize)")
+    speakers.add_argument("--min-speakers", type=int, help="at least this many (implies --diarize)")
+    speakers.add_argument("--max-speakers", type=int, help="at most this many (implies --diarize)")
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
     run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

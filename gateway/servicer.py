@@ -29,6 +29,7 @@ from gateway.live_servicer import LiveCaptioner
 from gateway.model_check import check_model_options
 from gateway.profiles import apply_profile
 from gateway.scheduler import JobScheduler
+from gateway.speakers import render_rttm, turns_from_proto
 from gateway.store import JobStore
 from gateway.subtitle_config import subtitle_options
 from gateway.subtitles import render
@@ -50,6 +51,7 @@ _FORMAT_NAMES = {
     gateway_pb2.RESULT_FORMAT_JSON: "json",
     gateway_pb2.RESULT_FORMAT_TEXT: "text",
     gateway_pb2.RESULT_FORMAT_ASS: "ass",
+    gateway_pb2.RESULT_FORMAT_RTTM: "rttm",
 }
 
 
@@ -285,6 +287,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         rules = request.subtitles if request.HasField("subtitles") else job.config.subtitles
         options, highlight_words = subtitle_options(rules)
         segments = await self._store.run(self._store.result, job.job_id)
+        if request.format == gateway_pb2.RESULT_FORMAT_RTTM:
+            turns = await self._store.run(self._store.speaker_turns, job.job_id)
+            if turns is None:
+                raise FailedPreconditionError(
+                    f"job {job.job_id} was not diarized: its RTTM exists for jobs made with diarization.enabled"
+                )
+            return gateway_pb2.GetResultResponse(
+                content=render_rttm(turns_from_proto(turns), job.job_id),
+                content_type="text/plain",
+                segments=segments_to_proto(segments),
+                language_code=job.language_code,
+                audio_duration=seconds_to_duration(job.audio_duration_s),
+            )
         # Rendering an hour of speech is about a second of CPU: off the event loop.
         content, content_type = await asyncio.to_thread(
             functools.partial(

@@ -32,6 +32,14 @@ def turns_from_proto(response: diarize_pb2.DiarizeResponse) -> list[Turn]:
     ]
 
 
+def render_rttm(turns: Sequence[Turn], file_id: str) -> str:
+    """Turns in RTTM (NIST's Rich Transcription Time Marked format), one line a turn."""
+    return "".join(
+        f"SPEAKER {file_id} 1 {turn.start_s:.3f} {turn.end_s - turn.start_s:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n"
+        for turn in turns
+    )
+
+
 def speaker_at(start_s: float, end_s: float, turns: Sequence[Turn]) -> str:
     """The speaker whose turns overlap [start_s, end_s] most; when none does,
     the one whose turn is nearest; "" without turns."""

@@ -387,12 +387,18 @@ class JobStore:
             item["chunk_index"]: (item["method"], segments_from_json(item["segments"]))
             for item in db.execute("SELECT * FROM chunk_alignments WHERE job_id = ?", (job_id,))
         }
-        turns_row = db.execute("SELECT turns FROM speaker_turns WHERE job_id = ?", (job_id,)).fetchone()
+        turns = self.speaker_turns(job_id)
+        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments, turns)
+
+    def speaker_turns(self, job_id: str) -> diarize_pb2.DiarizeResponse | None:
+        """A job's diarization; None when it has none."""
+        row = self._connection.execute("SELECT turns FROM speaker_turns WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
         try:
-            turns = diarize_pb2.DiarizeResponse.FromString(turns_row["turns"]) if turns_row else None
+            return diarize_pb2.DiarizeResponse.FromString(row["turns"])
         except DecodeError as error:
             raise CorruptRecordError(f"the stored speaker turns cannot be read: {error}") from error
-        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments, turns)
 
     def save_speaker_turns(self, job_id: str, turns: diarize_pb2.DiarizeResponse) -> None:
         with self._transaction() as db:

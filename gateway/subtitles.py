@@ -411,8 +411,8 @@ def render_json(
     """The transcript as JSON; keys in a fixed order, times in seconds to the millisecond.
 
     `{"language_code", "duration_s", "text", "segments": [{"text", "start_s",
-    "end_s", "flags", "speaker", "words": [{"text", "start_s", "end_s",
-    "probability", "interpolated"}]}], "speakers", "subtitle_violations":
+    "end_s", "flags", "speaker", "words": [{"text", "speaker", "start_s",
+    "end_s", "probability", "interpolated"}]}], "speakers", "subtitle_violations":
     [{"cue", "rule", "value", "limit"}]}`: `speaker` is "" and `speakers`
     empty unless the job was diarized; the last lists each cue of the
     subtitles (as SRT numbers them) that still breaks a rule of `options`,
@@ -432,6 +432,7 @@ def render_json(
                 "words": [
                     {
                         "text": word.text.strip(),
+                        "speaker": segment.speaker,
                         "start_s": _json_seconds(word.start_s),
                         "end_s": _json_seconds(word.end_s),
                         "probability": round(word.probability, 4) if math.isfinite(word.probability) else 0.0,

@@ -100,3 +100,57 @@ def speaker_accuracy(reference: Dialogue, turns: list[tuple[float, float, str]])
             right += count
     covered = sum(pairs.values())
     return right / max(1, covered), covered / max(1, len(truth))
+
+
+def reference_rttm(reference: Dialogue, file_id: str = "dialogue") -> str:
+    """The dialogue's true turns in RTTM (NIST's Rich Transcription Time Marked format)."""
+    return "".join(
+        f"SPEAKER {file_id} 1 {start_s:.3f} {end_s - start_s:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
+        for (start_s, end_s, _), speaker in zip(reference.recording.utterances, reference.speakers, strict=True)
+    )
+
+
+def parse_rttm(text: str) -> list[tuple[float, float, str]]:
+    turns = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start_s, duration_s = float(fields[3]), float(fields[4])
+            turns.append((start_s, start_s + duration_s, fields[7]))
+    return turns
+
+
+def diarization_error_rate(
+    reference: list[tuple[float, float, str]], hypothesis: list[tuple[float, float, str]], collar_s: float = 0.25
+) -> float:
+    """DER as NIST scores it: (missed speech + false alarm + speaker
+    confusion) / reference speech, on 10 ms frames, with `collar_s` around
+    every reference turn boundary left out, and the best one-to-one mapping
+    of hypothesis speakers to reference ones."""
+    step = 0.01
+    excluded: set[int] = set()
+    for start_s, end_s, _ in reference:
+        for edge in (start_s, end_s):
+            excluded.update(range(round((edge - collar_s) / step), round((edge + collar_s) / step)))
+
+    def frames(turns: list[tuple[float, float, str]]) -> dict[int, str]:
+        labels: dict[int, str] = {}
+        for start_s, end_s, speaker in turns:
+            for tick in range(round(start_s / step), round(end_s / step)):
+                if tick not in excluded:
+                    labels[tick] = speaker
+        return labels
+
+    truth, found = frames(reference), frames(hypothesis)
+    pairs: dict[tuple[str, str], int] = {}
+    for tick, speaker in truth.items():
+        if tick in found:
+            pairs[(found[tick], speaker)] = pairs.get((found[tick], speaker), 0) + 1
+    mapping: dict[str, str] = {}
+    for (label, speaker), _ in sorted(pairs.items(), key=lambda item: -item[1]):
+        if label not in mapping and speaker not in mapping.values():
+            mapping[label] = speaker
+    missed = sum(1 for tick in truth if tick not in found)
+    false_alarm = sum(1 for tick in found if tick not in truth)
+    confusion = sum(1 for tick, speaker in truth.items() if tick in found and mapping.get(found[tick]) != speaker)
+    return (missed + false_alarm + confusion) / max(1, len(truth))

@@ -42,6 +42,7 @@ RESULT_FORMATS = {
     "json": gateway_pb2.RESULT_FORMAT_JSON,
     "text": gateway_pb2.RESULT_FORMAT_TEXT,
     "ass": gateway_pb2.RESULT_FORMAT_ASS,
+    "rttm": gateway_pb2.RESULT_FORMAT_RTTM,
 }
 # Query parameters of the result that are SubtitleOptions fields.
 _SUBTITLE_FIELDS = {field.name: field for field in gateway_pb2.SubtitleOptions.DESCRIPTOR.fields}

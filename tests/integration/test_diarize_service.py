@@ -19,7 +19,7 @@ from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
 from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
 from tests.speech import join_prompts
-from tests.voices import Dialogue, dialogue, speaker_accuracy
+from tests.voices import Dialogue, dialogue, diarization_error_rate, parse_rttm, reference_rttm, speaker_accuracy
 
 pytestmark = [pytest.mark.integration]
 
@@ -60,6 +60,8 @@ def test_two_voices_are_two_speakers_with_their_turns(
     assert response.speaker_count == 2, turns
     accuracy, coverage = speaker_accuracy(spoken, turns)
     assert accuracy >= 0.95 and coverage >= 0.75, (accuracy, coverage, turns)
+    reference = parse_rttm(reference_rttm(spoken))
+    assert diarization_error_rate(reference, turns) <= 0.15
     assert turns[0][2] == "SPEAKER_00"
     assert all(end > start for start, end, _ in turns)
     assert all(turns[index][1] <= turns[index + 1][0] for index in range(len(turns) - 1)), "turns never overlap"

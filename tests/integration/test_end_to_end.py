@@ -520,7 +520,7 @@ def test_a_diarized_job_names_who_says_each_segment(suite: RunningSuite) -> None
     import json
 
     from subtitler.diarize.v1 import diarize_pb2
-    from tests.voices import dialogue
+    from tests.voices import dialogue, diarization_error_rate, parse_rttm, reference_rttm
 
     spoken = dialogue()
     write_wav(suite.media_dir / "dialogue.wav", spoken.recording.samples)
@@ -554,6 +554,30 @@ def test_a_diarized_job_names_who_says_each_segment(suite: RunningSuite) -> None
     srt = result(suite, job.job_id).content
     assert srt.count("[SPEAKER_00]") == 3 and srt.count("[SPEAKER_01]") == 3, srt
     assert "<v SPEAKER_01>" in result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_VTT).content
+    assert {word["speaker"] for segment in document["segments"] for word in segment["words"]} == {
+        "SPEAKER_00",
+        "SPEAKER_01",
+    }
+    # The turns as RTTM, against the reference RTTM of the dialogue: DER at most 15% (0.25 s collar).
+    rttm = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_RTTM).content
+    reference_file = suite.media_dir / "dialogue.rttm"
+    reference_file.write_text(reference_rttm(spoken))
+    der = diarization_error_rate(parse_rttm(reference_file.read_text()), parse_rttm(rttm))
+    assert der <= 0.15, (der, rttm)
+    assert rttm.startswith(f"SPEAKER {job.job_id} 1 ")
+    # A job that was not diarized has no RTTM.
+    plain = suite.wait_finished(
+        suite.gateway.CreateJob(
+            gateway_pb2.CreateJobRequest(
+                path="dialogue.wav",
+                config=gateway_pb2.JobConfig(transcription=asr_pb2.TranscriptionOptions(language_code="en")),
+            )
+        ).job_id
+    )
+    with pytest.raises(grpc.RpcError) as not_diarized:
+        result(suite, plain.job_id, gateway_pb2.RESULT_FORMAT_RTTM)
+    assert not_diarized.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "[SPEAKER_" not in result(suite, plain.job_id).content
     # Bad speaker counts are refused at create.
     bad = gateway_pb2.JobConfig(
         diarization=gateway_pb2.DiarizationOptions(enabled=True, speakers=diarize_pb2.SpeakerCount(min=4, max=2))

@@ -395,8 +395,22 @@ def test_json_keys_in_a_fixed_order() -> None:
             "flags": [],
             "speaker": "",
             "words": [
-                {"text": "Hi", "start_s": 0.5, "end_s": 0.8, "probability": 0.9123, "interpolated": False},
-                {"text": "there.", "start_s": 0.8, "end_s": 1.25, "probability": 0.5, "interpolated": True},
+                {
+                    "text": "Hi",
+                    "speaker": "",
+                    "start_s": 0.5,
+                    "end_s": 0.8,
+                    "probability": 0.9123,
+                    "interpolated": False,
+                },
+                {
+                    "text": "there.",
+                    "speaker": "",
+                    "start_s": 0.8,
+                    "end_s": 1.25,
+                    "probability": 0.5,
+                    "interpolated": True,
+                },
             ],
         }
     ]

@@ -118,6 +118,11 @@ class _ResultFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResultFo
     """Plain transcript, one segment a line (text/plain)."""
     RESULT_FORMAT_ASS: _ResultFormat.ValueType  # 5
     """Advanced SubStation Alpha subtitles with a style (text/x-ssa)."""
+    RESULT_FORMAT_RTTM: _ResultFormat.ValueType  # 6
+    """The speaker turns of a diarized job in RTTM (text/plain): one line
+    "SPEAKER <job id> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>" a
+    turn. FAILED_PRECONDITION for a job that was not diarized.
+    """
 
 class ResultFormat(_ResultFormat, metaclass=_ResultFormatEnumTypeWrapper):
     """Output formats of GetResult."""
@@ -134,6 +139,11 @@ RESULT_FORMAT_TEXT: ResultFormat.ValueType  # 4
 """Plain transcript, one segment a line (text/plain)."""
 RESULT_FORMAT_ASS: ResultFormat.ValueType  # 5
 """Advanced SubStation Alpha subtitles with a style (text/x-ssa)."""
+RESULT_FORMAT_RTTM: ResultFormat.ValueType  # 6
+"""The speaker turns of a diarized job in RTTM (text/plain): one line
+"SPEAKER <job id> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>" a
+turn. FAILED_PRECONDITION for a job that was not diarized.
+"""
 Global___ResultFormat: _TypeAlias = ResultFormat  # noqa: Y015
 
 class _SubtitlePreset:
