@@ -43,7 +43,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common import errors
+from common import errors, metrics
 from common.affinity import validate_affinity_spec
 from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
 from common.tls import TlsConfig
@@ -90,6 +90,9 @@ class ServerConfig:
     cpu_affinity: str = "auto"
     # TLS of the listener and of the channels to peers (common.tls); default plaintext.
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # Prometheus metrics over HTTP on this port (common.metrics); None: none; 0: a free port.
+    metrics_port: int | None = None
+    metrics_port_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], prefix: str, default_port: int) -> ServerConfig:
@@ -100,7 +103,15 @@ class ServerConfig:
             validate_affinity_spec(cpu_affinity)
         except ValueError as error:
             raise ConfigError(f"{prefix}CPU_AFFINITY={cpu_affinity!r}: {error}") from None
+        metrics_port_file = env.get(f"{prefix}METRICS_PORT_FILE")
+        metrics_port = (
+            env_int(env, f"{prefix}METRICS_PORT", 0, minimum=0)
+            if env.get(f"{prefix}METRICS_PORT", "").strip()
+            else None
+        )
         return cls(
+            metrics_port=metrics_port,
+            metrics_port_file=env_path(env, f"{prefix}METRICS_PORT_FILE", "") if metrics_port_file else None,
             host=env_str(env, f"{prefix}HOST", "127.0.0.1"),
             port=env_int(env, f"{prefix}PORT", default_port, minimum=0),
             port_file=env_path(env, f"{prefix}PORT_FILE", "") if port_file else None,
@@ -149,9 +160,11 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
 class _RpcScope:
     """Request id, logging and error mapping around one RPC."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.service = service
         self.method = method
         self.context = context
+        metrics.IN_FLIGHT.labels(service).inc()
         metadata = {item.key: item.value for item in (context.invocation_metadata() or ())}
         self.request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
         self.job_id = str(metadata.get(JOB_ID_KEY, ""))
@@ -172,18 +185,26 @@ class _RpcScope:
         await self.context.abort(code, message)
 
     def finish(self, code: grpc.StatusCode) -> None:
+        duration_s = time.perf_counter() - self.started
+        metrics.IN_FLIGHT.labels(self.service).dec()
+        metrics.RPCS.labels(self.service, self.method, code.name).inc()
+        metrics.RPC_SECONDS.labels(self.service, self.method).observe(duration_s)
         log.info(
             "rpc",
             method=self.method,
             peer=self.peer,
             code=code.name,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+            duration_ms=round(duration_s * 1000, 1),
         )
         structlog.contextvars.unbind_contextvars("request_id", "job_id")
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain errors to status codes and logs one canonical line per RPC."""
+    """Maps domain errors to status codes, logs one canonical line per RPC
+    and counts it in the metrics of `service`."""
+
+    def __init__(self, service: str = "") -> None:
+        self._service = service
 
     async def intercept_service(
         self,
@@ -197,24 +218,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(self._service, method, handler.unary_unary),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary, streamed=True),
+                _wrap_unary(self._service, method, handler.stream_unary, streamed=True),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(self._service, method, handler.unary_stream),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream, streamed=True),
+            _wrap_stream(self._service, method, handler.stream_stream, streamed=True),
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -256,14 +277,14 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def _rpc_scope(service: str, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """Around the body of one RPC: binds its request and job ids to the logs,
     maps an error to its status (a bug to INTERNAL with the request id and no
     stack trace), and writes the canonical log line with the final code.
 
     Cancellation and aborts pass through unchanged (logged as CANCELLED and
     as the aborted code)."""
-    scope = _RpcScope(method, context)
+    scope = _RpcScope(service, method, context)
     scope.bind()
     code = grpc.StatusCode.OK
     try:
@@ -281,19 +302,21 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
         scope.finish(code)
 
 
-def _wrap_unary(method: str, behaviour: Callable[..., Any], *, streamed: bool = False) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    service: str, method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+) -> Callable[..., Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _rpc_scope(method, context):
+        async with _rpc_scope(service, method, context):
             return await behaviour(_checked_stream(request) if streamed else _checked(request), context)
 
     return run
 
 
 def _wrap_stream(
-    method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+    service: str, method: str, behaviour: Callable[..., Any], *, streamed: bool = False
 ) -> Callable[..., AsyncIterator[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with _rpc_scope(method, context):
+        async with _rpc_scope(service, method, context):
             produced = behaviour(_checked_stream(request) if streamed else _checked(request), context)
             if inspect.isasyncgen(produced):
                 async for response in produced:
@@ -319,11 +342,19 @@ class RunningServer:
     config: ServerConfig
     # Called after the server stopped, in order (release resources).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The Prometheus endpoint, when the config asks for one.
+    metrics_endpoint: metrics.MetricsEndpoint | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.set_serving(False)
         await self.server.start()
+        if self.config.metrics_port is not None and self.metrics_endpoint is None:
+            self.metrics_endpoint = metrics.MetricsEndpoint(
+                self.config.host, self.config.metrics_port, self.config.metrics_port_file
+            )
+            url = f"http://{self.config.host}:{self.metrics_endpoint.port}/metrics"
+            log.info("metrics", service=self.name, url=url)
         if self.config.port_file is not None:
             tmp = self.config.port_file.with_suffix(".tmp")
             tmp.write_text(str(self.port))
@@ -360,6 +391,9 @@ class RunningServer:
         await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
         for task in list(self._background):
             task.cancel()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
         for callback in self.on_stop:
             try:
                 await callback()
@@ -376,7 +410,7 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(name)],
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )

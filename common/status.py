@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from common import metrics
 from common.admission import AdmissionLimit
 from common.server import Registration
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
@@ -115,6 +116,8 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
     def __init__(self, report: StatusReport, load: Callable[[], LoadFigures]) -> None:
         self.report = report
         self._load = load
+        # The same figures go to the service's Prometheus metrics.
+        metrics.track_figures(report.service_name, load)
 
     async def GetStatus(
         self, request: status_pb2.GetStatusRequest, context: grpc.aio.ServicerContext

@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
+from common import metrics
 from common.convert import (
     duration_to_seconds,
     segment_to_proto,
@@ -112,6 +114,8 @@ class JobPipeline:
         self._speaker_turns: diarize_pb2.DiarizeResponse | None = None
         # The last progress published per stage: the same figures are not sent twice.
         self._published_progress: dict[Stage, tuple[float, int, int]] = {}
+        # When each stage's first progress was published (its duration's start, for the metrics).
+        self._stage_started: dict[Stage, float] = {}
         self._calls = StageCaller(job, store, events, config.retry)
         self._audio = AudioLease(
             job,
@@ -159,6 +163,10 @@ class JobPipeline:
         figures = (self._job.stage_fractions[stage], done, total)
         if self._published_progress.get(stage) == figures:
             return
+        if stage not in self._published_progress:
+            self._stage_started[stage] = time.monotonic()
+        if figures[0] >= 1.0 and stage in self._stage_started:
+            metrics.STAGE_SECONDS.labels(stage.name.lower()).observe(time.monotonic() - self._stage_started.pop(stage))
         self._published_progress[stage] = figures
         await self._save()
         await self._events.publish(

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from common import metrics
 from common.errors import ResourceExhaustedError
 from common.transcript import Segment
 from gateway.audio_lease import release_audio
@@ -200,6 +201,9 @@ class JobScheduler:
         job.processing_s = time.monotonic() - started
         await self._store.save_finished(job, segments)
         await self._events.publish(job, state_changed=True, previous_state=previous)
+        metrics.JOBS_FINISHED.labels("succeeded").inc()
+        if job.audio_duration_s > 0:
+            metrics.JOB_RTF.observe(job.processing_s / job.audio_duration_s)
         self._discard_upload(job)
         logger.info("job %s succeeded: %.1f s of audio in %.1f s", job.job_id, job.audio_duration_s, job.processing_s)
 
@@ -211,6 +215,7 @@ class JobScheduler:
         job.finished_s = time.time()
         await self._store.save(job)
         await self._events.publish(job, state_changed=True, previous_state=previous)
+        metrics.JOBS_FINISHED.labels("cancelled").inc()
         self._discard_upload(job)
 
     async def _fail(self, job: JobRecord, failure: JobFailure, started: float) -> None:
@@ -227,6 +232,7 @@ class JobScheduler:
             previous_state=previous,
             error=gateway_pb2.JobError(code=failure.code, message=failure.message, stage=int(failure.stage)),  # type: ignore[arg-type]
         )
+        metrics.JOBS_FINISHED.labels("failed").inc()
         self._discard_upload(job)
 
     def _discard_upload(self, job: JobRecord) -> None:

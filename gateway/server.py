@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import grpc
 
+from common import metrics
 from common.channels import open_channel
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
@@ -128,6 +129,12 @@ async def create(config: GatewayConfig) -> RunningServer:
     live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live, peers.audio)
     servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live, peers.asr)
     report = plan.report([jobs_choice])
+    metrics.gauge(
+        "gateway",
+        "jobs",
+        "Jobs by state now (queued: the queue's length)",
+        lambda: {"queued": float(scheduler.queued_count), "running": float(scheduler.running_count)},
+    )
 
     def figures() -> LoadFigures:
         return LoadFigures(

@@ -30,8 +30,14 @@ def start_http(suite: Suite) -> subprocess.Popen[bytes]:
     return process
 
 
+# Prometheus metrics ports of `make run` (SUBTITLER_<SERVICE>_METRICS_PORT overrides).
+METRICS_PORTS = {"gateway": 9101, "audio": 9102, "vad": 9103, "asr": 9104, "align": 9105, "diarize": 9106}
+
+
 def main() -> int:
     ports = {name: int(os.environ.get(f"SUBTITLER_{name.upper()}_PORT", port)) for name, _, port in SERVICES}
+    for name, port in METRICS_PORTS.items():
+        os.environ.setdefault(f"SUBTITLER_{name.upper()}_METRICS_PORT", str(port))
     suite = Suite(logs_dir=ROOT / "logs", run_dir=ROOT / "logs" / "run", ports=ports)
     stopping = False
 
@@ -50,7 +56,12 @@ def main() -> int:
         return 1
     http = start_http(suite)
     print("ready:", ", ".join(f"{name} {suite.target(name)}" for name in suite.bound_ports), flush=True)
-    print(f"HTTP (OpenAI's transcription API): http://127.0.0.1:{os.environ.get('SUBTITLER_HTTP_PORT', '8080')}/v1")
+    http_port = os.environ.get("SUBTITLER_HTTP_PORT", "8080")
+    print(f"web page: http://127.0.0.1:{http_port}/ (OpenAI's transcription API under /v1)")
+    print(
+        "metrics: "
+        + ", ".join(f"{name} :{os.environ[f'SUBTITLER_{name.upper()}_METRICS_PORT']}" for name in METRICS_PORTS)
+    )
     print(f"logs in {Path('logs').resolve()}")
     print("transcribe with: .venv/bin/python -m gateway.cli transcribe FILE -o FILE.srt")
     print("Ctrl-C stops everything.", flush=True)

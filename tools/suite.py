@@ -107,6 +107,11 @@ class Suite:
             return grpc.insecure_channel(self.target(name))
         return grpc.secure_channel(self.target(name), credentials)
 
+    def metrics_url(self, name: str) -> str:
+        """Where one process serves its Prometheus metrics."""
+        port = (self.run_dir / f"{name}.metrics-port").read_text().strip()
+        return f"http://{self.host}:{port}/metrics"
+
     def log_path(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
@@ -134,6 +139,9 @@ class Suite:
         env[f"SUBTITLER_{upper}_HOST"] = self.host
         env[f"SUBTITLER_{upper}_PORT"] = str(self.ports.get(name, 0))
         env[f"SUBTITLER_{upper}_PORT_FILE"] = str(self.run_dir / f"{name}.port")
+        # Prometheus metrics on a free port unless the caller's environment chose one.
+        env.setdefault(f"SUBTITLER_{upper}_METRICS_PORT", "0")
+        env[f"SUBTITLER_{upper}_METRICS_PORT_FILE"] = str(self.run_dir / f"{name}.metrics-port")
         env["PYTHONUNBUFFERED"] = "1"
         for peer in STAGE_SERVICES:
             if targets := self.targets(peer):

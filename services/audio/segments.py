@@ -229,6 +229,11 @@ class SegmentStore:
         with self._lock:
             return len(self._stored)
 
+    def held_bytes(self) -> int:
+        """Bytes of shared memory the stored audio holds."""
+        with self._lock:
+            return sum(stored.segment.sample_count * 4 for stored in self._stored.values())
+
     # -- helpers -------------------------------------------------------
 
     def _get(self, audio_id: str) -> _Stored:

@@ -6,6 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from common import metrics
 from common.audio_access import AUDIO_SERVICE_NAME
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
@@ -51,6 +52,8 @@ async def create(config: AudioConfig) -> RunningServer:
             status_registration(StatusServicer(report, lambda: LoadFigures(capacity=config.decode_workers))),
         ],
     )
+    metrics.gauge("audio", "shared_memory_bytes", "Shared memory the decoded audio holds", store.held_bytes)
+    metrics.gauge("audio", "audio_stored", "Decoded audio held in shared memory", lambda: float(len(store)))
     # Known only now that the port is bound (port 0 in tests).
     store.audio_service_target = config.handle_target(running.port)
 

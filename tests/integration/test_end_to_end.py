@@ -585,3 +585,63 @@ def test_a_diarized_job_names_who_says_each_segment(suite: RunningSuite) -> None
     with pytest.raises(grpc.RpcError) as refused:
         suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path="dialogue.wav", config=bad))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "speakers.min" in refused.value.details()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {"name{labels}": value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as page:
+        text = page.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def _total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(
+        value for key, value in samples.items() if key.split("{")[0] == name and all(part in key for part in wanted)
+    )
+
+
+def test_every_service_serves_metrics_that_move_with_a_job(suite: RunningSuite, media: Media) -> None:
+    services = ("gateway", "audio", "vad", "asr", "align", "diarize")
+    before = {name: _scrape(suite.suite.metrics_url(name)) for name in services}
+    job = suite.gateway.CreateJob(
+        gateway_pb2.CreateJobRequest(
+            path=media.speech_8k.name,
+            config=gateway_pb2.JobConfig(transcription=asr_pb2.TranscriptionOptions(language_code="en")),
+        )
+    )
+    held_during = 0.0
+    deadline = time.monotonic() + 300
+    while suite.gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id)).state in (
+        gateway_pb2.JOB_STATE_QUEUED,
+        gateway_pb2.JOB_STATE_RUNNING,
+    ):
+        held_during = max(
+            held_during, _total(_scrape(suite.suite.metrics_url("audio")), "subtitler_shared_memory_bytes")
+        )
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    after = {name: _scrape(suite.suite.metrics_url(name)) for name in services}
+
+    def moved(service: str, name: str, **labels: str) -> float:
+        return _total(after[service], name, **labels) - _total(before[service], name, **labels)
+
+    assert moved("gateway", "subtitler_rpcs_total", method="CreateJob", code="OK") >= 1
+    assert moved("audio", "subtitler_rpcs_total", method="DecodeFile", code="OK") >= 1
+    assert moved("vad", "subtitler_rpcs_total", method="DetectSpeech") >= 1
+    assert moved("asr", "subtitler_rpcs_total", method="Transcribe", code="OK") >= 1
+    assert moved("asr", "subtitler_rpc_duration_seconds_count", method="Transcribe") >= 1
+    assert moved("gateway", "subtitler_jobs_finished_total", state="succeeded") >= 1
+    assert moved("gateway", "subtitler_job_real_time_factor_count") >= 1
+    assert moved("gateway", "subtitler_stage_duration_seconds_count", stage="transcribe") >= 1
+    assert held_during > 0, "the audio service held the decoded audio in shared memory"
+    assert _total(after["asr"], "subtitler_models_loaded", model="embedded:tiny.en") == 1
+    assert _total(after["asr"], "subtitler_work_capacity") >= 1
+    assert _total(after["diarize"], "subtitler_rpcs_in_flight") == 0
