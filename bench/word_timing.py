@@ -55,7 +55,7 @@ from tests.word_reference import (
     timed_tokens,
 )
 
-MODELS = {"en": EMBEDDED_TINY_EN, "fr": EMBEDDED_BASE}
+MODELS = {"en": EMBEDDED_TINY_EN, "fr": EMBEDDED_BASE, "es": EMBEDDED_BASE, "it": EMBEDDED_BASE, "ru": EMBEDDED_BASE}
 
 
 @dataclass

@@ -44,11 +44,18 @@ from tests.speech import ASTERISK_SOUNDS_DIR, SAMPLE_RATE_HERTZ, load_pcm16k
 DIGIT_DIRS: dict[str, tuple[Path, ...]] = {
     "en": (ASTERISK_SOUNDS_DIR / "digits",),
     "fr": (Path("/usr/share/asterisk/sounds/fr/digits"), Path("/usr/share/asterisk/sounds/fr_CA_f_June/digits")),
+    # Mexican Spanish (Allison again), Italian (Carlo), Russian: bench.word_timing only.
+    "es": (Path("/usr/share/asterisk/sounds/es_MX_f_Allison/digits"),),
+    "it": (Path("/usr/share/asterisk/sounds/it_IT_m_Carlo/digits"),),
+    "ru": (Path("/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU/digits"),),
 }
 # What each digit recording says, index = digit.
 DIGIT_WORDS: dict[str, tuple[str, ...]] = {
     "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
     "fr": ("zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"),
+    "es": ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"),
+    "it": ("zero", "uno", "due", "tre", "quattro", "cinque", "sei", "sette", "otto", "nove"),
+    "ru": ("ноль", "один", "два", "три", "четыре", "пять", "шесть", "семь", "восемь", "девять"),
 }
 # A frame is sound when its energy is within this much of the file's loudest frame.
 SOUND_BELOW_PEAK_DB = 35.0
@@ -218,7 +225,12 @@ _EDGE_PUNCTUATION = "\"'.,;:!?()[]{}\u00ab\u00bb\u2026\u2013\u2014-"
 # Between the digits of a number written as one token: "555-1234", "06.12".
 _NUMBER_SEPARATORS = re.compile("[-\u2013\u2014./]")
 # Other spellings of the reference's words, by language.
-_SPELLINGS: dict[str, dict[str, str]] = {"en": {"oh": "zero"}, "fr": {"zero": "zéro"}}
+_SPELLINGS: dict[str, dict[str, str]] = {
+    "en": {"oh": "zero"},
+    "fr": {"zero": "zéro"},
+    "es": {"un": "uno"},
+    "ru": {"нуль": "ноль", "одна": "один", "две": "два"},
+}
 
 
 class TimedToken(NamedTuple):

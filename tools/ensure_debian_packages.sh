@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests, benchmarks and linters use:
 # - asterisk's core sounds (human recordings, CC-BY-SA-3.0) and their
-#   transcripts: real speech for tests and benchmarks;
+#   transcripts: real speech for tests and benchmarks (es, it and ru digits:
+#   bench.word_timing's word-time figures in five languages);
 # - chromium and its driver: the web pages' tests;
 # - node and npm: buf (the proto linter) and the Node client;
 # - Go with protoc and its Go plugins and Debian's Go gRPC libraries: the Go client
@@ -9,6 +10,7 @@
 set -euo pipefail
 packages=(
   asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+  asterisk-core-sounds-es-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
   chromium chromium-driver
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev

@@ -204,3 +204,34 @@ def test_embedded_base_is_built_once_and_rebuilt_when_damaged(tmp_path: Path) ->
     build_embedded_base(target)
     assert model_bin.stat().st_size == size_bytes
     assert [path.name for path in tmp_path.iterdir()] == ["base"]  # no staging directory left behind
+
+
+def _tune(duration_s: float) -> npt.NDArray[np.float32]:
+    """A few notes of a scale with their harmonics: music, no words."""
+    rate = 16_000
+    t = np.arange(round(duration_s * rate)) / rate
+    music = np.zeros_like(t)
+    for number, frequency in enumerate([261.6, 329.6, 392.0, 523.3, 392.0, 329.6] * 4):
+        start = round(number * 0.5 * rate)
+        local = t[start : start + round(0.45 * rate)] - t[start]
+        tone = np.sin(2 * np.pi * frequency * local) + 0.5 * np.sin(4 * np.pi * frequency * local)
+        music[start : start + local.size] += np.exp(-3 * local) * tone
+    return (0.3 * music / np.abs(music).max()).astype(np.float32)
+
+
+def test_what_whisper_makes_up_on_music_and_noise_is_flagged(transcriber: Transcriber) -> None:
+    """Whisper "hears" a word in music and noise ("you", "Okay."): the
+    segment stays, flagged by its own signals, and subtitles that omit
+    doubtful segments leave it out."""
+    from common.transcript import doubt_flags
+    from gateway.subtitles import SubtitleOptions, build_cues
+
+    noise = np.random.default_rng(1).normal(0.0, 0.1, 12 * 16_000).astype(np.float32)
+    for audio in (_tune(12.0), noise):
+        (transcript,) = transcriber.transcribe(
+            audio, [TimeRange(0.0, 12.0)], TranscriptionOptions(language_code="en", batch_size=1)
+        )
+        assert transcript.segments, "tiny.en makes something up here"
+        for segment in transcript.segments:
+            assert {"low_avg_logprob", "no_speech"} <= set(doubt_flags(segment)), segment
+        assert not build_cues(transcript.segments, SubtitleOptions(omit_doubtful=True))
