@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,11 @@ class GatewayConfig:
     diarize_target: str = "localhost:50056"
     # Jobs, their events and results (SQLite) and kept uploads live here.
     data_dir: Path = Path("data")
+    # The job store: empty for the SQLite file in data_dir; a postgresql://
+    # URL for a PostgreSQL database that a standby gateway can take over.
+    store: str = ""
+    # How often a standby gateway tries to take a PostgreSQL store's lock.
+    standby_poll_s: float = 2.0
     # Jobs processed at once; the rest wait in the queue. 0: tuned to the
     # machine (enough to keep every ASR worker fed while others decode).
     max_concurrent_jobs: int = 0
@@ -117,6 +124,8 @@ class GatewayConfig:
             align_target=env_str(env, "SUBTITLER_ALIGN_TARGET", cls.align_target),
             diarize_target=env_str(env, "SUBTITLER_DIARIZE_TARGET", cls.diarize_target),
             data_dir=env_path(env, f"{prefix}DATA_DIR", cls.data_dir),
+            store=_store_location(env_str(env, f"{prefix}STORE", "")),
+            standby_poll_s=env_float(env, f"{prefix}STANDBY_POLL_S", cls.standby_poll_s, minimum=0.1),
             max_concurrent_jobs=env_int(env, f"{prefix}MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=0),
             max_upload_bytes=env_int(env, f"{prefix}MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
             asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=0),
@@ -141,3 +150,11 @@ class GatewayConfig:
                 idle_timeout_s=env_float(env, f"{prefix}STREAM_IDLE_TIMEOUT_S", LiveConfig.idle_timeout_s, minimum=0.1),
             ),
         )
+
+
+def _store_location(value: str) -> str:
+    if value and not re.match(r"postgres(ql)?://", value):
+        raise ConfigError(
+            "SUBTITLER_GATEWAY_STORE must be a postgresql:// URL, or empty for the SQLite file in the data directory"
+        )
+    return value

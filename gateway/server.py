@@ -95,7 +95,15 @@ async def create(config: GatewayConfig) -> RunningServer:
         plan.tuning.reason("gateway_max_concurrent_jobs"),
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
-    store = JobStore(config.data_dir / "jobs.sqlite3")
+    store = await loop.run_in_executor(None, JobStore, config.store or config.data_dir / "jobs.sqlite3")
+    if not await loop.run_in_executor(None, store.try_lock):
+        # A shared PostgreSQL store whose jobs another gateway runs: stand by
+        # until it is gone (its session, and the lock, end with it), then
+        # take its unfinished jobs over from their checkpoints.
+        logger.info("another gateway runs this store's jobs; standing by to take over")
+        while not await loop.run_in_executor(None, store.try_lock):
+            await asyncio.sleep(config.standby_poll_s)
+        logger.info("took over the store: resuming its unfinished jobs")
     events = EventHub(store, max_watchers=config.max_watchers)
     targets = {
         "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),

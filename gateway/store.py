@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from google.protobuf.message import DecodeError
 from common.errors import DataLossError, NotFoundError
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
+from gateway.store_db import Database, Row, open_database, schema_sql
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -43,26 +43,26 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         """CREATE TABLE jobs (
             job_id TEXT PRIMARY KEY,
             state INTEGER NOT NULL,
-            config BLOB NOT NULL,              -- gateway.v1.JobConfig
+            config {blob} NOT NULL,              -- gateway.v1.JobConfig
             source TEXT NOT NULL,
             media_path TEXT NOT NULL,
             uploaded INTEGER NOT NULL,
-            created_s REAL NOT NULL,
-            updated_s REAL NOT NULL,
+            created_s {real} NOT NULL,
+            updated_s {real} NOT NULL,
             stage INTEGER NOT NULL DEFAULT 0,
-            stage_fractions TEXT NOT NULL DEFAULT '{}',
+            stage_fractions TEXT NOT NULL DEFAULT '{{}}',
             failure TEXT,                      -- JSON of JobFailure
-            audio_duration_s REAL NOT NULL DEFAULT 0,
+            audio_duration_s {real} NOT NULL DEFAULT 0,
             language_code TEXT NOT NULL DEFAULT '',
-            language_probability REAL NOT NULL DEFAULT 0,
+            language_probability {real} NOT NULL DEFAULT 0,
             segment_count INTEGER NOT NULL DEFAULT 0,
-            processing_s REAL NOT NULL DEFAULT 0,
-            audio_handle BLOB,                 -- common.v1.AudioHandle
+            processing_s {real} NOT NULL DEFAULT 0,
+            audio_handle {blob},                 -- common.v1.AudioHandle
             request_id TEXT,                   -- client's idempotency key
             priority INTEGER NOT NULL DEFAULT 0,
             detection_complete INTEGER NOT NULL DEFAULT 0,
             waiting_reason TEXT NOT NULL DEFAULT '',
-            finished_s REAL NOT NULL DEFAULT 0
+            finished_s {real} NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX jobs_by_creation ON jobs (created_s DESC, job_id DESC)",
         "CREATE UNIQUE INDEX jobs_by_request_id ON jobs (request_id) WHERE request_id IS NOT NULL",
@@ -70,20 +70,20 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         """CREATE TABLE job_retries (
             job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
             sequence INTEGER NOT NULL,
-            attempt BLOB NOT NULL,             -- gateway.v1.RetryAttempt
+            attempt {blob} NOT NULL,             -- gateway.v1.RetryAttempt
             PRIMARY KEY (job_id, sequence)
         )""",
         """CREATE TABLE job_events (
             job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
             sequence INTEGER NOT NULL,
-            event BLOB NOT NULL,               -- gateway.v1.JobEvent
+            event {blob} NOT NULL,               -- gateway.v1.JobEvent
             PRIMARY KEY (job_id, sequence)
         )""",
         """CREATE TABLE speech_chunks (
             job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
             chunk_index INTEGER NOT NULL,
-            start_s REAL NOT NULL,
-            end_s REAL NOT NULL,
+            start_s {real} NOT NULL,
+            end_s {real} NOT NULL,
             PRIMARY KEY (job_id, chunk_index)
         )""",
         """CREATE TABLE chunk_transcripts (
@@ -117,7 +117,7 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
     3: (
         """CREATE TABLE speaker_turns (
             job_id TEXT PRIMARY KEY REFERENCES jobs (job_id) ON DELETE CASCADE,
-            turns BLOB NOT NULL                -- diarize.v1.DiarizeResponse
+            turns {blob} NOT NULL                -- diarize.v1.DiarizeResponse
         )""",
     ),
 }
@@ -156,17 +156,22 @@ def segments_from_json(text: str) -> list[Segment]:
 
 
 class JobStore:
-    """Jobs and their stage outputs in one SQLite database."""
+    """Jobs and their stage outputs in one SQLite file (the embedded
+    default) or a PostgreSQL database (gateway/store_db.py)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._connection.row_factory = sqlite3.Row
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute("PRAGMA foreign_keys=ON")
+    def __init__(self, location: Path | str) -> None:
+        """`location`: the SQLite file, or a `postgresql://` URL."""
+        self._connection = open_database(location)
+        self.dialect = self._connection.dialect
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
         self._migrate()
+
+    def try_lock(self) -> bool:
+        """One gateway runs a store's jobs at a time: True when this one may
+        (always for SQLite, whose file one gateway opens; for PostgreSQL, a
+        session lock that goes when the gateway's connection does)."""
+        try_lock = getattr(self._connection, "try_lock", None)
+        return True if try_lock is None else bool(try_lock())
 
     async def save(self, job: JobRecord) -> None:
         """Stores the job's state. The record is copied on the calling (event
@@ -189,17 +194,17 @@ class JobStore:
         self._connection.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._connection.execute("BEGIN IMMEDIATE")
+    def _transaction(self) -> Iterator[Database]:
+        self._connection.begin()
         try:
             yield self._connection
         except BaseException:
-            self._connection.execute("ROLLBACK")
+            self._connection.rollback()
             raise
-        self._connection.execute("COMMIT")
+        self._connection.commit()
 
     def _migrate(self) -> None:
-        version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        version = self._connection.schema_version()
         if version > SCHEMA_VERSION:
             raise RuntimeError(
                 f"the job store was written by a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})"
@@ -207,8 +212,8 @@ class JobStore:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self._transaction() as db:
                 for statement in _MIGRATIONS[target]:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {target}")
+                    db.execute(schema_sql(statement, self.dialect))
+                db.set_schema_version(target)
 
     # Jobs
 
@@ -357,7 +362,8 @@ class JobStore:
     def save_speech_chunk(self, job_id: str, chunk_index: int, time_range: TimeRange) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO speech_chunks (job_id, chunk_index, start_s, end_s) VALUES (?, ?, ?, ?)",
+                "INSERT INTO speech_chunks (job_id, chunk_index, start_s, end_s) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_id, chunk_index) DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s",
                 (job_id, chunk_index, time_range.start_s, time_range.end_s),
             )
 
@@ -403,7 +409,8 @@ class JobStore:
     def save_speaker_turns(self, job_id: str, turns: diarize_pb2.DiarizeResponse) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO speaker_turns (job_id, turns) VALUES (?, ?)",
+                "INSERT INTO speaker_turns (job_id, turns) VALUES (?, ?)"
+                " ON CONFLICT (job_id) DO UPDATE SET turns = excluded.turns",
                 (job_id, turns.SerializeToString()),
             )
 
@@ -412,15 +419,18 @@ class JobStore:
     ) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO chunk_transcripts (job_id, chunk_index, language_code, segments)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO chunk_transcripts (job_id, chunk_index, language_code, segments) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_id, chunk_index) DO UPDATE"
+                " SET language_code = excluded.language_code, segments = excluded.segments",
                 (job_id, chunk_index, language_code, segments_to_json(segments)),
             )
 
     def save_chunk_alignment(self, job_id: str, chunk_index: int, method: int, segments: Sequence[Segment]) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO chunk_alignments (job_id, chunk_index, method, segments) VALUES (?, ?, ?, ?)",
+                "INSERT INTO chunk_alignments (job_id, chunk_index, method, segments) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_id, chunk_index) DO UPDATE"
+                " SET method = excluded.method, segments = excluded.segments",
                 (job_id, chunk_index, method, segments_to_json(segments)),
             )
 
@@ -428,7 +438,8 @@ class JobStore:
         """Stores the final result and the job's final state in one transaction."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO results (job_id, segments) VALUES (?, ?)",
+                "INSERT INTO results (job_id, segments) VALUES (?, ?)"
+                " ON CONFLICT (job_id) DO UPDATE SET segments = excluded.segments",
                 (job.job_id, segments_to_json(segments)),
             )
             _update_job_row(db, job)
@@ -440,7 +451,7 @@ class JobStore:
         return segments_from_json(row["segments"])
 
 
-def _job_from_row(row: sqlite3.Row) -> JobRecord:
+def _job_from_row(row: Row) -> JobRecord:
     """A job from its row; a row that cannot be read gives a FAILED job that
     says why (its stored state stays as it was until the job is saved)."""
     try:
@@ -457,7 +468,7 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         )
 
 
-def _parse_job_row(row: sqlite3.Row) -> JobRecord:
+def _parse_job_row(row: Row) -> JobRecord:
     failure = json.loads(row["failure"]) if row["failure"] else None
     return JobRecord(
         job_id=row["job_id"],
@@ -484,7 +495,7 @@ def _parse_job_row(row: sqlite3.Row) -> JobRecord:
     )
 
 
-def _update_job_row(db: sqlite3.Connection, job: JobRecord) -> None:
+def _update_job_row(db: Database, job: JobRecord) -> None:
     db.execute(
         "UPDATE jobs SET state = ?, updated_s = ?, stage = ?, stage_fractions = ?, failure = ?,"
         " audio_duration_s = ?, language_code = ?, language_probability = ?, segment_count = ?,"

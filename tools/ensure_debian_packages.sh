@@ -4,6 +4,7 @@
 #   transcripts: real speech for tests and benchmarks (es, it and ru digits:
 #   bench.word_timing's word-time figures in five languages);
 # - chromium and its driver: the web pages' tests;
+# - PostgreSQL 15: the job store's tests on a real server (tests/postgres.py);
 # - node and npm: buf (the proto linter) and the Node client;
 # - Go with protoc and its Go plugins and Debian's Go gRPC libraries: the Go client
 #   (golang/protobuf 1.5, which speaks the generated APIv2 messages; 1.3 panics on them).
@@ -12,6 +13,7 @@ packages=(
   asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
   asterisk-core-sounds-es-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
   chromium chromium-driver
+  postgresql
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
   golang-github-golang-protobuf-1-5-dev
 )

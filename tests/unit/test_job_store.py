@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,21 @@ from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobRecord, JobState
 from gateway.store import SCHEMA_VERSION, CorruptRecordError, JobStore
 from subtitler.gateway.v1 import gateway_pb2
+from tests.postgres import fresh_database, postgres_server
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a fresh store lives: a SQLite file, or a new database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "jobs.sqlite3"
+    return fresh_database(request.getfixturevalue("postgres"))
 
 
 def new_job(job_id: str, **fields: object) -> JobRecord:
@@ -25,8 +41,8 @@ def new_job(job_id: str, **fields: object) -> JobRecord:
     )
 
 
-def test_stage_outputs_make_a_checkpoint(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_stage_outputs_make_a_checkpoint(location: str | Path) -> None:
+    store = JobStore(location)
     store.insert_job(new_job("a"))
     store.save_speech_chunk("a", 0, TimeRange(0.5, 29.0))
     store.save_speech_chunk("a", 1, TimeRange(30.0, 41.0))
@@ -43,8 +59,8 @@ def test_stage_outputs_make_a_checkpoint(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_request_id_names_one_job(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_a_request_id_names_one_job(location: str | Path) -> None:
+    store = JobStore(location)
     first = store.insert_job(new_job("a", request_id="r1"))
     again = store.insert_job(new_job("b", request_id="r1"))
     assert first.job_id == again.job_id == "a"
@@ -84,8 +100,8 @@ def test_a_store_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
         JobStore(path)
 
 
-def test_expired_jobs_are_the_finished_ones_past_retention(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite3")
+def test_expired_jobs_are_the_finished_ones_past_retention(location: str | Path) -> None:
+    store = JobStore(location)
     old = store.insert_job(new_job("old"))
     store.insert_job(new_job("running"))
     old.state = JobState.SUCCEEDED
@@ -96,3 +112,65 @@ def test_expired_jobs_are_the_finished_ones_past_retention(tmp_path: Path) -> No
     store.delete_job("old")
     assert [job.job_id for job in store.unfinished_jobs()] == ["running"]
     store.close()
+
+
+def test_every_operation_on_both_stores(location: str | Path) -> None:
+    from subtitler.diarize.v1 import diarize_pb2
+
+    store = JobStore(location)
+    for number in range(5):
+        store.insert_job(new_job(f"j{number}", owner="alice" if number % 2 else "bob", priority=number))
+    job = store.get_job("j1")
+    job.state, job.language_code, job.stage_fractions = JobState.RUNNING, "en", {}
+    job.audio_duration_s = 1234.5678
+    store.update_job(job)
+    again = store.get_job("j1")
+    assert (again.state, again.language_code, again.audio_duration_s) == (JobState.RUNNING, "en", 1234.5678)
+    # Events get the job's next sequence numbers.
+    first = store.append_event(gateway_pb2.JobEvent(job_id="j1", progress=0.25))
+    second = store.append_event(gateway_pb2.JobEvent(job_id="j1", progress=0.5))
+    assert (first.sequence, second.sequence) == (1, 2)
+    assert [event.progress for event in store.events_after("j1", 1)] == [0.5]
+    store.add_retry("j1", gateway_pb2.RetryAttempt(attempt=1, code="UNAVAILABLE"))
+    assert [retry.code for retry in store.get_job("j1").retries] == ["UNAVAILABLE"]
+    # Stage outputs are replaced when saved again.
+    store.save_chunk_transcript("j1", 0, "en", [Segment("Hi.", 0.0, 1.0)])
+    store.save_chunk_transcript("j1", 0, "fr", [Segment("Salut.", 0.0, 1.0, speaker="SPEAKER_00")])
+    store.save_speech_chunk("j1", 0, TimeRange(0.0, 1.0))
+    store.save_speech_chunk("j1", 0, TimeRange(0.0, 2.0))
+    turns = diarize_pb2.DiarizeResponse(speaker_count=1, turns=[diarize_pb2.SpeakerTurn(speaker="SPEAKER_00")])
+    store.save_speaker_turns("j1", turns)
+    store.save_speaker_turns("j1", turns)
+    checkpoint = store.checkpoint("j1")
+    assert checkpoint.transcripts[0][0] == "fr" and checkpoint.transcripts[0][1][0].speaker == "SPEAKER_00"
+    assert checkpoint.speech_chunks == {0: TimeRange(0.0, 2.0)}
+    assert checkpoint.speaker_turns == turns and store.speaker_turns("j0") is None
+    # Pages, newest first, by owner and state.
+    page = store.list_jobs(limit=2, before=None, state=None)
+    assert [item.job_id for item in page] == ["j4", "j3"]
+    rest = store.list_jobs(limit=10, before=(page[-1].created_s, page[-1].job_id), state=None)
+    assert [item.job_id for item in rest] == ["j2", "j1", "j0"]
+    assert {item.job_id for item in store.list_jobs(limit=10, before=None, state=None, owner="alice")} == {"j1", "j3"}
+    assert [item.job_id for item in store.list_jobs(limit=10, before=None, state=JobState.RUNNING)] == ["j1"]
+    assert [item.job_id for item in store.unfinished_jobs()][:2] == ["j4", "j3"]  # priority first
+    finished = store.get_job("j1")
+    finished.state, finished.finished_s = JobState.SUCCEEDED, time.time()
+    store.finish_job(finished, [Segment("Salut.", 0.0, 1.0, speaker="SPEAKER_00")])
+    assert store.result("j1")[0].speaker == "SPEAKER_00"
+    store.delete_job("j1")  # with its events, retries and outputs
+    assert store.events_after("j1", 0) == []
+    with pytest.raises(Exception, match="no job"):
+        store.get_job("j1")
+    store.close()
+    reopened = JobStore(location)  # the schema is there: no migration runs again
+    assert {job.job_id for job in reopened.unfinished_jobs()} == {"j0", "j2", "j3", "j4"}
+    reopened.close()
+
+
+def test_one_gateway_at_a_time_runs_a_postgresql_stores_jobs(postgres: str) -> None:
+    url = fresh_database(postgres)
+    first, second = JobStore(url), JobStore(url)
+    assert first.try_lock() and not second.try_lock()
+    first.close()  # the gateway died: its session and lock are gone
+    assert second.try_lock()
+    second.close()
