@@ -101,7 +101,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         # until it is gone (its session, and the lock, end with it), then
         # take its unfinished jobs over from their checkpoints.
         logger.info("another gateway runs this store's jobs; standing by to take over")
-        while not await loop.run_in_executor(None, store.try_lock):
+        while not await loop.run_in_executor(None, store.try_lock):  # noqa: ASYNC110 - a database lock: polled
             await asyncio.sleep(config.standby_poll_s)
         logger.info("took over the store: resuming its unfinished jobs")
     events = EventHub(store, max_watchers=config.max_watchers)

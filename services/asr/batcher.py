@@ -69,9 +69,16 @@ class BatchPool:
     """Decodes the chunks of the requests it holds with `workers` model
     workers running at once. Used from one event loop."""
 
-    def __init__(self, transcriber: Transcriber, executor: Executor, *, workers: int) -> None:
+    def __init__(
+        self, transcriber: Transcriber, executor: Executor, *, workers: int, preferred_batch_size: int = 0
+    ) -> None:
+        """`preferred_batch_size`: the most chunks a batch takes whatever the
+        requests ask (the size tuned to the machine; 0: the requests' own). A
+        request's batch size bounds the batches it is in, as it always did;
+        batches of other requests' chunks never grow past this."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        self._preferred_batch_size = preferred_batch_size
         self._transcriber = transcriber
         self._executor = executor
         self._workers = workers
@@ -149,6 +156,8 @@ class BatchPool:
         same = sum(work.waiting for work in self._pending if work is head or work.prepared.batch_key == key)
         idle = max(1, self._workers - self._decoding)
         size = min(head.prepared.options.batch_size, -(-same // idle))
+        if self._preferred_batch_size:
+            size = min(size, self._preferred_batch_size)
         batch: list[tuple[_Work, int]] = []
         for work in self._pending:
             if work is not head and work.prepared.batch_key != key:

@@ -80,7 +80,7 @@ async def create(config: AsrConfig) -> RunningServer:
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
     transcriber = Transcriber(models, max_batch_size=config.max_batch_size)
-    pool = BatchPool(transcriber, executor, workers=int(workers))
+    pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size))
     servicer = AsrServicer(
         transcriber,
         audio_reader,

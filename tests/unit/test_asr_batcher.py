@@ -174,3 +174,17 @@ def test_what_waits_is_spread_over_idle_workers_before_batches_fill() -> None:
         executor.shutdown()
 
     asyncio.run(main())
+
+
+def test_batches_never_grow_past_the_size_tuned_to_the_machine() -> None:
+    async def main() -> None:
+        decoder = _Decoder()
+        executor = ThreadPoolExecutor(max_workers=1)
+        pool = BatchPool(cast(Transcriber, decoder), executor, workers=1, preferred_batch_size=4)
+        # Two requests of four chunks that ask for batches of eight: still batches of four.
+        await asyncio.gather(*(_collect(pool, _Request(f"r{n}", 4, batch_size=8)) for n in range(2)))
+        assert [len(batch) for batch in decoder.batches] == [4, 4]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
