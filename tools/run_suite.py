@@ -63,7 +63,7 @@ def main() -> int:
         + ", ".join(f"{name} :{os.environ[f'SUBTITLER_{name.upper()}_METRICS_PORT']}" for name in METRICS_PORTS)
     )
     print(f"logs in {Path('logs').resolve()}")
-    print("transcribe with: .venv/bin/python -m gateway.cli transcribe FILE -o FILE.srt")
+    print("transcribe with: .venv/bin/subtitler transcribe FILE -o FILE.srt")
     print("Ctrl-C stops everything.", flush=True)
     failed = ""
     while not stopping:
