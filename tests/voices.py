@@ -27,7 +27,9 @@ JOE_LINES = (
     "It was placed last Tuesday and has not arrived yet.",
     "Thank you, that is very helpful, have a nice day.",
 )
-ALLISON_PROMPTS = ("agent-loginok", "conf-getconfno", "vm-password")
+# Each turn long enough to embed (a one-word turn, "Password.", is often given
+# to the other speaker: about 1.5 s of speech is what one embedding covers).
+ALLISON_PROMPTS = ("agent-loginok", "conf-getconfno", "conf-onlyperson")
 
 
 class Dialogue(NamedTuple):
@@ -45,13 +47,15 @@ def _joe() -> Any:
 
 
 def joe_says(text: str) -> npt.NDArray[np.float32]:
-    """`text` in joe's voice, 16 kHz mono float32."""
+    """`text` in joe's voice, 16 kHz mono float32; the same samples every
+    time (piper's sampling noise off)."""
     import soxr
+    from piper import SynthesisConfig
 
     voice = _joe()
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as output:
-        voice.synthesize_wav(text, output)
+        voice.synthesize_wav(text, output, syn_config=SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
     buffer.seek(0)
     with wave.open(buffer, "rb") as written:
         rate = written.getframerate()
