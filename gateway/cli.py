@@ -34,13 +34,11 @@ from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# "srt", "vtt", "json", "text", "ass", "rttm": the proto's enum without its prefix.
 FORMATS = {
-    "srt": gateway_pb2.RESULT_FORMAT_SRT,
-    "vtt": gateway_pb2.RESULT_FORMAT_VTT,
-    "json": gateway_pb2.RESULT_FORMAT_JSON,
-    "text": gateway_pb2.RESULT_FORMAT_TEXT,
-    "ass": gateway_pb2.RESULT_FORMAT_ASS,
-    "rttm": gateway_pb2.RESULT_FORMAT_RTTM,
+    name.removeprefix("RESULT_FORMAT_").lower(): value
+    for name, value in gateway_pb2.ResultFormat.items()
+    if value != gateway_pb2.RESULT_FORMAT_UNSPECIFIED
 }
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8

@@ -45,6 +45,8 @@ MAX_CHUNK_DURATION_S = 30.0
 RANGE_TOLERANCE_S = 0.01
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 16
+# Sampling temperatures worth asking for (faster-whisper's own fallback goes up to 1).
+MAX_TEMPERATURE = 1.0
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
 # Chunks one Transcribe request may carry (16 minutes of 30 s chunks).
@@ -92,8 +94,8 @@ class TranscriptionOptions:
             raise InvalidInputError(f"beam_size {self.beam_size} must be between 1 and {MAX_BEAM_SIZE}")
         if self.batch_size < 1:
             raise InvalidInputError(f"batch_size {self.batch_size} must be at least 1")
-        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= 2.0):
-            raise InvalidInputError(f"temperature {self.temperature} must be between 0 and 2")
+        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= MAX_TEMPERATURE):
+            raise InvalidInputError(f"temperature {self.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
 
 
 @dataclass(frozen=True)

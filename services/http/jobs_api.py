@@ -36,13 +36,11 @@ from google.protobuf.message import Message
 from services.http.errors import ApiError, auth_metadata
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+# "srt", "vtt", "json", "text", "ass", "rttm": the proto's enum, named as the CLI names them.
 RESULT_FORMATS = {
-    "srt": gateway_pb2.RESULT_FORMAT_SRT,
-    "vtt": gateway_pb2.RESULT_FORMAT_VTT,
-    "json": gateway_pb2.RESULT_FORMAT_JSON,
-    "text": gateway_pb2.RESULT_FORMAT_TEXT,
-    "ass": gateway_pb2.RESULT_FORMAT_ASS,
-    "rttm": gateway_pb2.RESULT_FORMAT_RTTM,
+    name.removeprefix("RESULT_FORMAT_").lower(): value
+    for name, value in gateway_pb2.ResultFormat.items()
+    if value != gateway_pb2.RESULT_FORMAT_UNSPECIFIED
 }
 # Query parameters of the result that are SubtitleOptions fields.
 _SUBTITLE_FIELDS = {field.name: field for field in gateway_pb2.SubtitleOptions.DESCRIPTOR.fields}

@@ -68,3 +68,22 @@ def test_a_page_of_jobs_ends_before_the_byte_bound() -> None:
     page = fill_page(jobs, 3500)
     assert [job.job_id for job in page] == ["0", "1", "2"]
     assert len(fill_page(jobs[:1], 10)) == 1  # one job always goes out, so paging moves on
+
+
+def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
+    """The gateway refuses at create what a stage service would refuse later,
+    from copies of the services' limits (it imports no engine: no numpy, no
+    models); the engines are the source, and this keeps the copies true."""
+    from gateway import validation
+    from services.asr.config import AsrConfig
+    from services.asr.engine import MAX_BEAM_SIZE, MAX_TEMPERATURE
+    from services.diarize.engine import MAX_SPEAKERS
+    from services.vad.engine import FRAME_DURATION_S, LIVE_MAX_MIN_SILENCE_S, MAX_CHUNK_DURATION_S
+
+    assert validation.MAX_BEAM_SIZE == MAX_BEAM_SIZE
+    assert validation.MAX_TEMPERATURE == MAX_TEMPERATURE
+    assert AsrConfig.max_batch_size == validation.MAX_BATCH_SIZE
+    assert validation.MAX_CHUNK_S == MAX_CHUNK_DURATION_S
+    assert validation.MAX_LIVE_SILENCE_S == LIVE_MAX_MIN_SILENCE_S
+    assert validation.VAD_FRAME_S == FRAME_DURATION_S
+    assert validation.MAX_SPEAKERS == MAX_SPEAKERS
