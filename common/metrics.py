@@ -11,6 +11,8 @@ Each process serves its metrics over HTTP on `SUBTITLER_<SERVICE>_METRICS_PORT`
   `subtitler_models_loaded{service, model}`, `subtitler_live_streams{service}`.
 - Per service extras registered with `gauge`: shared memory held by the
   audio service; jobs by state, queue length on the gateway.
+- The HTTP front's `subtitler_http_requests_total{route, method, status}`
+  and `subtitler_http_request_duration_seconds{route}`, at its own `/metrics`.
 - The gateway's `subtitler_jobs_finished_total{state}`,
   `subtitler_stage_duration_seconds{stage}` and
   `subtitler_job_real_time_factor` (processing time over audio time).
@@ -41,6 +43,15 @@ RPC_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 IN_FLIGHT = Gauge("subtitler_rpcs_in_flight", "RPCs being handled now", ["service"])
+HTTP_REQUESTS = Counter(
+    "subtitler_http_requests", "HTTP requests of the HTTP front, by route and status", ["route", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "subtitler_http_request_duration_seconds",
+    "Time from an HTTP request to its response's end (a job's whole run for a transcription)",
+    ["route"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
 JOBS_FINISHED = Counter("subtitler_jobs_finished", "Jobs that ended, by final state", ["state"])
 STAGE_SECONDS = Histogram(
     "subtitler_stage_duration_seconds",

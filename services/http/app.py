@@ -23,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 from aiohttp import BodyPartReader, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common import metrics
 from common.convert import duration_to_seconds
 from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
 from services.http.jobs_api import JobsApi
@@ -54,6 +57,25 @@ UPLOAD_PIECE_BYTES = 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"
 EMBEDDED_MODELS = ("embedded:tiny.en", "embedded:base")
 FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
+
+
+@web.middleware
+async def _measured(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Counts every request by route (its pattern, not its path: no job id in a label) and status."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response: web.StreamResponse = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -82,12 +104,13 @@ class HttpFront:
 
     def app(self) -> web.Application:
         # (aiohttp's own body bound, above ours: the form's other fields fit under it.)
-        app = web.Application(middlewares=[_errors], client_max_size=self._max_upload_bytes + 1024 * 1024)
+        app = web.Application(middlewares=[_measured, _errors], client_max_size=self._max_upload_bytes + 1024 * 1024)
         app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
         app.router.add_post("/v1/audio/translations", self.translations)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/", self.page)
         app.router.add_get("/live", self.live_page)
         JobsApi(self._gateway, self.upload).add_routes(app)
@@ -105,6 +128,10 @@ class HttpFront:
     async def live_page(self, request: web.Request) -> web.FileResponse:
         """The live page: captions the browser's microphone (over /v1/live)."""
         return web.FileResponse(STATIC_DIR / "live.html", headers={"Cache-Control": "no-cache"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics of this process (common.metrics)."""
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())

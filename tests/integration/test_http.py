@@ -377,3 +377,11 @@ def test_live_socket_refuses_a_bad_config_with_a_message(http_base: str) -> None
     messages = asyncio.run(run())
     assert messages and "error" in messages[-1], messages
     assert "sample_rate_hertz" in str(messages[-1]["error"]) and "Traceback" not in str(messages)
+
+
+def test_the_front_counts_its_requests_by_route_at_its_metrics(http_base: str, speech: tuple[Path, str]) -> None:
+    requests.get(f"{http_base}/v1/jobs/no-such-job", timeout=30)
+    text = requests.get(f"{http_base}/metrics", timeout=30).text
+    assert 'subtitler_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"}' in text
+    assert 'route="/v1/audio/transcriptions",status="200"' in text  # the OpenAI tests before this one
+    assert "subtitler_http_request_duration_seconds_bucket" in text
