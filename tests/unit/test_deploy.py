@@ -81,6 +81,8 @@ def test_the_dashboard_shows_only_metrics_the_services_export() -> None:
         metrics.JOBS_FINISHED._name + "_total",
         metrics.STAGE_SECONDS._name + "_bucket",
         metrics.JOB_RTF._name + "_bucket",
+        metrics.HTTP_REQUESTS._name + "_total",
+        metrics.HTTP_SECONDS._name + "_bucket",
         *(f"subtitler_{name}" for name in ("work_capacity", "work_running", "work_queued", "live_streams")),
         *(f"subtitler_{name}" for name in ("models_loaded", "jobs", "shared_memory_bytes", "audio_stored")),
     }
