@@ -6,10 +6,11 @@ free, so one long job uses every ASR worker of every replica; jobs running at
 once share the same slots. Slots are counted in chunks: two full batches per
 worker, so a long job keeps two calls per worker in flight, while short jobs
 (a clip is one chunk) send as many one-chunk calls as fill those batches,
-which the ASR decodes together (services/asr/batcher.py). The capacity comes from the ASR services' status
-(`capacity` workers and `preferred_batch_size` per replica, times the replicas
-the target lists) unless the operator fixed it; it is asked again at most every
-`refresh_interval_s`, and a failed ask keeps the last figures.
+which the ASR decodes together (services/asr/batcher.py). The capacity comes
+from the ASR services' status (`capacity` workers and `preferred_batch_size`
+per replica, times the replicas the target lists) unless the operator fixed
+it; it is asked again at most every `refresh_interval_s`, and a failed ask
+keeps the last figures.
 """
 
 from __future__ import annotations

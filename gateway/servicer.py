@@ -288,30 +288,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         options, highlight_words = subtitle_options(rules)
         segments = await self._store.run(self._store.result, job.job_id)
         if request.format == gateway_pb2.RESULT_FORMAT_RTTM:
+            # The diarization's own turns, not the segments'.
             turns = await self._store.run(self._store.speaker_turns, job.job_id)
             if turns is None:
                 raise FailedPreconditionError(
                     f"job {job.job_id} was not diarized: its RTTM exists for jobs made with diarization.enabled"
                 )
-            return gateway_pb2.GetResultResponse(
-                content=render_rttm(turns_from_proto(turns), job.job_id),
-                content_type="text/plain",
-                segments=segments_to_proto(segments),
-                language_code=job.language_code,
-                audio_duration=seconds_to_duration(job.audio_duration_s),
+            content, content_type = render_rttm(turns_from_proto(turns), job.job_id), "text/plain"
+        else:
+            # Rendering an hour of speech is about a second of CPU: off the event loop.
+            content, content_type = await asyncio.to_thread(
+                functools.partial(
+                    render,
+                    _FORMAT_NAMES[request.format],
+                    segments,
+                    job.language_code,
+                    job.audio_duration_s,
+                    options,
+                    highlight_words=highlight_words,
+                )
             )
-        # Rendering an hour of speech is about a second of CPU: off the event loop.
-        content, content_type = await asyncio.to_thread(
-            functools.partial(
-                render,
-                _FORMAT_NAMES[request.format],
-                segments,
-                job.language_code,
-                job.audio_duration_s,
-                options,
-                highlight_words=highlight_words,
-            )
-        )
         return gateway_pb2.GetResultResponse(
             content=content,
             content_type=content_type,

@@ -6,7 +6,8 @@ segments) has one speaker."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from common.convert import duration_to_seconds
@@ -69,14 +70,7 @@ def assign_speakers(segments: Sequence[Segment], turns: Sequence[Turn]) -> list[
         if not segment.words:
             result.append(dataclasses.replace(segment, speaker=speaker_at(segment.start_s, segment.end_s, turns)))
             continue
-        runs: list[tuple[str, list[Word]]] = []
-        for word in segment.words:
-            speaker = speaker_at(word.start_s, word.end_s, turns)
-            if runs and runs[-1][0] == speaker:
-                runs[-1][1].append(word)
-            else:
-                runs.append((speaker, [word]))
-        runs = _smooth(runs)
+        runs = _smooth(_grouped((speaker_at(word.start_s, word.end_s, turns), word) for word in segment.words))
         if len(runs) == 1:
             result.append(dataclasses.replace(segment, speaker=runs[0][0]))
             continue
@@ -109,10 +103,11 @@ def _smooth(runs: list[tuple[str, list[Word]]]) -> list[tuple[str, list[Word]]]:
     if len(kept) > 1 and len(kept[0][1]) == 1 and kept[0][1][0].end_s - kept[0][1][0].start_s < MIN_RUN_S:
         kept[1] = (kept[1][0], kept[0][1] + kept[1][1])
         kept.pop(0)
-    merged: list[tuple[str, list[Word]]] = []
-    for speaker, words in kept:
-        if merged and merged[-1][0] == speaker:
-            merged[-1][1].extend(words)
-        else:
-            merged.append((speaker, words))
-    return merged
+    return _grouped((speaker, word) for speaker, words in kept for word in words)
+
+
+def _grouped(labelled: Iterable[tuple[str, Word]]) -> list[tuple[str, list[Word]]]:
+    """Runs of consecutive words with the same speaker."""
+    return [
+        (speaker, [word for _, word in run]) for speaker, run in itertools.groupby(labelled, key=lambda pair: pair[0])
+    ]

@@ -133,7 +133,8 @@ class Suite:
                 records.append(record)
         return records
 
-    def _env(self, name: str) -> dict[str, str]:
+    def environment(self, name: str) -> dict[str, str]:
+        """The environment a process runs with (another gateway on the same store starts with it too)."""
         upper = service_of(name).upper()
         env = {**os.environ, **self.extra_env}
         env[f"SUBTITLER_{upper}_HOST"] = self.host
@@ -154,7 +155,7 @@ class Suite:
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", module or MODULES[service_of(name)]],
             cwd=ROOT,
-            env=self._env(name),
+            env=self.environment(name),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -110,7 +110,7 @@ class HttpFront:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/openapi.json", self.openapi)
-        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/metrics", self.prometheus_metrics)
         app.router.add_get("/", self.page)
         app.router.add_get("/live", self.live_page)
         JobsApi(self._gateway, self.upload).add_routes(app)
@@ -129,7 +129,7 @@ class HttpFront:
         """The live page: captions the browser's microphone (over /v1/live)."""
         return web.FileResponse(STATIC_DIR / "live.html", headers={"Cache-Control": "no-cache"})
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def prometheus_metrics(self, request: web.Request) -> web.Response:
         """Prometheus metrics of this process (common.metrics)."""
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -54,7 +54,7 @@ def test_a_standby_gateway_takes_over_a_killed_gateways_jobs(
         # The standby: a second gateway on the same store and data directory (the kept uploads).
         port_file = suite.run_dir / "standby.port"
         standby_env = {
-            **suite._env("gateway"),
+            **suite.environment("gateway"),
             "SUBTITLER_GATEWAY_PORT": "0",
             "SUBTITLER_GATEWAY_PORT_FILE": str(port_file),
             "SUBTITLER_GATEWAY_METRICS_PORT_FILE": str(suite.run_dir / "standby.metrics-port"),
