@@ -66,10 +66,15 @@ class GatewayConfig:
     # Jobs, their events and results (SQLite) and kept uploads live here.
     data_dir: Path = Path("data")
     # The job store: empty for the SQLite file in data_dir; a postgresql://
-    # URL for a PostgreSQL database that a standby gateway can take over.
+    # URL for a PostgreSQL database that several gateways share.
     store: str = ""
-    # How often a standby gateway tries to take a PostgreSQL store's lock.
-    standby_poll_s: float = 2.0
+    # A gateway's hold on each job it runs, renewed every third of it: when
+    # a gateway dies, another takes its jobs over once their leases lapse.
+    lease_s: float = 15.0
+    # On a shared store: how often a gateway looks for jobs to take (created
+    # on another gateway, or left by one that died) and watchers read events
+    # another gateway stored.
+    poll_s: float = 1.0
     # Jobs processed at once; the rest wait in the queue. 0: tuned to the
     # machine (enough to keep every ASR worker fed while others decode).
     max_concurrent_jobs: int = 0
@@ -124,7 +129,8 @@ class GatewayConfig:
             diarize_target=env_str(env, "SUBTITLER_DIARIZE_TARGET", cls.diarize_target),
             data_dir=env_path(env, f"{prefix}DATA_DIR", cls.data_dir),
             store=_store_location(env_str(env, f"{prefix}STORE", "")),
-            standby_poll_s=env_float(env, f"{prefix}STANDBY_POLL_S", cls.standby_poll_s, minimum=0.1),
+            lease_s=env_float(env, f"{prefix}LEASE_S", cls.lease_s, minimum=1.0),
+            poll_s=env_float(env, f"{prefix}POLL_S", cls.poll_s, minimum=0.05),
             max_concurrent_jobs=env_int(env, f"{prefix}MAX_CONCURRENT_JOBS", cls.max_concurrent_jobs, minimum=0),
             max_upload_bytes=env_int(env, f"{prefix}MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
             asr_batch_size=env_int(env, f"{prefix}ASR_BATCH_SIZE", cls.asr_batch_size, minimum=0),

@@ -18,27 +18,27 @@ class EventHub:
     """Publishes a job's events: each is stored first (so a watcher that comes
     later replays it), then handed to the live watchers of that job."""
 
-    def __init__(self, store: JobStore, *, max_watchers: int = 1000, retry_after_s: float = 5.0) -> None:
+    def __init__(
+        self, store: JobStore, *, max_watchers: int = 1000, retry_after_s: float = 5.0, poll_s: float | None = None
+    ) -> None:
         """`max_watchers`: watch streams open at once over all jobs; more are
-        refused (RESOURCE_EXHAUSTED with `retry_after_s`)."""
+        refused (RESOURCE_EXHAUSTED with `retry_after_s`). `poll_s`: on a
+        store that other gateways share, how often a watcher reads the store
+        for events another gateway published (None: only this one writes)."""
         self._store = store
+        self._poll_s = poll_s
         self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent]]] = defaultdict(set)
         self.max_watchers = max_watchers
         self._retry_after_s = retry_after_s
         self._watcher_count = 0
 
-    async def publish(
-        self,
-        job: JobRecord,
-        *,
-        state_changed: bool = False,
-        previous_state: JobState | None = None,
-        **detail: object,
+    @staticmethod
+    def make(
+        job: JobRecord, *, state_changed: bool = False, previous_state: JobState | None = None, **detail: object
     ) -> gateway_pb2.JobEvent:
-        """Stores an event of `job` (its state and progress now, and one
-        `detail`) and hands it to the job's watchers. A `state_changed` event
-        says which state the job left (`previous_state`; None for a new
-        job)."""
+        """An event of `job`, not stored yet: its state and progress now, and
+        one `detail`. A `state_changed` event says which state the job left
+        (`previous_state`; None for a new job)."""
         event = gateway_pb2.JobEvent(
             event_time=epoch_to_timestamp(time.time()),
             job_id=job.job_id,
@@ -49,10 +49,35 @@ class EventHub:
         if state_changed:
             event.state_changed = True
             event.previous_state = int(previous_state or 0)  # type: ignore[assignment]
+        return event
+
+    async def publish(
+        self,
+        job: JobRecord,
+        *,
+        state_changed: bool = False,
+        previous_state: JobState | None = None,
+        **detail: object,
+    ) -> gateway_pb2.JobEvent:
+        """Stores an event of `job` (see `make`) and hands it to the job's
+        watchers. LeaseLostError: another gateway runs the job now."""
+        event = self.make(job, state_changed=state_changed, previous_state=previous_state, **detail)
         stored = await self._store.run(self._store.append_event, event)
-        for queue in self._watchers.get(job.job_id, ()):
-            queue.put_nowait(stored)
+        self.deliver(stored)
         return stored
+
+    async def publish_queue_position(self, job: JobRecord, position: int) -> None:
+        """Publishes a waiting job's place in the queue, unless a gateway has
+        taken the job meanwhile or that place was published already."""
+        event = self.make(job, queue_position=position)
+        stored = await self._store.run(self._store.publish_queue_position, event, position)
+        if stored is not None:
+            self.deliver(stored)
+
+    def deliver(self, event: gateway_pb2.JobEvent) -> None:
+        """Hands a stored event to its job's live watchers on this gateway."""
+        for queue in self._watchers.get(event.job_id, ()):
+            queue.put_nowait(event)
 
     async def watch(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[gateway_pb2.JobEvent]:
         """Every stored event after `after_sequence`, then live ones, until the
@@ -81,7 +106,16 @@ class EventHub:
                     yield event
                 return
             while True:
-                event = await queue.get()
+                try:
+                    event = await asyncio.wait_for(queue.get(), self._poll_s)
+                except TimeoutError:
+                    # Another gateway may be running the job: read what it stored.
+                    for item in await self._store.run(self._store.events_after, job_id, last):
+                        last = item.sequence
+                        yield item
+                        if _is_final(item):
+                            return
+                    continue
                 if event.sequence <= last:
                     if _is_final(event):
                         return  # asked for events after the last one: the job has ended

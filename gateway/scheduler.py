@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import shutil
 import time
@@ -26,7 +25,7 @@ from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.pipeline import JobPipeline, Peers, StageFailedError
-from gateway.store import Checkpoint, CorruptRecordError, JobStore
+from gateway.store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -36,38 +35,50 @@ QUEUE_FULL_RETRY_AFTER_S = 30.0
 
 
 class JobScheduler:
-    """Owns every job's task: at most `max_concurrent_jobs` run, the others
-    wait in a queue ordered by priority, then arrival."""
+    """Owns the tasks of the jobs this gateway runs: at most
+    `max_concurrent_jobs`; the others wait in the store's queue, ordered by
+    priority, then arrival.
+
+    The queue is the store itself. A gateway leases each job it starts
+    (`JobStore.claim_next`) and renews its leases every third of
+    `lease_s`; a job whose gateway died is taken over by another once its
+    lease lapses, and resumes from its checkpoint. Every write about a job
+    checks that this gateway still holds its lease (else LeaseLostError):
+    two gateways never both write one job's state or events. On a SQLite
+    store, which one gateway uses, the leases of earlier runs are dropped at
+    start."""
 
     def __init__(self, store: JobStore, events: EventHub, peers: Peers, config: GatewayConfig) -> None:
         self._store = store
         self._events = events
         self._peers = peers
         self._config = config
-        # (-priority, created_s, job_id) of queued jobs, and their records.
-        self._queue: list[tuple[int, float, str]] = []
-        self._queued: dict[str, JobRecord] = {}
-        self._positions: dict[str, int] = {}
         self._running: dict[str, tuple[asyncio.Task[None], JobPipeline]] = {}
-        # The pipeline task of each running job, and the jobs asked to stop.
+        # The pipeline task of each running job, the jobs asked to stop, and
+        # those another gateway took over (stopped without a word more).
         self._work: dict[str, asyncio.Future[list[Segment]]] = {}
         self._cancel_requested: set[str] = set()
-        # Checkpoints of recovered jobs until they start.
-        self._checkpoints: dict[str, Checkpoint] = {}
+        self._lost: set[str] = set()
+        # The queue as last read from the store: job id -> place (from 1).
+        self._positions: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        # Held while jobs are leased and started, so a cancel never races it.
+        self._claiming = asyncio.Lock()
         self._background: set[asyncio.Task[object]] = set()
+        self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self.uploads_dir = config.data_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def running_count(self) -> int:
-        """Jobs running now."""
+        """Jobs this gateway runs now."""
         return len(self._running)
 
     @property
     def queued_count(self) -> int:
-        """Jobs waiting in the queue now."""
-        return len(self._queue)
+        """Jobs waiting in the queue (of every gateway on the store), as last read."""
+        return len(self._positions)
 
     def new_job(
         self,
@@ -95,11 +106,14 @@ class JobScheduler:
             owner=owner,
         )
 
-    def check_queue_space(self) -> None:
-        run_slot_free = len(self._running) + len(self._queue) < self._config.max_concurrent_jobs
-        if not run_slot_free and len(self._queue) >= self._config.max_queued_jobs:
+    async def check_queue_space(self) -> None:
+        """RESOURCE_EXHAUSTED when the store's queue is full (and this
+        gateway has no free slot to run a new job at once)."""
+        queued = await self._store.run(self._store.queued_count)
+        run_slot_free = len(self._running) + queued < self._config.max_concurrent_jobs
+        if not run_slot_free and queued >= self._config.max_queued_jobs:
             raise ResourceExhaustedError(
-                f"the queue is full ({len(self._queue)} jobs waiting); try again later",
+                f"the queue is full ({queued} jobs waiting); try again later",
                 retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
             )
 
@@ -110,37 +124,138 @@ class JobScheduler:
         return await self._store.run(self._store.job_by_request_id, request_id, owner)
 
     async def submit(self, job: JobRecord) -> JobRecord:
-        """Stores a new job and queues it; with a request id already used,
-        returns the job created with it instead."""
-        self.check_queue_space()
-        stored = await self._store.run(self._store.insert_job, job)
+        """Stores a new job with its first event, for a gateway to take; with
+        a request id already used, returns the job created with it instead."""
+        await self.check_queue_space()
+        first = self._events.make(job, state_changed=True)
+        stored = await self._store.run(self._store.insert_job, job, first)
         if stored.job_id != job.job_id:
             self._discard_upload(job)
             return stored
-        await self._events.publish(job, state_changed=True)
-        self._enqueue(job)
+        self._events.deliver(first)
+        self._wake.set()
         return job
 
     def queue_position(self, job_id: str) -> int:
+        """A waiting job's place in the queue (1 is next), as last read; 0 if
+        it is not waiting."""
         return self._positions.get(job_id, 0)
 
-    def _enqueue(self, job: JobRecord) -> None:
-        heapq.heappush(self._queue, (-job.priority, job.created_s, job.job_id))
-        self._queued[job.job_id] = job
-        self._dispatch()
+    async def start(self) -> int:
+        """Starts taking jobs from the store (first those an earlier run of
+        this gateway left, for a SQLite store) and renewing their leases.
+        Returns how many unfinished jobs the store holds."""
+        if not self._store.shared:
+            await self._store.run(self._store.clear_leases)
+        unfinished = len(await self._store.run(self._store.unfinished_jobs))
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._dispatch_forever(), name="job-dispatch"),
+            loop.create_task(self._heartbeat_forever(), name="job-leases"),
+        ]
+        async with self._claiming:
+            await self._dispatch()
+        return unfinished
 
-    def _dispatch(self) -> None:
-        """Starts queued jobs while there is room, then tells the waiting ones
-        where they stand."""
-        while self._queue and len(self._running) < self._config.max_concurrent_jobs and not self._stopping:
-            _, _, job_id = heapq.heappop(self._queue)
-            job = self._queued.pop(job_id)
-            self._positions.pop(job_id, None)
-            self._start(job, self._checkpoints.pop(job_id, None))
-        for position, (_, _, job_id) in enumerate(sorted(self._queue), start=1):
-            if self._positions.get(job_id) != position:
-                self._positions[job_id] = position
-                self._spawn(self._events.publish(self._queued[job_id], queue_position=position))
+    async def _dispatch_forever(self) -> None:
+        """Takes jobs when woken (a job created or finished here) and, on a
+        shared store, every `poll_s` (jobs created or left by others)."""
+        poll_s = self._config.poll_s if self._store.shared else None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_s)
+            self._wake.clear()
+            try:
+                async with self._claiming:
+                    await self._dispatch()
+            except Exception:  # the store is unreachable: try again on the next round
+                logger.exception("could not take jobs from the store")
+                await asyncio.sleep(self._config.poll_s)
+
+    async def _dispatch(self) -> None:
+        """Leases and starts jobs while there is room, then publishes where
+        the waiting ones stand."""
+        while len(self._running) < self._config.max_concurrent_jobs and not self._stopping:
+            claim = await self._store.run(self._store.claim_next, self._config.lease_s)
+            if claim is None:
+                break
+            await self._adopt(claim)
+        queued = await self._store.run(self._store.queued_jobs)
+        self._positions = {job.job_id: position for position, job in enumerate(queued, start=1)}
+        for position, job in enumerate(queued, start=1):
+            if job.job_id not in self._running:
+                await self._events.publish_queue_position(job, position)
+
+    async def _adopt(self, claim: Claim) -> None:
+        """Starts a job just leased: a new one, or one a gateway (this one
+        before a restart, or another) left unfinished, which goes on from its
+        checkpoint. A job whose records cannot be read fails; one a client
+        asked to cancel is cancelled."""
+        job = claim.job
+        try:
+            if claim.cancel_requested:
+                await self._release_stored_audio(job.job_id)
+                await self._finish_cancelled(job, time.monotonic())
+                return
+            failure: JobFailure | None = job.failure  # set when its row could not be read
+            checkpoint: Checkpoint | None = None
+            if failure is None and job.uploaded and not await asyncio.to_thread(Path(job.media_path).exists):
+                failure = JobFailure(grpc.StatusCode.DATA_LOSS.name, "the uploaded file was lost", Stage.DECODE)
+            if failure is None:
+                try:
+                    checkpoint = await self._store.run(self._store.checkpoint, job.job_id)
+                except CorruptRecordError as error:
+                    failure = JobFailure("DATA_LOSS", str(error), job.stage)
+            if failure is not None or checkpoint is None:
+                await self._release_stored_audio(job.job_id)
+                await self._fail(job, failure or JobFailure("DATA_LOSS", "no checkpoint", job.stage), time.monotonic())
+                return
+            if job.state == JobState.RUNNING:
+                # Its gateway stopped or died while running it: it goes on from its checkpoint.
+                previous, job.state = job.state, JobState.QUEUED
+                job.waiting_reason = ""
+                await self._store.save(job)
+                await self._events.publish(job, state_changed=True, previous_state=previous)
+                logger.info(
+                    "resuming job %s: %d chunks transcribed, %d aligned",
+                    job.job_id,
+                    len(checkpoint.transcripts),
+                    len(checkpoint.alignments),
+                )
+        except LeaseLostError as error:
+            logger.info("left job %s: %s", job.job_id, error)
+            return
+        self._start(job, checkpoint if _has_progress(checkpoint) else None)
+
+    async def _heartbeat_forever(self) -> None:
+        """Renews the leases of the jobs this gateway runs; stops those
+        another gateway took over (this one's lease lapsed) and cancels those
+        a client asked, on any gateway, to cancel."""
+        interval_s = self._config.lease_s / 3
+        while not self._stopping:
+            await asyncio.sleep(interval_s)
+            job_ids = list(self._running)
+            try:
+                kept, cancelled = await self._store.run(self._store.renew_leases, job_ids, self._config.lease_s)
+            except Exception:
+                logger.exception("could not renew the leases of %d jobs", len(job_ids))
+                continue
+            for job_id in job_ids:
+                if job_id not in self._running:
+                    continue  # finished meanwhile
+                if job_id not in kept:
+                    logger.warning("job %s was taken over by another gateway: stopping it here", job_id)
+                    self._stop_lost(job_id)
+                elif job_id in cancelled and job_id not in self._cancel_requested:
+                    self._spawn(self._drop(job_id))
+
+    def _stop_lost(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        self._lost.add(job_id)
+        running[1].keep_audio = True  # its new gateway goes on with it
+        running[0].cancel()
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work)
@@ -151,19 +266,29 @@ class JobScheduler:
         pipeline = JobPipeline(job, self._peers, self._store, self._events, self._config, checkpoint)
         task = asyncio.get_running_loop().create_task(self._run(job, pipeline), name=f"job-{job.job_id}")
         self._running[job.job_id] = (task, pipeline)
+        self._positions.pop(job.job_id, None)
+        logger.info("job %s runs on this gateway (%s)", job.job_id, self._store.owner_id)
 
         def finished(_: asyncio.Task[None]) -> None:
             self._running.pop(job.job_id, None)
             self._work.pop(job.job_id, None)
             self._cancel_requested.discard(job.job_id)
-            self._dispatch()
+            self._lost.discard(job.job_id)
+            self._wake.set()
 
         task.add_done_callback(finished)
 
     async def _run(self, job: JobRecord, pipeline: JobPipeline) -> None:
         """Runs a job and records how it ended. CancelJob cancels only the
         pipeline's own task (`_work`), never this bookkeeping; gateway shutdown
-        cancels this task, leaving the job to the next start."""
+        cancels this task, leaving the job to the next start (or another
+        gateway). A job another gateway took over is left to it unwritten."""
+        try:
+            await self._run_leased(job, pipeline)
+        except LeaseLostError as error:
+            logger.warning("stopped job %s: %s", job.job_id, error)
+
+    async def _run_leased(self, job: JobRecord, pipeline: JobPipeline) -> None:
         started = time.monotonic() - job.processing_s
         previous, job.state = job.state, JobState.RUNNING
         await self._store.save(job)
@@ -176,6 +301,8 @@ class JobScheduler:
         try:
             segments = await work
         except asyncio.CancelledError:
+            if job.job_id in self._lost:
+                raise  # another gateway runs it now: not a word more from this one
             if self._stopping or not work.cancelled():
                 # Left RUNNING in the store, its audio kept: the next start resumes it.
                 job.processing_s = time.monotonic() - started
@@ -190,6 +317,8 @@ class JobScheduler:
         except CorruptRecordError as error:
             await self._fail(job, JobFailure("DATA_LOSS", str(error), job.stage), started)
             return
+        except LeaseLostError:
+            raise
         except Exception:  # a bug fails this job, not the gateway
             logger.exception("job %s failed with a bug", job.job_id)
             internal = JobFailure(grpc.StatusCode.INTERNAL.name, "internal error in the gateway", job.stage)
@@ -248,7 +377,7 @@ class JobScheduler:
             job = await submission
             if job.job_id != job_id:
                 return
-            await self._drop(job.job_id)
+            await self.cancel(job.job_id)
             self._discard_upload(job)
             await self._store.run(self._store.delete_job, job.job_id)
             logger.info("withdrew job %s: its upload was cut off", job.job_id)
@@ -256,69 +385,46 @@ class JobScheduler:
         self._spawn(withdraw())
 
     async def _drop(self, job_id: str) -> None:
-        """Takes a job out of the queue, or stops it if it runs."""
-        if self._queued.pop(job_id, None) is not None:
-            self._checkpoints.pop(job_id, None)
-            self._queue = [entry for entry in self._queue if entry[2] != job_id]
-            heapq.heapify(self._queue)
-            self._positions.pop(job_id, None)
-            self._dispatch()
+        """Stops a job this gateway runs; its task records it as cancelled."""
         running = self._running.get(job_id)
-        if running is not None:
-            self._cancel_requested.add(job_id)
-            work = self._work.get(job_id)
-            if work is not None:
-                work.cancel()
-            # Waits without passing a cancellation of this call on to the job.
-            await asyncio.wait({running[0]})
+        if running is None:
+            return
+        self._cancel_requested.add(job_id)
+        work = self._work.get(job_id)
+        if work is not None:
+            work.cancel()
+        # Waits without passing a cancellation of this call on to the job.
+        await asyncio.wait({running[0]})
 
     async def cancel(self, job_id: str) -> JobRecord:
-        """Cancels a queued or running job; a finished one is returned unchanged."""
+        """Cancels a queued or running job, wherever it runs; a finished one
+        is returned unchanged."""
         job = await self._store.run(self._store.get_job, job_id)
         if job.state.finished:
             return job
-        queued = self._queued.get(job_id)
-        running = self._running.get(job_id)
-        await self._drop(job_id)
-        if queued is not None:
-            await self._finish_cancelled(queued, time.monotonic())
-        elif running is None:
-            # Known to the store only (left by a crash and not resumed yet).
-            await self._release_stored_audio(job_id)
-            await self._finish_cancelled(job, time.monotonic())
-        return await self._store.run(self._store.get_job, job_id)
-
-    async def recover(self) -> int:
-        """Queues again every job a previous gateway left unfinished, to go on
-        from its checkpoint. A job whose records cannot be read fails; the
-        others go on."""
-        jobs = await self._store.run(self._store.unfinished_jobs)
-        for job in jobs:
-            failure: JobFailure | None = job.failure  # set when its row could not be read
-            checkpoint: Checkpoint | None = None
-            if failure is None and job.uploaded and not await asyncio.to_thread(Path(job.media_path).exists):
-                failure = JobFailure(grpc.StatusCode.DATA_LOSS.name, "the uploaded file was lost", Stage.DECODE)
-            if failure is None:
-                try:
-                    checkpoint = await self._store.run(self._store.checkpoint, job.job_id)
-                except CorruptRecordError as error:
-                    failure = JobFailure("DATA_LOSS", str(error), job.stage)
-            if failure is not None or checkpoint is None:
-                await self._release_stored_audio(job.job_id)
-                await self._fail(job, failure or JobFailure("DATA_LOSS", "no checkpoint", job.stage), time.monotonic())
-                continue
-            previous, job.state = job.state, JobState.QUEUED
-            job.waiting_reason = ""
-            await self._store.save(job)
-            await self._events.publish(job, state_changed=True, previous_state=previous)
-            logger.info(
-                "resuming job %s: %d chunks transcribed, %d aligned",
-                job.job_id,
-                len(checkpoint.transcripts),
-                len(checkpoint.alignments),
-            )
-            self._resume(job, checkpoint)
-        return len(jobs)
+        async with self._claiming:
+            if job_id not in self._running:
+                claim = await self._store.run(self._store.claim, job_id, self._config.lease_s)
+                if claim is not None:
+                    # Waiting, or left by a gateway that is gone: nothing runs it.
+                    if claim.job.state == JobState.RUNNING:
+                        await self._release_stored_audio(job_id)
+                    with contextlib.suppress(LeaseLostError):
+                        await self._finish_cancelled(claim.job, time.monotonic())
+                    self._positions.pop(job_id, None)
+                    self._wake.set()
+                    return await self._store.run(self._store.get_job, job_id)
+        if job_id in self._running:
+            await self._drop(job_id)
+            return await self._store.run(self._store.get_job, job_id)
+        # Another gateway runs it: its heartbeat reads the request.
+        await self._store.run(self._store.request_cancel, job_id)
+        deadline = time.monotonic() + self._config.lease_s * 2
+        while True:
+            job = await self._store.run(self._store.get_job, job_id)
+            if job.state.finished or time.monotonic() > deadline:
+                return job
+            await asyncio.sleep(min(0.2, self._config.poll_s))
 
     async def _release_stored_audio(self, job_id: str) -> None:
         """Gives back the audio a job that will not run again still holds."""
@@ -329,11 +435,6 @@ class JobScheduler:
         if handle is None:
             return
         await release_audio(self._peers.audio, self._store, job_id, handle)
-
-    def _resume(self, job: JobRecord, checkpoint: Checkpoint) -> None:
-        # Resumed jobs keep their place: they were created before any new one.
-        self._checkpoints[job.job_id] = checkpoint
-        self._enqueue(job)
 
     async def sweep_expired(self) -> int:
         """Deletes finished jobs older than the retention, with their files."""
@@ -365,13 +466,28 @@ class JobScheduler:
             )
 
     async def shutdown(self) -> None:
-        """Stops running jobs without marking them, keeping their audio: the
-        next start resumes them from their checkpoints."""
+        """Stops running jobs without marking them, keeping their audio, and
+        gives up their leases: the next start, or another gateway at once,
+        resumes them from their checkpoints."""
         self._stopping = True
-        for task in list(self._background):
+        for task in [*self._loops, *self._background]:
             task.cancel()
-        running = list(self._running.values())
-        for task, pipeline in running:
+        running = list(self._running.items())
+        for _, (task, pipeline) in running:
             pipeline.keep_audio = True
             task.cancel()
-        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
+        await asyncio.gather(*(task for _, (task, _) in running), *self._loops, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._store.run(self._store.release_leases, [job_id for job_id, _ in running])
+
+
+def _has_progress(checkpoint: Checkpoint) -> bool:
+    """Whether a job's checkpoint holds anything to go on from."""
+    return bool(
+        checkpoint.audio_handle
+        or checkpoint.speech_chunks
+        or checkpoint.detection_complete
+        or checkpoint.transcripts
+        or checkpoint.alignments
+        or checkpoint.speaker_turns
+    )

@@ -96,15 +96,8 @@ async def create(config: GatewayConfig) -> RunningServer:
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
     store = await loop.run_in_executor(None, JobStore, config.store or config.data_dir / "jobs.sqlite3")
-    if not await loop.run_in_executor(None, store.try_lock):
-        # A shared PostgreSQL store whose jobs another gateway runs: stand by
-        # until it is gone (its session, and the lock, end with it), then
-        # take its unfinished jobs over from their checkpoints.
-        logger.info("another gateway runs this store's jobs; standing by to take over")
-        while not await loop.run_in_executor(None, store.try_lock):  # noqa: ASYNC110 - a database lock: polled
-            await asyncio.sleep(config.standby_poll_s)
-        logger.info("took over the store: resuming its unfinished jobs")
-    events = EventHub(store, max_watchers=config.max_watchers)
+    # On a shared store, watchers read what other gateways' jobs stored.
+    events = EventHub(store, max_watchers=config.max_watchers, poll_s=config.poll_s if store.shared else None)
     targets = {
         "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
         "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
@@ -182,8 +175,10 @@ async def create(config: GatewayConfig) -> RunningServer:
         store.close()
 
     running.on_stop.append(stop_jobs_and_close)
-    # Recovered before the server takes calls: a CancelJob cannot race it.
-    await scheduler.recover()
+    # Jobs left unfinished are taken before the server takes calls.
+    unfinished = await scheduler.start()
+    if unfinished:
+        logger.info("the store holds %d unfinished jobs", unfinished)
     await running.start()
     sweeper = loop.create_task(scheduler.sweep_forever())
     await running.set_serving(True)

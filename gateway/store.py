@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,7 +38,7 @@ from subtitler.gateway.v1 import gateway_pb2
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migrations from version N-1 to N, applied in order on open.
 _MIGRATIONS: dict[int, Sequence[str]] = {
@@ -120,11 +123,40 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
             turns {blob} NOT NULL                -- diarize.v1.DiarizeResponse
         )""",
     ),
+    # Several gateways on one store: the gateway running a job holds its
+    # lease (renewed by a heartbeat, timed by the database's clock); any
+    # gateway may ask for a job to be cancelled; a queued job's last
+    # published position, so two gateways never publish the same one twice.
+    4: (
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_expires_s {real} NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN queue_position INTEGER NOT NULL DEFAULT 0",
+        f"CREATE INDEX jobs_unfinished ON jobs (priority DESC, created_s, job_id)"
+        f" WHERE state IN ({int(JobState.QUEUED)}, {int(JobState.RUNNING)})",
+    ),
 }
+
+_UNFINISHED = (int(JobState.QUEUED), int(JobState.RUNNING))
 
 
 class CorruptRecordError(DataLossError):
     """A stored record cannot be read."""
+
+
+class LeaseLostError(Exception):
+    """Another gateway holds the lease of the job this one meant to write:
+    it took the job over (this one's heartbeat lapsed), so this one must
+    stop it without writing anything more."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a gateway has just leased, and whether a client asked (on any
+    gateway) for it to be cancelled."""
+
+    job: JobRecord
+    cancel_requested: bool
 
 
 @dataclass(frozen=True)
@@ -163,15 +195,12 @@ class JobStore:
         """`location`: the SQLite file, or a `postgresql://` URL."""
         self._connection = open_database(location)
         self.dialect = self._connection.dialect
+        # Several gateways may share a PostgreSQL store; a SQLite file is one gateway's.
+        self.shared = self.dialect == "postgresql"
+        # This gateway, as the holder of its jobs' leases.
+        self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
         self._migrate()
-
-    def try_lock(self) -> bool:
-        """One gateway runs a store's jobs at a time: True when this one may
-        (always for SQLite, whose file one gateway opens; for PostgreSQL, a
-        session lock that goes when the gateway's connection does)."""
-        try_lock = getattr(self._connection, "try_lock", None)
-        return True if try_lock is None else bool(try_lock())
 
     async def save(self, job: JobRecord) -> None:
         """Stores the job's state. The record is copied on the calling (event
@@ -204,22 +233,158 @@ class JobStore:
         self._connection.commit()
 
     def _migrate(self) -> None:
-        version = self._connection.schema_version()
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the job store was written by a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})"
+        with self._connection.migration_lock():
+            version = self._connection.schema_version()
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the job store was written by a newer gateway (schema {version}, this one knows {SCHEMA_VERSION})"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                with self._transaction() as db:
+                    for statement in _MIGRATIONS[target]:
+                        db.execute(schema_sql(statement, self.dialect))
+                    db.set_schema_version(target)
+
+    def _check_writable(self, db: Database, job_id: str, *, queued_only: bool = False) -> Row | None:
+        """Locks the job's row for the transaction and raises LeaseLostError
+        when another gateway holds its lease (with `queued_only`, also when
+        any gateway does, or the job is no longer queued). None when there
+        is no such job."""
+        row = db.execute(
+            f"SELECT state, lease_owner, queue_position FROM jobs WHERE job_id = ?{db.for_update}", (job_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        holder = row["lease_owner"]
+        if queued_only and (holder is not None or row["state"] != int(JobState.QUEUED)):
+            raise LeaseLostError(f"job {job_id} is no longer waiting in the queue")
+        if holder is not None and holder != self.owner_id:
+            raise LeaseLostError(f"gateway {holder} runs job {job_id} now")
+        return row
+
+    # Leases
+
+    def claim_next(self, lease_s: float) -> Claim | None:
+        """Leases the first unfinished job no live gateway holds (highest
+        priority, then oldest): a queued one, or one whose gateway's lease
+        lapsed. Gateways claiming at once each get a different job."""
+        now = self._connection.now_sql
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT * FROM jobs WHERE state IN (?, ?) AND (lease_owner IS NULL OR lease_expires_s < {now})"
+                f" ORDER BY priority DESC, created_s, job_id LIMIT 1{db.for_update_skip_locked}",
+                _UNFINISHED,
+            ).fetchone()
+            if row is None:
+                return None
+            self._lease(db, row["job_id"], lease_s)
+        return Claim(_job_from_row(row), bool(row["cancel_requested"]))
+
+    def claim(self, job_id: str, lease_s: float) -> Claim | None:
+        """Leases one unfinished job if no other live gateway holds it (or
+        this one does already); None otherwise."""
+        now = self._connection.now_sql
+        with self._transaction() as db:
+            row = db.execute(
+                f"SELECT * FROM jobs WHERE job_id = ? AND state IN (?, ?)"
+                f" AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_s < {now}){db.for_update}",
+                (job_id, *_UNFINISHED, self.owner_id),
+            ).fetchone()
+            if row is None:
+                return None
+            self._lease(db, job_id, lease_s)
+        return Claim(_job_from_row(row), bool(row["cancel_requested"]))
+
+    def _lease(self, db: Database, job_id: str, lease_s: float) -> None:
+        db.execute(
+            f"UPDATE jobs SET lease_owner = ?, lease_expires_s = {self._connection.now_sql} + ? WHERE job_id = ?",
+            (self.owner_id, lease_s, job_id),
+        )
+
+    def renew_leases(self, job_ids: Sequence[str], lease_s: float) -> tuple[set[str], set[str]]:
+        """Extends this gateway's leases of `job_ids`. Returns the jobs it
+        still holds, and those of them a client asked to cancel."""
+        if not job_ids:
+            return set(), set()
+        marks = ", ".join("?" * len(job_ids))
+        with self._transaction() as db:
+            db.execute(
+                f"UPDATE jobs SET lease_expires_s = {self._connection.now_sql} + ?"
+                f" WHERE lease_owner = ? AND job_id IN ({marks})",
+                (lease_s, self.owner_id, *job_ids),
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction() as db:
-                for statement in _MIGRATIONS[target]:
-                    db.execute(schema_sql(statement, self.dialect))
-                db.set_schema_version(target)
+            rows = db.execute(
+                f"SELECT job_id, cancel_requested FROM jobs WHERE lease_owner = ? AND job_id IN ({marks})",
+                (self.owner_id, *job_ids),
+            ).fetchall()
+        return {row["job_id"] for row in rows}, {row["job_id"] for row in rows if row["cancel_requested"]}
+
+    def release_leases(self, job_ids: Sequence[str]) -> None:
+        """Gives up this gateway's leases of `job_ids`: another gateway may
+        take those jobs over at once."""
+        if not job_ids:
+            return
+        marks = ", ".join("?" * len(job_ids))
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires_s = 0"
+                f" WHERE lease_owner = ? AND job_id IN ({marks})",
+                (self.owner_id, *job_ids),
+            )
+
+    def clear_leases(self) -> int:
+        """Drops every unfinished job's lease: for a store only this gateway
+        uses (a SQLite file), whose leases were held by its previous runs."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT job_id FROM jobs WHERE lease_owner IS NOT NULL AND state IN (?, ?)", _UNFINISHED
+            ).fetchall()
+            db.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires_s = 0 WHERE lease_owner IS NOT NULL"
+                " AND state IN (?, ?)",
+                _UNFINISHED,
+            )
+        return len(rows)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Asks the gateway running a job to cancel it (its heartbeat reads this)."""
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+
+    def queued_jobs(self) -> list[JobRecord]:
+        """Jobs waiting for a gateway, in the order they will be claimed."""
+        rows = self._connection.execute(
+            "SELECT * FROM jobs WHERE state = ? AND lease_owner IS NULL ORDER BY priority DESC, created_s, job_id",
+            (int(JobState.QUEUED),),
+        ).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def queued_count(self) -> int:
+        (count,) = self._connection.execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = ? AND lease_owner IS NULL", (int(JobState.QUEUED),)
+        ).fetchone()
+        return int(count)
+
+    def publish_queue_position(self, event: gateway_pb2.JobEvent, position: int) -> gateway_pb2.JobEvent | None:
+        """Stores `event` (a queue position) if its job still waits unleased
+        and its last published position differs; else stores nothing."""
+        with self._transaction() as db:
+            try:
+                row = self._check_writable(db, event.job_id, queued_only=True)
+            except LeaseLostError:
+                return None
+            if row is None or row["queue_position"] == position:
+                return None
+            db.execute("UPDATE jobs SET queue_position = ? WHERE job_id = ?", (position, event.job_id))
+            return self._append_event(db, event)
 
     # Jobs
 
-    def insert_job(self, job: JobRecord) -> JobRecord:
-        """Stores a new job; when its request id was used already, stores
-        nothing and returns the job created with it."""
+    def insert_job(self, job: JobRecord, first_event: gateway_pb2.JobEvent | None = None) -> JobRecord:
+        """Stores a new job and its first event (in the same transaction, so
+        no gateway runs the job before its first event is stored; the event
+        gets its sequence number); when its request id was used already,
+        stores nothing and returns the job created with it."""
         with self._transaction() as db:
             if job.request_id:
                 row = db.execute(
@@ -244,6 +409,8 @@ class JobStore:
                     job.owner,
                 ),
             )
+            if first_event is not None:
+                self._append_event(db, first_event)
         return job
 
     def job_by_request_id(self, request_id: str, owner: str = "") -> JobRecord | None:
@@ -253,7 +420,9 @@ class JobStore:
         return None if row is None else _job_from_row(row)
 
     def update_job(self, job: JobRecord) -> None:
+        """LeaseLostError: another gateway runs the job now."""
         with self._transaction() as db:
+            self._check_writable(db, job.job_id)
             _update_job_row(db, job)
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -323,16 +492,23 @@ class JobStore:
     # Events
 
     def append_event(self, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
-        """Stores the event with the job's next sequence number and returns it."""
+        """Stores the event with the job's next sequence number and returns
+        it. LeaseLostError: another gateway runs the job now."""
         with self._transaction() as db:
-            (last,) = db.execute(
-                "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (event.job_id,)
-            ).fetchone()
-            event.sequence = last + 1
-            db.execute(
-                "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
-                (event.job_id, event.sequence, event.SerializeToString()),
-            )
+            self._check_writable(db, event.job_id)
+            return self._append_event(db, event)
+
+    @staticmethod
+    def _append_event(db: Database, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
+        # The caller holds the job's row lock: one writer numbers its events at a time.
+        (last,) = db.execute(
+            "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (event.job_id,)
+        ).fetchone()
+        event.sequence = last + 1
+        db.execute(
+            "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+            (event.job_id, event.sequence, event.SerializeToString()),
+        )
         return event
 
     def events_after(self, job_id: str, sequence: int) -> list[gateway_pb2.JobEvent]:
@@ -435,8 +611,10 @@ class JobStore:
             )
 
     def finish_job(self, job: JobRecord, segments: Sequence[Segment]) -> None:
-        """Stores the final result and the job's final state in one transaction."""
+        """Stores the final result and the job's final state in one
+        transaction. LeaseLostError: another gateway runs the job now."""
         with self._transaction() as db:
+            self._check_writable(db, job.job_id)
             db.execute(
                 "INSERT INTO results (job_id, segments) VALUES (?, ?)"
                 " ON CONFLICT (job_id) DO UPDATE SET segments = excluded.segments",

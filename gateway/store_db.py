@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 # Schema version of a PostgreSQL store, in a table of its own (SQLite keeps it in PRAGMA user_version).
 _PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS subtitler_schema (version INTEGER NOT NULL)"
-# Held by the gateway that runs the store's jobs (see `PostgresDatabase.lock`).
-_PG_GATEWAY_LOCK = 0x5B717E
+# Held while a gateway migrates a PostgreSQL store's schema (see `PostgresDatabase.migration_lock`).
+_PG_MIGRATION_LOCK = 0x5B717E
 
 
 class Row(Protocol):
@@ -37,6 +38,14 @@ class Cursor(Protocol):
 
 class Database(Protocol):
     dialect: str
+    # SQL for the database's clock in seconds since the epoch: the leases of
+    # gateways on several hosts are timed by one clock.
+    now_sql: str
+    # Appended to a SELECT whose rows the transaction goes on to change:
+    # row locks where the database has them (SQLite locks the whole file).
+    for_update: str
+    # The same, passing over rows another transaction has locked.
+    for_update_skip_locked: str
 
     def execute(self, sql: str, parameters: Sequence[object] = ()) -> Cursor: ...
 
@@ -49,6 +58,8 @@ class Database(Protocol):
     def schema_version(self) -> int: ...
 
     def set_schema_version(self, version: int) -> None: ...
+
+    def migration_lock(self) -> AbstractContextManager[None]: ...
 
     def close(self) -> None: ...
 
@@ -69,6 +80,9 @@ def schema_sql(statement: str, dialect: str) -> str:
 
 class SqliteDatabase:
     dialect = "sqlite"
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    for_update = ""
+    for_update_skip_locked = ""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +109,11 @@ class SqliteDatabase:
 
     def set_schema_version(self, version: int) -> None:
         self._connection.execute(f"PRAGMA user_version = {int(version)}")
+
+    @contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        # Each migration is a BEGIN IMMEDIATE transaction: writers are serialised already.
+        yield
 
     def close(self) -> None:
         self._connection.close()
@@ -124,6 +143,9 @@ def _row_factory(cursor: Any) -> Any:
 
 class PostgresDatabase:
     dialect = "postgresql"
+    now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
+    for_update = " FOR UPDATE"
+    for_update_skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -152,12 +174,15 @@ class PostgresDatabase:
         self._connection.execute("DELETE FROM subtitler_schema")
         self._connection.execute("INSERT INTO subtitler_schema (version) VALUES (%s)", (int(version),))
 
-    def try_lock(self) -> bool:
-        """Takes the store's gateway lock for this session, if no other
-        session holds it: one gateway runs a store's jobs at a time, and
-        when it dies its session ends and the lock goes with it."""
-        row = self._connection.execute("SELECT pg_try_advisory_lock(%s)", (_PG_GATEWAY_LOCK,)).fetchone()
-        return row is not None and bool(row[0])
+    @contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        """Held while one gateway reads and migrates the schema: gateways
+        that start together on one store migrate it once."""
+        self._connection.execute("SELECT pg_advisory_lock(%s)", (_PG_MIGRATION_LOCK,))
+        try:
+            yield
+        finally:
+            self._connection.execute("SELECT pg_advisory_unlock(%s)", (_PG_MIGRATION_LOCK,))
 
     def close(self) -> None:
         self._connection.close()

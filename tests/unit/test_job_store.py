@@ -9,7 +9,7 @@ import pytest
 
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobRecord, JobState
-from gateway.store import SCHEMA_VERSION, CorruptRecordError, JobStore
+from gateway.store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
 from subtitler.gateway.v1 import gateway_pb2
 from tests.postgres import fresh_database, postgres_server
 
@@ -167,10 +167,53 @@ def test_every_operation_on_both_stores(location: str | Path) -> None:
     reopened.close()
 
 
-def test_one_gateway_at_a_time_runs_a_postgresql_stores_jobs(postgres: str) -> None:
-    url = fresh_database(postgres)
-    first, second = JobStore(url), JobStore(url)
-    assert first.try_lock() and not second.try_lock()
-    first.close()  # the gateway died: its session and lock are gone
-    assert second.try_lock()
+def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
+    first, second = JobStore(location), JobStore(location)
+    assert first.owner_id != second.owner_id
+    first.insert_job(new_job("low"), gateway_pb2.JobEvent(job_id="low", state=gateway_pb2.JOB_STATE_QUEUED))
+    first.insert_job(new_job("high", priority=5))
+    assert [job.job_id for job in second.queued_jobs()] == ["high", "low"]
+    assert second.queued_count() == 2
+    # Claimed in queue order, each by one gateway only.
+    taken = first.claim_next(lease_s=30)
+    assert taken is not None and taken.job.job_id == "high" and not taken.cancel_requested
+    other = second.claim_next(lease_s=30)
+    assert other is not None and other.job.job_id == "low"
+    assert first.claim_next(lease_s=30) is None and second.claim("high", lease_s=30) is None
+    assert first.queued_count() == 0
+    # Only the holder writes the job's state and events; the first event came with the job.
+    assert [event.sequence for event in first.events_after("low", 0)] == [1]
+    low = second.get_job("low")
+    low.state = JobState.RUNNING
+    second.update_job(low)
+    second.append_event(gateway_pb2.JobEvent(job_id="low", state=gateway_pb2.JOB_STATE_RUNNING))
+    with pytest.raises(LeaseLostError):
+        first.update_job(low)
+    with pytest.raises(LeaseLostError):
+        first.append_event(gateway_pb2.JobEvent(job_id="low"))
+    with pytest.raises(LeaseLostError):
+        first.finish_job(low, [])
+    # A queue position is published only for a job still waiting, and once.
+    first.insert_job(new_job("waiting"))
+    position = gateway_pb2.JobEvent(job_id="waiting", queue_position=1)
+    assert first.publish_queue_position(position, 1) is not None
+    assert second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting", queue_position=1), 1) is None
+    assert first.publish_queue_position(gateway_pb2.JobEvent(job_id="low", queue_position=1), 1) is None
+    # Renewal: the holder keeps its jobs and learns of a cancel asked on any gateway.
+    first.request_cancel("high")
+    assert first.renew_leases(["high", "low"], lease_s=30) == ({"high"}, {"high"})
+    # A lease that lapses (its gateway died) lets another gateway take the job over.
+    second.renew_leases(["low"], lease_s=-1)
+    over = first.claim_next(lease_s=30)
+    assert over is not None and over.job.job_id == "low" and over.job.state == JobState.RUNNING
+    assert second.renew_leases(["low"], lease_s=30) == (set(), set())
+    with pytest.raises(LeaseLostError):
+        second.append_event(gateway_pb2.JobEvent(job_id="low"))
+    # Leases given up are free at once; a gateway alone on its store drops its earlier runs' leases.
+    first.release_leases(["low"])
+    claimed = second.claim("low", lease_s=30)
+    assert claimed is not None
+    assert second.clear_leases() == 2  # "high" and "low"
+    assert first.claim("low", lease_s=30) is not None
+    first.close()
     second.close()
