@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import structlog
 
+from tests.postgres import postgres_server
 from tests.speech import missing_test_recordings
 
 
@@ -23,3 +26,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(
             "test recordings are missing: " + ", ".join(str(path) for path in missing) + "; run `make test-data`"
         )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """One real PostgreSQL server for the whole run (started when a test
+    first needs it); each test takes a fresh database on it."""
+    with postgres_server() as url:
+        yield url

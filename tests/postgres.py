@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "subtitler"
 
@@ -79,3 +81,18 @@ def fresh_database(server_url: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# The job stores a gateway test runs against, as pytest parameters.
+STORES = ["sqlite", "postgresql"]
+
+
+def gateway_store_env(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The gateway settings for a store of `kind` (one of STORES): nothing
+    for the SQLite default; for PostgreSQL a fresh database on the session's
+    server (`request` is the test's pytest request) and short leases, so a
+    restarted gateway takes its earlier run's jobs back quickly."""
+    if kind == "sqlite":
+        return {}
+    url = fresh_database(request.getfixturevalue("postgres"))
+    return {"SUBTITLER_GATEWAY_STORE": url, "SUBTITLER_GATEWAY_LEASE_S": "2", "SUBTITLER_GATEWAY_POLL_S": "0.2"}

@@ -28,6 +28,11 @@ class RunningSuite:
     channel: grpc.Channel
     gateway: gateway_pb2_grpc.GatewayServiceStub
 
+    @property
+    def store(self) -> str:
+        """Where the gateway keeps its jobs: a PostgreSQL URL, or its SQLite file."""
+        return self.suite.extra_env.get("SUBTITLER_GATEWAY_STORE") or str(self.data_dir / "jobs.sqlite3")
+
     def wait_finished(self, job_id: str, timeout_s: float = 300.0) -> gateway_pb2.Job:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.postgres import STORES, gateway_store_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ DEAD_TARGET = "127.0.0.1:9"
 class Gateway:
     """A gateway process on a free port."""
 
-    def __init__(self, root: Path, **settings: str) -> None:
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None, **settings: str) -> None:
         self.data_dir = root / "data"
         port_file = root / "gateway.port"
         env = {
@@ -41,6 +42,7 @@ class Gateway:
             "SUBTITLER_GATEWAY_GRACE_PERIOD_S": "1",
             **{f"SUBTITLER_{peer}_TARGET": DEAD_TARGET for peer in ("AUDIO", "VAD", "ASR", "ALIGN")},
             **{f"SUBTITLER_GATEWAY_{name.upper()}": value for name, value in settings.items()},
+            **(extra_env or {}),
         }
         self.log = root / "gateway.log"
         with open(self.log, "wb") as log:
@@ -71,9 +73,10 @@ class Gateway:
         return self.process.wait(timeout=30)
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    running = Gateway(tmp_path, max_queued_jobs="3")
+@pytest.fixture(params=STORES)
+def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway on each job store in turn."""
+    running = Gateway(tmp_path, gateway_store_env(request.param, request), max_queued_jobs="3")
     yield running
     assert running.stop() == 0
 

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ import pytest
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.integration.suite_fixtures import start_suite
-from tests.postgres import fresh_database, postgres_server
+from tests.postgres import fresh_database
 from tests.speech import build_long_recording, clear_prompts, write_wav
 from tests.wer import word_error_rate
 
@@ -27,12 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 20
 LEASE_S = 3.0
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
 
 
 def runners(log: Path) -> set[str]:

@@ -12,7 +12,6 @@ request id bound, and the canonical "rpc" line with the call's final code).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,9 +24,11 @@ from google.protobuf.duration_pb2 import Duration
 from common.convert import duration_to_seconds
 from gateway.asr_capacity import CALLS_PER_WORKER
 from gateway.store import JobStore
+from gateway.store_db import open_database, schema_sql
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
 from tests.integration.suite_fixtures import RunningSuite, our_segments, start_suite
+from tests.postgres import STORES, gateway_store_env
 from tests.speech import build_long_recording, speech_available, write_wav
 from tools.asr_log import AsrRequest, asr_requests, cut_off_chunks, requested_chunks
 from tools.suite import Suite
@@ -52,17 +53,19 @@ FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gatew
 JOB_CONFIG = gateway_pb2.JobConfig(
     speech_detection=vad_pb2.VadOptions(max_chunk_duration=Duration(seconds=MAX_CHUNK_S)),
 )
-CORRUPT_TRANSCRIPTS = "UPDATE chunk_transcripts SET segments = '{not json' WHERE job_id = ?"
-CORRUPT_CONFIG = "UPDATE jobs SET config = x'ffffffff' WHERE job_id = ?"
+CORRUPT_TRANSCRIPTS = "UPDATE chunk_transcripts SET segments = '{{not json' WHERE job_id = ?"
+CORRUPT_CONFIG = "UPDATE jobs SET config = CAST('not a protobuf' AS {blob}) WHERE job_id = ?"
 
 
-@pytest.fixture(scope="module")
-def resilient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+@pytest.fixture(scope="module", params=STORES)
+def resilient(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+    """The suite on each job store in turn."""
     before = our_segments()
-    root: Path = tmp_path_factory.mktemp("resilient")
+    root: Path = tmp_path_factory.mktemp(f"resilient-{request.param}")
     yield from start_suite(
         root,
         {
+            **gateway_store_env(request.param, request),
             "SUBTITLER_GATEWAY_ASR_BATCH_SIZE": str(ASR_BATCH_SIZE),
             "SUBTITLER_GATEWAY_ASR_WORKERS": str(ASR_REPLICAS),
             "SUBTITLER_ASR_NUM_WORKERS": "1",
@@ -237,9 +240,9 @@ def assert_each_chunk_asked_for_once(suite: RunningSuite, job_id: str, lost: set
     return requests
 
 
-def stored_transcripts(data_dir: Path, job_id: str) -> set[int]:
+def stored_transcripts(suite: RunningSuite, job_id: str) -> set[int]:
     """Chunks whose transcripts the (stopped) gateway has stored for a job."""
-    store = JobStore(data_dir / "jobs.sqlite3")
+    store = JobStore(suite.store)
     try:
         return set(store.checkpoint(job_id).transcripts)
     finally:
@@ -256,7 +259,7 @@ def test_gateway_killed_mid_transcription_resumes_from_its_checkpoint(
     seen = events_until(suite, job_id, mid_asr)
     done_at_kill = seen[-1].stage_progress.done_count
     suite.suite.kill("gateway")
-    stored = stored_transcripts(suite.data_dir, job_id)
+    stored = stored_transcripts(suite, job_id)
     restarted_at = datetime.now().astimezone()
     suite.suite.restart("gateway")
 
@@ -404,10 +407,11 @@ def test_cancel_mid_transcription_stops_the_asr_and_frees_the_audio(suite: Runni
 
 def corrupt_after_kill(suite: RunningSuite, statement: str, job_id: str) -> None:
     """Runs an UPDATE on the stored records of a job while the gateway is down."""
-    db = sqlite3.connect(suite.data_dir / "jobs.sqlite3")
+    db = open_database(suite.store)
     try:
-        with db:
-            assert db.execute(statement, (job_id,)).rowcount >= 1
+        db.begin()
+        db.execute(schema_sql(statement, db.dialect), (job_id,))
+        db.commit()
     finally:
         db.close()
 

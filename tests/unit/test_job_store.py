@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,7 @@ from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobRecord, JobState
 from gateway.store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
 from subtitler.gateway.v1 import gateway_pb2
-from tests.postgres import fresh_database, postgres_server
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+from tests.postgres import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
