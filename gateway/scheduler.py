@@ -25,7 +25,7 @@ from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.pipeline import JobPipeline, Peers, StageFailedError
-from gateway.store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError
+from gateway.store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError, StoreUnavailableError
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -287,6 +287,11 @@ class JobScheduler:
             await self._run_leased(job, pipeline)
         except LeaseLostError as error:
             logger.warning("stopped job %s: %s", job.job_id, error)
+        except StoreUnavailableError:
+            # Nothing more can be stored: leave the job to be taken again
+            # (here or elsewhere) from its checkpoint once its lease lapses
+            # and the store answers again.
+            logger.warning("stopped job %s: the job store is unavailable; it resumes later", job.job_id)
 
     async def _run_leased(self, job: JobRecord, pipeline: JobPipeline) -> None:
         started = time.monotonic() - job.processing_s
@@ -317,7 +322,7 @@ class JobScheduler:
         except CorruptRecordError as error:
             await self._fail(job, JobFailure("DATA_LOSS", str(error), job.stage), started)
             return
-        except LeaseLostError:
+        except (LeaseLostError, StoreUnavailableError):
             raise
         except Exception:  # a bug fails this job, not the gateway
             logger.exception("job %s failed with a bug", job.job_id)

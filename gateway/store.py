@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import time
@@ -28,15 +29,18 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
-from common.errors import DataLossError, NotFoundError
+from common.errors import DataLossError, NotFoundError, UnavailableError
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
+from gateway.store_db import DATABASE_ERRORS as _DATABASE_ERRORS
 from gateway.store_db import Database, Row, open_database, schema_sql
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 
@@ -144,6 +148,11 @@ class CorruptRecordError(DataLossError):
     """A stored record cannot be read."""
 
 
+class StoreUnavailableError(UnavailableError):
+    """The job store cannot be reached or written now (a PostgreSQL server
+    restarting, a disk error): the operation can be tried again."""
+
+
 class LeaseLostError(Exception):
     """Another gateway holds the lease of the job this one meant to write:
     it took the job over (this one's heartbeat lapsed), so this one must
@@ -215,8 +224,26 @@ class JobStore:
         await self.run(self.finish_job, job.snapshot(), segments)
 
     async def run(self, operation: Callable[..., T], *args: Any) -> T:
-        """Runs a store operation on the store's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, operation, *args)
+        """Runs a store operation on the store's own thread. An operation
+        that met a connection the server had dropped (a restart, a failover)
+        is tried once more on a new one: each is one transaction, undone
+        when it failed. StoreUnavailableError: the database cannot be
+        reached."""
+
+        def attempt() -> T:
+            try:
+                return operation(*args)
+            except _DATABASE_ERRORS:
+                if not self._connection.lost():
+                    raise
+                logger.warning("the job store's connection was lost; connecting again")
+                return operation(*args)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, attempt)
+        except _DATABASE_ERRORS as error:
+            logger.warning("job store operation %s failed: %s", getattr(operation, "__name__", operation), error)
+            raise StoreUnavailableError("the job store is unavailable; try again shortly") from error
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

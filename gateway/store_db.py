@@ -24,6 +24,20 @@ _PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS subtitler_schema (version INTEGE
 _PG_MIGRATION_LOCK = 0x5B717E
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a gateway dependency
+        return tuple(errors)
+    return (*errors, psycopg.OperationalError)
+
+
+# What a database raises when it cannot be reached or written now (as
+# opposed to a bug in a statement): the operation may work when tried again.
+DATABASE_ERRORS = _database_errors()
+
+
 class Row(Protocol):
     def __getitem__(self, key: int | str) -> Any: ...
 
@@ -60,6 +74,10 @@ class Database(Protocol):
     def set_schema_version(self, version: int) -> None: ...
 
     def migration_lock(self) -> AbstractContextManager[None]: ...
+
+    def lost(self) -> bool:
+        """Whether the server dropped the connection (the next operation opens a new one)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -115,6 +133,9 @@ class SqliteDatabase:
         # Each migration is a BEGIN IMMEDIATE transaction: writers are serialised already.
         yield
 
+    def lost(self) -> bool:
+        return False  # a file: there is no server to drop it
+
     def close(self) -> None:
         self._connection.close()
 
@@ -148,22 +169,42 @@ class PostgresDatabase:
     for_update_skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
+        self._url = url
+        self._connection = self._connect()
+        self._in_transaction = False
+
+    def _connect(self) -> Any:
         import psycopg
 
-        self._connection = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        return psycopg.connect(self._url, autocommit=True, row_factory=_row_factory)
+
+    def _usable(self) -> Any:
+        """The connection, opened again if the server dropped it (a restart,
+        a failover): the operation that met the break failed, the next one
+        works. Never inside a transaction, whose work went with the break."""
+        if self._connection.closed and not self._in_transaction:
+            self._connection = self._connect()
+        return self._connection
+
+    def lost(self) -> bool:
+        return bool(self._connection.closed)
 
     def execute(self, sql: str, parameters: Sequence[object] = ()) -> Cursor:
-        cursor: Cursor = self._connection.execute(sql.replace("?", "%s"), tuple(parameters))
+        cursor: Cursor = self._usable().execute(sql.replace("?", "%s"), tuple(parameters))
         return cursor
 
     def begin(self) -> None:
-        self._connection.execute("BEGIN")
+        self._usable().execute("BEGIN")
+        self._in_transaction = True
 
     def commit(self) -> None:
+        self._in_transaction = False
         self._connection.execute("COMMIT")
 
     def rollback(self) -> None:
-        self._connection.execute("ROLLBACK")
+        self._in_transaction = False
+        if not self._connection.closed:
+            self._connection.execute("ROLLBACK")
 
     def schema_version(self) -> int:
         self._connection.execute(_PG_VERSION_TABLE)

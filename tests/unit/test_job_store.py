@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -210,3 +211,27 @@ def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
     assert first.claim("low", lease_s=30) is not None
     first.close()
     second.close()
+
+
+def test_a_postgresql_store_connects_again_after_the_server_drops_it(postgres: str) -> None:
+    import psycopg
+
+    url = fresh_database(postgres)
+    store = JobStore(url)
+    store.insert_job(new_job("a"))
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        store.get_job("a")  # called directly, the operation that meets the break fails
+    assert store.get_job("a").job_id == "a"  # and the next one connects again
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    # Through `run`, as the gateway calls it, the operation is tried again on a new connection.
+    assert asyncio.run(store.run(store.get_job, "a")).job_id == "a"
+    store.close()
