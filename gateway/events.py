@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from common.convert import epoch_to_timestamp
 from common.errors import ResourceExhaustedError
@@ -24,10 +25,14 @@ class EventHub:
         """`max_watchers`: watch streams open at once over all jobs; more are
         refused (RESOURCE_EXHAUSTED with `retry_after_s`). `poll_s`: on a
         store that other gateways share, how often a watcher reads the store
-        for events another gateway published (None: only this one writes)."""
+        for events another gateway published even when it heard of none
+        (see `listen`; None: only this one writes)."""
         self._store = store
         self._poll_s = poll_s
-        self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent]]] = defaultdict(set)
+        # Each watcher's queue: events this gateway published, or None when
+        # another gateway stored one (the watcher reads it from the store).
+        self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent | None]]] = defaultdict(set)
+        self._stop_listening: Callable[[], None] | None = None
         self.max_watchers = max_watchers
         self._retry_after_s = retry_after_s
         self._watcher_count = 0
@@ -74,6 +79,26 @@ class EventHub:
         if stored is not None:
             self.deliver(stored)
 
+    def listen(self) -> None:
+        """On a shared store, wakes this gateway's watchers of a job as soon
+        as another gateway stores one of its events (PostgreSQL's
+        LISTEN/NOTIFY)."""
+        loop = asyncio.get_running_loop()
+
+        def heard(job_id: str) -> None:
+            loop.call_soon_threadsafe(self._wake_watchers, job_id)
+
+        self._stop_listening = self._store.listen_for_events(heard)
+
+    def close(self) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+
+    def _wake_watchers(self, job_id: str) -> None:
+        for queue in self._watchers.get(job_id, ()):
+            queue.put_nowait(None)
+
     def deliver(self, event: gateway_pb2.JobEvent) -> None:
         """Hands a stored event to its job's live watchers on this gateway."""
         for queue in self._watchers.get(event.job_id, ()):
@@ -89,7 +114,7 @@ class EventHub:
                 f"retry in {self._retry_after_s:g} s, or poll GetJob",
                 retry_after_s=self._retry_after_s,
             )
-        queue: asyncio.Queue[gateway_pb2.JobEvent] = asyncio.Queue()
+        queue: asyncio.Queue[gateway_pb2.JobEvent | None] = asyncio.Queue()
         self._watchers[job_id].add(queue)
         self._watcher_count += 1
         try:
@@ -106,9 +131,10 @@ class EventHub:
                     yield event
                 return
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), self._poll_s)
-                except TimeoutError:
+                heard: gateway_pb2.JobEvent | None = None
+                with contextlib.suppress(TimeoutError):
+                    heard = await asyncio.wait_for(queue.get(), self._poll_s)
+                if heard is None:
                     # Another gateway may be running the job: read what it stored.
                     for item in await self._store.run(self._store.events_after, job_id, last):
                         last = item.sequence
@@ -116,6 +142,7 @@ class EventHub:
                         if _is_final(item):
                             return
                     continue
+                event = heard
                 if event.sequence <= last:
                     if _is_final(event):
                         return  # asked for events after the last one: the job has ended

@@ -36,6 +36,8 @@ from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 logger = logging.getLogger(__name__)
 
 PEER_STATUS_TIMEOUT_S = 3.0
+# How often a watcher on a shared store reads it even when it heard of no event.
+WATCH_FALLBACK_READ_S = 5.0
 
 
 def _service_name(module: object, service: str) -> str:
@@ -96,8 +98,10 @@ async def create(config: GatewayConfig) -> RunningServer:
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
     store = await loop.run_in_executor(None, JobStore, config.store or config.data_dir / "jobs.sqlite3")
-    # On a shared store, watchers read what other gateways' jobs stored.
-    events = EventHub(store, max_watchers=config.max_watchers, poll_s=config.poll_s if store.shared else None)
+    # On a shared store, watchers hear of other gateways' events (NOTIFY),
+    # and read the store now and then in case a notice was missed.
+    events = EventHub(store, max_watchers=config.max_watchers, poll_s=WATCH_FALLBACK_READ_S if store.shared else None)
+    events.listen()
     targets = {
         "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
         "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
@@ -170,6 +174,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         sweeper.cancel()
         await decoder.close()
         await scheduler.shutdown()
+        events.close()
         for channel in channels.values():
             await channel.close()
         store.close()

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -525,8 +526,7 @@ class JobStore:
             self._check_writable(db, event.job_id)
             return self._append_event(db, event)
 
-    @staticmethod
-    def _append_event(db: Database, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
+    def _append_event(self, db: Database, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent:
         # The caller holds the job's row lock: one writer numbers its events at a time.
         (last,) = db.execute(
             "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?", (event.job_id,)
@@ -536,7 +536,31 @@ class JobStore:
             "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
             (event.job_id, event.sequence, event.SerializeToString()),
         )
+        db.notify(f"{event.job_id} {self.owner_id}")
         return event
+
+    def listen_for_events(self, on_event: Callable[[str], None]) -> Callable[[], None] | None:
+        """On a shared store: calls `on_event(job_id)` (on a thread of its
+        own) whenever another gateway stores an event; returns what stops
+        it. None for a store only this gateway writes."""
+        listen = getattr(self._connection, "listen", None)
+        if listen is None:
+            return None
+        stopped = threading.Event()
+
+        def on_payload(payload: str) -> None:
+            job_id, _, writer = payload.partition(" ")
+            if writer != self.owner_id:
+                on_event(job_id)
+
+        thread = threading.Thread(target=listen, args=(on_payload, stopped), name="job-events", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            thread.join(timeout=5)
+
+        return stop
 
     def events_after(self, job_id: str, sequence: int) -> list[gateway_pb2.JobEvent]:
         rows = self._connection.execute(

@@ -11,15 +11,22 @@ for a timestamp). Rows read by column name and by position, as sqlite3.Row.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 # Schema version of a PostgreSQL store, in a table of its own (SQLite keeps it in PRAGMA user_version).
 _PG_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS subtitler_schema (version INTEGER NOT NULL)"
+logger = logging.getLogger(__name__)
+
+# Where a PostgreSQL store announces each event it stores (NOTIFY), so the
+# watchers of a job on every gateway learn of it at once.
+EVENTS_CHANNEL = "subtitler_job_events"
 # Held while a gateway migrates a PostgreSQL store's schema (see `PostgresDatabase.migration_lock`).
 _PG_MIGRATION_LOCK = 0x5B717E
 
@@ -79,6 +86,11 @@ class Database(Protocol):
         """Whether the server dropped the connection (the next operation opens a new one)."""
         ...
 
+    def notify(self, payload: str) -> None:
+        """Announces, when the transaction commits, that `payload` (a job
+        id and the writer) has a new event (nothing where nobody listens)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -136,6 +148,9 @@ class SqliteDatabase:
     def lost(self) -> bool:
         return False  # a file: there is no server to drop it
 
+    def notify(self, payload: str) -> None:
+        pass  # one gateway: its watchers hear of its events directly
+
     def close(self) -> None:
         self._connection.close()
 
@@ -188,6 +203,26 @@ class PostgresDatabase:
 
     def lost(self) -> bool:
         return bool(self._connection.closed)
+
+    def notify(self, payload: str) -> None:
+        self.execute("SELECT pg_notify(?, ?)", (EVENTS_CHANNEL, payload))
+
+    def listen(self, on_payload: Callable[[str], None], stopped: threading.Event) -> None:
+        """Calls `on_payload` with each announcement on EVENTS_CHANNEL, on
+        a connection of its own, until `stopped` is set; a connection the
+        server drops is opened again (after a pause)."""
+        import psycopg
+
+        while not stopped.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    while not stopped.is_set():
+                        for notice in connection.notifies(timeout=0.5):
+                            on_payload(notice.payload)
+            except psycopg.OperationalError as error:
+                logger.warning("listening for job events failed (%s); trying again", error)
+                stopped.wait(1.0)
 
     def execute(self, sql: str, parameters: Sequence[object] = ()) -> Cursor:
         cursor: Cursor = self._usable().execute(sql.replace("?", "%s"), tuple(parameters))

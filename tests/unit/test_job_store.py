@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import time
 from pathlib import Path
@@ -235,3 +236,27 @@ def test_a_postgresql_store_connects_again_after_the_server_drops_it(postgres: s
     # Through `run`, as the gateway calls it, the operation is tried again on a new connection.
     assert asyncio.run(store.run(store.get_job, "a")).job_id == "a"
     store.close()
+
+
+def test_a_postgresql_store_tells_the_other_gateways_of_each_event(postgres: str, tmp_path: Path) -> None:
+    url = fresh_database(postgres)
+    writer, reader = JobStore(url), JobStore(url)
+    heard: queue.Queue[str] = queue.Queue()
+    stop = reader.listen_for_events(heard.put)
+    assert stop is not None
+    try:
+        time.sleep(0.5)  # listening
+        writer.insert_job(new_job("a"), gateway_pb2.JobEvent(job_id="a"))
+        writer.append_event(gateway_pb2.JobEvent(job_id="a"))
+        assert [heard.get(timeout=5), heard.get(timeout=5)] == ["a", "a"]
+        reader.claim("a", lease_s=30)
+        reader.append_event(gateway_pb2.JobEvent(job_id="a"))  # its own: its watchers have it already
+        time.sleep(0.5)
+        assert heard.empty()
+    finally:
+        stop()
+        writer.close()
+        reader.close()
+    sqlite = JobStore(tmp_path / "jobs.sqlite3")
+    assert sqlite.listen_for_events(heard.put) is None  # one gateway's file: nobody else writes
+    sqlite.close()
