@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import time
@@ -459,8 +460,12 @@ def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[
     """Entry point of a service process: logs, start, wait for SIGTERM or
     SIGINT, graceful stop, exit 0."""
     from common.logs import configure_logging
+    from common.memory import limit_malloc_arenas
 
+    arenas = limit_malloc_arenas(os.environ)
     configure_logging(name, level=config.log_level)
+    if arenas is not None:
+        log.info("malloc arenas capped", service=name, arenas=arenas)
 
     async def main() -> None:
         stop = asyncio.Event()
