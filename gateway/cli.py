@@ -109,6 +109,7 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         speech_detection=speech_detection,
         align_method=ALIGN_METHODS[options.align_method],
         skip_alignment=options.no_align,
+        skip_coverage_check=options.no_coverage_check,
         profile=PROFILE_NAMES[options.profile],
         subtitles=subtitle_rules(options),
         diarization=gateway_pb2.DiarizationOptions(
@@ -453,6 +454,11 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--align-method", choices=sorted(ALIGN_METHODS), default="auto")
     run.add_argument("--no-align", action="store_true", help="skip word alignment")
+    run.add_argument(
+        "--no-coverage-check",
+        action="store_true",
+        help="leave detected speech that got no words as it is (by default it is transcribed once more on its own)",
+    )
     speakers = run.add_argument_group("speakers (diarization: who spoke when)")
     speakers.add_argument("--diarize", action="store_true", help="name each segment's speaker (SPEAKER_00, ...)")
     speakers.add_argument("--num-speakers", type=int, help="exactly this many speakers (implies --diarize)")

@@ -21,6 +21,7 @@ workers and the job's progress.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -46,10 +47,17 @@ from gateway.audio_lease import AudioLease
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, Stage
-from gateway.policy import choose_align_method, consecutive_runs, tail_share
+from gateway.policy import (
+    choose_align_method,
+    consecutive_runs,
+    merge_found_segments,
+    tail_share,
+    uncovered_speech,
+)
 from gateway.speakers import assign_speakers, turns_from_proto
 from gateway.stage_calls import StageCaller, StageFailedError
 from gateway.store import Checkpoint, JobStore
+from gateway.validation import MAX_CHUNKS_PER_TRANSCRIBE
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2_grpc
@@ -81,6 +89,8 @@ class Peers:
 class _Chunk:
     index: int
     time_range: TimeRange
+    # The VAD's speech ranges merged into the chunk (for the coverage check).
+    speech: tuple[TimeRange, ...] = ()
 
 
 class JobPipeline:
@@ -131,7 +141,10 @@ class JobPipeline:
             self._restore(checkpoint)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
-        self._chunks = [_Chunk(index, checkpoint.speech_chunks[index]) for index in sorted(checkpoint.speech_chunks)]
+        self._chunks = [
+            _Chunk(index, checkpoint.speech_chunks[index], checkpoint.speech_ranges.get(index, ()))
+            for index in sorted(checkpoint.speech_chunks)
+        ]
         self._speaker_turns = checkpoint.speaker_turns
         self._restored_detection = checkpoint.detection_complete
         self._transcripts = {index: segments for index, (_, segments) in checkpoint.transcripts.items()}
@@ -284,8 +297,11 @@ class JobPipeline:
         )
         async for response in stream:
             if response.HasField("chunk") and response.chunk_index >= len(self._chunks):
-                chunk = _Chunk(response.chunk_index, time_range_from_proto(response.chunk))
-                await self._store.run(self._store.save_speech_chunk, self._job.job_id, chunk.index, chunk.time_range)
+                speech = tuple(time_range_from_proto(item) for item in response.speech_ranges)
+                chunk = _Chunk(response.chunk_index, time_range_from_proto(response.chunk), speech)
+                await self._store.run(
+                    self._store.save_speech_chunk, self._job.job_id, chunk.index, chunk.time_range, chunk.speech
+                )
                 self._chunks.append(chunk)
                 chunk_queue.put_nowait(chunk)
             analysed_s = duration_to_seconds(response.analysed_duration)
@@ -423,29 +439,85 @@ class JobPipeline:
             ),
             **self._call_options(),
         )
+        by_index = {chunk.index: chunk for chunk in remaining}
+        # Chunks with speech no segment covers wait for a second look at it.
+        unsure: list[tuple[asr_pb2.TranscribeResponse, list[Segment], list[TimeRange]]] = []
         async for response in stream:
             segments = segments_from_proto(response.segments)
-            await self._store.run(
-                self._store.save_chunk_transcript,
-                self._job.job_id,
-                response.chunk_index,
-                response.language_code,
-                segments,
+            chunk = by_index[response.chunk_index]
+            windows = (
+                []
+                if self._job.config.skip_coverage_check
+                else uncovered_speech(chunk.speech, segments, chunk.time_range)
             )
-            self._transcripts[response.chunk_index] = segments
-            if not self._job.language_code:
-                self._job.language_code = response.language_code
-                self._job.language_probability = response.language_probability
-            self._job.segment_count += len(segments)
-            for segment in segments:
-                await self._events.publish(self._job, segment=segment_to_proto(segment))
-            await self._progress(
-                Stage.TRANSCRIBE,
-                self._stage_fraction(len(self._transcripts)),
-                len(self._transcripts),
-                len(self._chunks),
+            if windows:
+                unsure.append((response, segments, windows))
+            else:
+                await self._accept_transcript(response, segments, align_queue)
+        if unsure:
+            found = await self._transcribe_windows([window for _, _, windows in unsure for window in windows], options)
+            for response, segments, windows in unsure:
+                inside = [
+                    dataclasses.replace(segment, chunk_index=response.chunk_index)
+                    for segment in found
+                    if any(window.start_s <= segment.start_s < window.end_s for window in windows)
+                ]
+                logger.info(
+                    "job %s chunk %d: %d s of speech had no segment; a second look found %d",
+                    self._job.job_id,
+                    response.chunk_index,
+                    round(sum(window.duration_s for window in windows)),
+                    len(inside),
+                )
+                await self._accept_transcript(response, merge_found_segments(segments, inside), align_queue)
+
+    async def _transcribe_windows(
+        self, windows: Sequence[TimeRange], options: asr_pb2.TranscriptionOptions
+    ) -> list[Segment]:
+        """The segments of `windows` transcribed each on its own (the
+        coverage check's second look), numbered as their chunks."""
+        assert self._handle is not None
+        found: list[Segment] = []
+        for start in range(0, len(windows), MAX_CHUNKS_PER_TRANSCRIBE):
+            part = windows[start : start + MAX_CHUNKS_PER_TRANSCRIBE]
+            stream = self._peers.asr.Transcribe(
+                asr_pb2.TranscribeRequest(
+                    audio=self._handle,
+                    chunks=[time_range_to_proto(window) for window in part],
+                    first_chunk_index=0,
+                    options=options,
+                ),
+                **self._call_options(),
             )
-            align_queue.put_nowait(response.chunk_index)
+            async for response in stream:
+                found.extend(segments_from_proto(response.segments))
+        return found
+
+    async def _accept_transcript(
+        self, response: asr_pb2.TranscribeResponse, segments: list[Segment], align_queue: asyncio.Queue[int | None]
+    ) -> None:
+        """Stores a chunk's transcript, tells the watchers, and passes the chunk on to alignment."""
+        await self._store.run(
+            self._store.save_chunk_transcript,
+            self._job.job_id,
+            response.chunk_index,
+            response.language_code,
+            segments,
+        )
+        self._transcripts[response.chunk_index] = segments
+        if not self._job.language_code:
+            self._job.language_code = response.language_code
+            self._job.language_probability = response.language_probability
+        self._job.segment_count += len(segments)
+        for segment in segments:
+            await self._events.publish(self._job, segment=segment_to_proto(segment))
+        await self._progress(
+            Stage.TRANSCRIBE,
+            self._stage_fraction(len(self._transcripts)),
+            len(self._transcripts),
+            len(self._chunks),
+        )
+        align_queue.put_nowait(response.chunk_index)
 
     def _stage_fraction(self, done_chunks: int) -> float:
         """Chunks done over chunks known, scaled by how much of the audio

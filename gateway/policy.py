@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from common.languages import primary_language
+from common.transcript import Segment, TimeRange, doubt_flags
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -53,3 +54,52 @@ def tail_share(size: int, queued: int, workers: int, *, detection_done: bool) ->
         return size
     left = max(1, queued - 1)
     return max(1, min(size, math.ceil(left / max(1, workers))))
+
+
+# Coverage check: a stretch of detected speech at least this long that the
+# chunk's segments cover for less than `COVERED_SHARE` of it is transcribed
+# again on its own, padded by `COVERAGE_PAD_S` each side (within the chunk).
+MIN_UNCOVERED_SPEECH_S = 1.0
+COVERED_SHARE = 0.2
+COVERAGE_PAD_S = 0.3
+
+
+def uncovered_speech(speech: Sequence[TimeRange], segments: Sequence[Segment], chunk: TimeRange) -> list[TimeRange]:
+    """The windows of a chunk to transcribe once more: its speech ranges
+    (the VAD's, merged into the chunk) that no segment covers, padded and
+    kept inside the chunk, in time order, none overlapping another or a
+    segment."""
+    windows: list[TimeRange] = []
+    for speech_range in sorted(speech, key=lambda item: item.start_s):
+        length = speech_range.end_s - speech_range.start_s
+        if length < MIN_UNCOVERED_SPEECH_S:
+            continue
+        covered = sum(
+            max(0.0, min(segment.end_s, speech_range.end_s) - max(segment.start_s, speech_range.start_s))
+            for segment in segments
+        )
+        if covered >= COVERED_SHARE * length:
+            continue
+        start_s = max(chunk.start_s, speech_range.start_s - COVERAGE_PAD_S)
+        end_s = min(chunk.end_s, speech_range.end_s + COVERAGE_PAD_S)
+        # Not into a segment's time: each segment bounds the window on its side.
+        middle_s = (speech_range.start_s + speech_range.end_s) / 2
+        for segment in segments:
+            if (segment.start_s + segment.end_s) / 2 < middle_s:
+                start_s = max(start_s, segment.end_s)
+            else:
+                end_s = min(end_s, segment.start_s)
+        if windows and start_s < windows[-1].end_s:
+            windows[-1] = TimeRange(windows[-1].start_s, max(windows[-1].end_s, end_s))
+            continue
+        if end_s - start_s >= MIN_UNCOVERED_SPEECH_S:
+            windows.append(TimeRange(start_s, end_s))
+    return windows
+
+
+def merge_found_segments(segments: Sequence[Segment], found: Sequence[Segment]) -> list[Segment]:
+    """A chunk's segments with those a coverage pass found (the doubtful
+    ones left out: a second look at speech Whisper skipped must be sure of
+    itself), in time order."""
+    kept = [segment for segment in found if segment.text.strip() and not doubt_flags(segment)]
+    return sorted([*segments, *kept], key=lambda segment: (segment.start_s, segment.end_s))

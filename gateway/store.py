@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Migrations from version N-1 to N, applied in order on open.
 _MIGRATIONS: dict[int, Sequence[str]] = {
@@ -140,6 +140,9 @@ _MIGRATIONS: dict[int, Sequence[str]] = {
         f"CREATE INDEX jobs_unfinished ON jobs (priority DESC, created_s, job_id)"
         f" WHERE state IN ({int(JobState.QUEUED)}, {int(JobState.RUNNING)})",
     ),
+    # The speech ranges (the VAD's) merged into each chunk, for the coverage
+    # check: a JSON list of [start_s, end_s].
+    5: ("ALTER TABLE speech_chunks ADD COLUMN speech_ranges TEXT NOT NULL DEFAULT '[]'",),
 }
 
 _UNFINISHED = (int(JobState.QUEUED), int(JobState.RUNNING))
@@ -182,6 +185,8 @@ class Checkpoint:
     alignments: dict[int, tuple[int, list[Segment]]]
     # The diarization, when done.
     speaker_turns: diarize_pb2.DiarizeResponse | None = None
+    # chunk index -> the speech ranges merged into it (empty for chunks stored before schema 5)
+    speech_ranges: dict[int, tuple[TimeRange, ...]] = field(default_factory=dict)
 
 
 def segments_to_json(segments: Sequence[Segment]) -> str:
@@ -586,12 +591,16 @@ class JobStore:
             return None
         return common_pb2.AudioHandle.FromString(row["audio_handle"])
 
-    def save_speech_chunk(self, job_id: str, chunk_index: int, time_range: TimeRange) -> None:
+    def save_speech_chunk(
+        self, job_id: str, chunk_index: int, time_range: TimeRange, speech_ranges: Sequence[TimeRange] = ()
+    ) -> None:
+        ranges = json.dumps([[item.start_s, item.end_s] for item in speech_ranges])
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO speech_chunks (job_id, chunk_index, start_s, end_s) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (job_id, chunk_index) DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s",
-                (job_id, chunk_index, time_range.start_s, time_range.end_s),
+                "INSERT INTO speech_chunks (job_id, chunk_index, start_s, end_s, speech_ranges) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (job_id, chunk_index) DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s,"
+                " speech_ranges = excluded.speech_ranges",
+                (job_id, chunk_index, time_range.start_s, time_range.end_s, ranges),
             )
 
     def mark_detection_complete(self, job_id: str) -> None:
@@ -608,10 +617,17 @@ class JobStore:
             handle = common_pb2.AudioHandle.FromString(row["audio_handle"]) if row["audio_handle"] else None
         except DecodeError as error:
             raise CorruptRecordError(f"the stored audio handle cannot be read: {error}") from error
-        chunks = {
-            item["chunk_index"]: TimeRange(item["start_s"], item["end_s"])
-            for item in db.execute("SELECT * FROM speech_chunks WHERE job_id = ?", (job_id,))
-        }
+        chunk_rows = db.execute("SELECT * FROM speech_chunks WHERE job_id = ?", (job_id,)).fetchall()
+        chunks = {item["chunk_index"]: TimeRange(item["start_s"], item["end_s"]) for item in chunk_rows}
+        try:
+            speech_ranges = {
+                item["chunk_index"]: tuple(
+                    TimeRange(float(start), float(end)) for start, end in json.loads(item["speech_ranges"])
+                )
+                for item in chunk_rows
+            }
+        except (ValueError, TypeError) as error:
+            raise CorruptRecordError(f"stored speech ranges cannot be read: {error}") from error
         transcripts = {
             item["chunk_index"]: (item["language_code"], segments_from_json(item["segments"]))
             for item in db.execute("SELECT * FROM chunk_transcripts WHERE job_id = ?", (job_id,))
@@ -621,7 +637,9 @@ class JobStore:
             for item in db.execute("SELECT * FROM chunk_alignments WHERE job_id = ?", (job_id,))
         }
         turns = self.speaker_turns(job_id)
-        return Checkpoint(handle, chunks, bool(row["detection_complete"]), transcripts, alignments, turns)
+        return Checkpoint(
+            handle, chunks, bool(row["detection_complete"]), transcripts, alignments, turns, speech_ranges
+        )
 
     def speaker_turns(self, job_id: str) -> diarize_pb2.DiarizeResponse | None:
         """A job's diarization; None when it has none."""

@@ -18,6 +18,8 @@ from subtitler.vad.v1 import vad_pb2
 # The ASR service's default SUBTITLER_ASR_MAX_BATCH_SIZE, and its beam limit.
 MAX_BATCH_SIZE = 32
 MAX_BEAM_SIZE = 16
+# Chunks one Transcribe request may carry (services.asr.engine.MAX_CHUNKS_PER_REQUEST).
+MAX_CHUNKS_PER_TRANSCRIBE = 32
 # Whisper's sampling temperatures that make sense.
 MAX_TEMPERATURE = 1.0
 # Speech chunks: at most Whisper's window, at least long enough to hold a word.

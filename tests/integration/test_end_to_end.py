@@ -156,6 +156,27 @@ def test_cross_attention_alignment_times_words_in_the_asr_pass(suite: RunningSui
     assert word_error_rate(media.reference_text, " ".join(s.text for s in response.segments)) <= 0.10
 
 
+def test_speech_whisper_skipped_is_transcribed_again_on_its_own(suite: RunningSuite) -> None:
+    # Three prompts in one chunk, where tiny.en stops after the second:
+    # "The leader has left the conference. This conference is locked!" and
+    # not "The conference is now locked".
+    recording = build_long_recording(min_duration_s=8.0, gap_s=0.8, prompts=clear_prompts()[27:])
+    write_wav(suite.media_dir / "skipped.wav", recording.samples)
+    texts = {}
+    for skip in (True, False):
+        config = gateway_pb2.JobConfig(
+            transcription=asr_pb2.TranscriptionOptions(language_code="en"), skip_coverage_check=skip
+        )
+        job = suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path="skipped.wav", config=config))
+        job = suite.wait_finished(job.job_id)
+        assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED, job.error
+        response = result(suite, job.job_id, gateway_pb2.RESULT_FORMAT_JSON)
+        assert_word_times(response.segments)
+        texts[skip] = " ".join(segment.text for segment in response.segments)
+    assert word_error_rate(recording.reference_text, texts[True]) >= 0.3, "the model no longer skips: pick another"
+    assert word_error_rate(recording.reference_text, texts[False]) <= 0.05, texts[False]
+
+
 def test_watch_streams_progress_and_segments_then_ends(suite: RunningSuite, media: Media) -> None:
     job = create(suite, media.speech_8k.name)
     events = list(suite.gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id), timeout=300))

@@ -13,11 +13,18 @@ from typing import Any
 import grpc
 import pytest
 
+from common.transcript import Segment, TimeRange
 from gateway.audio_lease import AudioLease, release_audio
 from gateway.config import RetryPolicy
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState, Stage
-from gateway.policy import choose_align_method, consecutive_runs, tail_share
+from gateway.policy import (
+    choose_align_method,
+    consecutive_runs,
+    merge_found_segments,
+    tail_share,
+    uncovered_speech,
+)
 from gateway.stage_calls import StageCaller, StageFailedError
 from gateway.store import JobStore
 from subtitler.align.v1 import align_pb2
@@ -270,3 +277,28 @@ def test_a_limit_is_not_retried_but_a_busy_service_is(store: JobStore) -> None:
     attempt, calls = failing(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
     assert asyncio.run(caller(store, job).call(Stage.DECODE, -1, attempt)) == "done"
     assert calls[0] == 2
+
+
+def test_the_coverage_check_finds_speech_no_segment_covers() -> None:
+    chunk = TimeRange(10.0, 30.0)
+    speech = [TimeRange(10.5, 14.0), TimeRange(15.0, 15.6), TimeRange(17.0, 21.0), TimeRange(25.0, 29.5)]
+    segments = [
+        Segment("Covered.", 10.4, 14.1),
+        Segment("Barely.", 17.0, 17.3),  # 0.3 of 4 s: under a fifth
+        Segment("Right after.", 21.2, 24.0),
+    ]
+    # 15.0-15.6 is too short to look at again; 17-21 is padded but kept clear
+    # of the segments on either side; 25-29.5 is padded to the chunk's end.
+    assert uncovered_speech(speech, segments, chunk) == [TimeRange(17.3, 21.2), TimeRange(24.7, 29.8)]
+    assert uncovered_speech(speech, [*segments, Segment("Late.", 25.0, 29.0)], chunk) == [TimeRange(17.3, 21.2)]
+    assert uncovered_speech([], segments, chunk) == []
+
+
+def test_what_a_second_look_finds_is_kept_in_order_unless_doubtful() -> None:
+    first, last = Segment("One.", 1.0, 2.0), Segment("Three.", 5.0, 6.0)
+    found = [
+        Segment("Two.", 3.0, 4.0, avg_logprob=-0.3),
+        Segment("you", 4.2, 4.5, avg_logprob=-1.4),  # doubtful: left out
+        Segment(" ", 4.6, 4.7),
+    ]
+    assert [segment.text for segment in merge_found_segments([first, last], found)] == ["One.", "Two.", "Three."]

@@ -76,7 +76,7 @@ def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
     models); the engines are the source, and this keeps the copies true."""
     from gateway import validation
     from services.asr.config import AsrConfig
-    from services.asr.engine import MAX_BEAM_SIZE, MAX_TEMPERATURE
+    from services.asr.engine import MAX_BEAM_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_TEMPERATURE
     from services.diarize.engine import MAX_SPEAKERS
     from services.vad.engine import FRAME_DURATION_S, LIVE_MAX_MIN_SILENCE_S, MAX_CHUNK_DURATION_S
 
@@ -87,3 +87,4 @@ def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
     assert validation.MAX_LIVE_SILENCE_S == LIVE_MAX_MIN_SILENCE_S
     assert validation.VAD_FRAME_S == FRAME_DURATION_S
     assert validation.MAX_SPEAKERS == MAX_SPEAKERS
+    assert validation.MAX_CHUNKS_PER_TRANSCRIBE == MAX_CHUNKS_PER_REQUEST

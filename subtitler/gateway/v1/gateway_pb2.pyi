@@ -340,6 +340,7 @@ class JobConfig(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     SUBTITLES_FIELD_NUMBER: _builtins.int
     DIARIZATION_FIELD_NUMBER: _builtins.int
+    SKIP_COVERAGE_CHECK_FIELD_NUMBER: _builtins.int
     align_method: _align_pb2.AlignMethod.ValueType
     """Word alignment method; unspecified: the align service chooses."""
     skip_alignment: _builtins.bool
@@ -347,6 +348,12 @@ class JobConfig(_message.Message):
     profile: Global___Profile.ValueType
     """Speed/quality preset; its values fill the options left unset above. The
     stored config of a job shows the values the preset filled in.
+    """
+    skip_coverage_check: _builtins.bool
+    """Leave speech that produced no words as it is. By default a stretch of
+    detected speech of at least 1 s that no segment covers is transcribed
+    once more on its own (Whisper skips speech in a long window now and
+    then), and what that finds is added unless it is doubtful.
     """
     @_builtins.property
     def transcription(self) -> _asr_pb2.TranscriptionOptions:
@@ -376,10 +383,11 @@ class JobConfig(_message.Message):
         profile: Global___Profile.ValueType = ...,
         subtitles: Global___SubtitleOptions | None = ...,
         diarization: Global___DiarizationOptions | None = ...,
+        skip_coverage_check: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["diarization", b"diarization", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "diarization", b"diarization", "profile", b"profile", "skip_alignment", b"skip_alignment", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["align_method", b"align_method", "diarization", b"diarization", "profile", b"profile", "skip_alignment", b"skip_alignment", "skip_coverage_check", b"skip_coverage_check", "speech_detection", b"speech_detection", "subtitles", b"subtitles", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
