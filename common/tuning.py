@@ -15,7 +15,13 @@ parallel) 7.1 s. Parallel workers beat intra-op threads, so on CPU there is one
 single-threaded worker per effective CPU, up to `_MAX_CPU_ASR_WORKERS`; beyond
 that the CPUs are shared out as threads per worker. With 1 thread a batch of 8
 took 8.1 s where batches of 4, 2 or 1 took 6.55 s (batched beam search pads
-every chunk to the longest), hence `_CPU_BATCH_SIZE`.
+every chunk to the longest). Through the whole suite (three 10-minute jobs
+each, two workers) batches of 2 took 7.8-8.8 s, of 4 8.5-9.0 s and of 1
+9.2-9.6 s, and memory grows with the batch: every beam of every chunk keeps
+its own copy of the encoder's cross-attention keys and values (for tiny, about
+18 MB a beam, so 5 beams x 4 chunks is about 370 MB a worker); the ASR's peak
+RSS was 640-710 MiB with batches of 2 against 905-955 MiB with 4. Hence
+`_CPU_BATCH_SIZE`.
 
 Memory
 ------
@@ -41,8 +47,9 @@ _CUDA_COMPUTE_TYPE = "float16"
 
 # One single-threaded worker per effective CPU up to this many; more CPUs become threads per worker.
 _MAX_CPU_ASR_WORKERS = 8
-# Chunks per batch on CPU: 4 was as fast as 1 or 2 and faster than 8 (padding in batched beam search).
-_CPU_BATCH_SIZE = 4
+# Chunks per batch on CPU: 2 was the fastest through the suite, and each chunk's beams hold their own
+# cross-attention cache (padding makes 8 slower, memory makes 4 dearer).
+_CPU_BATCH_SIZE = 2
 # Effective memory each CPU worker is budgeted: a replica of a model up to medium in int8 (~0.8 GB of weights)
 # with its decoding buffers. tiny and base need far less, so this errs towards fewer workers.
 _CPU_MEMORY_PER_ASR_WORKER_BYTES = 1 * BYTES_PER_GIB
@@ -137,7 +144,7 @@ def _tune_cpu(hardware: HardwareInfo) -> Tuning:
         threads=threads,
         threads_why=threads_why,
         batch_size=_CPU_BATCH_SIZE,
-        batch_why=f"CPU: batches of {_CPU_BATCH_SIZE} (larger batches waste time padding beams)",
+        batch_why=f"CPU: batches of {_CPU_BATCH_SIZE} (larger ones pad beams and hold a cache per beam)",
         compute_type=_CPU_COMPUTE_TYPE,
     )
 

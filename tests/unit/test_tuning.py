@@ -43,7 +43,7 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
     tuning = tune(_hardware(cpus=2))
     assert tuning.device == "cpu"
     assert tuning.asr_compute_type == "int8"
-    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 4)
+    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 2)
     assert tuning.gateway_max_concurrent_jobs == 2
     assert (tuning.vad_max_concurrent, tuning.vad_threads) == (1, 1)
     assert (tuning.align_max_concurrent, tuning.align_threads) == (1, 1)
