@@ -169,6 +169,8 @@ _CLOSING_MARKS = "\"')]}\u201d\u2019\u00bb"  # closing curly quotes, closing gui
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "e.g.", "i.e.", "no."})
 # Cost of cutting a cue after a word, by what ends it; in units of one extra cue.
 _CUE_BREAK_COST = {"sentence": 0.0, "clause": 1.5, "pause": 1.5, "long pause": 0.0, "none": 4.0}
+# Cost of a cue for each time it is over the reading speed (twice too fast: as a cut between two words).
+_READING_COST = 4.0
 # Cost of a line break after a word, in squared characters of imbalance.
 _LINE_BREAK_COST = {"sentence": 0.0, "clause": 16.0, "pause": 64.0, "long pause": 64.0, "none": 64.0}
 # Unicode name prefixes of scripts (and their punctuation) written without
@@ -229,9 +231,12 @@ def build_cues(segments: Sequence[Segment], options: SubtitleOptions | None = No
     speakers: list[str] = []
     sentence_start = True
     previous_speaker = ""
-    for segment in sorted(segments, key=lambda segment: segment.start_s):
-        if options.omit_doubtful and doubt_flags(segment):
-            continue
+    kept = [
+        segment
+        for segment in sorted(segments, key=lambda segment: segment.start_s)
+        if not (options.omit_doubtful and doubt_flags(segment))
+    ]
+    for number, segment in enumerate(kept):
         tokens = _segment_tokens(segment)
         if segment.speaker and segment.speaker != previous_speaker and tokens:
             # A new speaker is named where they start, in the cue's own text
@@ -240,7 +245,8 @@ def build_cues(segments: Sequence[Segment], options: SubtitleOptions | None = No
             tokens = [_Token(f"[{segment.speaker}]", first.start_ms, first.start_ms, False), *tokens]
             tokens[1] = _Token(first.text, first.start_ms, first.end_ms, True)
         previous_speaker = segment.speaker or previous_speaker
-        for cue_tokens in _split_cues(tokens, options):
+        next_start_ms = _ms(kept[number + 1].start_s) if number + 1 < len(kept) else None
+        for cue_tokens in _split_cues(tokens, options, next_start_ms):
             speakers.append(segment.speaker)
             cue_tokens = list(cue_tokens)
             at = 1 if len(cue_tokens) > 1 and _is_label(cue_tokens[0]) else 0
@@ -603,15 +609,22 @@ def _fits(tokens: Sequence[_Token], options: SubtitleOptions) -> bool:
     )
 
 
-def _split_cues(tokens: Sequence[_Token], options: SubtitleOptions) -> list[Sequence[_Token]]:
+def _split_cues(
+    tokens: Sequence[_Token], options: SubtitleOptions, next_start_ms: int | None = None
+) -> list[Sequence[_Token]]:
     """Cut tokens into cues that fit, at the least total cost (dynamic programming over cut points).
 
     A cue costs 1, plus up to 1 more the emptier it is (so text is spread
     evenly rather than leaving a last word alone), plus the cost of the cut
     that ends it: nothing after a sentence or a long pause, more after a
-    clause or a pause, most between two words of a running phrase.
+    clause or a pause, most between two words of a running phrase; plus,
+    when it would be too fast to read even shown until the next word
+    (`next_start_ms` after the last token), `_READING_COST` for each time
+    over the reading speed: fast words then share a cue with slower ones
+    where the other rules allow, rather than flashing by alone.
     """
     capacity_chars = options.max_line_chars * options.max_lines
+    gap_ms, max_cue_ms = _ms(options.gap_s), _ms(options.max_cue_duration_s)
     best_cost = [0.0] + [math.inf] * len(tokens)
     best_start = [0] * (len(tokens) + 1)
     for end in range(1, len(tokens) + 1):
@@ -621,8 +634,14 @@ def _split_cues(tokens: Sequence[_Token], options: SubtitleOptions) -> list[Sequ
             cue = tokens[start:end]
             if not _fits(cue, options):
                 break
-            emptiness = max(0.0, 1.0 - _width(_join(cue)) / capacity_chars)
+            text = _join(cue)
+            emptiness = max(0.0, 1.0 - _width(text) / capacity_chars)
             cost = best_cost[start] + 1.0 + emptiness**2 + cut_cost
+            shown_until_ms = following.start_ms - gap_ms if following is not None else next_start_ms
+            if shown_until_ms is not None:  # the last cue of all can stay up as long as it needs
+                shown_ms = max(cue[-1].end_ms, min(shown_until_ms, cue[0].start_ms + max_cue_ms)) - cue[0].start_ms
+                speed = len(text) * 1000 / max(1, shown_ms) / options.max_chars_per_second
+                cost += _READING_COST * max(0.0, speed - 1.0)
             if cost < best_cost[end]:
                 best_cost[end], best_start[end] = cost, start
     cues: list[Sequence[_Token]] = []

@@ -571,3 +571,42 @@ def test_a_new_speaker_is_named_where_they_start_in_every_format() -> None:
     assert document["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
     assert [segment["speaker"] for segment in document["segments"]] == ["SPEAKER_00", "SPEAKER_00", "SPEAKER_01"]
     assert "Name" in render("ass", segments, "en", 8.0)[0] and ",SPEAKER_01," in render("ass", segments, "en", 8.0)[0]
+
+
+def test_fast_words_share_a_cue_with_slower_ones_rather_than_flash_by() -> None:
+    from gateway import subtitles
+    from gateway.subtitles import check_cues
+
+    def spoken(parts: list[tuple[str, float]], start_s: float = 0.0) -> Segment:
+        words, at_s = [], start_s
+        for text, seconds_per_word in parts:
+            for word in text.split():
+                words.append(Word(" " + word, at_s, at_s + seconds_per_word * 0.9, 0.9))
+                at_s += seconds_per_word
+        return Segment(" ".join(text for text, _ in parts), start_s, words[-1].end_s, tuple(words))
+
+    # 66 characters in 0.8 s, then a slow clause: too long for one cue.
+    segments = [
+        spoken(
+            [
+                ("Everything happened so incredibly quickly at the station yesterday,", 0.1),
+                ("but then we all waited for hours and hours in the cold rain. Nobody came.", 0.45),
+            ]
+        ),
+        spoken([("Next one.", 0.3)], start_s=9.0),
+    ]
+
+    def fastest(cues: list[Cue]) -> float:
+        return max(v.value for v in check_cues(cues) if v.rule == "max_chars_per_second")
+
+    shared = fastest(build_cues(segments, SubtitleOptions()))
+    original = subtitles._READING_COST
+    try:
+        subtitles._READING_COST = 0.0  # cuts chosen by punctuation and balance alone
+        alone = build_cues(segments, SubtitleOptions())
+    finally:
+        subtitles._READING_COST = original
+    assert alone[0].lines[-1].endswith("yesterday,")  # the fast clause alone: 80 characters a second
+    assert fastest(alone) > 2.5 * shared
+    assert "min_cue_duration" in {v.rule for v in check_cues(alone)}
+    assert "min_cue_duration" not in {v.rule for v in check_cues(build_cues(segments))}
