@@ -456,6 +456,16 @@ def service_main(name: str, load: Callable[[], Any], create: Callable[[Any], Awa
         sys.exit(1)
 
 
+def ignore_late_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Once a process has stopped cleanly: Ctrl-C in a terminal signals the
+    whole process group and a supervisor's SIGTERM may follow, so a second
+    signal while Python shuts down must not turn the clean stop into a kill
+    (exit -15)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[RunningServer]]) -> None:
     """Entry point of a service process: logs, start, wait for SIGTERM or
     SIGINT, graceful stop, exit 0."""
@@ -478,6 +488,7 @@ def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[
         log.info("stopping", service=name, grace_s=running.config.grace_period_s)
         await running.stop()
         log.info("stopped", service=name)
+        ignore_late_signals(loop)
 
     asyncio.run(main())
     logging.shutdown()

@@ -14,6 +14,7 @@ from aiohttp import web
 from common.config import ConfigError
 from common.logs import configure_logging
 from common.memory import limit_malloc_arenas
+from common.server import ignore_late_signals
 from services.http.app import HttpFront
 from services.http.config import HttpConfig
 
@@ -36,6 +37,7 @@ async def serve(config: HttpConfig, port_file: Path | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await runner.cleanup()
+    ignore_late_signals(loop)
 
 
 def main() -> None:
