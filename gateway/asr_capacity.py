@@ -150,6 +150,11 @@ class AsrCapacity:
         batch), without waiting: the next call waits for them instead."""
         self._in_flight += max(0, chunks)
 
+    def shrink(self, chunks: int) -> None:
+        """Gives back `chunks` counted with `extend`, the call keeping its slot."""
+        self._in_flight -= max(0, chunks)
+        self._wake()
+
     def release(self, chunks: int = 1) -> None:
         """Gives a call's slot and its `chunks` back (safe in a cancelled task's cleanup)."""
         self._in_flight -= chunks

@@ -71,11 +71,11 @@ class EventHub:
         self.deliver(stored)
         return stored
 
-    async def publish_queue_position(self, job: JobRecord, position: int) -> None:
+    async def publish_queue_position(self, job: JobRecord) -> None:
         """Publishes a waiting job's place in the queue, unless a gateway has
         taken the job meanwhile or that place was published already."""
-        event = self.make(job, queue_position=position)
-        stored = await self._store.run(self._store.publish_queue_position, event, position)
+        event = self.make(job)
+        stored = await self._store.run(self._store.publish_queue_position, event)
         if stored is not None:
             self.deliver(stored)
 
@@ -86,7 +86,8 @@ class EventHub:
         loop = asyncio.get_running_loop()
 
         def heard(job_id: str) -> None:
-            loop.call_soon_threadsafe(self._wake_watchers, job_id)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is watching
+                loop.call_soon_threadsafe(self._wake_watchers, job_id)
 
         self._stop_listening = self._store.listen_for_events(heard)
 
@@ -135,6 +136,12 @@ class EventHub:
                 with contextlib.suppress(TimeoutError):
                     heard = await asyncio.wait_for(queue.get(), self._poll_s)
                 if heard is None:
+                    # One read of the store answers every notice waiting (the
+                    # events among them are read again from it, then skipped).
+                    waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+                    for item in waiting:
+                        if item is not None:
+                            queue.put_nowait(item)
                     # Another gateway may be running the job: read what it stored.
                     for item in await self._store.run(self._store.events_after, job_id, last):
                         last = item.sequence

@@ -56,7 +56,7 @@ from gateway.policy import (
 )
 from gateway.speakers import assign_speakers, turns_from_proto
 from gateway.stage_calls import StageCaller, StageFailedError
-from gateway.store import Checkpoint, JobStore
+from gateway.store import Checkpoint, JobStore, LeaseLostError, StoreUnavailableError
 from gateway.validation import MAX_CHUNKS_PER_TRANSCRIBE
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
@@ -223,6 +223,11 @@ class JobPipeline:
                 return await self._detect_transcribe_align()
             finally:
                 renewal.cancel()
+        except (LeaseLostError, StoreUnavailableError):
+            # Another gateway goes on with the job, or it resumes here from
+            # its checkpoint: the audio it holds is still needed.
+            self.keep_audio = True
+            raise
         finally:
             if not self.keep_audio:
                 await self._audio.release()
@@ -455,7 +460,9 @@ class JobPipeline:
             else:
                 await self._accept_transcript(response, segments, align_queue)
         if unsure:
-            found = await self._transcribe_windows([window for _, _, windows in unsure for window in windows], options)
+            found = await self._second_look(
+                remaining[0].index, [window for _, _, windows in unsure for window in windows], options
+            )
             for response, segments, windows in unsure:
                 inside = [
                     dataclasses.replace(segment, chunk_index=response.chunk_index)
@@ -470,6 +477,27 @@ class JobPipeline:
                     len(inside),
                 )
                 await self._accept_transcript(response, merge_found_segments(segments, inside), align_queue)
+
+    async def _second_look(
+        self, chunk_index: int, windows: Sequence[TimeRange], options: asr_pb2.TranscriptionOptions
+    ) -> list[Segment]:
+        """What the coverage check's windows hold, under the retry policy
+        and within the ASR slots; when they cannot be transcribed, nothing
+        (the chunks keep what their first pass found)."""
+        capacity = self._peers.asr_capacity
+        capacity.extend(len(windows))
+        try:
+            return await self._calls.call(
+                Stage.TRANSCRIBE,
+                chunk_index,
+                functools.partial(self._transcribe_windows, windows, options),
+                audio=self._audio,
+            )
+        except StageFailedError as error:
+            logger.warning("job %s: the coverage check's second look failed (%s)", self._job.job_id, error.message)
+            return []
+        finally:
+            capacity.shrink(len(windows))
 
     async def _transcribe_windows(
         self, windows: Sequence[TimeRange], options: asr_pb2.TranscriptionOptions

@@ -98,8 +98,19 @@ def uncovered_speech(speech: Sequence[TimeRange], segments: Sequence[Segment], c
 
 
 def merge_found_segments(segments: Sequence[Segment], found: Sequence[Segment]) -> list[Segment]:
-    """A chunk's segments with those a coverage pass found (the doubtful
-    ones left out: a second look at speech Whisper skipped must be sure of
-    itself), in time order."""
-    kept = [segment for segment in found if segment.text.strip() and not doubt_flags(segment)]
+    """A chunk's segments with those a coverage pass found, in time order.
+    Left out: the doubtful ones (a second look at speech Whisper skipped
+    must be sure of itself) and text the chunk has already (its times had
+    drifted off the speech, which only looked uncovered)."""
+    said = f" {_plain(' '.join(segment.text for segment in segments))} "
+    kept = [
+        segment
+        for segment in found
+        if _plain(segment.text) and not doubt_flags(segment) and f" {_plain(segment.text)} " not in said
+    ]
     return sorted([*segments, *kept], key=lambda segment: (segment.start_s, segment.end_s))
+
+
+def _plain(text: str) -> str:
+    """Words only: lower case, no punctuation, single spaces."""
+    return " ".join("".join(char for char in text.lower() if char.isalnum() or char.isspace()).split())

@@ -160,7 +160,9 @@ class JobScheduler:
     async def _dispatch_forever(self) -> None:
         """Takes jobs when woken (a job created or finished here) and, on a
         shared store, every `poll_s` (jobs created or left by others)."""
-        poll_s = self._config.poll_s if self._store.shared else None
+        # A SQLite store has no other gateway to hear of; its poll only
+        # retakes a job whose lease could not be given back.
+        poll_s = self._config.poll_s if self._store.shared else self._config.lease_s
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_s)
@@ -176,15 +178,14 @@ class JobScheduler:
         """Leases and starts jobs while there is room, then publishes where
         the waiting ones stand."""
         while len(self._running) < self._config.max_concurrent_jobs and not self._stopping:
-            claim = await self._store.run(self._store.claim_next, self._config.lease_s)
+            claim = await self._store.run(self._store.claim_next, self._config.lease_s, list(self._running))
             if claim is None:
                 break
             await self._adopt(claim)
         queued = await self._store.run(self._store.queued_jobs)
         self._positions = {job.job_id: position for position, job in enumerate(queued, start=1)}
-        for position, job in enumerate(queued, start=1):
-            if job.job_id not in self._running:
-                await self._events.publish_queue_position(job, position)
+        for job in queued:
+            await self._events.publish_queue_position(job)
 
     async def _adopt(self, claim: Claim) -> None:
         """Starts a job just leased: a new one, or one a gateway (this one
@@ -230,16 +231,24 @@ class JobScheduler:
     async def _heartbeat_forever(self) -> None:
         """Renews the leases of the jobs this gateway runs; stops those
         another gateway took over (this one's lease lapsed) and cancels those
-        a client asked, on any gateway, to cancel."""
+        a client asked, on any gateway, to cancel. When renewals have failed
+        for a whole lease (the store out of reach), every job here is
+        stopped: another gateway may have taken it, or it is taken again
+        from its checkpoint once the store answers."""
         interval_s = self._config.lease_s / 3
+        renewed_at = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(interval_s)
             job_ids = list(self._running)
             try:
                 kept, cancelled = await self._store.run(self._store.renew_leases, job_ids, self._config.lease_s)
-            except Exception:
-                logger.exception("could not renew the leases of %d jobs", len(job_ids))
+            except StoreUnavailableError as error:
+                logger.warning("could not renew the leases of %d jobs: %s", len(job_ids), error)
+                if time.monotonic() - renewed_at > self._config.lease_s:
+                    for job_id in job_ids:
+                        self._stop_lost(job_id)
                 continue
+            renewed_at = time.monotonic()
             for job_id in job_ids:
                 if job_id not in self._running:
                     continue  # finished meanwhile
@@ -248,6 +257,11 @@ class JobScheduler:
                     self._stop_lost(job_id)
                 elif job_id in cancelled and job_id not in self._cancel_requested:
                     self._spawn(self._drop(job_id))
+
+    async def _release_lease(self, job_id: str) -> None:
+        with contextlib.suppress(Exception):  # unreachable still: the lease lapses instead
+            await self._store.run(self._store.release_leases, [job_id])
+        self._wake.set()
 
     def _stop_lost(self, job_id: str) -> None:
         running = self._running.get(job_id)
@@ -263,6 +277,8 @@ class JobScheduler:
         task.add_done_callback(self._background.discard)
 
     def _start(self, job: JobRecord, checkpoint: Checkpoint | None = None) -> None:
+        if job.job_id in self._running:
+            return  # runs here already (claims pass over this gateway's own jobs)
         pipeline = JobPipeline(job, self._peers, self._store, self._events, self._config, checkpoint)
         task = asyncio.get_running_loop().create_task(self._run(job, pipeline), name=f"job-{job.job_id}")
         self._running[job.job_id] = (task, pipeline)
@@ -273,7 +289,12 @@ class JobScheduler:
             self._running.pop(job.job_id, None)
             self._work.pop(job.job_id, None)
             self._cancel_requested.discard(job.job_id)
+            lost = job.job_id in self._lost
             self._lost.discard(job.job_id)
+            if not job.state.finished and not lost and not self._stopping:
+                # Stopped unfinished (the store out of reach): free its lease
+                # so that it is taken again as soon as the store answers.
+                self._spawn(self._release_lease(job.job_id))
             self._wake.set()
 
         task.add_done_callback(finished)

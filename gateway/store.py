@@ -34,7 +34,7 @@ from common.errors import DataLossError, NotFoundError, UnavailableError
 from common.transcript import Segment, TimeRange, Word
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.store_db import DATABASE_ERRORS as _DATABASE_ERRORS
-from gateway.store_db import Database, Row, open_database, schema_sql
+from gateway.store_db import INTEGRITY_ERRORS, Database, Row, open_database, schema_sql
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -263,7 +263,12 @@ class JobStore:
         except BaseException:
             self._connection.rollback()
             raise
-        self._connection.commit()
+        try:
+            self._connection.commit()
+        except _DATABASE_ERRORS as error:
+            # The server may have committed before the connection broke:
+            # doing it again could store it twice, so it is not retried.
+            raise StoreUnavailableError("the job store was lost while committing; try again shortly") from error
 
     def _migrate(self) -> None:
         with self._connection.migration_lock():
@@ -278,16 +283,16 @@ class JobStore:
                         db.execute(schema_sql(statement, self.dialect))
                     db.set_schema_version(target)
 
-    def _check_writable(self, db: Database, job_id: str, *, queued_only: bool = False) -> Row | None:
+    def _check_writable(self, db: Database, job_id: str, *, queued_only: bool = False) -> Row:
         """Locks the job's row for the transaction and raises LeaseLostError
         when another gateway holds its lease (with `queued_only`, also when
-        any gateway does, or the job is no longer queued). None when there
-        is no such job."""
+        any gateway does, or the job is no longer queued), or the job is
+        gone (deleted while it ran)."""
         row = db.execute(
             f"SELECT state, lease_owner, queue_position FROM jobs WHERE job_id = ?{db.for_update}", (job_id,)
         ).fetchone()
         if row is None:
-            return None
+            raise LeaseLostError(f"job {job_id} is gone")
         holder = row["lease_owner"]
         if queued_only and (holder is not None or row["state"] != int(JobState.QUEUED)):
             raise LeaseLostError(f"job {job_id} is no longer waiting in the queue")
@@ -297,16 +302,19 @@ class JobStore:
 
     # Leases
 
-    def claim_next(self, lease_s: float) -> Claim | None:
+    def claim_next(self, lease_s: float, running: Sequence[str] = ()) -> Claim | None:
         """Leases the first unfinished job no live gateway holds (highest
         priority, then oldest): a queued one, or one whose gateway's lease
-        lapsed. Gateways claiming at once each get a different job."""
+        lapsed, but none of `running` (this gateway's own jobs, whose lease
+        may have lapsed while the store was out of reach). Gateways claiming
+        at once each get a different job."""
         now = self._connection.now_sql
+        others = f" AND job_id NOT IN ({', '.join('?' * len(running))})" if running else ""
         with self._transaction() as db:
             row = db.execute(
-                f"SELECT * FROM jobs WHERE state IN (?, ?) AND (lease_owner IS NULL OR lease_expires_s < {now})"
+                f"SELECT * FROM jobs WHERE state IN (?, ?) AND (lease_owner IS NULL OR lease_expires_s < {now}){others}"
                 f" ORDER BY priority DESC, created_s, job_id LIMIT 1{db.for_update_skip_locked}",
-                _UNFINISHED,
+                (*_UNFINISHED, *running),
             ).fetchone()
             if row is None:
                 return None
@@ -398,16 +406,28 @@ class JobStore:
         ).fetchone()
         return int(count)
 
-    def publish_queue_position(self, event: gateway_pb2.JobEvent, position: int) -> gateway_pb2.JobEvent | None:
-        """Stores `event` (a queue position) if its job still waits unleased
-        and its last published position differs; else stores nothing."""
+    def publish_queue_position(self, event: gateway_pb2.JobEvent) -> gateway_pb2.JobEvent | None:
+        """Stores `event` with its job's place in the queue (counted in the
+        same transaction: 1 is next) if the job still waits unleased and
+        that place differs from the last published; else stores nothing. A
+        row another gateway has locked (claiming it) is passed over."""
         with self._transaction() as db:
-            try:
-                row = self._check_writable(db, event.job_id, queued_only=True)
-            except LeaseLostError:
+            row = db.execute(
+                "SELECT state, lease_owner, queue_position, priority, created_s FROM jobs"
+                f" WHERE job_id = ?{db.for_update_skip_locked}",
+                (event.job_id,),
+            ).fetchone()
+            if row is None or row["lease_owner"] is not None or row["state"] != int(JobState.QUEUED):
                 return None
-            if row is None or row["queue_position"] == position:
+            (ahead,) = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = ? AND lease_owner IS NULL"
+                " AND (priority > ? OR (priority = ? AND (created_s, job_id) < (?, ?)))",
+                (int(JobState.QUEUED), row["priority"], row["priority"], row["created_s"], event.job_id),
+            ).fetchone()
+            position = int(ahead) + 1
+            if row["queue_position"] == position:
                 return None
+            event.queue_position = position
             db.execute("UPDATE jobs SET queue_position = ? WHERE job_id = ?", (position, event.job_id))
             return self._append_event(db, event)
 
@@ -417,7 +437,19 @@ class JobStore:
         """Stores a new job and its first event (in the same transaction, so
         no gateway runs the job before its first event is stored; the event
         gets its sequence number); when its request id was used already,
-        stores nothing and returns the job created with it."""
+        stores nothing and returns the job created with it (also when
+        another gateway stores it at the same moment)."""
+        try:
+            return self._insert_job(job, first_event)
+        except INTEGRITY_ERRORS:
+            if not job.request_id:
+                raise
+            existing = self.job_by_request_id(job.request_id, job.owner)
+            if existing is None:
+                raise
+            return existing
+
+    def _insert_job(self, job: JobRecord, first_event: gateway_pb2.JobEvent | None) -> JobRecord:
         with self._transaction() as db:
             if job.request_id:
                 row = db.execute(
@@ -473,6 +505,7 @@ class JobStore:
 
     def add_retry(self, job_id: str, attempt: gateway_pb2.RetryAttempt) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             (last,) = db.execute(
                 "SELECT COALESCE(MAX(sequence), 0) FROM job_retries WHERE job_id = ?", (job_id,)
             ).fetchone()
@@ -580,6 +613,7 @@ class JobStore:
 
     def save_audio_handle(self, job_id: str, handle: common_pb2.AudioHandle | None) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute(
                 "UPDATE jobs SET audio_handle = ? WHERE job_id = ?",
                 (handle.SerializeToString() if handle is not None else None, job_id),
@@ -596,6 +630,7 @@ class JobStore:
     ) -> None:
         ranges = json.dumps([[item.start_s, item.end_s] for item in speech_ranges])
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute(
                 "INSERT INTO speech_chunks (job_id, chunk_index, start_s, end_s, speech_ranges) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (job_id, chunk_index) DO UPDATE SET start_s = excluded.start_s, end_s = excluded.end_s,"
@@ -605,6 +640,7 @@ class JobStore:
 
     def mark_detection_complete(self, job_id: str) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute("UPDATE jobs SET detection_complete = 1 WHERE job_id = ?", (job_id,))
 
     def checkpoint(self, job_id: str) -> Checkpoint:
@@ -653,6 +689,7 @@ class JobStore:
 
     def save_speaker_turns(self, job_id: str, turns: diarize_pb2.DiarizeResponse) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute(
                 "INSERT INTO speaker_turns (job_id, turns) VALUES (?, ?)"
                 " ON CONFLICT (job_id) DO UPDATE SET turns = excluded.turns",
@@ -663,6 +700,7 @@ class JobStore:
         self, job_id: str, chunk_index: int, language_code: str, segments: Sequence[Segment]
     ) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute(
                 "INSERT INTO chunk_transcripts (job_id, chunk_index, language_code, segments) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (job_id, chunk_index) DO UPDATE"
@@ -672,6 +710,7 @@ class JobStore:
 
     def save_chunk_alignment(self, job_id: str, chunk_index: int, method: int, segments: Sequence[Segment]) -> None:
         with self._transaction() as db:
+            self._check_writable(db, job_id)
             db.execute(
                 "INSERT INTO chunk_alignments (job_id, chunk_index, method, segments) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (job_id, chunk_index) DO UPDATE"

@@ -31,18 +31,20 @@ EVENTS_CHANNEL = "subtitler_job_events"
 _PG_MIGRATION_LOCK = 0x5B717E
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [sqlite3.OperationalError]
+def _errors(name: str) -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [getattr(sqlite3, name)]
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a gateway dependency
         return tuple(errors)
-    return (*errors, psycopg.OperationalError)
+    return (*errors, getattr(psycopg, name))
 
 
 # What a database raises when it cannot be reached or written now (as
 # opposed to a bug in a statement): the operation may work when tried again.
-DATABASE_ERRORS = _database_errors()
+DATABASE_ERRORS = _errors("OperationalError")
+# A constraint refused a write (a unique key another writer took first).
+INTEGRITY_ERRORS = _errors("IntegrityError")
 
 
 class Row(Protocol):
@@ -191,7 +193,12 @@ class PostgresDatabase:
     def _connect(self) -> Any:
         import psycopg
 
-        return psycopg.connect(self._url, autocommit=True, row_factory=_row_factory)
+        connection = psycopg.connect(self._url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
+        # A row another session holds locked for long (a hung transaction)
+        # fails the operation instead of stalling the store, and its heartbeat.
+        connection.execute("SET lock_timeout = '5s'")
+        connection.execute("SET idle_in_transaction_session_timeout = '60s'")
+        return connection
 
     def _usable(self) -> Any:
         """The connection, opened again if the server dropped it (a restart,
@@ -215,12 +222,12 @@ class PostgresDatabase:
 
         while not stopped.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as connection:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as connection:
                     connection.execute(f"LISTEN {EVENTS_CHANNEL}")
                     while not stopped.is_set():
                         for notice in connection.notifies(timeout=0.5):
                             on_payload(notice.payload)
-            except psycopg.OperationalError as error:
+            except Exception as error:  # noqa: BLE001 - the listener must outlive any failure
                 logger.warning("listening for job events failed (%s); trying again", error)
                 stopped.wait(1.0)
 

@@ -637,8 +637,9 @@ def _split_cues(
             text = _join(cue)
             emptiness = max(0.0, 1.0 - _width(text) / capacity_chars)
             cost = best_cost[start] + 1.0 + emptiness**2 + cut_cost
-            shown_until_ms = following.start_ms - gap_ms if following is not None else next_start_ms
+            shown_until_ms = following.start_ms if following is not None else next_start_ms
             if shown_until_ms is not None:  # the last cue of all can stay up as long as it needs
+                shown_until_ms -= gap_ms
                 shown_ms = max(cue[-1].end_ms, min(shown_until_ms, cue[0].start_ms + max_cue_ms)) - cue[0].start_ms
                 speed = len(text) * 1000 / max(1, shown_ms) / options.max_chars_per_second
                 cost += _READING_COST * max(0.0, speed - 1.0)

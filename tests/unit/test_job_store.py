@@ -190,10 +190,21 @@ def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
         first.finish_job(low, [])
     # A queue position is published only for a job still waiting, and once.
     first.insert_job(new_job("waiting"))
-    position = gateway_pb2.JobEvent(job_id="waiting", queue_position=1)
-    assert first.publish_queue_position(position, 1) is not None
-    assert second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting", queue_position=1), 1) is None
-    assert first.publish_queue_position(gateway_pb2.JobEvent(job_id="low", queue_position=1), 1) is None
+    first.insert_job(new_job("urgent", priority=9))
+    published = first.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting"))
+    assert published is not None and published.queue_position == 2  # behind "urgent"
+    assert second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting")) is None  # published already
+    assert first.publish_queue_position(gateway_pb2.JobEvent(job_id="low")) is None  # leased: not waiting
+    urgent = first.claim("urgent", lease_s=30)
+    assert urgent is not None
+    moved = second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting"))
+    assert moved is not None and moved.queue_position == 1
+    # A gateway's own running jobs are never claimed again, even when their lease lapsed.
+    first.renew_leases(["urgent"], lease_s=-1)
+    again = first.claim_next(lease_s=30, running=["urgent"])
+    assert again is not None and again.job.job_id == "waiting"
+    first.release_leases(["waiting"])
+    first.renew_leases(["urgent"], lease_s=30)
     # Renewal: the holder keeps its jobs and learns of a cancel asked on any gateway.
     first.request_cancel("high")
     assert first.renew_leases(["high", "low"], lease_s=30) == ({"high"}, {"high"})
@@ -208,7 +219,7 @@ def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
     first.release_leases(["low"])
     claimed = second.claim("low", lease_s=30)
     assert claimed is not None
-    assert second.clear_leases() == 2  # "high" and "low"
+    assert second.clear_leases() == 3  # "high", "low" and "urgent"
     assert first.claim("low", lease_s=30) is not None
     first.close()
     second.close()
@@ -260,3 +271,17 @@ def test_a_postgresql_store_tells_the_other_gateways_of_each_event(postgres: str
     sqlite = JobStore(tmp_path / "jobs.sqlite3")
     assert sqlite.listen_for_events(heard.put) is None  # one gateway's file: nobody else writes
     sqlite.close()
+
+
+def test_two_gateways_creating_one_request_at_once_make_one_job(location: str | Path) -> None:
+    first, second = JobStore(location), JobStore(location)
+    first.insert_job(new_job("a", request_id="r1"))
+
+    def raced(job: JobRecord, event: object) -> JobRecord:
+        # The other gateway's insert landed between this one's check and its insert.
+        raise sqlite3.IntegrityError("UNIQUE constraint failed: jobs.owner, jobs.request_id")
+
+    second._insert_job = raced  # type: ignore[method-assign]
+    assert second.insert_job(new_job("b", request_id="r1")).job_id == "a"
+    first.close()
+    second.close()

@@ -300,5 +300,6 @@ def test_what_a_second_look_finds_is_kept_in_order_unless_doubtful() -> None:
         Segment("Two.", 3.0, 4.0, avg_logprob=-0.3),
         Segment("you", 4.2, 4.5, avg_logprob=-1.4),  # doubtful: left out
         Segment(" ", 4.6, 4.7),
+        Segment("one", 4.8, 4.9),  # said already: the first segment's times had drifted
     ]
     assert [segment.text for segment in merge_found_segments([first, last], found)] == ["One.", "Two.", "Three."]
