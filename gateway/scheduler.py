@@ -237,26 +237,40 @@ class JobScheduler:
         from its checkpoint once the store answers."""
         interval_s = self._config.lease_s / 3
         renewed_at = time.monotonic()
-        while not self._stopping:
-            await asyncio.sleep(interval_s)
-            job_ids = list(self._running)
+        while True:
             try:
-                kept, cancelled = await self._store.run(self._store.renew_leases, job_ids, self._config.lease_s)
-            except StoreUnavailableError as error:
-                logger.warning("could not renew the leases of %d jobs: %s", len(job_ids), error)
-                if time.monotonic() - renewed_at > self._config.lease_s:
-                    for job_id in job_ids:
-                        self._stop_lost(job_id)
-                continue
-            renewed_at = time.monotonic()
-            for job_id in job_ids:
-                if job_id not in self._running:
-                    continue  # finished meanwhile
-                if job_id not in kept:
-                    logger.warning("job %s was taken over by another gateway: stopping it here", job_id)
+                leases = await asyncio.to_thread(self._store.companion)
+                break
+            except Exception as error:  # noqa: BLE001 - the store out of reach: the heartbeat waits for it
+                logger.warning("the heartbeat cannot reach the job store (%s); trying again", error)
+                await asyncio.sleep(interval_s)
+        try:
+            while not self._stopping:
+                await asyncio.sleep(interval_s)
+                renewed_at = await self._renew(leases, renewed_at)
+        finally:
+            await asyncio.to_thread(leases.close)
+
+    async def _renew(self, leases: JobStore, renewed_at: float) -> float:
+        """One round of the heartbeat; returns when leases were last renewed."""
+        job_ids = list(self._running)
+        try:
+            kept, cancelled = await leases.run(leases.renew_leases, job_ids, self._config.lease_s)
+        except StoreUnavailableError as error:
+            logger.warning("could not renew the leases of %d jobs: %s", len(job_ids), error)
+            if time.monotonic() - renewed_at > self._config.lease_s:
+                for job_id in job_ids:
                     self._stop_lost(job_id)
-                elif job_id in cancelled and job_id not in self._cancel_requested:
-                    self._spawn(self._drop(job_id))
+            return renewed_at
+        for job_id in job_ids:
+            if job_id not in self._running:
+                continue  # finished meanwhile
+            if job_id not in kept:
+                logger.warning("job %s was taken over by another gateway: stopping it here", job_id)
+                self._stop_lost(job_id)
+            elif job_id in cancelled and job_id not in self._cancel_requested:
+                self._spawn(self._drop(job_id))
+        return time.monotonic()
 
     async def _release_lease(self, job_id: str) -> None:
         with contextlib.suppress(Exception):  # unreachable still: the lease lapses instead

@@ -206,16 +206,24 @@ class JobStore:
     """Jobs and their stage outputs in one SQLite file (the embedded
     default) or a PostgreSQL database (gateway/store_db.py)."""
 
-    def __init__(self, location: Path | str) -> None:
-        """`location`: the SQLite file, or a `postgresql://` URL."""
+    def __init__(self, location: Path | str, *, owner_id: str = "") -> None:
+        """`location`: the SQLite file, or a `postgresql://` URL. `owner_id`:
+        the gateway this store writes for (default: a new one)."""
+        self._location = location
         self._connection = open_database(location)
         self.dialect = self._connection.dialect
         # Several gateways may share a PostgreSQL store; a SQLite file is one gateway's.
         self.shared = self.dialect == "postgresql"
         # This gateway, as the holder of its jobs' leases.
-        self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
         self._migrate()
+
+    def companion(self) -> JobStore:
+        """The same store for the same gateway on a connection and thread of
+        its own: lease renewals there never wait behind the store's other
+        work (many watchers reading, a slow write)."""
+        return JobStore(self._location, owner_id=self.owner_id)
 
     async def save(self, job: JobRecord) -> None:
         """Stores the job's state. The record is copied on the calling (event
