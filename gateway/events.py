@@ -136,31 +136,26 @@ class EventHub:
                 with contextlib.suppress(TimeoutError):
                     heard = await asyncio.wait_for(queue.get(), self._poll_s)
                 if heard is None:
-                    # One read of the store answers every notice waiting (the
-                    # events among them are read again from it, then skipped).
+                    # Another gateway may be running the job: read what it
+                    # stored, once for every notice waiting (the events among
+                    # them are read again from the store, then skipped).
                     waiting = [queue.get_nowait() for _ in range(queue.qsize())]
                     for item in waiting:
                         if item is not None:
                             queue.put_nowait(item)
-                    # Another gateway may be running the job: read what it stored.
-                    for item in await self._store.run(self._store.events_after, job_id, last):
-                        last = item.sequence
-                        yield item
-                        if _is_final(item):
-                            return
-                    continue
-                event = heard
-                if event.sequence <= last:
-                    if _is_final(event):
+                    batch = await self._store.run(self._store.events_after, job_id, last)
+                elif heard.sequence <= last:
+                    if _is_final(heard):
                         return  # asked for events after the last one: the job has ended
                     continue
-                # Normally the next one; after a gap (events published
-                # concurrently), the stored ones fill it in order.
-                batch = (
-                    [event]
-                    if event.sequence == last + 1
-                    else await self._store.run(self._store.events_after, job_id, last)
-                )
+                else:
+                    # Normally the next one; after a gap (events published
+                    # concurrently), the stored ones fill it in order.
+                    batch = (
+                        [heard]
+                        if heard.sequence == last + 1
+                        else await self._store.run(self._store.events_after, job_id, last)
+                    )
                 for item in batch:
                     last = item.sequence
                     yield item

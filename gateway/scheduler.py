@@ -183,9 +183,10 @@ class JobScheduler:
                 break
             await self._adopt(claim)
         queued = await self._store.run(self._store.queued_jobs)
-        self._positions = {job.job_id: position for position, job in enumerate(queued, start=1)}
-        for job in queued:
-            await self._events.publish_queue_position(job)
+        self._positions = {job.job_id: position for position, (job, _) in enumerate(queued, start=1)}
+        for position, (job, published) in enumerate(queued, start=1):
+            if published != position:  # the store counts it again, and publishes it once
+                await self._events.publish_queue_position(job)
 
     async def _adopt(self, claim: Claim) -> None:
         """Starts a job just leased: a new one, or one a gateway (this one

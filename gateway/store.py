@@ -291,22 +291,16 @@ class JobStore:
                         db.execute(schema_sql(statement, self.dialect))
                     db.set_schema_version(target)
 
-    def _check_writable(self, db: Database, job_id: str, *, queued_only: bool = False) -> Row:
+    def _check_writable(self, db: Database, job_id: str) -> None:
         """Locks the job's row for the transaction and raises LeaseLostError
-        when another gateway holds its lease (with `queued_only`, also when
-        any gateway does, or the job is no longer queued), or the job is
-        gone (deleted while it ran)."""
-        row = db.execute(
-            f"SELECT state, lease_owner, queue_position FROM jobs WHERE job_id = ?{db.for_update}", (job_id,)
-        ).fetchone()
+        when another gateway holds its lease, or the job is gone (deleted
+        while it ran)."""
+        row = db.execute(f"SELECT lease_owner FROM jobs WHERE job_id = ?{db.for_update}", (job_id,)).fetchone()
         if row is None:
             raise LeaseLostError(f"job {job_id} is gone")
         holder = row["lease_owner"]
-        if queued_only and (holder is not None or row["state"] != int(JobState.QUEUED)):
-            raise LeaseLostError(f"job {job_id} is no longer waiting in the queue")
         if holder is not None and holder != self.owner_id:
             raise LeaseLostError(f"gateway {holder} runs job {job_id} now")
-        return row
 
     # Leases
 
@@ -357,14 +351,10 @@ class JobStore:
             return set(), set()
         marks = ", ".join("?" * len(job_ids))
         with self._transaction() as db:
-            db.execute(
-                f"UPDATE jobs SET lease_expires_s = {self._connection.now_sql} + ?"
-                f" WHERE lease_owner = ? AND job_id IN ({marks})",
-                (lease_s, self.owner_id, *job_ids),
-            )
             rows = db.execute(
-                f"SELECT job_id, cancel_requested FROM jobs WHERE lease_owner = ? AND job_id IN ({marks})",
-                (self.owner_id, *job_ids),
+                f"UPDATE jobs SET lease_expires_s = {self._connection.now_sql} + ?"
+                f" WHERE lease_owner = ? AND job_id IN ({marks}) RETURNING job_id, cancel_requested",
+                (lease_s, self.owner_id, *job_ids),
             ).fetchall()
         return {row["job_id"] for row in rows}, {row["job_id"] for row in rows if row["cancel_requested"]}
 
@@ -386,13 +376,10 @@ class JobStore:
         uses (a SQLite file), whose leases were held by its previous runs."""
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT job_id FROM jobs WHERE lease_owner IS NOT NULL AND state IN (?, ?)", _UNFINISHED
-            ).fetchall()
-            db.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires_s = 0 WHERE lease_owner IS NOT NULL"
-                " AND state IN (?, ?)",
+                " AND state IN (?, ?) RETURNING job_id",
                 _UNFINISHED,
-            )
+            ).fetchall()
         return len(rows)
 
     def request_cancel(self, job_id: str) -> None:
@@ -400,13 +387,14 @@ class JobStore:
         with self._transaction() as db:
             db.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
 
-    def queued_jobs(self) -> list[JobRecord]:
-        """Jobs waiting for a gateway, in the order they will be claimed."""
+    def queued_jobs(self) -> list[tuple[JobRecord, int]]:
+        """Jobs waiting for a gateway, in the order they will be claimed,
+        each with the queue position last published for it (0: none)."""
         rows = self._connection.execute(
             "SELECT * FROM jobs WHERE state = ? AND lease_owner IS NULL ORDER BY priority DESC, created_s, job_id",
             (int(JobState.QUEUED),),
         ).fetchall()
-        return [_job_from_row(row) for row in rows]
+        return [(_job_from_row(row), int(row["queue_position"])) for row in rows]
 
     def queued_count(self) -> int:
         (count,) = self._connection.execute(

@@ -167,7 +167,7 @@ def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
     assert first.owner_id != second.owner_id
     first.insert_job(new_job("low"), gateway_pb2.JobEvent(job_id="low", state=gateway_pb2.JOB_STATE_QUEUED))
     first.insert_job(new_job("high", priority=5))
-    assert [job.job_id for job in second.queued_jobs()] == ["high", "low"]
+    assert [(job.job_id, published) for job, published in second.queued_jobs()] == [("high", 0), ("low", 0)]
     assert second.queued_count() == 2
     # Claimed in queue order, each by one gateway only.
     taken = first.claim_next(lease_s=30)
