@@ -51,6 +51,8 @@ MAX_TEMPERATURE = 1.0
 MAX_LANGUAGE_CANDIDATES = 5
 # Chunks one Transcribe request may carry (16 minutes of 30 s chunks).
 MAX_CHUNKS_PER_REQUEST = 32
+# Characters of text said before a chunk (`prepare`'s contexts) a request may give.
+MAX_CONTEXT_CHARS = 2000
 # Audio of the warm-up transcription (two seconds).
 WARM_UP_SAMPLES = 2 * 16_000
 
@@ -189,6 +191,8 @@ class _Chunk:
     index: int
     start_sample: int
     end_sample: int
+    # Text said just before it, given to the model as previous context; empty: none.
+    context: str = ""
 
     @property
     def offset_s(self) -> float:
@@ -203,10 +207,10 @@ class _Chunk:
         return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
 
 
-def _chunk_of(index: int, time_range: TimeRange, sample_count: int) -> _Chunk:
+def _chunk_of(index: int, time_range: TimeRange, sample_count: int, context: str = "") -> _Chunk:
     start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
     end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
-    return _Chunk(index, start_sample, end_sample)
+    return _Chunk(index, start_sample, end_sample, context)
 
 
 @dataclass(frozen=True)
@@ -294,11 +298,16 @@ class Transcriber:
         *,
         audio_offset_samples: int = 0,
         audio_sample_count: int | None = None,
+        contexts: Sequence[str] = (),
     ) -> PreparedTranscription:
         """Checks a request and loads its model (the first half of
         `transcribe`); `decode_batch` then decodes its chunks, alone or in a
         batch with other requests' chunks. Its language is None when it has
-        to be detected (`detect`)."""
+        to be detected (`detect`).
+
+        `contexts`: none, or for each chunk the text said just before it
+        (a live stream's finals so far), given to the model after the
+        options' `initial_prompt` as previous context."""
         window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
@@ -309,9 +318,20 @@ class Transcriber:
             raise InvalidInputError(
                 f"{len(chunks)} chunks in one request; at most {self.max_chunks_per_request}: send them in several"
             )
+        if contexts and len(contexts) != len(chunks):
+            raise InvalidInputError(
+                f"{len(contexts)} chunk contexts for {len(chunks)} chunks: give one per chunk, or none"
+            )
+        for position, context in enumerate(contexts):
+            if len(context) > MAX_CONTEXT_CHARS:
+                raise InvalidInputError(
+                    f"the context of chunk {position} has {len(context)} characters; at most {MAX_CONTEXT_CHARS}"
+                )
         checked = [check_range(chunk, window.audio_duration_s, MAX_CHUNK_DURATION_S) for chunk in chunks]
         parts = [
-            _chunk_of(first_chunk_index + position, chunk, window.audio_sample_count)
+            _chunk_of(
+                first_chunk_index + position, chunk, window.audio_sample_count, contexts[position] if contexts else ""
+            )
             for position, chunk in enumerate(checked)
         ]
         for part in parts:
@@ -352,7 +372,8 @@ class Transcriber:
             whisper.hf_tokenizer, first.model.is_multilingual, task=first.options.task, language=first.language
         )
         decoding = _decoding_options(first.options, tokenizer)
-        pipeline = BatchedInferencePipeline(whisper)
+        contexts = [prepared.chunks[position].context for prepared, position in items]
+        pipeline = _ContextPipeline(whisper, contexts) if any(contexts) else BatchedInferencePipeline(whisper)
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
         features = np.stack([pad_or_trim(_features(prepared, position)) for prepared, position in items])
@@ -529,6 +550,72 @@ def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> An
         hallucination_silence_threshold=None,
         hotwords=options.hotwords or None,
     )
+
+
+class _ContextPipeline(BatchedInferencePipeline):
+    """BatchedInferencePipeline whose chunks each have their own previous
+    text: the prompt of chunk i is the options' initial prompt followed by
+    `contexts[i]`, where the pipeline gives every chunk the same prompt.
+
+    CTranslate2 decodes a batch only when the start-of-transcript token is
+    at the same place in every prompt, so each context is cut, from its
+    start, to the tokens of the shortest one in the batch (a chunk without
+    context makes the whole batch go without). The rest is
+    `generate_segment_batched` as faster-whisper 1.2 writes it, without the
+    per-chunk language detection this service never asks for."""
+
+    def __init__(self, model: Any, contexts: Sequence[str]) -> None:
+        super().__init__(model)
+        self._contexts = list(contexts)
+
+    def generate_segment_batched(
+        self, features: np.ndarray, tokenizer: Tokenizer, options: DecodingOptions
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        if options.multilingual or len(self._contexts) != features.shape[0]:
+            raise ValueError("a context pipeline needs one context per chunk and no per-chunk language detection")
+        initial = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
+        said = [tokenizer.encode(" " + context.strip()) if context.strip() else [] for context in self._contexts]
+        kept = min(len(tokens) for tokens in said)
+        prompts = [
+            self.model.get_prompt(
+                tokenizer,
+                previous_tokens=initial + (tokens[len(tokens) - kept :] if kept else []),
+                without_timestamps=options.without_timestamps,
+                hotwords=options.hotwords,
+            )
+            for tokens in said
+        ]
+        max_length = self.model.max_length
+        if options.max_new_tokens is not None:
+            max_length = min(max_length, max(len(prompt) for prompt in prompts) + options.max_new_tokens)
+        encoder_output = self.model.encode(features)
+        results = self.model.model.generate(
+            encoder_output,
+            prompts,
+            beam_size=options.beam_size,
+            patience=options.patience,
+            length_penalty=options.length_penalty,
+            max_length=max_length,
+            suppress_blank=options.suppress_blank,
+            suppress_tokens=options.suppress_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            sampling_temperature=options.temperatures[0],
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+        )
+        output = []
+        for result in results:
+            length = len(result.sequences_ids[0])
+            cumulative = result.scores[0] * (length**options.length_penalty)
+            output.append(
+                {
+                    "avg_logprob": cumulative / (length + 1),
+                    "no_speech_prob": result.no_speech_prob,
+                    "tokens": result.sequences_ids[0],
+                }
+            )
+        return encoder_output, output
 
 
 def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:

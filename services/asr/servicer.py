@@ -98,6 +98,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     request.first_chunk_index,
                     audio_offset_samples=offset_samples,
                     audio_sample_count=sample_count,
+                    contexts=list(request.chunk_contexts),
                 ),
                 stop,
             )

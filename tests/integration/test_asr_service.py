@@ -136,6 +136,23 @@ def test_bad_requests_get_their_status(
     assert raised.value.code() == code, raised.value.details()
 
 
+def test_chunk_contexts_reach_the_model_and_a_wrong_count_is_refused(
+    stub: asr_pb2_grpc.AsrServiceStub, speech: Speech
+) -> None:
+    request = transcribe_request(speech, speech.chunks, batch_size=3)
+    request.chunk_contexts.extend(["one two", "three four", "five six"])
+    texts = [
+        " ".join(segment.text for segment in response.segments) for response in stub.Transcribe(request, timeout=120)
+    ]
+    # The model follows the previous text's style: no capitals, no punctuation.
+    assert len(texts) == 3 and all(text == text.lower() and not text.endswith(".") for text in texts), texts
+    del request.chunk_contexts[1:]
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(request, timeout=60))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one per chunk" in (raised.value.details() or "")
+
+
 def test_busy_service_refuses_with_retry_delay(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
     running = stub.Transcribe(transcribe_request(speech, speech.chunks, batch_size=1), timeout=120)
     try:

@@ -235,3 +235,41 @@ def test_what_whisper_makes_up_on_music_and_noise_is_flagged(transcriber: Transc
         for segment in transcript.segments:
             assert {"low_avg_logprob", "no_speech"} <= set(doubt_flags(segment)), segment
         assert not build_cues(transcript.segments, SubtitleOptions(omit_doubtful=True))
+
+
+@needs_speech
+def test_each_chunk_decodes_with_the_text_said_before_it(transcriber: Transcriber, recording: Recording) -> None:
+    """A live stream's finals go with each chunk as previous text: the model
+    follows their style (here, no capitals and no punctuation), batched or
+    alone, and chunks of different contexts share a batch."""
+    options = TranscriptionOptions(batch_size=3)
+    contexts = ["one two", "three four", "five six"]
+    prepared = transcriber.prepare(recording.samples, recording.chunks, options, contexts=contexts)
+    batched = [
+        " ".join(s.text for s in t.segments) for t in transcriber.decode_batch([(prepared, i) for i in range(3)])
+    ]
+    plain = [
+        " ".join(s.text for s in t.segments)
+        for t in transcriber.transcribe(recording.samples, recording.chunks, options)
+    ]
+    assert all(text[0].isupper() and text.endswith(".") for text in plain), plain
+    assert all(text == text.lower() and not text.endswith(".") for text in batched), batched
+    for position, (text, reference) in enumerate(zip(batched, recording.texts, strict=True)):
+        assert word_error_rate(reference, text) <= 0.2, (reference, text)
+        alone = transcriber.prepare(recording.samples, recording.chunks, options, contexts=[contexts[position]] * 3)
+        (transcript,) = transcriber.decode_batch([(alone, position)])
+        assert " ".join(s.text for s in transcript.segments) == text
+    # Contexts of different lengths in one batch (each cut to the shortest's tokens).
+    mixed = transcriber.prepare(
+        recording.samples, recording.chunks, options, contexts=["", "a much longer context here", "hi"]
+    )
+    assert len(transcriber.decode_batch([(mixed, i) for i in range(3)])) == 3
+
+
+def test_chunk_contexts_are_checked(transcriber: Transcriber) -> None:
+    audio = np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32)
+    chunks = [TimeRange(0.0, 0.5), TimeRange(0.5, 1.0)]
+    with pytest.raises(InvalidInputError, match="one per chunk"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["only one"])
+    with pytest.raises(InvalidInputError, match="at most 2000"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["x" * 2001, ""])

@@ -323,6 +323,7 @@ class TranscribeRequest(_message.Message):
     CHUNKS_FIELD_NUMBER: _builtins.int
     FIRST_CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    CHUNK_CONTEXTS_FIELD_NUMBER: _builtins.int
     first_chunk_index: _builtins.int
     """Index of the first chunk of this request within the whole job; the
     responses number chunks from it.
@@ -343,6 +344,15 @@ class TranscribeRequest(_message.Message):
     def options(self) -> Global___TranscriptionOptions:
         """Transcription options."""
 
+    @_builtins.property
+    def chunk_contexts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """None, or for each chunk the text said just before it (at most 2000
+        characters each), given to the model after options.initial_prompt as
+        previous context: a live stream sends its finals so far, so each
+        utterance is decoded knowing what came before. Chunks decoded in one
+        batch use as many tokens of context as the shortest of them has.
+        """
+
     def __init__(
         self,
         *,
@@ -351,10 +361,11 @@ class TranscribeRequest(_message.Message):
         chunks: _abc.Iterable[_common_pb2.TimeRange] | None = ...,
         first_chunk_index: _builtins.int = ...,
         options: Global___TranscriptionOptions | None = ...,
+        chunk_contexts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
