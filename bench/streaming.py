@@ -221,6 +221,7 @@ def main() -> None:
         help="VAD silences that end an utterance to compare, e.g. 0.5,0.4 (default: the server's)",
     )
     parser.add_argument("--gateway", default="", help="use a running suite's gateway instead of starting one")
+    parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
         workdir = Path(workdir_name)
@@ -247,7 +248,17 @@ def main() -> None:
                 file_wers = []
                 for number, rec in enumerate(recordings):
                     path = write_wav(media / f"stream-{number}.wav", rec.samples)
-                    file_wers.append(word_error_rate(rec.reference_text, file_text(gateway, path)))
+                    text = file_text(gateway, path)
+                    file_wers.append(word_error_rate(rec.reference_text, text))
+                    if options.texts:
+                        folder = Path(options.texts)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        for kind, content in (
+                            ("reference", rec.reference_text),
+                            ("live", runs[number].text),
+                            ("file", text),
+                        ):
+                            (folder / f"stream-{number}.{kind}.txt").write_text(content + "\n", encoding="utf-8")
                 live_wer, file_wer = statistics.mean(live_wers), statistics.mean(file_wers)
                 print(
                     f"WER: live finals {live_wer:.3f}, the same audio as files {file_wer:.3f}: "

@@ -10,6 +10,11 @@ step would cost a create, a map and an unlink for every few hundred
 kilobytes, and a leak on every crash; bytes cost a copy of about 1 ms per
 second of audio on loopback and work across hosts unchanged.
 
+Each request may carry the text said before it (`context`, the stream's
+finals so far), which the ASR service gives the model as previous text; it
+is not part of what a batch must share, so steps of streams with different
+histories still go in one batch.
+
 Scheduling: finals go first, then the first step of an utterance (its
 first interim result), then other steps, the oldest first.
 Calls in flight are bounded by the ASR workers (so a request waits here,
@@ -74,6 +79,7 @@ class Hypothesis:
 class _Request:
     samples: Samples
     options: asr_pb2.TranscriptionOptions
+    context: str
     key: bytes
     priority: int
     order: int
@@ -115,15 +121,27 @@ class LiveDecoder:
 
     @property
     def idle(self) -> bool:
-        """Whether a request made now would start at once (nothing waits and a worker is free)."""
-        return not self._queue and self._in_flight < max(1, self._capacity.figures.workers)
+        """Whether a request made now would start at once and, with several
+        workers, still leave one free: nothing waits, and at least two
+        workers are free (one with a single worker). Interim steps wait for
+        this, so a final never waits for a worker busy with interims (a
+        decode costs about as much whatever it holds: Whisper's encoder
+        always reads a 30 s window)."""
+        workers = max(1, self._capacity.figures.workers)
+        return not self._queue and self._in_flight < max(1, workers - 1)
 
     async def decode(
-        self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int = PRIORITY_INTERIM
+        self,
+        samples: Samples,
+        options: asr_pb2.TranscriptionOptions,
+        *,
+        priority: int = PRIORITY_INTERIM,
+        context: str = "",
     ) -> Hypothesis:
         """The hypothesis of `samples` (16 kHz mono, at most 30 s) with
-        `options`; raises the ASR service's error. Requests of a lower
-        `priority` number go first (finals, then an utterance's first step,
+        `options` (words are timed when they ask for it), knowing that
+        `context` was said just before; raises the ASR service's error.
+        Requests of a lower `priority` number go first (finals, then an utterance's first step,
         then other steps), the oldest first. Cancelling the caller drops its
         request if it is still waiting."""
         await self._capacity.refresh()  # the ASR workers (asked again at most every 30 s)
@@ -131,6 +149,7 @@ class LiveDecoder:
         request = _Request(
             samples=samples,
             options=options,
+            context=context,
             key=options.SerializeToString(deterministic=True),
             priority=priority,
             order=next(self._order),
@@ -204,7 +223,6 @@ class LiveDecoder:
         audio = np.concatenate([request.samples for request in batch]).astype("<f4", copy=False)
         options = asr_pb2.TranscriptionOptions()
         options.CopyFrom(batch[0].options)
-        options.word_timestamps = True
         options.batch_size = len(batch)
         message = asr_pb2.TranscribeRequest(
             inline_audio=asr_pb2.InlineAudio(samples=audio.tobytes()),
@@ -216,6 +234,7 @@ class LiveDecoder:
                 for start, end in itertools.pairwise(offsets)
             ],
             options=options,
+            chunk_contexts=[request.context for request in batch] if any(request.context for request in batch) else [],
         )
         for attempt in itertools.count():
             await self._capacity.acquire(urgent=True)
@@ -242,6 +261,7 @@ class LiveDecoder:
 def _hypothesis(response: asr_pb2.TranscribeResponse | None, offset_s: float) -> Hypothesis:
     if response is None:
         return Hypothesis("", (), "")
+    text = " ".join(segment.text.strip() for segment in response.segments if segment.text.strip())
     words = tuple(
         Word(
             text=word.text,
@@ -253,5 +273,4 @@ def _hypothesis(response: asr_pb2.TranscribeResponse | None, offset_s: float) ->
         for segment in response.segments
         for word in segment.words
     )
-    text = " ".join(segment.text.strip() for segment in response.segments if segment.text.strip())
     return Hypothesis(text, words, response.language_code)

@@ -10,7 +10,11 @@ re-decoded as they grow, made final at the end of speech.
   LocalAgreement policy of whisper_streaming); interim results carry the
   text, the stable part and their ratio.
 - When speech ends the utterance is decoded once more, whole, with the
-  stream's options, and sent as final with its words. When the end of the
+  stream's options, and sent as final with its words.
+- Every decode knows what the stream said before it: the text of its last
+  finals (up to `CONTEXT_CHARS`) goes with the audio as previous text, as
+  whisper_streaming prompts its decodes, so an utterance is not heard out
+  of context ("sorry you're having problems", not "so are you having"). When the end of the
   audio has been silent for `final_silence_s` a step is decoded at once,
   ahead of interim steps: when speech does end, that step already covers the
   whole utterance and is the final, so the final comes about as soon as the
@@ -48,6 +52,9 @@ SAMPLE_RATE_HERTZ = 16_000
 MAX_PENDING_FINALS = 4
 # Whisper's window, less the audio kept around an utterance.
 MAX_UTTERANCE_S = 28.0
+# Text of the stream's last finals given to each decode as what came before
+# (whisper_streaming's 200 characters).
+CONTEXT_CHARS = 200
 
 Samples = npt.NDArray[np.float32]
 Emit = Callable[[gateway_pb2.StreamingTranscribeResponse], None]
@@ -71,7 +78,9 @@ class Decoder(Protocol):
     @property
     def idle(self) -> bool: ...
 
-    async def decode(self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int) -> Hypothesis: ...
+    async def decode(
+        self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int, context: str = ""
+    ) -> Hypothesis: ...
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,16 @@ _CUT_MARGIN = SAMPLE_RATE_HERTZ // 10
 _MIN_FINAL_SAMPLES = round(0.3 * SAMPLE_RATE_HERTZ)
 
 
+def _last_chars(text: str, limit: int) -> str:
+    """The end of `text`, at most `limit` characters, from a word's start."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    space = tail.find(" ")
+    return tail[space + 1 :] if space >= 0 else tail
+
+
 def cut_position(words: Sequence[Word], agreed: int) -> int:
     """How many of the agreed leading `words` to make final when an
     utterance is cut: at the last sentence end among the later half of them,
@@ -175,7 +194,9 @@ class LiveTranscriber:
     ) -> None:
         self._decoder = decoder
         self._vad = vad
-        self._options = options
+        self._options = asr_pb2.TranscriptionOptions()
+        self._options.CopyFrom(options)
+        self._options.word_timestamps = True
         self._settings = settings
         self._emit = emit
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -192,6 +213,13 @@ class LiveTranscriber:
         # Finals that took the likely-final step's hypothesis (no decode of their own).
         self.reused_finals = 0
         self._failure: BaseException | None = None
+        # The stream's finals so far, their last CONTEXT_CHARS characters.
+        self._said = ""
+
+    @property
+    def context(self) -> str:
+        """What the stream said before, for the next decode."""
+        return self._said
 
     @property
     def received_s(self) -> float:
@@ -290,7 +318,7 @@ class LiveTranscriber:
                 # The likely final does not wait for an interim step: with it
                 # the final is ready as soon as the VAD confirms the end.
                 utterance.pre_final_done = True
-                self._start_step(utterance, PRIORITY_FINAL).at_pause = True
+                self._start_step(utterance, PRIORITY_FINAL, at_pause=True)
             return
         sentence = self._agreed_sentence(utterance)
         if sentence:
@@ -302,24 +330,26 @@ class LiveTranscriber:
             due = self._total - utterance.speech_start >= settings.first_step_s * SAMPLE_RATE_HERTZ
         else:
             due = self._total - latest_end >= settings.step_s * SAMPLE_RATE_HERTZ
-        # A long utterance needs recent agreed words to be cut at: its steps
+        # A long utterance needs recent agreed words to be cut at (a sentence
+        # from sentence_commit_s, any words at max_utterance_s): its steps
         # go on whatever the load, ahead of ordinary interim steps.
-        long = length >= settings.max_utterance_s / 2 * SAMPLE_RATE_HERTZ
+        long = length >= min(settings.sentence_commit_s, settings.max_utterance_s / 2) * SAMPLE_RATE_HERTZ
         if not settings.interim_results and not long:
             due = False
         if due and latest_end is not None and not long and not self._decoder.idle:
-            # Later interim steps only use spare capacity: under load, finals
-            # and first results keep their latency and interims come less often.
+            # Later interim steps only use spare capacity (a worker is kept
+            # free for finals): under load, finals and first results keep
+            # their latency and interims come less often.
             due = False
         if pre_final:
             utterance.pre_final_done = True
         if pre_final:
-            self._start_step(utterance, PRIORITY_FINAL).at_pause = True
+            self._start_step(utterance, PRIORITY_FINAL, at_pause=True)
         elif due:
             self._start_step(utterance, PRIORITY_FIRST_STEP if latest_end is None or long else PRIORITY_INTERIM)
 
-    def _start_step(self, utterance: _Utterance, priority: int) -> _Step:
-        step = _Step(start=utterance.start, end=self._total)
+    def _start_step(self, utterance: _Utterance, priority: int, *, at_pause: bool = False) -> _Step:
+        step = _Step(start=utterance.start, end=self._total, at_pause=at_pause)
         samples = self._slice(step.start, step.end)
         utterance.in_flight = step
         utterance.steps.append(step)
@@ -329,7 +359,9 @@ class LiveTranscriber:
 
     async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, priority: int) -> None:
         try:
-            step.hypothesis = await self._decoder.decode(samples, self._options, priority=priority)
+            step.hypothesis = await self._decoder.decode(
+                samples, self._options, priority=priority, context=self.context
+            )
             self.decode_count += 1
         finally:
             if utterance.in_flight is step:
@@ -438,7 +470,9 @@ class LiveTranscriber:
             ):
                 self.reused_finals += 1
                 return latest.hypothesis  # the likely-final step covered it all
-            hypothesis = await self._decoder.decode(samples, self._options, priority=PRIORITY_FINAL)
+            hypothesis = await self._decoder.decode(
+                samples, self._options, priority=PRIORITY_FINAL, context=self.context
+            )
             self.decode_count += 1
             return hypothesis
 
@@ -483,6 +517,7 @@ class LiveTranscriber:
             # Detected on the first utterance; kept for the rest of the stream.
             self._options.language_code = hypothesis.language_code
         self.final_count += 1
+        self._said = _last_chars(f"{self._said} {text}", CONTEXT_CHARS)
         self._emit(
             gateway_pb2.StreamingTranscribeResponse(
                 final=gateway_pb2.StreamingResult(

@@ -74,10 +74,15 @@ class FakeDecoder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
+        # (beam size, words timed, context) of each call.
+        self.asked: list[tuple[int, bool, str]] = []
 
-    async def decode(self, samples: np.ndarray, options: asr_pb2.TranscriptionOptions, *, priority: int) -> Hypothesis:
+    async def decode(
+        self, samples: np.ndarray, options: asr_pb2.TranscriptionOptions, *, priority: int, context: str = ""
+    ) -> Hypothesis:
         await asyncio.sleep(0)
         self.calls.append((samples.size, priority))
+        self.asked.append((options.beam_size, options.word_timestamps, context))
         count = int(samples.size / RATE / 0.5)
         heard = tuple(Word(f"w{index}", index * 0.5, index * 0.5 + 0.4) for index in range(count))
         return Hypothesis(" ".join(word.text for word in heard), heard, "en")
@@ -107,12 +112,34 @@ class ScriptedVad:
         return VadUpdate(starts, ends, in_speech, silence)
 
 
+class ScriptedUtterances:
+    """Speech over each of [start, end) seconds of the stream, in order."""
+
+    def __init__(self, *ranges: tuple[float, float]) -> None:
+        self.vads = [ScriptedVad(start, end) for start, end in ranges]
+
+    async def feed(self, samples: np.ndarray) -> VadUpdate:
+        updates = [await vad.feed(samples) for vad in self.vads]
+        current = next((update for update in updates if update.in_speech), updates[-1])
+        return VadUpdate(
+            tuple(start for update in updates for start in update.speech_starts),
+            tuple(end for update in updates for end in update.speech_ends),
+            current.in_speech,
+            current.trailing_silence_s,
+        )
+
+
 async def run_engine(
-    vad: ScriptedVad, total_s: float, settings: StreamSettings
+    vad: ScriptedVad | ScriptedUtterances,
+    total_s: float,
+    settings: StreamSettings,
+    options: asr_pb2.TranscriptionOptions | None = None,
 ) -> tuple[list[gateway_pb2.StreamingTranscribeResponse], FakeDecoder, LiveTranscriber, int]:
     decoder = FakeDecoder()
     responses: list[gateway_pb2.StreamingTranscribeResponse] = []
-    engine = LiveTranscriber(decoder, vad, asr_pb2.TranscriptionOptions(), settings, responses.append)
+    engine = LiveTranscriber(
+        decoder, vad, options or asr_pb2.TranscriptionOptions(beam_size=5), settings, responses.append
+    )
     most_buffered = 0
     block = np.zeros(RATE // 10, dtype=np.float32)
     for _ in range(round(total_s * 10)):
@@ -141,6 +168,31 @@ def test_an_utterance_gets_interims_then_one_final_from_the_likely_final_step() 
     assert decoder.calls[-1][1] == PRIORITY_FINAL
     interims = [response.interim for response in responses if response.WhichOneof("response") == "interim"]
     assert interims[-1].stability > 0 and interims[-1].stable_text
+
+
+def test_every_decode_knows_what_the_stream_said_before_it() -> None:
+    settings = StreamSettings(interim_results=True)
+    responses, decoder, engine, _ = asyncio.run(
+        run_engine(
+            ScriptedUtterances((1.0, 4.0), (6.0, 9.0)), 11.0, settings, asr_pb2.TranscriptionOptions(beam_size=4)
+        )
+    )
+    finals = [response.final for response in responses if response.WhichOneof("response") == "final"]
+    assert len(finals) == 2
+    # The stream's options, with words timed, for every decode.
+    assert all(beam == 4 and timed for beam, timed, _ in decoder.asked)
+    # The first utterance's decodes had no context; the second's had the first's final text.
+    contexts = [context for _, _, context in decoder.asked]
+    assert contexts[0] == "" and contexts[-1] == finals[0].text
+    assert engine.context == f"{finals[0].text} {finals[1].text}"
+
+
+def test_the_context_is_the_end_of_what_was_said_from_a_word_start() -> None:
+    from gateway.live_stream import _last_chars
+
+    assert _last_chars("one two three", 100) == "one two three"
+    assert _last_chars("one two three", 9) == "three"
+    assert _last_chars("abcdefghij", 4) == "ghij"
 
 
 def test_without_interim_results_a_short_utterance_costs_one_decode() -> None:
