@@ -141,8 +141,8 @@ class LiveDecoder:
         """The hypothesis of `samples` (16 kHz mono, at most 30 s) with
         `options` (words are timed when they ask for it), knowing that
         `context` was said just before; raises the ASR service's error.
-        Requests of a lower `priority` number go first (finals, then an utterance's first step,
-        then other steps), the oldest first. Cancelling the caller drops its
+        Requests of a lower `priority` number go first (finals, then an
+        utterance's first step, then other steps), the oldest first. Cancelling the caller drops its
         request if it is still waiting."""
         await self._capacity.refresh()  # the ASR workers (asked again at most every 30 s)
         future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
@@ -261,7 +261,6 @@ class LiveDecoder:
 def _hypothesis(response: asr_pb2.TranscribeResponse | None, offset_s: float) -> Hypothesis:
     if response is None:
         return Hypothesis("", (), "")
-    text = " ".join(segment.text.strip() for segment in response.segments if segment.text.strip())
     words = tuple(
         Word(
             text=word.text,
@@ -273,4 +272,5 @@ def _hypothesis(response: asr_pb2.TranscribeResponse | None, offset_s: float) ->
         for segment in response.segments
         for word in segment.words
     )
+    text = " ".join(segment.text.strip() for segment in response.segments if segment.text.strip())
     return Hypothesis(text, words, response.language_code)

@@ -10,15 +10,14 @@ re-decoded as they grow, made final at the end of speech.
   LocalAgreement policy of whisper_streaming); interim results carry the
   text, the stable part and their ratio.
 - When speech ends the utterance is decoded once more, whole, with the
-  stream's options, and sent as final with its words.
-- Every decode knows what the stream said before it: the text of its last
-  finals (up to `CONTEXT_CHARS`) goes with the audio as previous text, as
-  whisper_streaming prompts its decodes, so an utterance is not heard out
-  of context ("sorry you're having problems", not "so are you having"). When the end of the
+  stream's options, and sent as final with its words. When the end of the
   audio has been silent for `final_silence_s` a step is decoded at once,
   ahead of interim steps: when speech does end, that step already covers the
   whole utterance and is the final, so the final comes about as soon as the
   VAD has heard enough silence.
+- Every decode knows what the stream said before it: the text of its last
+  finals (up to `CONTEXT_CHARS`) goes with the audio as previous text, as
+  whisper_streaming prompts its decodes.
 - An utterance that reaches `max_utterance_s` while speech goes on is made
   final at the end of its last agreed word (or, with none, decoded whole) and
   the rest goes on as the next utterance.

@@ -562,7 +562,8 @@ class _ContextPipeline(BatchedInferencePipeline):
     start, to the tokens of the shortest one in the batch (a chunk without
     context makes the whole batch go without). The rest is
     `generate_segment_batched` as faster-whisper 1.2 writes it, without the
-    per-chunk language detection this service never asks for."""
+    per-chunk language detection and the max_new_tokens this service never
+    asks for."""
 
     def __init__(self, model: Any, contexts: Sequence[str]) -> None:
         super().__init__(model)
@@ -571,8 +572,10 @@ class _ContextPipeline(BatchedInferencePipeline):
     def generate_segment_batched(
         self, features: np.ndarray, tokenizer: Tokenizer, options: DecodingOptions
     ) -> tuple[Any, list[dict[str, Any]]]:
-        if options.multilingual or len(self._contexts) != features.shape[0]:
-            raise ValueError("a context pipeline needs one context per chunk and no per-chunk language detection")
+        if options.multilingual or options.max_new_tokens is not None or len(self._contexts) != features.shape[0]:
+            raise ValueError(
+                "a context pipeline needs one context per chunk, no per-chunk language detection and no max_new_tokens"
+            )
         initial = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
         said = [tokenizer.encode(" " + context.strip()) if context.strip() else [] for context in self._contexts]
         kept = min(len(tokens) for tokens in said)
@@ -585,9 +588,6 @@ class _ContextPipeline(BatchedInferencePipeline):
             )
             for tokens in said
         ]
-        max_length = self.model.max_length
-        if options.max_new_tokens is not None:
-            max_length = min(max_length, max(len(prompt) for prompt in prompts) + options.max_new_tokens)
         encoder_output = self.model.encode(features)
         results = self.model.model.generate(
             encoder_output,
@@ -595,7 +595,7 @@ class _ContextPipeline(BatchedInferencePipeline):
             beam_size=options.beam_size,
             patience=options.patience,
             length_penalty=options.length_penalty,
-            max_length=max_length,
+            max_length=self.model.max_length,  # (this service never sets max_new_tokens)
             suppress_blank=options.suppress_blank,
             suppress_tokens=options.suppress_tokens,
             return_scores=True,
