@@ -11,9 +11,11 @@ kilobytes, and a leak on every crash; bytes cost a copy of about 1 ms per
 second of audio on loopback and work across hosts unchanged.
 
 Each request may carry the text said before it (`context`, the stream's
-finals so far), which the ASR service gives the model as previous text; it
-is not part of what a batch must share, so steps of streams with different
-histories still go in one batch.
+finals so far), which the ASR service gives the model as previous text, and
+the text its audio begins with (`prefix`, the last finals, whose audio leads
+the request's), which the model continues; neither is part of what a batch
+must share, so steps of streams with different histories still go in one
+batch.
 
 Scheduling: finals go first, then the first step of an utterance (its
 first interim result), then other steps, the oldest first.
@@ -80,6 +82,7 @@ class _Request:
     samples: Samples
     options: asr_pb2.TranscriptionOptions
     context: str
+    prefix: str
     key: bytes
     priority: int
     order: int
@@ -137,10 +140,12 @@ class LiveDecoder:
         *,
         priority: int = PRIORITY_INTERIM,
         context: str = "",
+        prefix: str = "",
     ) -> Hypothesis:
         """The hypothesis of `samples` (16 kHz mono, at most 30 s) with
         `options` (words are timed when they ask for it), knowing that
-        `context` was said just before; raises the ASR service's error.
+        `context` was said just before and that the audio begins with
+        `prefix` (left out of the hypothesis); raises the ASR service's error.
         Requests of a lower `priority` number go first (finals, then an
         utterance's first step, then other steps), the oldest first. Cancelling the caller drops its
         request if it is still waiting."""
@@ -150,6 +155,7 @@ class LiveDecoder:
             samples=samples,
             options=options,
             context=context,
+            prefix=prefix,
             key=options.SerializeToString(deterministic=True),
             priority=priority,
             order=next(self._order),
@@ -235,6 +241,7 @@ class LiveDecoder:
             ],
             options=options,
             chunk_contexts=[request.context for request in batch] if any(request.context for request in batch) else [],
+            chunk_prefixes=[request.prefix for request in batch] if any(request.prefix for request in batch) else [],
         )
         for attempt in itertools.count():
             await self._capacity.acquire(urgent=True)

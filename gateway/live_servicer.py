@@ -30,7 +30,7 @@ from common.errors import (
 from gateway.config import LiveConfig
 from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
 from gateway.live_decoder import LiveDecoder
-from gateway.live_stream import MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
+from gateway.live_stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
 from gateway.model_check import check_capability
 from gateway.validation import validate_live_vad, validate_transcription
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
@@ -308,5 +308,14 @@ def _settings(config: gateway_pb2.StreamingConfig) -> StreamSettings:
             f"max_utterance_duration {max_utterance_s:g} s must be between {MIN_UTTERANCE_S:g} and "
             f"{MAX_UTTERANCE_S:g} s"
         )
+    context_audio_s = StreamSettings.context_audio_s
+    if config.HasField("context_audio_duration"):
+        context_audio_s = duration_to_seconds(config.context_audio_duration)
+        if not 0.0 <= context_audio_s <= MAX_CONTEXT_AUDIO_S:
+            raise InvalidInputError(
+                f"context_audio_duration {context_audio_s:g} s must be between 0 and {MAX_CONTEXT_AUDIO_S:g} s"
+            )
     validate_live_vad(config.speech_detection)
-    return StreamSettings(interim_results=config.interim_results, max_utterance_s=max_utterance_s)
+    return StreamSettings(
+        interim_results=config.interim_results, max_utterance_s=max_utterance_s, context_audio_s=context_audio_s
+    )

@@ -15,15 +15,19 @@ re-decoded as they grow, made final at the end of speech.
   ahead of interim steps: when speech does end, that step already covers the
   whole utterance and is the final, so the final comes about as soon as the
   VAD has heard enough silence.
-- Every decode knows what the stream said before it: the text of its last
-  finals (up to `CONTEXT_CHARS`) goes with the audio as previous text, as
-  whisper_streaming prompts its decodes.
+- Every decode hears what the stream said before it: the audio of its last
+  finals (up to `context_audio_s`) is decoded again ahead of the utterance,
+  with their text forced as the start of the transcript, so the model
+  continues it as it would in a file; the text of earlier finals (up to
+  `CONTEXT_CHARS`) goes with it as previous text, as whisper_streaming
+  prompts its decodes. Only while no final is pending: the lead-in's text
+  must be what its audio said.
 - An utterance that reaches `max_utterance_s` while speech goes on is made
   final at the end of its last agreed word (or, with none, decoded whole) and
   the rest goes on as the next utterance.
 
-Memory stays flat: audio before the current utterance is dropped, an
-utterance is at most `max_utterance_s` long, and at most
+Memory stays flat: audio before the current utterance and its lead-in is
+dropped, an utterance is at most `max_utterance_s` long, and at most
 `MAX_PENDING_FINALS` finals wait for their decode (a client sending faster
 than real time then waits too).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +59,12 @@ MAX_UTTERANCE_S = 28.0
 # Text of the stream's last finals given to each decode as what came before
 # (whisper_streaming's 200 characters).
 CONTEXT_CHARS = 200
+# Whisper's window less a margin: a lead-in and its utterance fit in it.
+MAX_WINDOW_S = 29.0
+# The longest lead-in a stream may ask for (StreamingConfig.context_audio_duration).
+MAX_CONTEXT_AUDIO_S = 20.0
+# Text of the finals a lead-in holds at most (the ASR service takes 600 characters).
+MAX_LEAD_IN_CHARS = 500
 
 Samples = npt.NDArray[np.float32]
 Emit = Callable[[gateway_pb2.StreamingTranscribeResponse], None]
@@ -78,7 +89,13 @@ class Decoder(Protocol):
     def idle(self) -> bool: ...
 
     async def decode(
-        self, samples: Samples, options: asr_pb2.TranscriptionOptions, *, priority: int, context: str = ""
+        self,
+        samples: Samples,
+        options: asr_pb2.TranscriptionOptions,
+        *,
+        priority: int,
+        context: str = "",
+        prefix: str = "",
     ) -> Hypothesis: ...
 
 
@@ -100,6 +117,30 @@ class StreamSettings:
     # An utterance at least this long makes every sentence two steps agreed
     # on final at once (long speech without pauses).
     sentence_commit_s: float = 6.0
+    # Audio of the last finals decoded again before each utterance, their
+    # text forced as the transcript's start (0: none).
+    context_audio_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A final sent: its audio, samples [start, end) of the stream, and text."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What one decode sends: samples [start, end) of the stream, the first
+    `lead_in` of them the audio of earlier finals whose text is `prefix`."""
+
+    start: int
+    end: int
+    lead_in: int
+    prefix: str
+    context: str
 
 
 @dataclass
@@ -214,6 +255,8 @@ class LiveTranscriber:
         self._failure: BaseException | None = None
         # The stream's finals so far, their last CONTEXT_CHARS characters.
         self._said = ""
+        # The last finals, whose audio may lead a decode (see `_window`).
+        self._recent: list[_Final] = []
 
     @property
     def context(self) -> str:
@@ -349,19 +392,64 @@ class LiveTranscriber:
 
     def _start_step(self, utterance: _Utterance, priority: int, *, at_pause: bool = False) -> _Step:
         step = _Step(start=utterance.start, end=self._total, at_pause=at_pause)
-        samples = self._slice(step.start, step.end)
+        window = self._window(step.start, step.end)
+        samples = self._slice(window.start, window.end)
         utterance.in_flight = step
         utterance.steps.append(step)
-        step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, samples, priority))
+        step.task = asyncio.get_running_loop().create_task(self._run_step(utterance, step, window, samples, priority))
         step.task.add_done_callback(self._note_failure)
         return step
 
-    async def _run_step(self, utterance: _Utterance, step: _Step, samples: Samples, priority: int) -> None:
+    def _window(self, start: int, end: int) -> _Window:
+        """What decoding samples [start, end) sends: led in by the audio of
+        the last finals that fit `context_audio_s` and Whisper's window, with
+        their text as the prefix and what came before as context. Without a
+        lead-in while a final is pending (its text is not known yet), or
+        when the finals are too far back."""
+        pending = self._last_final is not None and not self._last_final.done()
+        budget = min(MAX_WINDOW_S * SAMPLE_RATE_HERTZ, end - start + self._settings.context_audio_s * SAMPLE_RATE_HERTZ)
+        chosen: list[_Final] = []
+        chars = 0
+        for final in reversed(self._recent if not pending else []):
+            chars += len(final.text) + 1
+            if final.start >= start or end - final.start > budget or chars > MAX_LEAD_IN_CHARS:
+                break
+            if final.start < self._buffer_start:
+                break
+            chosen.append(final)
+        if not chosen:
+            return _Window(start, end, 0, "", self.context)
+        prefix = " ".join(final.text for final in reversed(chosen))
+        context = self._said[: -len(prefix)].strip() if self._said.endswith(prefix) else ""
+        first = chosen[-1].start
+        return _Window(first, end, start - first, prefix, context)
+
+    async def _decode(self, window: _Window, samples: Samples, priority: int) -> Hypothesis:
+        """The hypothesis of a window's audio after its lead-in, its words
+        timed from the end of the lead-in (the start of the utterance's audio)."""
+        hypothesis = await self._decoder.decode(
+            samples, self._options, priority=priority, context=window.context, prefix=window.prefix
+        )
+        self.decode_count += 1
+        if not window.lead_in:
+            return hypothesis
+        shift_s = window.lead_in / SAMPLE_RATE_HERTZ
+        # Words heard wholly in the lead-in are speech no final holds (noise,
+        # a dropped utterance): not this utterance's.
+        words = tuple(
+            dataclasses.replace(word, start_s=max(0.0, word.start_s - shift_s), end_s=word.end_s - shift_s)
+            for word in hypothesis.words
+            if word.end_s > shift_s
+        )
+        if len(words) == len(hypothesis.words):
+            return Hypothesis(hypothesis.text, words, hypothesis.language_code)
+        return Hypothesis(" ".join(word.text for word in words), words, hypothesis.language_code)
+
+    async def _run_step(
+        self, utterance: _Utterance, step: _Step, window: _Window, samples: Samples, priority: int
+    ) -> None:
         try:
-            step.hypothesis = await self._decoder.decode(
-                samples, self._options, priority=priority, context=self.context
-            )
-            self.decode_count += 1
+            step.hypothesis = await self._decode(window, samples, priority)
         finally:
             if utterance.in_flight is step:
                 utterance.in_flight = None
@@ -453,7 +541,8 @@ class LiveTranscriber:
     def _schedule_final(self, utterance: _Utterance, end: int) -> None:
         if end - utterance.start < _MIN_FINAL_SAMPLES:
             return  # (the rest of an utterance cut just before speech ended: nothing to decode)
-        samples = self._slice(utterance.start, end)
+        window = self._window(utterance.start, end)
+        samples = self._slice(window.start, window.end)
         pending = utterance.in_flight
 
         async def decode() -> Hypothesis | None:
@@ -469,11 +558,7 @@ class LiveTranscriber:
             ):
                 self.reused_finals += 1
                 return latest.hypothesis  # the likely-final step covered it all
-            hypothesis = await self._decoder.decode(
-                samples, self._options, priority=PRIORITY_FINAL, context=self.context
-            )
-            self.decode_count += 1
-            return hypothesis
+            return await self._decode(window, samples, PRIORITY_FINAL)
 
         self._chain_final(utterance, utterance.start, end, decode())
 
@@ -517,6 +602,7 @@ class LiveTranscriber:
             self._options.language_code = hypothesis.language_code
         self.final_count += 1
         self._said = _last_chars(f"{self._said} {text}", CONTEXT_CHARS)
+        self._recent.append(_Final(start, end, text))
         self._emit(
             gateway_pb2.StreamingTranscribeResponse(
                 final=gateway_pb2.StreamingResult(
@@ -555,6 +641,11 @@ class LiveTranscriber:
             keep_from = self._utterance.start
         else:
             keep_from = max(self._floor, self._total - round(self._settings.pre_roll_s * SAMPLE_RATE_HERTZ))
+        # The audio that may lead in an utterance still to come (a lead-in is at
+        # most context_audio_s) is kept, finals pending included; finals
+        # further back are forgotten.
+        keep_from = max(0, keep_from - round(self._settings.context_audio_s * SAMPLE_RATE_HERTZ))
+        self._recent = [final for final in self._recent if final.start >= keep_from]
         # Amortised: drop once a second's worth is stale.
         if keep_from - self._buffer_start >= SAMPLE_RATE_HERTZ:
             self._buffer = np.array(self._buffer[keep_from - self._buffer_start :], dtype=np.float32)

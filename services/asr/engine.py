@@ -53,6 +53,10 @@ MAX_LANGUAGE_CANDIDATES = 5
 MAX_CHUNKS_PER_REQUEST = 32
 # Characters of text said before a chunk (`prepare`'s contexts) a request may give.
 MAX_CONTEXT_CHARS = 2000
+# Characters of text a chunk's audio is known to begin with (`prepare`'s prefixes):
+# forced as the start of its transcript, it must fit the first half of Whisper's
+# 448-token window with room to spare.
+MAX_PREFIX_CHARS = 600
 # Audio of the warm-up transcription (two seconds).
 WARM_UP_SAMPLES = 2 * 16_000
 
@@ -193,6 +197,9 @@ class _Chunk:
     end_sample: int
     # Text said just before it, given to the model as previous context; empty: none.
     context: str = ""
+    # Text its audio is known to begin with (already transcribed): forced as
+    # the start of its transcript and left out of its result; empty: none.
+    prefix: str = ""
 
     @property
     def offset_s(self) -> float:
@@ -207,10 +214,20 @@ class _Chunk:
         return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
 
 
-def _chunk_of(index: int, time_range: TimeRange, sample_count: int, context: str = "") -> _Chunk:
+def _chunk_of(index: int, time_range: TimeRange, sample_count: int, context: str = "", prefix: str = "") -> _Chunk:
     start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
     end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
-    return _Chunk(index, start_sample, end_sample, context)
+    return _Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()))
+
+
+def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
+    """`texts` checked as none or one per chunk, each at most `limit` characters."""
+    if texts and len(texts) != chunk_count:
+        raise InvalidInputError(f"{len(texts)} chunk {what}s for {chunk_count} chunks: give one per chunk, or none")
+    for position, text in enumerate(texts):
+        if len(text) > limit:
+            raise InvalidInputError(f"the {what} of chunk {position} has {len(text)} characters; at most {limit}")
+    return list(texts) if texts else [""] * chunk_count
 
 
 @dataclass(frozen=True)
@@ -299,6 +316,7 @@ class Transcriber:
         audio_offset_samples: int = 0,
         audio_sample_count: int | None = None,
         contexts: Sequence[str] = (),
+        prefixes: Sequence[str] = (),
     ) -> PreparedTranscription:
         """Checks a request and loads its model (the first half of
         `transcribe`); `decode_batch` then decodes its chunks, alone or in a
@@ -307,7 +325,14 @@ class Transcriber:
 
         `contexts`: none, or for each chunk the text said just before it
         (a live stream's finals so far), given to the model after the
-        options' `initial_prompt` as previous context."""
+        options' `initial_prompt` as previous context.
+
+        `prefixes`: none, or for each chunk the text its audio is known to
+        begin with (a live stream's last finals, whose audio is decoded again
+        before a new utterance so the model hears what came before). The
+        prefix is forced as the start of the transcript, so the model only
+        continues it, and its words are left out of the chunk's result: the
+        segment holds what follows, timed from the start of the audio."""
         window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
@@ -318,19 +343,18 @@ class Transcriber:
             raise InvalidInputError(
                 f"{len(chunks)} chunks in one request; at most {self.max_chunks_per_request}: send them in several"
             )
-        if contexts and len(contexts) != len(chunks):
-            raise InvalidInputError(
-                f"{len(contexts)} chunk contexts for {len(chunks)} chunks: give one per chunk, or none"
-            )
-        for position, context in enumerate(contexts):
-            if len(context) > MAX_CONTEXT_CHARS:
-                raise InvalidInputError(
-                    f"the context of chunk {position} has {len(context)} characters; at most {MAX_CONTEXT_CHARS}"
-                )
+        chunk_contexts = _per_chunk_texts(contexts, len(chunks), "context", MAX_CONTEXT_CHARS)
+        chunk_prefixes = _per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
+        if any(chunk_prefixes) and not options.without_timestamps:
+            raise InvalidInputError("chunk prefixes need transcripts without timestamps")
         checked = [check_range(chunk, window.audio_duration_s, MAX_CHUNK_DURATION_S) for chunk in chunks]
         parts = [
             _chunk_of(
-                first_chunk_index + position, chunk, window.audio_sample_count, contexts[position] if contexts else ""
+                first_chunk_index + position,
+                chunk,
+                window.audio_sample_count,
+                chunk_contexts[position],
+                chunk_prefixes[position],
             )
             for position, chunk in enumerate(checked)
         ]
@@ -373,7 +397,12 @@ class Transcriber:
         )
         decoding = _decoding_options(first.options, tokenizer)
         contexts = [prepared.chunks[position].context for prepared, position in items]
-        pipeline = _ContextPipeline(whisper, contexts) if any(contexts) else BatchedInferencePipeline(whisper)
+        prefixes = [prepared.chunks[position].prefix for prepared, position in items]
+        pipeline = (
+            _ContextPipeline(whisper, contexts, prefixes)
+            if any(contexts) or any(prefixes)
+            else BatchedInferencePipeline(whisper)
+        )
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
         features = np.stack([pad_or_trim(_features(prepared, position)) for prepared, position in items])
@@ -554,31 +583,47 @@ def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> An
 
 class _ContextPipeline(BatchedInferencePipeline):
     """BatchedInferencePipeline whose chunks each have their own previous
-    text: the prompt of chunk i is the options' initial prompt followed by
-    `contexts[i]`, where the pipeline gives every chunk the same prompt.
+    text and prefix: the prompt of chunk i is the options' initial prompt
+    followed by `contexts[i]`, then the start of transcript, then
+    `prefixes[i]`, where the pipeline gives every chunk the same prompt.
 
     CTranslate2 decodes a batch only when the start-of-transcript token is
     at the same place in every prompt, so each context is cut, from its
     start, to the tokens of the shortest one in the batch (a chunk without
-    context makes the whole batch go without). The rest is
+    context makes the whole batch go without); prefixes come after it and
+    may differ in length. CTranslate2 returns each sequence with its prefix,
+    so the prefix's words are timed with the rest (the alignment starts at
+    the start of the audio) and `_segments` leaves them out. The rest is
     `generate_segment_batched` as faster-whisper 1.2 writes it, without the
     per-chunk language detection and the max_new_tokens this service never
     asks for."""
 
-    def __init__(self, model: Any, contexts: Sequence[str]) -> None:
+    def __init__(self, model: Any, contexts: Sequence[str], prefixes: Sequence[str]) -> None:
         super().__init__(model)
         self._contexts = list(contexts)
+        self._prefixes = list(prefixes)
 
     def generate_segment_batched(
         self, features: np.ndarray, tokenizer: Tokenizer, options: DecodingOptions
     ) -> tuple[Any, list[dict[str, Any]]]:
-        if options.multilingual or options.max_new_tokens is not None or len(self._contexts) != features.shape[0]:
+        count = features.shape[0]
+        if (
+            options.multilingual
+            or options.max_new_tokens is not None
+            or len(self._contexts) != count
+            or len(self._prefixes) != count
+        ):
             raise ValueError(
-                "a context pipeline needs one context per chunk, no per-chunk language detection and no max_new_tokens"
+                "a context pipeline needs one context and prefix per chunk, no per-chunk language detection "
+                "and no max_new_tokens"
             )
         initial = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
         said = [tokenizer.encode(" " + context.strip()) if context.strip() else [] for context in self._contexts]
-        kept = min(len(tokens) for tokens in said)
+        forced = [tokenizer.encode(" " + prefix.strip()) if prefix.strip() else [] for prefix in self._prefixes]
+        # Previous text and prefix together stay within the first half of the
+        # window (faster-whisper's bound on previous text), the context giving way.
+        room = max(0, self.model.max_length // 2 - 1 - len(initial) - max(map(len, forced), default=0))
+        kept = min(room, *(len(tokens) for tokens in said))
         prompts = [
             self.model.get_prompt(
                 tokenizer,
@@ -586,7 +631,8 @@ class _ContextPipeline(BatchedInferencePipeline):
                 without_timestamps=options.without_timestamps,
                 hotwords=options.hotwords,
             )
-            for tokens in said
+            + prefix
+            for tokens, prefix in zip(said, forced, strict=True)
         ]
         encoder_output = self.model.encode(features)
         results = self.model.model.generate(
@@ -605,8 +651,9 @@ class _ContextPipeline(BatchedInferencePipeline):
             no_repeat_ngram_size=options.no_repeat_ngram_size,
         )
         output = []
-        for result in results:
-            length = len(result.sequences_ids[0])
+        for result, prefix in zip(results, forced, strict=True):
+            # Scored on the tokens the model chose, not the forced prefix.
+            length = max(1, len(result.sequences_ids[0]) - len(prefix))
             cumulative = result.scores[0] * (length**options.length_penalty)
             output.append(
                 {
@@ -621,6 +668,8 @@ class _ContextPipeline(BatchedInferencePipeline):
 def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:
     """Segments of one chunk, kept inside it, without empty ones."""
     chunk_range = chunk.time_range
+    # Words of the forced prefix still to leave out (they lead the first pieces).
+    prefix_words = len(split_tokens(chunk.prefix))
     segments = []
     for piece in output:
         text = str(piece["text"]).strip()
@@ -628,14 +677,23 @@ def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...
             continue
         start_s = round(min(max(float(piece["start"]), chunk_range.start_s), chunk_range.end_s), 3)
         end_s = round(min(max(float(piece["end"]), start_s), chunk_range.end_s), 3)
+        tokens = split_tokens(text)
         words: tuple[Word, ...] = ()
         if piece.get("words") is not None:
             # Whisper's words carry their leading spaces and may split or glue
             # tokens differently from the text: map them onto its whitespace
             # tokens by character position, interpolating any left over.
-            tokens = split_tokens(text)
             placements = placements_by_position(" " + " ".join(tokens), tokens, piece["words"])
             words = words_from_placements(tokens, placements, offset_s=0.0, start_s=start_s, end_s=end_s)
+        if prefix_words:
+            dropped = min(prefix_words, len(tokens))
+            prefix_words -= dropped
+            tokens, words = tokens[dropped:], words[dropped:]
+            if not tokens:
+                continue
+            text = " ".join(tokens)
+            if words:
+                start_s = words[0].start_s
         segments.append(
             Segment(
                 text=text,

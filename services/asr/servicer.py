@@ -99,6 +99,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     audio_offset_samples=offset_samples,
                     audio_sample_count=sample_count,
                     contexts=list(request.chunk_contexts),
+                    prefixes=list(request.chunk_prefixes),
                 ),
                 stop,
             )

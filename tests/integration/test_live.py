@@ -335,6 +335,11 @@ def test_bad_streams_are_refused_before_any_work(live: RunningSuite) -> None:
     )
     klingon = config(transcription=asr_pb2.TranscriptionOptions(language_code="tlh"))
     expect_refused(live, [gateway_pb2.StreamingTranscribeRequest(config=klingon)], grpc.StatusCode.NOT_FOUND, "tlh")
+    long_lead_in = config()
+    long_lead_in.context_audio_duration.FromSeconds(25)
+    expect_refused(
+        live, [gateway_pb2.StreamingTranscribeRequest(config=long_lead_in)], invalid, "context_audio_duration"
+    )
 
 
 def silence_stream(stop: threading.Event, sent: threading.Event) -> Iterator[gateway_pb2.StreamingTranscribeRequest]:

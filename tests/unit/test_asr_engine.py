@@ -273,3 +273,39 @@ def test_chunk_contexts_are_checked(transcriber: Transcriber) -> None:
         transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["only one"])
     with pytest.raises(InvalidInputError, match="at most 2000"):
         transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["x" * 2001, ""])
+
+
+@needs_speech
+def test_a_prefix_is_continued_and_left_out(
+    transcriber: Transcriber, recording: Recording, transcripts: list[ChunkTranscript]
+) -> None:
+    """A chunk that starts with audio already transcribed, whose text is
+    given as its prefix: the result holds only what follows, timed in the
+    audio after the prefix's; chunks of different prefixes share a batch."""
+    first, second, third = recording.chunks
+    said = [" ".join(segment.text for segment in transcript.segments) for transcript in transcripts]
+    spans = [TimeRange(first.start_s, second.end_s), TimeRange(first.start_s, third.end_s), second]
+    prefixes = [said[0], f"{said[0]} {said[1]}", ""]
+    options = TranscriptionOptions(batch_size=3, word_timestamps=True)
+    prepared = transcriber.prepare(recording.samples, spans, options, prefixes=prefixes)
+    results = transcriber.decode_batch([(prepared, position) for position in range(3)])
+    expected_texts = [recording.texts[1], recording.texts[2], recording.texts[1]]
+    for transcript, expected, begins in zip(results, expected_texts, (second, third, second), strict=True):
+        text = " ".join(segment.text for segment in transcript.segments)
+        assert word_error_rate(expected, text) <= 0.2, (expected, text)
+        words = [word for segment in transcript.segments for word in segment.words]
+        assert len(words) == len(text.split())
+        # The first word is in its own prompt's audio, not in the prefix's.
+        assert begins.start_s - 0.3 <= words[0].start_s <= begins.start_s + 1.0, (words[0], begins)
+        assert transcript.segments[0].start_s == words[0].start_s
+
+
+def test_chunk_prefixes_are_checked(transcriber: Transcriber) -> None:
+    audio = np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32)
+    chunks = [TimeRange(0.0, 0.5), TimeRange(0.5, 1.0)]
+    with pytest.raises(InvalidInputError, match="one per chunk"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), prefixes=["only one"])
+    with pytest.raises(InvalidInputError, match="at most 600"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), prefixes=["x" * 601, ""])
+    with pytest.raises(InvalidInputError, match="without timestamps"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(without_timestamps=False), prefixes=["a", "b"])

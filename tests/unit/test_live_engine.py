@@ -76,15 +76,26 @@ class FakeDecoder:
         self.calls: list[tuple[int, int]] = []
         # (beam size, words timed, context) of each call.
         self.asked: list[tuple[int, bool, str]] = []
+        # The prefix of each call.
+        self.prefixes: list[str] = []
 
     async def decode(
-        self, samples: np.ndarray, options: asr_pb2.TranscriptionOptions, *, priority: int, context: str = ""
+        self,
+        samples: np.ndarray,
+        options: asr_pb2.TranscriptionOptions,
+        *,
+        priority: int,
+        context: str = "",
+        prefix: str = "",
     ) -> Hypothesis:
         await asyncio.sleep(0)
         self.calls.append((samples.size, priority))
         self.asked.append((options.beam_size, options.word_timestamps, context))
+        self.prefixes.append(prefix)
         count = int(samples.size / RATE / 0.5)
         heard = tuple(Word(f"w{index}", index * 0.5, index * 0.5 + 0.4) for index in range(count))
+        # As the ASR service: the prefix's words are left out of the result.
+        heard = heard[len(prefix.split()) :]
         return Hypothesis(" ".join(word.text for word in heard), heard, "en")
 
 
@@ -181,10 +192,26 @@ def test_every_decode_knows_what_the_stream_said_before_it() -> None:
     assert len(finals) == 2
     # The stream's options, with words timed, for every decode.
     assert all(beam == 4 and timed for beam, timed, _ in decoder.asked)
-    # The first utterance's decodes had no context; the second's had the first's final text.
+    # The first utterance's decodes had no lead-in; the second's were led in
+    # by the first's audio, its text as their prefix (and nothing said before that).
+    assert decoder.prefixes[0] == "" and decoder.prefixes[-1] == finals[0].text
+    assert decoder.calls[-1][0] >= (9.0 - 1.0) * RATE
+    assert all(context == "" for _, _, context in decoder.asked)
+    # The second final holds only its own words, timed in its own audio.
+    assert all(word.start_offset.ToTimedelta().total_seconds() >= 5.8 for word in finals[1].words)
+    assert engine.context == f"{finals[0].text} {finals[1].text}"
+
+
+def test_without_lead_in_decodes_get_what_was_said_as_context() -> None:
+    settings = StreamSettings(interim_results=True, context_audio_s=0.0)
+    responses, decoder, _, most_buffered = asyncio.run(
+        run_engine(ScriptedUtterances((1.0, 4.0), (6.0, 9.0)), 11.0, settings)
+    )
+    finals = [response.final for response in responses if response.WhichOneof("response") == "final"]
+    assert len(finals) == 2 and not any(decoder.prefixes)
     contexts = [context for _, _, context in decoder.asked]
     assert contexts[0] == "" and contexts[-1] == finals[0].text
-    assert engine.context == f"{finals[0].text} {finals[1].text}"
+    assert most_buffered <= 5.0 * RATE
 
 
 def test_the_context_is_the_end_of_what_was_said_from_a_word_start() -> None:
@@ -208,8 +235,8 @@ def test_long_speech_is_cut_where_steps_agreed_and_memory_stays_bounded() -> Non
     assert len(finals) >= 10
     starts = [final.start_offset.ToTimedelta().total_seconds() for final in finals]
     assert starts == sorted(starts)
-    # Never more audio held than one utterance, its roll and a second of slack.
-    assert most_buffered <= (settings.max_utterance_s + 1.5) * RATE
+    # Never more audio held than one utterance, its lead-in, its roll and a second of slack.
+    assert most_buffered <= (settings.max_utterance_s + settings.context_audio_s + 1.5) * RATE
 
 
 def test_the_streaming_vad_finds_each_utterance_of_real_speech() -> None:

@@ -324,6 +324,7 @@ class TranscribeRequest(_message.Message):
     FIRST_CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     CHUNK_CONTEXTS_FIELD_NUMBER: _builtins.int
+    CHUNK_PREFIXES_FIELD_NUMBER: _builtins.int
     first_chunk_index: _builtins.int
     """Index of the first chunk of this request within the whole job; the
     responses number chunks from it.
@@ -353,6 +354,17 @@ class TranscribeRequest(_message.Message):
         batch use as many tokens of context as the shortest of them has.
         """
 
+    @_builtins.property
+    def chunk_prefixes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """None, or for each chunk the text its audio is known to begin with (at
+        most 600 characters each; empty: none): a live stream decodes its last
+        finals' audio again before a new utterance, so the model hears what came
+        before, and sends their text here. The prefix is forced as the start of
+        the transcript, so the model only continues it; its words are left out
+        of the chunk's segments, which hold what follows. Needs transcripts
+        without timestamps (the default).
+        """
+
     def __init__(
         self,
         *,
@@ -362,10 +374,11 @@ class TranscribeRequest(_message.Message):
         first_chunk_index: _builtins.int = ...,
         options: Global___TranscriptionOptions | None = ...,
         chunk_contexts: _abc.Iterable[_builtins.str] | None = ...,
+        chunk_prefixes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

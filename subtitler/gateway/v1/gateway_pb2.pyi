@@ -1186,6 +1186,7 @@ class StreamingConfig(_message.Message):
     SPEECH_DETECTION_FIELD_NUMBER: _builtins.int
     MAX_UTTERANCE_DURATION_FIELD_NUMBER: _builtins.int
     SOURCE_URI_FIELD_NUMBER: _builtins.int
+    CONTEXT_AUDIO_DURATION_FIELD_NUMBER: _builtins.int
     encoding: Global___AudioEncoding.ValueType
     """Format of the audio bytes."""
     sample_rate_hertz: _builtins.int
@@ -1220,6 +1221,16 @@ class StreamingConfig(_message.Message):
         goes on (at the last word two steps agreed on). Default 15 s, at most 28 s.
         """
 
+    @_builtins.property
+    def context_audio_duration(self) -> _duration_pb2.Duration:
+        """Audio of the stream's last finals decoded again ahead of each utterance,
+        their text forced as the start of its transcript, so the model hears
+        what came before as it would in a file (fewer errors on short
+        utterances, a little more work per decode). Unset: 10 s; 0 turns it off
+        (the finals' text still goes with each decode as previous text); at
+        most 20 s.
+        """
+
     def __init__(
         self,
         *,
@@ -1231,10 +1242,11 @@ class StreamingConfig(_message.Message):
         speech_detection: _vad_pb2.LiveVadOptions | None = ...,
         max_utterance_duration: _duration_pb2.Duration | None = ...,
         source_uri: _builtins.str = ...,
+        context_audio_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["max_utterance_duration", b"max_utterance_duration", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context_audio_duration", b"context_audio_duration", "max_utterance_duration", b"max_utterance_duration", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_count", b"channel_count", "encoding", b"encoding", "interim_results", b"interim_results", "max_utterance_duration", b"max_utterance_duration", "sample_rate_hertz", b"sample_rate_hertz", "source_uri", b"source_uri", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_count", b"channel_count", "context_audio_duration", b"context_audio_duration", "encoding", b"encoding", "interim_results", b"interim_results", "max_utterance_duration", b"max_utterance_duration", "sample_rate_hertz", b"sample_rate_hertz", "source_uri", b"source_uri", "speech_detection", b"speech_detection", "transcription", b"transcription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
