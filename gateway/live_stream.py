@@ -18,10 +18,12 @@ re-decoded as they grow, made final at the end of speech.
 - Every decode hears what the stream said before it: the audio of its last
   finals (up to `context_audio_s`) is decoded again ahead of the utterance,
   with their text forced as the start of the transcript, so the model
-  continues it as it would in a file; the text of earlier finals (up to
-  `CONTEXT_CHARS`) goes with it as previous text, as whisper_streaming
-  prompts its decodes. Only while no final is pending: the lead-in's text
-  must be what its audio said.
+  continues it as it would in a file. Only while no final is pending (the
+  lead-in's text must be what its audio said); a decode without a lead-in
+  gets the text of the last finals (up to `CONTEXT_CHARS`) as previous
+  text instead, as whisper_streaming prompts its decodes. Not both: text
+  before a lead-in only biased the model towards words said earlier ("3 to
+  eject" heard as "3 to reject" after "2 to reject it").
 - An utterance that reaches `max_utterance_s` while speech goes on is made
   final at the end of its last agreed word (or, with none, decoded whole) and
   the rest goes on as the next utterance.
@@ -403,9 +405,9 @@ class LiveTranscriber:
     def _window(self, start: int, end: int) -> _Window:
         """What decoding samples [start, end) sends: led in by the audio of
         the last finals that fit `context_audio_s` and Whisper's window, with
-        their text as the prefix and what came before as context. Without a
-        lead-in while a final is pending (its text is not known yet), or
-        when the finals are too far back."""
+        their text as the prefix. Without a lead-in while a final is pending
+        (its text is not known yet), or when the finals are too far back:
+        then with the stream's last finals as previous text."""
         pending = self._last_final is not None and not self._last_final.done()
         budget = min(MAX_WINDOW_S * SAMPLE_RATE_HERTZ, end - start + self._settings.context_audio_s * SAMPLE_RATE_HERTZ)
         chosen: list[_Final] = []
@@ -420,9 +422,8 @@ class LiveTranscriber:
         if not chosen:
             return _Window(start, end, 0, "", self.context)
         prefix = " ".join(final.text for final in reversed(chosen))
-        context = self._said[: -len(prefix)].strip() if self._said.endswith(prefix) else ""
         first = chosen[-1].start
-        return _Window(first, end, start - first, prefix, context)
+        return _Window(first, end, start - first, prefix, "")
 
     async def _decode(self, window: _Window, samples: Samples, priority: int) -> Hypothesis:
         """The hypothesis of a window's audio after its lead-in, its words

@@ -153,6 +153,25 @@ def test_chunk_contexts_reach_the_model_and_a_wrong_count_is_refused(
     assert "one per chunk" in (raised.value.details() or "")
 
 
+def test_a_chunk_prefix_is_continued_and_left_out(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    """A chunk spanning two prompts whose first prompt's text is its prefix
+    answers the second prompt alone, its words timed in the second's audio;
+    a wrong count of prefixes is refused."""
+    first, second = speech.chunks[0], speech.chunks[1]
+    request = transcribe_request(speech, [TimeRange(first.start_s, second.end_s)], word_timestamps=True)
+    request.chunk_prefixes.append(speech.texts[0])
+    (response,) = stub.Transcribe(request, timeout=120)
+    text = " ".join(segment.text for segment in response.segments)
+    assert word_error_rate(speech.texts[1], text) <= 0.2, (speech.texts[1], text)
+    words = [word for segment in response.segments for word in segment.words]
+    assert duration_to_seconds(words[0].start_offset) >= second.start_s - 0.3, words[0]
+    request.chunk_prefixes.append("one too many")
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(request, timeout=60))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one per chunk" in (raised.value.details() or "")
+
+
 def test_busy_service_refuses_with_retry_delay(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
     running = stub.Transcribe(transcribe_request(speech, speech.chunks, batch_size=1), timeout=120)
     try:
