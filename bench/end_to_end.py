@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from common.hardware import detect_hardware
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -39,6 +40,18 @@ from tools.asr_log import asr_busy
 from tools.suite import SERVICES, Suite
 
 SHM_DIR = Path("/dev/shm")
+
+
+def machine_line() -> str:
+    """The CPU, its vector extensions and the CPUs usable: the ratios below
+    depend on them (AVX-512 VNNI speeds up the int8 kernels that both sides
+    share, which narrows what parallel workers gain)."""
+    hardware = detect_hardware()
+    fields = hardware.as_fields()
+    return (
+        f"{fields['cpus.model']}; vector {fields['cpus.vector']}; {hardware.effective_cpus} CPUs; "
+        f"{fields['memory.effective']}"
+    )
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -265,6 +278,7 @@ def main() -> None:
             f"audio: {audio_s:.1f} s of speech prompts; model tiny.en int8 on CPU; "
             f"beam {options.beam_size}; batch {options.batch_size}"
         )
+        print(f"machine: {machine_line()}")
 
         # (batch size, word times) -> fastest (seconds, text). The suite's own
         # CPU batch (4) is run too, to show what the batch alone is worth.

@@ -38,7 +38,7 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.end_to_end import start_suite
+from bench.end_to_end import machine_line, start_suite
 from common.convert import duration_to_seconds, seconds_to_duration
 from gateway.cli import upload_requests
 from subtitler.asr.v1 import asr_pb2
@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--gateway", default="", help="use a running suite's gateway instead of starting one")
     parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
     options = parser.parse_args()
+    print(f"machine: {machine_line()}")
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
         workdir = Path(workdir_name)
         media = workdir / "media"

@@ -95,6 +95,22 @@ def test_fields_are_flat_readable_strings() -> None:
     assert all(isinstance(value, str) for value in fields.values())
 
 
+def test_the_cpu_model_and_vector_extensions_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    first = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+    first += "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 sha_ni\n"
+    cpuinfo.write_text(first + "\nprocessor\t: 1\nmodel name\t: Other\nflags\t\t: amx_int8\n")
+    model, extensions = hardware._cpu_description(cpuinfo)
+    assert model == "AMD EPYC (family 26, model 2)"
+    assert extensions == ("avx2", "avx512f", "avx512_vnni", "avx512_bf16")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp sve\n")
+    assert hardware._cpu_description(arm)[1] == ("asimd", "asimddp", "sve")
+    fields = HardwareInfo(**{**_hardware().__dict__, "cpu_model": model, "cpu_vector_extensions": extensions})
+    assert fields.as_fields()["cpus.vector"] == "avx2 avx512f avx512_vnni avx512_bf16"
+    assert _hardware().as_fields()["cpus.model"] == "unknown"
+
+
 # --- cgroups ---------------------------------------------------------------------------------------------
 
 
