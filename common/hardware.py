@@ -234,7 +234,7 @@ def detect_hardware(
         warnings,
     )
     disk_free_bytes = tuple((str(path), _disk_free_bytes(path, warnings)) for path in paths)
-    unknown_cpu: tuple[str, tuple[str, ...]] = (platform.processor(), ())
+    unknown_cpu: tuple[str, tuple[str, ...]] = ("", ())
     cpu_model, cpu_vector_extensions = _probe("the CPU model", _cpu_description, unknown_cpu, "none", warnings)
 
     if gpu_thread.is_alive():

@@ -414,9 +414,8 @@ class LiveTranscriber:
         chars = 0
         for final in reversed(self._recent if not pending else []):
             chars += len(final.text) + 1
-            if final.start >= start or end - final.start > budget or chars > MAX_LEAD_IN_CHARS:
-                break
-            if final.start < self._buffer_start:
+            too_far = end - final.start > budget or chars > MAX_LEAD_IN_CHARS or final.start < self._buffer_start
+            if final.start >= start or too_far:
                 break
             chosen.append(final)
         if not chosen:

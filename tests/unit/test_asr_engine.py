@@ -266,13 +266,14 @@ def test_each_chunk_decodes_with_the_text_said_before_it(transcriber: Transcribe
     assert len(transcriber.decode_batch([(mixed, i) for i in range(3)])) == 3
 
 
-def test_chunk_contexts_are_checked(transcriber: Transcriber) -> None:
+@pytest.mark.parametrize(("argument", "limit"), [("contexts", 2000), ("prefixes", 600)])
+def test_chunk_contexts_and_prefixes_are_checked(transcriber: Transcriber, argument: str, limit: int) -> None:
     audio = np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32)
     chunks = [TimeRange(0.0, 0.5), TimeRange(0.5, 1.0)]
     with pytest.raises(InvalidInputError, match="one per chunk"):
-        transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["only one"])
-    with pytest.raises(InvalidInputError, match="at most 2000"):
-        transcriber.prepare(audio, chunks, TranscriptionOptions(), contexts=["x" * 2001, ""])
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), **{argument: ["only one"]})
+    with pytest.raises(InvalidInputError, match=f"at most {limit}"):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), **{argument: ["x" * (limit + 1), ""]})
 
 
 @needs_speech
@@ -300,12 +301,8 @@ def test_a_prefix_is_continued_and_left_out(
         assert transcript.segments[0].start_s == words[0].start_s
 
 
-def test_chunk_prefixes_are_checked(transcriber: Transcriber) -> None:
+def test_chunk_prefixes_need_transcripts_without_timestamps(transcriber: Transcriber) -> None:
     audio = np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32)
     chunks = [TimeRange(0.0, 0.5), TimeRange(0.5, 1.0)]
-    with pytest.raises(InvalidInputError, match="one per chunk"):
-        transcriber.prepare(audio, chunks, TranscriptionOptions(), prefixes=["only one"])
-    with pytest.raises(InvalidInputError, match="at most 600"):
-        transcriber.prepare(audio, chunks, TranscriptionOptions(), prefixes=["x" * 601, ""])
     with pytest.raises(InvalidInputError, match="without timestamps"):
         transcriber.prepare(audio, chunks, TranscriptionOptions(without_timestamps=False), prefixes=["a", "b"])

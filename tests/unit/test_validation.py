@@ -74,7 +74,8 @@ def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
     """The gateway refuses at create what a stage service would refuse later,
     from copies of the services' limits (it imports no engine: no numpy, no
     models); the engines are the source, and this keeps the copies true."""
-    from gateway import validation
+    from gateway import live_stream, validation
+    from services.asr import engine as asr_engine
     from services.asr.config import AsrConfig
     from services.asr.engine import MAX_BEAM_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_TEMPERATURE
     from services.diarize.engine import MAX_SPEAKERS
@@ -88,3 +89,7 @@ def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
     assert validation.VAD_FRAME_S == FRAME_DURATION_S
     assert validation.MAX_SPEAKERS == MAX_SPEAKERS
     assert validation.MAX_CHUNKS_PER_TRANSCRIBE == MAX_CHUNKS_PER_REQUEST
+    # A live decode's previous text, lead-in text and window fit what the ASR takes.
+    assert live_stream.CONTEXT_CHARS <= asr_engine.MAX_CONTEXT_CHARS
+    assert live_stream.MAX_LEAD_IN_CHARS <= asr_engine.MAX_PREFIX_CHARS
+    assert live_stream.MAX_WINDOW_S <= asr_engine.MAX_CHUNK_DURATION_S
