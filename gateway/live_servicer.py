@@ -238,11 +238,13 @@ class LiveCaptioner:
             await self._feed(transcriber, converter.flush())
             await transcriber.finish()
             logger.info(
-                "live stream ended: %.1f s of audio, %d finals, %d decodes, %d finals from the likely-final step",
+                "live stream ended: %.1f s of audio, %d finals, %d decodes, %d finals from the likely-final step, "
+                "%d decoded again without lead-in",
                 converter.received_s,
                 transcriber.final_count,
                 transcriber.decode_count,
                 transcriber.reused_finals,
+                transcriber.second_looks,
             )
             responses.put_nowait(
                 gateway_pb2.StreamingTranscribeResponse(

@@ -116,7 +116,8 @@ def normalize_text(text: str) -> str:
     contractions and a few abbreviations, spells out digits ("3rd" -> "third",
     "2.5" -> "two point five"), removes punctuation (hyphens split words;
     apostrophes and periods inside words join them: "party's" -> "partys",
-    "a.m." -> "am") and filler words ("um", "uh"...).
+    "a.m." -> "am") and filler words ("um", "uh"...); joins letters spelled
+    out one by one ("M I S D N" -> "misdn").
     """
     text = unicodedata.normalize("NFKC", text).lower()
     text = text.replace("\u2019", "'").replace("\u2018", "'")
@@ -128,7 +129,23 @@ def normalize_text(text: str) -> str:
     # Marks (accents) are kept: they belong to words; everything else that is
     # not a letter or a digit becomes a space.
     text = "".join(char if char.isalnum() or unicodedata.category(char).startswith("M") else " " for char in text)
-    return " ".join(word for word in text.split() if word not in FILLER_WORDS)
+    return " ".join(_join_spelled_letters([word for word in text.split() if word not in FILLER_WORDS]))
+
+
+def _join_spelled_letters(words: list[str]) -> list[str]:
+    """Three or more single letters in a row are one spelled-out word: "M I
+    S D N" and "MISDN" are the same thing said ("a" and "I" alone stay words)."""
+    joined: list[str] = []
+    run: list[str] = []
+    for word in [*words, ""]:
+        if len(word) == 1 and word.isalpha():
+            run.append(word)
+            continue
+        joined += ["".join(run)] if len(run) >= 3 else run
+        run = []
+        if word:
+            joined.append(word)
+    return joined
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from common.errors import InvalidInputError
 from common.transcript import TimeRange, Word
 from gateway.live_audio import AudioConverter, AudioFormat
 from gateway.live_decoder import PRIORITY_FINAL, Hypothesis
-from gateway.live_stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix
+from gateway.live_stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix, agreed_sentence_end
 from services.vad.engine import LiveVadOptions, SpeechDetector, bundled_model_path
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -64,6 +64,15 @@ def test_local_agreement_ignores_case_and_punctuation() -> None:
     assert agreed_prefix(words("Please", "enter"), words("please", "enter,", "your")) == 2
     assert agreed_prefix(words("Please", "and"), words("Please", "enter", "your")) == 1
     assert agreed_prefix((), words("Please")) == 0
+
+
+def test_a_sentence_inside_long_speech_is_final_once_agreed_and_followed() -> None:
+    heard = words("One", "two.", "Three", "four.", "Five")
+    assert agreed_sentence_end(heard, 5) == 4
+    # Only agreed words, and only where a word follows.
+    assert agreed_sentence_end(heard, 3) == 2
+    assert agreed_sentence_end(heard, 1) == 0
+    assert agreed_sentence_end(heard[:4], 4) == 2
 
 
 class FakeDecoder:
@@ -140,13 +149,34 @@ class ScriptedUtterances:
         )
 
 
+class StopsEarlyAfterLeadIn(FakeDecoder):
+    """Loses the last second of words whenever it continues a prefix, as
+    Whisper sometimes does after a lead-in."""
+
+    async def decode(
+        self,
+        samples: np.ndarray,
+        options: asr_pb2.TranscriptionOptions,
+        *,
+        priority: int,
+        context: str = "",
+        prefix: str = "",
+    ) -> Hypothesis:
+        heard = await super().decode(samples, options, priority=priority, context=context, prefix=prefix)
+        if not prefix:
+            return heard
+        kept = heard.words[:-2]
+        return Hypothesis(" ".join(word.text for word in kept), kept, "en")
+
+
 async def run_engine(
     vad: ScriptedVad | ScriptedUtterances,
     total_s: float,
     settings: StreamSettings,
     options: asr_pb2.TranscriptionOptions | None = None,
+    decoder: FakeDecoder | None = None,
 ) -> tuple[list[gateway_pb2.StreamingTranscribeResponse], FakeDecoder, LiveTranscriber, int]:
-    decoder = FakeDecoder()
+    decoder = decoder or FakeDecoder()
     responses: list[gateway_pb2.StreamingTranscribeResponse] = []
     engine = LiveTranscriber(
         decoder, vad, options or asr_pb2.TranscriptionOptions(beam_size=5), settings, responses.append
@@ -200,6 +230,19 @@ def test_every_decode_knows_what_the_stream_said_before_it() -> None:
     # The second final holds only its own words, timed in its own audio.
     assert all(word.start_offset.ToTimedelta().total_seconds() >= 5.8 for word in finals[1].words)
     assert engine.context == f"{finals[0].text} {finals[1].text}"
+
+
+@pytest.mark.parametrize("interim_results", [True, False])
+def test_a_final_that_lost_its_last_words_after_a_lead_in_is_decoded_again_alone(interim_results: bool) -> None:
+    settings = StreamSettings(interim_results=interim_results)
+    responses, decoder, engine, _ = asyncio.run(
+        run_engine(ScriptedUtterances((1.0, 4.0), (6.0, 9.0)), 11.0, settings, decoder=StopsEarlyAfterLeadIn())
+    )
+    finals = [response.final for response in responses if response.WhichOneof("response") == "final"]
+    assert len(finals) == 2 and engine.second_looks == 1
+    # The second look had no lead-in, and its words reach the end of the speech.
+    assert decoder.prefixes[-1] == ""
+    assert finals[1].words[-1].end_offset.ToTimedelta().total_seconds() >= 9.0 - 0.5
 
 
 def test_without_lead_in_decodes_get_what_was_said_as_context() -> None:
