@@ -49,6 +49,10 @@ ALIGN_METHODS = {
     "cross-attention": align_pb2.ALIGN_METHOD_CROSS_ATTENTION,
     "phonetic": align_pb2.ALIGN_METHOD_PHONETIC,
 }
+CHUNKING_METHODS = {
+    "pack": vad_pb2.CHUNKING_METHOD_PACK,
+    "merge": vad_pb2.CHUNKING_METHOD_MERGE,
+}
 STAGE_NAMES = {
     gateway_pb2.STAGE_UNSPECIFIED: "",
     gateway_pb2.STAGE_DECODE: "decode",
@@ -101,7 +105,9 @@ def build_config(options: argparse.Namespace) -> gateway_pb2.JobConfig:
         initial_prompt=options.initial_prompt or "",
         hotwords=options.hotwords or "",
     )
-    speech_detection = vad_pb2.VadOptions(threshold=options.vad_threshold or 0.0)
+    speech_detection = vad_pb2.VadOptions(
+        threshold=options.vad_threshold or 0.0, chunking=CHUNKING_METHODS[options.chunking]
+    )
     if options.max_chunk_s:
         speech_detection.max_chunk_duration.CopyFrom(seconds_to_duration(options.max_chunk_s))
     return gateway_pb2.JobConfig(
@@ -445,6 +451,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--hotwords")
     run.add_argument("--vad-threshold", type=float)
     run.add_argument("--max-chunk-s", type=float, help="longest speech chunk, at most 30 s")
+    run.add_argument(
+        "--chunking",
+        choices=list(CHUNKING_METHODS),
+        default="pack",
+        help="pack: up to 30 s of speech a chunk, the silences cut out (faster-whisper's);"
+        " merge: chunks spanning at most 30 s of the audio (WhisperX's) (default: %(default)s)",
+    )
     run.add_argument(
         "--profile",
         choices=list(PROFILE_NAMES),

@@ -441,6 +441,12 @@ class JobPipeline:
                 chunks=[time_range_to_proto(chunk.time_range) for chunk in remaining],
                 first_chunk_index=remaining[0].index,
                 options=options,
+                chunk_speech=[
+                    asr_pb2.ChunkParts(ranges=[time_range_to_proto(part) for part in chunk.speech])
+                    for chunk in remaining
+                ]
+                if self._job.config.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_PACK
+                else [],
             ),
             **self._call_options(),
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from common.model_names import EMBEDDED_BASE
 from subtitler.align.v1 import align_pb2
 from subtitler.gateway.v1 import gateway_pb2
+from subtitler.vad.v1 import vad_pb2
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ PROFILE_NAMES: dict[str, gateway_pb2.Profile.ValueType] = {
 
 def apply_profile(config: gateway_pb2.JobConfig) -> gateway_pb2.JobConfig:
     """A copy of `config` with its profile (balanced when unset) filling the
-    beam size, model and alignment method it leaves unset."""
+    beam size, model and alignment method it leaves unset, and speech
+    packing as the chunking when it has none."""
     resolved = gateway_pb2.JobConfig()
     resolved.CopyFrom(config)
     if resolved.profile == gateway_pb2.PROFILE_UNSPECIFIED:
@@ -59,4 +61,9 @@ def apply_profile(config: gateway_pb2.JobConfig) -> gateway_pb2.JobConfig:
         transcription.model = preset.model
     if resolved.align_method == align_pb2.ALIGN_METHOD_UNSPECIFIED and not resolved.skip_alignment:
         resolved.align_method = preset.align_method
+    if resolved.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_UNSPECIFIED:
+        # Every profile packs speech: fewer chunks for the same words
+        # (bench.chunking). Set at creation, so a job stored before packing
+        # existed keeps merging when it resumes (its stored chunks are merged).
+        resolved.speech_detection.chunking = vad_pb2.CHUNKING_METHOD_PACK
     return resolved

@@ -99,6 +99,8 @@ def validate_live_vad(vad: vad_pb2.LiveVadOptions) -> None:
 
 def _validate_vad(vad: vad_pb2.VadOptions) -> None:
     _validate_threshold(vad.threshold)
+    if vad.chunking not in vad_pb2.ChunkingMethod.values():
+        raise InvalidInputError(f"unknown chunking method {vad.chunking}: use PACK or MERGE")
     max_chunk_s = duration_to_seconds(vad.max_chunk_duration)
     # As the VAD service reads them: a zero duration takes the default.
     if max_chunk_s and not MIN_CHUNK_S <= max_chunk_s <= MAX_CHUNK_S:

@@ -12,6 +12,7 @@ the same chunks with the same options give the same text as
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import inspect
 import logging
@@ -57,6 +58,8 @@ MAX_CONTEXT_CHARS = 2000
 # forced as the start of its transcript, it must fit the first half of Whisper's
 # 448-token window with room to spare.
 MAX_PREFIX_CHARS = 600
+# Parts a packed chunk may have (a 30 s chunk of 32 ms speech regions).
+MAX_CHUNK_PARTS = 1024
 # Audio of the warm-up transcription (two seconds).
 WARM_UP_SAMPLES = 2 * 16_000
 
@@ -200,10 +203,21 @@ class _Chunk:
     # Text its audio is known to begin with (already transcribed): forced as
     # the start of its transcript and left out of its result; empty: none.
     prefix: str = ""
+    # Packed: the [start, end) sample ranges decoded back to back, the audio
+    # between them cut out; empty: the whole chunk.
+    parts: tuple[tuple[int, int], ...] = ()
 
     @property
     def offset_s(self) -> float:
         return self.start_sample / SAMPLE_RATE_HERTZ
+
+    @property
+    def decoded_range(self) -> TimeRange:
+        """The times of the audio the model hears: the chunk's own, or for a
+        packed chunk its parts' back to back from 0."""
+        if not self.parts:
+            return self.time_range
+        return TimeRange(0.0, sum(end - start for start, end in self.parts) / SAMPLE_RATE_HERTZ)
 
     @property
     def duration_s(self) -> float:
@@ -214,10 +228,95 @@ class _Chunk:
         return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
 
 
-def _chunk_of(index: int, time_range: TimeRange, sample_count: int, context: str = "", prefix: str = "") -> _Chunk:
+def _chunk_of(
+    index: int,
+    time_range: TimeRange,
+    sample_count: int,
+    context: str = "",
+    prefix: str = "",
+    parts: Sequence[TimeRange] = (),
+) -> _Chunk:
     start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
     end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
-    return _Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()))
+    part_samples = tuple(
+        (
+            max(start_sample, round(part.start_s * SAMPLE_RATE_HERTZ)),
+            min(end_sample, round(part.end_s * SAMPLE_RATE_HERTZ)),
+        )
+        for part in parts
+    )
+    return _Chunk(
+        index,
+        start_sample,
+        end_sample,
+        context,
+        " ".join(prefix.split()),
+        tuple(p for p in part_samples if p[1] > p[0]),
+    )
+
+
+def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, position: int) -> None:
+    """A packed chunk's parts: inside it, in order, not overlapping, at most
+    Whisper's window together."""
+    if len(parts) > MAX_CHUNK_PARTS:
+        raise InvalidInputError(f"chunk {position} has {len(parts)} parts; at most {MAX_CHUNK_PARTS}")
+    previous_end = chunk.start_s - RANGE_TOLERANCE_S
+    for part in parts:
+        inside = part.start_s >= previous_end and part.end_s <= chunk.end_s + RANGE_TOLERANCE_S
+        if not (inside and part.end_s - part.start_s >= 1 / SAMPLE_RATE_HERTZ):
+            raise InvalidInputError(
+                f"part {part.start_s:.3f}-{part.end_s:.3f} s of chunk {position} "
+                f"({chunk.start_s:.3f}-{chunk.end_s:.3f} s) is not inside it after the part before it"
+            )
+        previous_end = part.end_s
+    total_s = sum(part.end_s - part.start_s for part in parts)
+    if total_s > MAX_CHUNK_DURATION_S + RANGE_TOLERANCE_S:
+        raise InvalidInputError(
+            f"the parts of chunk {position} last {total_s:.3f} s together; at most {MAX_CHUNK_DURATION_S:g} s"
+        )
+
+
+@dataclass(frozen=True)
+class _PackedTimes:
+    """Maps times in a packed chunk's decoded audio (its parts back to back
+    from 0) to times in the whole audio, as faster-whisper's
+    `SpeechTimestampsMap` does."""
+
+    # Per part: where it starts in the whole audio and in the decoded audio, and its length.
+    starts_s: tuple[float, ...]
+    decoded_starts_s: tuple[float, ...]
+    lengths_s: tuple[float, ...]
+
+    @classmethod
+    def of(cls, chunk: _Chunk) -> _PackedTimes:
+        lengths = [(end - start) / SAMPLE_RATE_HERTZ for start, end in chunk.parts]
+        decoded = [sum(lengths[:position]) for position in range(len(lengths))]
+        starts = [start / SAMPLE_RATE_HERTZ for start, _ in chunk.parts]
+        return cls(tuple(starts), tuple(decoded), tuple(lengths))
+
+    def part_of(self, decoded_s: float, *, is_end: bool = False) -> int:
+        """The part a time falls in; an end on the seam of two parts ends the first."""
+        find = bisect.bisect_left if is_end else bisect.bisect_right
+        return min(max(find(self.decoded_starts_s, decoded_s) - 1, 0), len(self.starts_s) - 1)
+
+    def original_s(self, decoded_s: float, part: int) -> float:
+        offset_s = min(max(decoded_s - self.decoded_starts_s[part], 0.0), self.lengths_s[part])
+        return round(self.starts_s[part] + offset_s, 3)
+
+    def restore(self, segment: Segment) -> Segment:
+        """`segment` timed in the whole audio: each word within the part its
+        middle falls in (a word does not straddle the cut silence)."""
+        words = []
+        for word in segment.words:
+            part = self.part_of((word.start_s + word.end_s) / 2)
+            words.append(
+                dataclasses.replace(
+                    word, start_s=self.original_s(word.start_s, part), end_s=self.original_s(word.end_s, part)
+                )
+            )
+        start_s = self.original_s(segment.start_s, self.part_of(segment.start_s))
+        end_s = max(start_s, self.original_s(segment.end_s, self.part_of(segment.end_s, is_end=True)))
+        return dataclasses.replace(segment, start_s=start_s, end_s=end_s, words=tuple(words))
 
 
 def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
@@ -250,12 +349,18 @@ class PreparedTranscription:
         return (id(self.model), self.language, options)
 
 
+def _chunk_samples(prepared: PreparedTranscription, chunk: _Chunk) -> Samples:
+    """The audio the model hears for a chunk: all of it, or its parts back to back."""
+    if not chunk.parts:
+        return prepared.window.slice(chunk.start_sample, chunk.end_sample)
+    return np.concatenate([prepared.window.slice(start, end) for start, end in chunk.parts])
+
+
 def _features(prepared: PreparedTranscription, position: int) -> np.ndarray:
     """The log-mel features of one chunk; as BatchedInferencePipeline, the
     extractor's last frame is dropped."""
-    chunk = prepared.chunks[position]
     extractor = prepared.model.whisper.feature_extractor
-    return extractor(prepared.window.slice(chunk.start_sample, chunk.end_sample))[..., :-1]
+    return extractor(_chunk_samples(prepared, prepared.chunks[position]))[..., :-1]
 
 
 class Transcriber:
@@ -282,6 +387,7 @@ class Transcriber:
         *,
         audio_offset_samples: int = 0,
         audio_sample_count: int | None = None,
+        parts: Sequence[Sequence[TimeRange]] = (),
     ) -> Iterator[ChunkTranscript]:
         """Transcribes `chunks` of `audio` (16 kHz mono) and yields one
         `ChunkTranscript` per chunk, in order, as each batch is done.
@@ -292,7 +398,8 @@ class Transcriber:
         the times of the results are from the start of the whole audio.
 
         Checks the request and loads the model before returning, so bad input
-        fails at the call, not at the first `next()`. `should_stop` is asked
+        fails at the call, not at the first `next()`. `parts` packs chunks
+        (see `prepare`). `should_stop` is asked
         before each batch; when it answers True the iterator raises
         `CancelledError`.
         """
@@ -303,6 +410,7 @@ class Transcriber:
             first_chunk_index,
             audio_offset_samples=audio_offset_samples,
             audio_sample_count=audio_sample_count,
+            parts=parts,
         )
         return self._transcribe_batches(prepared, should_stop)
 
@@ -317,6 +425,7 @@ class Transcriber:
         audio_sample_count: int | None = None,
         contexts: Sequence[str] = (),
         prefixes: Sequence[str] = (),
+        parts: Sequence[Sequence[TimeRange]] = (),
     ) -> PreparedTranscription:
         """Checks a request and loads its model (the first half of
         `transcribe`); `decode_batch` then decodes its chunks, alone or in a
@@ -332,7 +441,12 @@ class Transcriber:
         before a new utterance so the model hears what came before). The
         prefix is forced as the start of the transcript, so the model only
         continues it, and its words are left out of the chunk's result: the
-        segment holds what follows, timed from the start of the audio."""
+        segment holds what follows, timed from the start of the audio.
+
+        `parts`: none, or for each chunk the ranges of it decoded back to
+        back with the audio between them cut out (faster-whisper's speech
+        packing; empty: the whole chunk), at most 30 s together; such a chunk
+        may span more than 30 s. Results are timed in the whole audio."""
         window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
@@ -347,18 +461,29 @@ class Transcriber:
         chunk_prefixes = _per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
         if any(chunk_prefixes) and not options.without_timestamps:
             raise InvalidInputError("chunk prefixes need transcripts without timestamps")
-        checked = [check_range(chunk, window.audio_duration_s, MAX_CHUNK_DURATION_S) for chunk in chunks]
-        parts = [
+        if parts and len(parts) != len(chunks):
+            raise InvalidInputError(f"parts for {len(parts)} chunks of {len(chunks)}: give them for each, or none")
+        chunk_parts = [list(each) for each in parts] if parts else [[] for _ in chunks]
+        checked = [
+            check_range(chunk, window.audio_duration_s, None if chunk_parts[position] else MAX_CHUNK_DURATION_S)
+            for position, chunk in enumerate(chunks)
+        ]
+        for position, chunk in enumerate(checked):
+            _check_parts(chunk_parts[position], chunk, position)
+        if any(chunk_parts) and any(chunk_prefixes):
+            raise InvalidInputError("a chunk decoded in parts cannot have a prefix")
+        prepared_chunks = [
             _chunk_of(
                 first_chunk_index + position,
                 chunk,
                 window.audio_sample_count,
                 chunk_contexts[position],
                 chunk_prefixes[position],
+                chunk_parts[position],
             )
             for position, chunk in enumerate(checked)
         ]
-        for part in parts:
+        for part in prepared_chunks:
             window.check_covers(part.start_sample, part.end_sample)
         model = self.models.get(options.model)
         if options.task == "translate" and not model.is_multilingual:
@@ -366,7 +491,7 @@ class Transcriber:
         language = to_whisper_language(options.language_code, model.languages) if options.language_code else None
         if language is None and not model.is_multilingual:
             language = "en"
-        return PreparedTranscription(window, tuple(parts), options, model, language, 1.0)
+        return PreparedTranscription(window, tuple(prepared_chunks), options, model, language, 1.0)
 
     def detect(self, prepared: PreparedTranscription) -> PreparedTranscription:
         """`prepared` with its language detected from the first 30 s of its
@@ -406,10 +531,8 @@ class Transcriber:
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
         features = np.stack([pad_or_trim(_features(prepared, position)) for prepared, position in items])
-        metadata = [
-            {"offset": prepared.chunks[position].offset_s, "duration": prepared.chunks[position].duration_s}
-            for prepared, position in items
-        ]
+        decoded_ranges = [prepared.chunks[position].decoded_range for prepared, position in items]
+        metadata = [{"offset": span.start_s, "duration": span.end_s - span.start_s} for span in decoded_ranges]
         outputs = pipeline.forward(features, tokenizer, [{**entry, "segments": []} for entry in metadata], decoding)
         transcripts = []
         for (prepared, position), output in zip(items, outputs, strict=True):
@@ -418,9 +541,10 @@ class Transcriber:
             if prepared.options.word_timestamps:
                 # Cross-attention starts words early after a pause: move
                 # them out of the chunk's silences (microseconds of work).
-                segments = snap_words_to_sound(
-                    segments, prepared.window.slice(chunk.start_sample, chunk.end_sample), chunk.offset_s
-                )
+                segments = snap_words_to_sound(segments, _chunk_samples(prepared, chunk), chunk.decoded_range.start_s)
+            if chunk.parts:
+                times = _PackedTimes.of(chunk)
+                segments = tuple(times.restore(segment) for segment in segments)
             transcripts.append(
                 ChunkTranscript(
                     chunk_index=chunk.index,
@@ -666,8 +790,8 @@ class _ContextPipeline(BatchedInferencePipeline):
 
 
 def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:
-    """Segments of one chunk, kept inside it, without empty ones."""
-    chunk_range = chunk.time_range
+    """Segments of one chunk, kept inside the audio decoded, without empty ones."""
+    chunk_range = chunk.decoded_range
     # Words of the forced prefix still to leave out (they lead the first pieces).
     prefix_words = len(split_tokens(chunk.prefix))
     segments = []

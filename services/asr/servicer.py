@@ -100,6 +100,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     audio_sample_count=sample_count,
                     contexts=list(request.chunk_contexts),
                     prefixes=list(request.chunk_prefixes),
+                    parts=[[time_range_from_proto(part) for part in each.ranges] for each in request.chunk_speech],
                 ),
                 stop,
             )

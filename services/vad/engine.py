@@ -93,6 +93,11 @@ class VadOptions:
     max_chunk_duration_s: float = MAX_CHUNK_DURATION_S
     # Speech regions at most this long are dropped (0: keep all).
     min_speech_duration_s: float = 0.0
+    # faster-whisper 1.2's speech packing: a chunk holds regions while their
+    # speech together lasts at most `max_chunk_duration_s`, and may span more
+    # of the audio (its speech ranges are decoded back to back). False:
+    # WhisperX's merge, a chunk spans at most `max_chunk_duration_s`.
+    pack_speech: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -129,7 +134,8 @@ class VadOptions:
 
 @dataclass(frozen=True)
 class SpeechChunk:
-    """Speech regions merged into one piece of at most `max_chunk_duration_s`."""
+    """Speech regions grouped into one piece of at most `max_chunk_duration_s`
+    (of speech, when packed)."""
 
     # Position in the stream of chunks, from 0 in time order.
     index: int
@@ -368,6 +374,40 @@ class _ChunkMerger:
         return [finished] if finished else []
 
 
+class _SpeechPacker:
+    """faster-whisper 1.2's `collect_chunks`: consecutive padded regions are
+    grouped while their lengths together stay within the maximum; the
+    silences between them are cut out when the chunk is decoded, so a chunk
+    may span more of the audio than the maximum."""
+
+    def __init__(self, max_speech_samples: int) -> None:
+        self._max_speech_samples = max_speech_samples
+        self._regions: list[_Region] = []
+        self._speech_samples = 0
+
+    def push(self, region: _Region) -> list[list[_Region]]:
+        finished: list[list[_Region]] = []
+        length = region.end - region.start
+        if self._regions and self._speech_samples + length > self._max_speech_samples:
+            finished.append(self._regions)
+            self._regions, self._speech_samples = [], 0
+        self._regions.append(region)
+        self._speech_samples += length
+        return finished
+
+    def flush_full(self, next_end_lower_bound: int) -> list[list[_Region]]:
+        """The open chunk, if no region (at least a frame long) still fits."""
+        del next_end_lower_bound  # any later region could fit while there is room
+        if self._regions and self._max_speech_samples - self._speech_samples < FRAME_SAMPLES:
+            finished, self._regions, self._speech_samples = self._regions, [], 0
+            return [finished]
+        return []
+
+    def finish(self) -> list[list[_Region]]:
+        finished, self._regions, self._speech_samples = self._regions, [], 0
+        return [finished] if finished else []
+
+
 class StreamingDetection:
     """One detection fed audio block by block: `feed` each consecutive block
     (any size), then `finish` once; each returns the chunks completed so far,
@@ -378,7 +418,8 @@ class StreamingDetection:
         self._scorer = _FrameScorer(session)
         self._tracker = _RegionTracker(options)
         self._padder = _RegionPadder(_to_samples(options.speech_pad_s))
-        self._merger = _ChunkMerger(_to_samples(options.max_chunk_duration_s))
+        max_chunk_samples = _to_samples(options.max_chunk_duration_s)
+        self._merger = _SpeechPacker(max_chunk_samples) if options.pack_speech else _ChunkMerger(max_chunk_samples)
         self._fed_samples = 0
         self._chunk_count = 0
         self._finished = False

@@ -137,6 +137,8 @@ def _seconds_or_default(duration: Duration, default_s: float) -> float:
 def vad_options_from_proto(message: vad_pb2.VadOptions) -> VadOptions:
     """The engine's options; `InvalidInputError` for values out of range."""
     defaults = VadOptions()
+    if message.chunking not in vad_pb2.ChunkingMethod.values():
+        raise InvalidInputError(f"unknown chunking method {message.chunking}; use MERGE or PACK")
     return VadOptions(
         # float32 on the wire: 0.3 arrives as 0.30000001192...; keep what the caller wrote.
         threshold=round(message.threshold, 6) or defaults.threshold,
@@ -144,6 +146,7 @@ def vad_options_from_proto(message: vad_pb2.VadOptions) -> VadOptions:
         speech_pad_s=_seconds_or_default(message.speech_pad, defaults.speech_pad_s),
         max_chunk_duration_s=_seconds_or_default(message.max_chunk_duration, defaults.max_chunk_duration_s),
         min_speech_duration_s=_seconds_or_default(message.min_speech_duration, defaults.min_speech_duration_s),
+        pack_speech=message.chunking == vad_pb2.CHUNKING_METHOD_PACK,
     )
 
 

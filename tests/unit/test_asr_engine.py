@@ -306,3 +306,77 @@ def test_chunk_prefixes_need_transcripts_without_timestamps(transcriber: Transcr
     chunks = [TimeRange(0.0, 0.5), TimeRange(0.5, 1.0)]
     with pytest.raises(InvalidInputError, match="without timestamps"):
         transcriber.prepare(audio, chunks, TranscriptionOptions(without_timestamps=False), prefixes=["a", "b"])
+
+
+@needs_speech
+def test_a_packed_chunk_is_its_parts_back_to_back_timed_in_the_whole_audio(
+    transcriber: Transcriber, recording: Recording
+) -> None:
+    """Speech packing: a chunk spanning 40 s of silence between two prompts
+    decodes their audio back to back, as one chunk of just that audio would,
+    and its times land on the prompts in the whole audio."""
+    first, second = recording.chunks[:2]
+    silence_s = 40.0
+    head = recording.samples[: round(second.start_s * SAMPLE_RATE_HERTZ)]
+    tail = recording.samples[round(second.start_s * SAMPLE_RATE_HERTZ) :]
+    audio = np.concatenate([head, np.zeros(round(silence_s * SAMPLE_RATE_HERTZ), dtype=np.float32), tail])
+    moved = TimeRange(second.start_s + silence_s, second.end_s + silence_s)
+    options = TranscriptionOptions(word_timestamps=True)
+    span = TimeRange(first.start_s, moved.end_s)
+    with pytest.raises(InvalidInputError, match="at most 30"):
+        transcriber.prepare(audio, [span], options)
+    (packed,) = transcriber.transcribe(audio, [span], options, parts=[[first, moved]])
+
+    def samples_of(part: TimeRange) -> npt.NDArray[np.float32]:
+        return audio[round(part.start_s * SAMPLE_RATE_HERTZ) : round(part.end_s * SAMPLE_RATE_HERTZ)]
+
+    joined = np.concatenate([samples_of(first), samples_of(moved)])
+    (alone,) = transcriber.transcribe(joined, [TimeRange(0.0, joined.size / SAMPLE_RATE_HERTZ)], options)
+    assert [segment.text for segment in packed.segments] == [segment.text for segment in alone.segments]
+    assert packed.time_range == span
+    text = " ".join(segment.text for segment in packed.segments)
+    assert word_error_rate(f"{recording.texts[0]} {recording.texts[1]}", text) <= 0.2, text
+    seam_s = first.end_s - first.start_s
+    for word, reference in zip(
+        [w for s in packed.segments for w in s.words], [w for s in alone.segments for w in s.words], strict=True
+    ):
+        shift_s = first.start_s if (reference.start_s + reference.end_s) / 2 < seam_s else moved.start_s - seam_s
+        assert word.start_s == pytest.approx(reference.start_s + shift_s, abs=2e-3)
+        assert word.end_s == pytest.approx(reference.end_s + shift_s, abs=2e-3)
+        assert any(part.start_s <= word.start_s <= word.end_s <= part.end_s for part in (first, moved)), word
+    for segment in packed.segments:
+        assert span.start_s <= segment.start_s <= segment.end_s <= span.end_s
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([[TimeRange(0.0, 0.5)]], "parts for 1 chunks of 2"),
+        ([[TimeRange(0.0, 0.5)], [TimeRange(0.2, 0.4), TimeRange(0.3, 0.6)]], "not inside it"),
+        ([[TimeRange(0.0, 0.5)], [TimeRange(0.5, 0.9), TimeRange(0.95, 1.5)]], "not inside it"),
+        ([[TimeRange(0.0, 0.5)], [TimeRange(0.1, 0.2)]], "not inside it"),
+        ([[], [TimeRange(1.0 + 0.1 * i, 1.0 + 0.1 * i + 0.05) for i in range(1025)]], "at most 1024"),
+    ],
+    ids=["count", "overlap", "past-the-end", "before-the-start", "too-many"],
+)
+def test_chunk_parts_are_checked(transcriber: Transcriber, parts: list[list[TimeRange]], message: str) -> None:
+    audio = np.zeros(200 * SAMPLE_RATE_HERTZ, dtype=np.float32)
+    chunks = (
+        [TimeRange(0.0, 0.5), TimeRange(0.5, 200.0)]
+        if message == "at most 1024"
+        else [
+            TimeRange(0.0, 0.5),
+            TimeRange(0.2, 1.0),
+        ]
+    )
+    with pytest.raises(InvalidInputError, match=message):
+        transcriber.prepare(audio, chunks, TranscriptionOptions(), parts=parts)
+
+
+def test_packed_parts_hold_at_most_30_s_and_take_no_prefix(transcriber: Transcriber) -> None:
+    audio = np.zeros(100 * SAMPLE_RATE_HERTZ, dtype=np.float32)
+    chunk = [TimeRange(0.0, 100.0)]
+    with pytest.raises(InvalidInputError, match="together; at most 30"):
+        transcriber.prepare(audio, chunk, TranscriptionOptions(), parts=[[TimeRange(0, 20), TimeRange(50, 70)]])
+    with pytest.raises(InvalidInputError, match="cannot have a prefix"):
+        transcriber.prepare(audio, chunk, TranscriptionOptions(), parts=[[TimeRange(0, 20)]], prefixes=["hello"])

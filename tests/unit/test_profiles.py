@@ -6,6 +6,7 @@ from gateway.profiles import apply_profile
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
+from subtitler.vad.v1 import vad_pb2
 
 
 def test_the_default_is_balanced_with_snapped_cross_attention_words() -> None:
@@ -14,6 +15,7 @@ def test_the_default_is_balanced_with_snapped_cross_attention_words() -> None:
     assert resolved.transcription.beam_size == 5
     assert resolved.transcription.model == ""  # the ASR service's default
     assert resolved.align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
+    assert resolved.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_PACK
 
 
 def test_fast_and_accurate_presets() -> None:
@@ -29,12 +31,17 @@ def test_explicit_options_override_the_preset() -> None:
         profile=gateway_pb2.PROFILE_ACCURATE,
         transcription=asr_pb2.TranscriptionOptions(beam_size=2, model="embedded:tiny.en"),
         align_method=align_pb2.ALIGN_METHOD_CROSS_ATTENTION,
+        speech_detection=vad_pb2.VadOptions(chunking=vad_pb2.CHUNKING_METHOD_MERGE),
     )
     resolved = apply_profile(config)
     assert resolved.transcription.beam_size == 2
     assert resolved.transcription.model == "embedded:tiny.en"
     assert resolved.align_method == align_pb2.ALIGN_METHOD_CROSS_ATTENTION
-    assert config.profile == gateway_pb2.PROFILE_ACCURATE and not config.HasField("speech_detection")
+    assert resolved.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_MERGE
+    # The config given is left as it was.
+    empty = gateway_pb2.JobConfig()
+    apply_profile(empty)
+    assert empty == gateway_pb2.JobConfig()
 
 
 def test_skipped_alignment_gets_no_method() -> None:

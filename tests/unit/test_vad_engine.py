@@ -22,7 +22,7 @@ from services.vad.engine import (
     bundled_model_path,
 )
 from tests.speech import LongRecording, build_long_recording, speech_available
-from tests.vad_reference import faster_whisper_chunks
+from tests.vad_reference import faster_whisper_chunks, faster_whisper_packed_lengths
 
 pytestmark = pytest.mark.skipif(not speech_available(), reason="asterisk-core-sounds-en-wav is not installed")
 
@@ -103,6 +103,28 @@ def test_same_chunks_as_faster_whisper(detector: SpeechDetector, recording: Long
     for (start, end), (expected_start, expected_end) in zip(found, expected, strict=True):
         assert abs(start - expected_start) <= FRAME_SAMPLES
         assert abs(end - expected_end) <= FRAME_SAMPLES
+
+
+@pytest.mark.parametrize("max_chunk_duration_s", [10.0, 30.0])
+def test_packed_chunks_hold_the_speech_faster_whisper_packs(
+    detector: SpeechDetector, recording: LongRecording, max_chunk_duration_s: float
+) -> None:
+    packed = VadOptions(max_chunk_duration_s=max_chunk_duration_s, pack_speech=True)
+    chunks = detector.speech_chunks(recording.samples, packed)
+    expected = faster_whisper_packed_lengths(recording.samples, packed)
+    assert len(chunks) == len(expected)
+    for chunk, expected_samples in zip(chunks, expected, strict=True):
+        speech_samples = sum(
+            round(speech.end_s * SAMPLE_RATE_HERTZ) - round(speech.start_s * SAMPLE_RATE_HERTZ)
+            for speech in chunk.speech_ranges
+        )
+        assert speech_samples <= max_chunk_duration_s * SAMPLE_RATE_HERTZ
+        assert abs(speech_samples - expected_samples) <= FRAME_SAMPLES * len(chunk.speech_ranges)
+    # The same speech as merging, in fewer chunks that may span more than the maximum.
+    merged = detector.speech_chunks(recording.samples, VadOptions(max_chunk_duration_s=max_chunk_duration_s))
+    assert [s for c in chunks for s in c.speech_ranges] == [s for c in merged for s in c.speech_ranges]
+    assert len(chunks) < len(merged)
+    assert max(chunk.range.duration_s for chunk in chunks) > max_chunk_duration_s
 
 
 def test_probabilities_equal_faster_whisper_one_shot(detector: SpeechDetector, recording: LongRecording) -> None:

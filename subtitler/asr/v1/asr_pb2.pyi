@@ -325,6 +325,7 @@ class TranscribeRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     CHUNK_CONTEXTS_FIELD_NUMBER: _builtins.int
     CHUNK_PREFIXES_FIELD_NUMBER: _builtins.int
+    CHUNK_SPEECH_FIELD_NUMBER: _builtins.int
     first_chunk_index: _builtins.int
     """Index of the first chunk of this request within the whole job; the
     responses number chunks from it.
@@ -339,7 +340,9 @@ class TranscribeRequest(_message.Message):
 
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
-        """Ranges to transcribe, each at most 30 s, as VadService returns them."""
+        """Ranges to transcribe, each at most 30 s (unless chunk_speech gives its
+        parts), as VadService returns them.
+        """
 
     @_builtins.property
     def options(self) -> Global___TranscriptionOptions:
@@ -365,6 +368,16 @@ class TranscribeRequest(_message.Message):
         without timestamps (the default).
         """
 
+    @_builtins.property
+    def chunk_speech(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChunkParts]:
+        """None, or for each chunk the parts of it to decode (empty: all of it):
+        ranges inside the chunk, in time order, not overlapping, at most 30 s
+        together, decoded back to back with the audio between them cut out (a
+        chunk packed by VadService's CHUNKING_METHOD_PACK sends its
+        speech_ranges). The chunk may then span more than 30 s. Segment and
+        word times are still offsets from the start of the audio.
+        """
+
     def __init__(
         self,
         *,
@@ -375,14 +388,39 @@ class TranscribeRequest(_message.Message):
         options: Global___TranscriptionOptions | None = ...,
         chunk_contexts: _abc.Iterable[_builtins.str] | None = ...,
         chunk_prefixes: _abc.Iterable[_builtins.str] | None = ...,
+        chunk_speech: _abc.Iterable[Global___ChunkParts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunk_speech", b"chunk_speech", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TranscribeRequest: _TypeAlias = TranscribeRequest  # noqa: Y015
+
+@_typing.final
+class ChunkParts(_message.Message):
+    """The parts of one chunk that are decoded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
+        """Ranges of the audio, in time order, not overlapping."""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[_common_pb2.TimeRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChunkParts: _TypeAlias = ChunkParts  # noqa: Y015
 
 @_typing.final
 class TranscribeResponse(_message.Message):

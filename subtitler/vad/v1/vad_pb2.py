@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from subtitler.common.v1 import common_pb2 as subtitler_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/vad/v1/vad.proto\x12\x10subtitler.vad.v1\x1a\x1egoogle/protobuf/duration.proto\x1a subtitler/common/v1/common.proto\"\xf6\x01\n\nVadOptions\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x37\n\x14min_silence_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nspeech_pad\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_chunk_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13min_speech_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"u\n\x13\x44\x65tectSpeechRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.subtitler.vad.v1.VadOptions\"\xc7\x01\n\x14\x44\x65tectSpeechResponse\x12-\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x05\x12\x34\n\x11\x61nalysed_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\rspeech_ranges\x18\x04 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\"\\\n\x0eLiveVadOptions\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x37\n\x14min_silence_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x13StreamSpeechRequest\x12\x33\n\x07options\x18\x01 \x01(\x0b\x32 .subtitler.vad.v1.LiveVadOptionsH\x00\x12\x11\n\x07samples\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\xfb\x01\n\x14StreamSpeechResponse\x12\x30\n\rspeech_starts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x0bspeech_ends\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x34\n\x11\x61nalysed_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tin_speech\x18\x04 \x01(\x08\x12\x33\n\x10trailing_silence\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration2\xd0\x01\n\nVadService\x12_\n\x0c\x44\x65tectSpeech\x12%.subtitler.vad.v1.DetectSpeechRequest\x1a&.subtitler.vad.v1.DetectSpeechResponse0\x01\x12\x61\n\x0cStreamSpeech\x12%.subtitler.vad.v1.StreamSpeechRequest\x1a&.subtitler.vad.v1.StreamSpeechResponse(\x01\x30\x01\x42\\\n\x14\x64\x65v.subtitler.vad.v1P\x01Z/subtitler/clients/go/gen/subtitler/vad/v1;vadv1\xaa\x02\x10Subtitler.Vad.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asubtitler/vad/v1/vad.proto\x12\x10subtitler.vad.v1\x1a\x1egoogle/protobuf/duration.proto\x1a subtitler/common/v1/common.proto\"\xaa\x02\n\nVadOptions\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x37\n\x14min_silence_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nspeech_pad\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12max_chunk_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13min_speech_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x08\x63hunking\x18\x06 \x01(\x0e\x32 .subtitler.vad.v1.ChunkingMethod\"u\n\x13\x44\x65tectSpeechRequest\x12/\n\x05\x61udio\x18\x01 \x01(\x0b\x32 .subtitler.common.v1.AudioHandle\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.subtitler.vad.v1.VadOptions\"\xc7\x01\n\x14\x44\x65tectSpeechResponse\x12-\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x13\n\x0b\x63hunk_index\x18\x02 \x01(\x05\x12\x34\n\x11\x61nalysed_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\rspeech_ranges\x18\x04 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\"\\\n\x0eLiveVadOptions\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x37\n\x14min_silence_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x13StreamSpeechRequest\x12\x33\n\x07options\x18\x01 \x01(\x0b\x32 .subtitler.vad.v1.LiveVadOptionsH\x00\x12\x11\n\x07samples\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"\xfb\x01\n\x14StreamSpeechResponse\x12\x30\n\rspeech_starts\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x0bspeech_ends\x18\x02 \x03(\x0b\x32\x1e.subtitler.common.v1.TimeRange\x12\x34\n\x11\x61nalysed_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tin_speech\x18\x04 \x01(\x08\x12\x33\n\x10trailing_silence\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*f\n\x0e\x43hunkingMethod\x12\x1f\n\x1b\x43HUNKING_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HUNKING_METHOD_MERGE\x10\x01\x12\x18\n\x14\x43HUNKING_METHOD_PACK\x10\x02\x32\xd0\x01\n\nVadService\x12_\n\x0c\x44\x65tectSpeech\x12%.subtitler.vad.v1.DetectSpeechRequest\x1a&.subtitler.vad.v1.DetectSpeechResponse0\x01\x12\x61\n\x0cStreamSpeech\x12%.subtitler.vad.v1.StreamSpeechRequest\x1a&.subtitler.vad.v1.StreamSpeechResponse(\x01\x30\x01\x42\\\n\x14\x64\x65v.subtitler.vad.v1P\x01Z/subtitler/clients/go/gen/subtitler/vad/v1;vadv1\xaa\x02\x10Subtitler.Vad.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'subtitler.vad.v1.vad_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024dev.subtitler.vad.v1P\001Z/subtitler/clients/go/gen/subtitler/vad/v1;vadv1\252\002\020Subtitler.Vad.V1'
+  _globals['_CHUNKINGMETHOD']._serialized_start=1190
+  _globals['_CHUNKINGMETHOD']._serialized_end=1292
   _globals['_VADOPTIONS']._serialized_start=115
-  _globals['_VADOPTIONS']._serialized_end=361
-  _globals['_DETECTSPEECHREQUEST']._serialized_start=363
-  _globals['_DETECTSPEECHREQUEST']._serialized_end=480
-  _globals['_DETECTSPEECHRESPONSE']._serialized_start=483
-  _globals['_DETECTSPEECHRESPONSE']._serialized_end=682
-  _globals['_LIVEVADOPTIONS']._serialized_start=684
-  _globals['_LIVEVADOPTIONS']._serialized_end=776
-  _globals['_STREAMSPEECHREQUEST']._serialized_start=778
-  _globals['_STREAMSPEECHREQUEST']._serialized_end=882
-  _globals['_STREAMSPEECHRESPONSE']._serialized_start=885
-  _globals['_STREAMSPEECHRESPONSE']._serialized_end=1136
-  _globals['_VADSERVICE']._serialized_start=1139
-  _globals['_VADSERVICE']._serialized_end=1347
+  _globals['_VADOPTIONS']._serialized_end=413
+  _globals['_DETECTSPEECHREQUEST']._serialized_start=415
+  _globals['_DETECTSPEECHREQUEST']._serialized_end=532
+  _globals['_DETECTSPEECHRESPONSE']._serialized_start=535
+  _globals['_DETECTSPEECHRESPONSE']._serialized_end=734
+  _globals['_LIVEVADOPTIONS']._serialized_start=736
+  _globals['_LIVEVADOPTIONS']._serialized_end=828
+  _globals['_STREAMSPEECHREQUEST']._serialized_start=830
+  _globals['_STREAMSPEECHREQUEST']._serialized_end=934
+  _globals['_STREAMSPEECHRESPONSE']._serialized_start=937
+  _globals['_STREAMSPEECHRESPONSE']._serialized_end=1188
+  _globals['_VADSERVICE']._serialized_start=1295
+  _globals['_VADSERVICE']._serialized_end=1503
 # @@protoc_insertion_point(module_scope)

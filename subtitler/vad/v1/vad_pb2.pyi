@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from subtitler.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -22,6 +23,46 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ChunkingMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChunkingMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChunkingMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHUNKING_METHOD_UNSPECIFIED: _ChunkingMethod.ValueType  # 0
+    """The service's default: MERGE."""
+    CHUNKING_METHOD_MERGE: _ChunkingMethod.ValueType  # 1
+    """WhisperX's merge: consecutive regions while the chunk, silences between
+    them included, spans at most max_chunk_duration. A chunk is one range of
+    the audio, decoded whole.
+    """
+    CHUNKING_METHOD_PACK: _ChunkingMethod.ValueType  # 2
+    """faster-whisper's speech packing: consecutive regions while their speech
+    together lasts at most max_chunk_duration; the chunk may span more of
+    the audio, and its speech_ranges are decoded back to back with the
+    silences between them cut out (TranscribeRequest.chunk_speech). Fewer
+    chunks for the same speech: faster, and as accurate on our recordings.
+    """
+
+class ChunkingMethod(_ChunkingMethod, metaclass=_ChunkingMethodEnumTypeWrapper):
+    """How speech regions are grouped into chunks for the recogniser."""
+
+CHUNKING_METHOD_UNSPECIFIED: ChunkingMethod.ValueType  # 0
+"""The service's default: MERGE."""
+CHUNKING_METHOD_MERGE: ChunkingMethod.ValueType  # 1
+"""WhisperX's merge: consecutive regions while the chunk, silences between
+them included, spans at most max_chunk_duration. A chunk is one range of
+the audio, decoded whole.
+"""
+CHUNKING_METHOD_PACK: ChunkingMethod.ValueType  # 2
+"""faster-whisper's speech packing: consecutive regions while their speech
+together lasts at most max_chunk_duration; the chunk may span more of
+the audio, and its speech_ranges are decoded back to back with the
+silences between them cut out (TranscribeRequest.chunk_speech). Fewer
+chunks for the same speech: faster, and as accurate on our recordings.
+"""
+Global___ChunkingMethod: _TypeAlias = ChunkingMethod  # noqa: Y015
+
 @_typing.final
 class VadOptions(_message.Message):
     """Options of detection; a zero field takes the documented default."""
@@ -33,8 +74,11 @@ class VadOptions(_message.Message):
     SPEECH_PAD_FIELD_NUMBER: _builtins.int
     MAX_CHUNK_DURATION_FIELD_NUMBER: _builtins.int
     MIN_SPEECH_DURATION_FIELD_NUMBER: _builtins.int
+    CHUNKING_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     """Speech probability above which a frame is speech, in (0, 1). Default 0.5."""
+    chunking: Global___ChunkingMethod.ValueType
+    """How speech regions are grouped into chunks. Unspecified: MERGE."""
     @_builtins.property
     def min_silence_duration(self) -> _duration_pb2.Duration:
         """Silence needed to end a speech region. Default 160 ms (as faster-whisper's
@@ -47,7 +91,9 @@ class VadOptions(_message.Message):
 
     @_builtins.property
     def max_chunk_duration(self) -> _duration_pb2.Duration:
-        """Longest chunk handed to the recogniser, at most 30 s. Default 30 s."""
+        """Longest chunk handed to the recogniser, at most 30 s. Default 30 s. With
+        CHUNKING_METHOD_PACK, the most speech a chunk holds.
+        """
 
     @_builtins.property
     def min_speech_duration(self) -> _duration_pb2.Duration:
@@ -61,10 +107,11 @@ class VadOptions(_message.Message):
         speech_pad: _duration_pb2.Duration | None = ...,
         max_chunk_duration: _duration_pb2.Duration | None = ...,
         min_speech_duration: _duration_pb2.Duration | None = ...,
+        chunking: Global___ChunkingMethod.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_chunk_duration", b"max_chunk_duration", "min_silence_duration", b"min_silence_duration", "min_speech_duration", b"min_speech_duration", "speech_pad", b"speech_pad"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_chunk_duration", b"max_chunk_duration", "min_silence_duration", b"min_silence_duration", "min_speech_duration", b"min_speech_duration", "speech_pad", b"speech_pad", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunking", b"chunking", "max_chunk_duration", b"max_chunk_duration", "min_silence_duration", b"min_silence_duration", "min_speech_duration", b"min_speech_duration", "speech_pad", b"speech_pad", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -122,7 +169,9 @@ class DetectSpeechResponse(_message.Message):
 
     @_builtins.property
     def speech_ranges(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
-        """Speech regions merged into this chunk (ranges inside the chunk)."""
+        """Speech regions grouped into this chunk (padded; ranges inside the
+        chunk, in order, not overlapping). A packed chunk's audio is these.
+        """
 
     def __init__(
         self,
