@@ -1,7 +1,8 @@
-"""Which chunking: WhisperX's merge (the suite's: chunks are ranges of the
-audio spanning at most 30 s, silences inside kept) against faster-whisper
-1.2's speech packing (up to 30 s of speech with the silences cut out, one
-chunk possibly spanning more than 30 s of the audio).
+"""Which chunking: WhisperX's merge (chunks are ranges of the audio
+spanning at most 30 s, silences inside kept; the suite's `--chunking merge`)
+against faster-whisper 1.2's speech packing (up to 30 s of speech with the
+silences cut out, one chunk possibly spanning more than 30 s of the audio;
+the suite's default since this benchmark found it faster and as accurate).
 
 Both transcribe the same recording in one process with the same model,
 beam and batch, from the same silero VAD regions; prints chunks, seconds of

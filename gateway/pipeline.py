@@ -160,6 +160,11 @@ class JobPipeline:
 
     # Plumbing
 
+    @property
+    def _packed(self) -> bool:
+        """Whether the job's chunks are packed speech (their speech ranges decoded back to back)."""
+        return self._job.config.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_PACK
+
     def _call_options(self) -> dict[str, object]:
         return {
             "timeout": self._config.call_timeout_s,
@@ -413,6 +418,9 @@ class JobPipeline:
             audio=self._handle,
             range=time_range_to_proto(chunk.time_range),
             model=self._job.config.transcription.model,
+            # A packed chunk is judged on its speech, not on the silence or
+            # music between (its first 30 s of audio could hold little speech).
+            speech=[time_range_to_proto(part) for part in chunk.speech] if self._packed else [],
         )
         response = await self._calls.call(
             Stage.TRANSCRIBE,
@@ -445,7 +453,7 @@ class JobPipeline:
                     asr_pb2.ChunkParts(ranges=[time_range_to_proto(part) for part in chunk.speech])
                     for chunk in remaining
                 ]
-                if self._job.config.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_PACK
+                if self._packed
                 else [],
             ),
             **self._call_options(),

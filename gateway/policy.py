@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from common.languages import primary_language
 from common.transcript import Segment, TimeRange, doubt_flags
+from gateway.validation import MAX_CHUNK_S
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -68,7 +69,7 @@ def uncovered_speech(speech: Sequence[TimeRange], segments: Sequence[Segment], c
     """The windows of a chunk to transcribe once more: its speech ranges
     (the VAD's, merged into the chunk) that no segment covers, padded and
     kept inside the chunk, in time order, none overlapping another or a
-    segment."""
+    segment, none longer than Whisper's window (a packed chunk spans more)."""
     windows: list[TimeRange] = []
     for speech_range in sorted(speech, key=lambda item: item.start_s):
         length = speech_range.end_s - speech_range.start_s
@@ -90,8 +91,11 @@ def uncovered_speech(speech: Sequence[TimeRange], segments: Sequence[Segment], c
             else:
                 end_s = min(end_s, segment.start_s)
         if windows and start_s < windows[-1].end_s:
-            windows[-1] = TimeRange(windows[-1].start_s, max(windows[-1].end_s, end_s))
-            continue
+            if max(windows[-1].end_s, end_s) - windows[-1].start_s <= MAX_CHUNK_S:
+                windows[-1] = TimeRange(windows[-1].start_s, max(windows[-1].end_s, end_s))
+                continue
+            start_s = windows[-1].end_s
+        end_s = min(end_s, start_s + MAX_CHUNK_S)
         if end_s - start_s >= MIN_UNCOVERED_SPEECH_S:
             windows.append(TimeRange(start_s, end_s))
     return windows

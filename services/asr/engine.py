@@ -245,34 +245,46 @@ def _chunk_of(
         )
         for part in parts
     )
-    return _Chunk(
-        index,
-        start_sample,
-        end_sample,
-        context,
-        " ".join(prefix.split()),
-        tuple(p for p in part_samples if p[1] > p[0]),
-    )
+    kept = tuple(part for part in part_samples if part[1] > part[0])
+    if parts and not kept:
+        # Else the chunk would be decoded whole: its first 30 s only.
+        raise InvalidInputError(
+            f"no part of chunk {index} ({time_range.start_s:.3f}-{time_range.end_s:.3f} s) lies inside it"
+        )
+    return _Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()), kept)
 
 
-def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, position: int) -> None:
-    """A packed chunk's parts: inside it, in order, not overlapping, at most
-    Whisper's window together."""
+def first_speech(parts: Sequence[TimeRange], limit_s: float) -> list[TimeRange]:
+    """The leading `parts` that hold the first `limit_s` of speech, the last cut to fit."""
+    kept: list[TimeRange] = []
+    left_s = limit_s
+    for part in parts:
+        if left_s <= 0:
+            break
+        length_s = min(part.end_s - part.start_s, left_s)
+        kept.append(TimeRange(part.start_s, part.start_s + length_s))
+        left_s -= length_s
+    return kept
+
+
+def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, what: str) -> None:
+    """A packed chunk's parts (`what` names the chunk): inside it, in order,
+    not overlapping, at most Whisper's window together."""
     if len(parts) > MAX_CHUNK_PARTS:
-        raise InvalidInputError(f"chunk {position} has {len(parts)} parts; at most {MAX_CHUNK_PARTS}")
+        raise InvalidInputError(f"{what} has {len(parts)} parts; at most {MAX_CHUNK_PARTS}")
     previous_end = chunk.start_s - RANGE_TOLERANCE_S
     for part in parts:
         inside = part.start_s >= previous_end and part.end_s <= chunk.end_s + RANGE_TOLERANCE_S
         if not (inside and part.end_s - part.start_s >= 1 / SAMPLE_RATE_HERTZ):
             raise InvalidInputError(
-                f"part {part.start_s:.3f}-{part.end_s:.3f} s of chunk {position} "
+                f"part {part.start_s:.3f}-{part.end_s:.3f} s of {what} "
                 f"({chunk.start_s:.3f}-{chunk.end_s:.3f} s) is not inside it after the part before it"
             )
         previous_end = part.end_s
     total_s = sum(part.end_s - part.start_s for part in parts)
     if total_s > MAX_CHUNK_DURATION_S + RANGE_TOLERANCE_S:
         raise InvalidInputError(
-            f"the parts of chunk {position} last {total_s:.3f} s together; at most {MAX_CHUNK_DURATION_S:g} s"
+            f"the parts of {what} last {total_s:.3f} s together; at most {MAX_CHUNK_DURATION_S:g} s"
         )
 
 
@@ -305,7 +317,10 @@ class _PackedTimes:
 
     def restore(self, segment: Segment) -> Segment:
         """`segment` timed in the whole audio: each word within the part its
-        middle falls in (a word does not straddle the cut silence)."""
+        middle falls in (a word does not straddle the cut silence), and the
+        segment from its first word's start to its last word's end (as
+        faster-whisper's `restore_speech_timestamps`), so it does not span
+        the silence cut before or after its words."""
         words = []
         for word in segment.words:
             part = self.part_of((word.start_s + word.end_s) / 2)
@@ -314,9 +329,11 @@ class _PackedTimes:
                     word, start_s=self.original_s(word.start_s, part), end_s=self.original_s(word.end_s, part)
                 )
             )
+        if words:
+            return dataclasses.replace(segment, start_s=words[0].start_s, end_s=words[-1].end_s, words=tuple(words))
         start_s = self.original_s(segment.start_s, self.part_of(segment.start_s))
         end_s = max(start_s, self.original_s(segment.end_s, self.part_of(segment.end_s, is_end=True)))
-        return dataclasses.replace(segment, start_s=start_s, end_s=end_s, words=tuple(words))
+        return dataclasses.replace(segment, start_s=start_s, end_s=end_s)
 
 
 def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
@@ -469,7 +486,7 @@ class Transcriber:
             for position, chunk in enumerate(chunks)
         ]
         for position, chunk in enumerate(checked):
-            _check_parts(chunk_parts[position], chunk, position)
+            _check_parts(chunk_parts[position], chunk, f"chunk {position}")
         if any(chunk_parts) and any(chunk_prefixes):
             raise InvalidInputError("a chunk decoded in parts cannot have a prefix")
         prepared_chunks = [
@@ -635,9 +652,11 @@ class Transcriber:
         *,
         audio_offset_samples: int = 0,
         audio_sample_count: int | None = None,
+        parts: Sequence[TimeRange] = (),
     ) -> LanguageDetection:
         """The spoken language of `time_range` of the audio (None: from its
-        start), judged on the first 30 s of the range. An English-only model
+        start), judged on the first 30 s of the range, or of `parts` of it
+        (ranges inside it, in order) back to back. An English-only model
         answers "en". `audio` is the whole audio or a window of it, as for
         `transcribe`."""
         window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
@@ -653,10 +672,19 @@ class Transcriber:
             start_sample + loaded.whisper.feature_extractor.n_samples,
             window.audio_sample_count,
         )
-        window.check_covers(start_sample, end_sample)
-        language, probability, all_probabilities = loaded.whisper.detect_language(
-            audio=window.slice(start_sample, end_sample)
-        )
+        if parts:
+            _check_parts(first_speech(parts, MAX_CHUNK_DURATION_S), checked, "the range to listen to")
+            spans = [
+                (round(part.start_s * SAMPLE_RATE_HERTZ), round(part.end_s * SAMPLE_RATE_HERTZ))
+                for part in first_speech(parts, loaded.whisper.feature_extractor.n_samples / SAMPLE_RATE_HERTZ)
+            ]
+            for start, end in spans:
+                window.check_covers(start, end)
+            heard = np.concatenate([window.slice(start, end) for start, end in spans])
+        else:
+            window.check_covers(start_sample, end_sample)
+            heard = window.slice(start_sample, end_sample)
+        language, probability, all_probabilities = loaded.whisper.detect_language(audio=heard)
         candidates = tuple(
             (to_bcp47(code), float(candidate_probability))
             for code, candidate_probability in all_probabilities[:MAX_LANGUAGE_CANDIDATES]

@@ -30,11 +30,13 @@ from common.whisper_models import ModelState, ModelStatus
 from services.asr.batcher import BatchPool
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
+    MAX_CHUNK_PARTS,
     SAMPLE_RATE_HERTZ,
     ChunkTranscript,
     LanguageDetection,
     Transcriber,
     TranscriptionOptions,
+    first_speech,
 )
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 
@@ -149,7 +151,16 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         time_range = time_range_from_proto(request.range) if request.HasField("range") else None
         start_s = time_range.start_s if time_range else 0.0
         end_s = time_range.end_s if time_range else audio.duration_s
-        window = TimeRange(start_s, max(start_s, min(end_s, start_s + MAX_CHUNK_DURATION_S + _DETECTION_MARGIN_S)))
+        parts = [time_range_from_proto(part) for part in request.speech]
+        if len(parts) > MAX_CHUNK_PARTS:
+            raise InvalidInputError(f"{len(parts)} speech ranges; at most {MAX_CHUNK_PARTS}")
+        heard = first_speech(parts, MAX_CHUNK_DURATION_S)
+        if heard:
+            # Only the audio of the speech judged is read, however far apart
+            # (the engine checks the parts against the range).
+            window = TimeRange(heard[0].start_s, max(heard[-1].end_s, heard[0].start_s))
+        else:
+            window = TimeRange(start_s, max(start_s, min(end_s, start_s + MAX_CHUNK_DURATION_S + _DETECTION_MARGIN_S)))
         offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
         stop = threading.Event()
         async with self._admission.slot(), self._audio_reader.open(audio, window) as samples:
@@ -161,6 +172,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     model,
                     audio_offset_samples=offset_samples,
                     audio_sample_count=audio.sample_count,
+                    parts=parts,
                 ),
                 stop,
             )

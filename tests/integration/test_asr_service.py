@@ -107,6 +107,23 @@ def test_transcribe_streams_one_response_per_chunk(stub: asr_pb2_grpc.AsrService
         assert duration_to_seconds(response.segments[0].start_offset) == pytest.approx(chunk.start_s, abs=1e-3)
 
 
+def test_a_packed_chunk_through_grpc_and_its_bad_parts(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
+    """The first and last prompts as one chunk, the one between cut out."""
+    first, _, last = speech.chunks
+    request = transcribe_request(speech, [TimeRange(first.start_s, last.end_s)])
+    request.chunk_speech.append(asr_pb2.ChunkParts(ranges=[time_range_to_proto(first), time_range_to_proto(last)]))
+    (response,) = stub.Transcribe(request, timeout=120)
+    text = " ".join(segment.text for segment in response.segments)
+    assert word_error_rate(f"{speech.texts[0]} {speech.texts[2]}", text) <= 0.2, text
+    assert duration_to_seconds(response.segments[-1].end_offset) > last.start_s
+    del request.chunk_speech[0].ranges[:]
+    request.chunk_speech[0].ranges.extend([time_range_to_proto(last), time_range_to_proto(first)])
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.Transcribe(request, timeout=60))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not inside it after the part before it" in str(raised.value.details())
+
+
 def test_detect_language_with_the_english_only_default(stub: asr_pb2_grpc.AsrServiceStub, speech: Speech) -> None:
     response = stub.DetectLanguage(asr_pb2.DetectLanguageRequest(audio=speech.handle), timeout=60)
     assert (response.language_code, response.probability) == ("en", 1.0)

@@ -188,6 +188,23 @@ def test_base_detects_and_transcribes_french(transcriber: Transcriber) -> None:
     assert "conférence" in text
 
 
+@pytest.mark.skipif(not FRENCH_PROMPT.is_file(), reason="asterisk-core-sounds-fr-wav is not installed")
+def test_language_is_judged_on_the_speech_parts_given(transcriber: Transcriber, recording: Recording) -> None:
+    """A packed chunk's language: French said after 30 s of English is
+    French when only the French parts are listened to."""
+    french = load_pcm16k(FRENCH_PROMPT)
+    english = np.tile(recording.samples, 4)[: 32 * SAMPLE_RATE_HERTZ]
+    audio = np.concatenate([english, french, english[: 5 * SAMPLE_RATE_HERTZ], french])
+    french_s, english_s = french.size / SAMPLE_RATE_HERTZ, english.size / SAMPLE_RATE_HERTZ
+    whole = TimeRange(0.0, audio.size / SAMPLE_RATE_HERTZ)
+    second_s = english_s + french_s + 5.0
+    parts = [TimeRange(english_s, english_s + french_s), TimeRange(second_s, second_s + french_s)]
+    assert transcriber.detect_language(audio, whole, EMBEDDED_BASE).language_code == "en"
+    assert transcriber.detect_language(audio, whole, EMBEDDED_BASE, parts=parts).language_code == "fr"
+    with pytest.raises(InvalidInputError, match="not inside it"):
+        transcriber.detect_language(audio, TimeRange(1.0, english_s), EMBEDDED_BASE, parts=parts)
+
+
 def test_english_only_model_answers_english(transcriber: Transcriber) -> None:
     detection = transcriber.detect_language(np.zeros(16_000, dtype=np.float32), TimeRange(0.0, 1.0), EMBEDDED_TINY_EN)
     assert tuple(detection) == ("en", 1.0, (("en", 1.0),))
@@ -345,6 +362,8 @@ def test_a_packed_chunk_is_its_parts_back_to_back_timed_in_the_whole_audio(
         assert word.end_s == pytest.approx(reference.end_s + shift_s, abs=2e-3)
         assert any(part.start_s <= word.start_s <= word.end_s <= part.end_s for part in (first, moved)), word
     for segment in packed.segments:
+        # From its first word to its last: never across the silence cut out.
+        assert (segment.start_s, segment.end_s) == (segment.words[0].start_s, segment.words[-1].end_s)
         assert span.start_s <= segment.start_s <= segment.end_s <= span.end_s
 
 
@@ -356,8 +375,9 @@ def test_a_packed_chunk_is_its_parts_back_to_back_timed_in_the_whole_audio(
         ([[TimeRange(0.0, 0.5)], [TimeRange(0.5, 0.9), TimeRange(0.95, 1.5)]], "not inside it"),
         ([[TimeRange(0.0, 0.5)], [TimeRange(0.1, 0.2)]], "not inside it"),
         ([[], [TimeRange(1.0 + 0.1 * i, 1.0 + 0.1 * i + 0.05) for i in range(1025)]], "at most 1024"),
+        ([[TimeRange(0.0, 0.5)], [TimeRange(0.192, 0.198)]], "no part of chunk 1"),
     ],
-    ids=["count", "overlap", "past-the-end", "before-the-start", "too-many"],
+    ids=["count", "overlap", "past-the-end", "before-the-start", "too-many", "clipped-away"],
 )
 def test_chunk_parts_are_checked(transcriber: Transcriber, parts: list[list[TimeRange]], message: str) -> None:
     audio = np.zeros(200 * SAMPLE_RATE_HERTZ, dtype=np.float32)

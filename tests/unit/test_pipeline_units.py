@@ -294,6 +294,17 @@ def test_the_coverage_check_finds_speech_no_segment_covers() -> None:
     assert uncovered_speech([], segments, chunk) == []
 
 
+def test_the_coverage_check_of_a_packed_chunk_looks_again_in_windows_whisper_takes() -> None:
+    # 20 speech ranges of 1.5 s, 0.2 s apart: a packed chunk spanning 33.8 s.
+    speech = [TimeRange(100.0 + 1.7 * i, 101.5 + 1.7 * i) for i in range(20)]
+    chunk = TimeRange(speech[0].start_s, speech[-1].end_s)
+    windows = uncovered_speech(speech, [], chunk)
+    assert len(windows) == 2
+    assert all(window.end_s - window.start_s <= 30.0 for window in windows)
+    assert windows[0].start_s == chunk.start_s and windows[-1].end_s == chunk.end_s
+    assert windows[0].end_s == windows[1].start_s
+
+
 def test_what_a_second_look_finds_is_kept_in_order_unless_doubtful() -> None:
     first, last = Segment("One.", 1.0, 2.0), Segment("Three.", 5.0, 6.0)
     found = [

@@ -371,11 +371,14 @@ class TranscribeRequest(_message.Message):
     @_builtins.property
     def chunk_speech(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChunkParts]:
         """None, or for each chunk the parts of it to decode (empty: all of it):
-        ranges inside the chunk, in time order, not overlapping, at most 30 s
-        together, decoded back to back with the audio between them cut out (a
-        chunk packed by VadService's CHUNKING_METHOD_PACK sends its
-        speech_ranges). The chunk may then span more than 30 s. Segment and
-        word times are still offsets from the start of the audio.
+        ranges inside the chunk, in time order, not overlapping, each at least
+        a sample long, at most 1024 and 30 s together, decoded back to back
+        with the audio between them cut out (a chunk packed by VadService's
+        CHUNKING_METHOD_PACK sends its speech_ranges). The chunk may then span
+        more than 30 s; it cannot have a prefix. Segment and word times are
+        still offsets from the start of the audio. (An ASR service older than
+        this field ignores it and refuses chunks over 30 s: upgrade the ASR
+        services before the gateways.)
         """
 
     def __init__(
@@ -479,6 +482,7 @@ class DetectLanguageRequest(_message.Message):
     AUDIO_FIELD_NUMBER: _builtins.int
     RANGE_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    SPEECH_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model to use; empty: the service's default. An English-only model
     always answers "en".
@@ -491,16 +495,24 @@ class DetectLanguageRequest(_message.Message):
     def range(self) -> _common_pb2.TimeRange:
         """Where to listen; unset: from the start of the audio."""
 
+    @_builtins.property
+    def speech(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TimeRange]:
+        """None, or the parts of `range` to listen to, back to back (a packed
+        chunk's speech ranges): the first 30 s of them are judged, the audio
+        between them left out.
+        """
+
     def __init__(
         self,
         *,
         audio: _common_pb2.AudioHandle | None = ...,
         range: _common_pb2.TimeRange | None = ...,
         model: _builtins.str = ...,
+        speech: _abc.Iterable[_common_pb2.TimeRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "range", b"range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "model", b"model", "range", b"range"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "model", b"model", "range", b"range", "speech", b"speech"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -78,7 +78,10 @@ class VadOptions(_message.Message):
     threshold: _builtins.float
     """Speech probability above which a frame is speech, in (0, 1). Default 0.5."""
     chunking: Global___ChunkingMethod.ValueType
-    """How speech regions are grouped into chunks. Unspecified: MERGE."""
+    """How speech regions are grouped into chunks. Unspecified: MERGE (this
+    service's default; the gateway fills in PACK for a job that leaves it
+    unset).
+    """
     @_builtins.property
     def min_silence_duration(self) -> _duration_pb2.Duration:
         """Silence needed to end a speech region. Default 160 ms (as faster-whisper's
