@@ -599,7 +599,9 @@ class LiveTranscriber:
                 self.second_looks += 1
                 alone = _Window(utterance.start, end, 0, "", self.context)
                 second = await self._decode(alone, samples[window.lead_in :], PRIORITY_FINAL)
-                if heard_until(second) > heard_until(hypothesis):
+                # Kept when it hears further and drops nothing (a noise at
+                # the end may be all that set the second look off).
+                if heard_until(second) > heard_until(hypothesis) and len(second.words) >= len(hypothesis.words):
                     return second
             return hypothesis
 
