@@ -44,7 +44,7 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
     assert tuning.device == "cpu"
     assert tuning.asr_compute_type == "int8"
     assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 2)
-    assert tuning.gateway_max_concurrent_jobs == 2
+    assert tuning.gateway_max_concurrent_jobs == 16
     assert (tuning.vad_max_concurrent, tuning.vad_threads) == (1, 1)
     assert (tuning.align_max_concurrent, tuning.align_threads) == (1, 1)
 
@@ -52,7 +52,8 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
 def test_sixteen_cpus_cap_the_workers_at_eight_and_share_out_threads() -> None:
     tuning = tune(_hardware(cpus=16))
     assert (tuning.asr_workers, tuning.asr_threads_per_worker) == (8, 2)
-    assert tuning.gateway_max_concurrent_jobs == 8
+    # 8 per worker would be 64: half a GiB each of the 24 GiB allows 48.
+    assert tuning.gateway_max_concurrent_jobs == 48
     assert tuning.vad_max_concurrent == 8
     assert tuning.align_max_concurrent == 8
     assert "8 workers" in tuning.reason("asr_workers")
@@ -65,10 +66,13 @@ def test_a_quota_of_one_and_a_half_cores_counts_as_two_cpus() -> None:
     assert "quota 1.5 cores" in tuning.reason("asr_workers")
 
 
-def test_one_cpu_still_lets_the_gateway_overlap_two_jobs() -> None:
+def test_one_cpu_runs_eight_jobs_at_once_and_little_memory_fewer() -> None:
     tuning = tune(_hardware(cpus=1))
     assert tuning.asr_workers == 1
-    assert tuning.gateway_max_concurrent_jobs == 2
+    assert tuning.gateway_max_concurrent_jobs == 8
+    assert tune(_hardware(cpus=1, memory_limit_bytes=2 * BYTES_PER_GIB)).gateway_max_concurrent_jobs == 4
+    # Never fewer than two: one job's upload overlaps another's decoding.
+    assert tune(_hardware(cpus=1, memory_bytes=BYTES_PER_GIB // 2)).gateway_max_concurrent_jobs == 2
 
 
 def test_little_memory_means_fewer_workers_with_more_threads() -> None:
