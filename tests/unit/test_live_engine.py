@@ -81,7 +81,10 @@ class FakeDecoder:
 
     idle = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, stops_early_after_lead_in: bool = False) -> None:
+        # Loses the last second of words whenever it continues a prefix, as
+        # Whisper sometimes does after a lead-in.
+        self.stops_early_after_lead_in = stops_early_after_lead_in
         self.calls: list[tuple[int, int]] = []
         # (beam size, words timed, context) of each call.
         self.asked: list[tuple[int, bool, str]] = []
@@ -105,6 +108,8 @@ class FakeDecoder:
         heard = tuple(Word(f"w{index}", index * 0.5, index * 0.5 + 0.4) for index in range(count))
         # As the ASR service: the prefix's words are left out of the result.
         heard = heard[len(prefix.split()) :]
+        if prefix and self.stops_early_after_lead_in:
+            heard = heard[:-2]
         return Hypothesis(" ".join(word.text for word in heard), heard, "en")
 
 
@@ -147,26 +152,6 @@ class ScriptedUtterances:
             current.in_speech,
             current.trailing_silence_s,
         )
-
-
-class StopsEarlyAfterLeadIn(FakeDecoder):
-    """Loses the last second of words whenever it continues a prefix, as
-    Whisper sometimes does after a lead-in."""
-
-    async def decode(
-        self,
-        samples: np.ndarray,
-        options: asr_pb2.TranscriptionOptions,
-        *,
-        priority: int,
-        context: str = "",
-        prefix: str = "",
-    ) -> Hypothesis:
-        heard = await super().decode(samples, options, priority=priority, context=context, prefix=prefix)
-        if not prefix:
-            return heard
-        kept = heard.words[:-2]
-        return Hypothesis(" ".join(word.text for word in kept), kept, "en")
 
 
 async def run_engine(
@@ -235,9 +220,9 @@ def test_every_decode_knows_what_the_stream_said_before_it() -> None:
 @pytest.mark.parametrize("interim_results", [True, False])
 def test_a_final_that_lost_its_last_words_after_a_lead_in_is_decoded_again_alone(interim_results: bool) -> None:
     settings = StreamSettings(interim_results=interim_results)
-    responses, decoder, engine, _ = asyncio.run(
-        run_engine(ScriptedUtterances((1.0, 4.0), (6.0, 9.0)), 11.0, settings, decoder=StopsEarlyAfterLeadIn())
-    )
+    utterances = ScriptedUtterances((1.0, 4.0), (6.0, 9.0))
+    decoder = FakeDecoder(stops_early_after_lead_in=True)
+    responses, _, engine, _ = asyncio.run(run_engine(utterances, 11.0, settings, decoder=decoder))
     finals = [response.final for response in responses if response.WhichOneof("response") == "final"]
     assert len(finals) == 2 and engine.second_looks == 1
     # The second look had no lead-in, and its words reach the end of the speech.
