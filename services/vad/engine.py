@@ -44,6 +44,10 @@ FRAME_SAMPLES = 512
 """Samples per model frame (32 ms): the time resolution of every boundary."""
 FRAME_DURATION_S = FRAME_SAMPLES / SAMPLE_RATE_HERTZ
 MAX_CHUNK_DURATION_S = 30.0
+# The most audio a packed chunk spans, silences between its speech included:
+# a segment decoded without word times spans its whole chunk, and whatever
+# reads or aligns such a segment reads all of that audio.
+MAX_PACKED_SPAN_S = 60.0
 """Whisper's window: no chunk may be longer."""
 
 _CONTEXT_SAMPLES = 64
@@ -378,17 +382,20 @@ class _SpeechPacker:
     """faster-whisper 1.2's `collect_chunks`: consecutive padded regions are
     grouped while their lengths together stay within the maximum; the
     silences between them are cut out when the chunk is decoded, so a chunk
-    may span more of the audio than the maximum."""
+    may span more of the audio than the maximum, though at most
+    `MAX_PACKED_SPAN_S` (faster-whisper sets no bound)."""
 
     def __init__(self, max_speech_samples: int) -> None:
         self._max_speech_samples = max_speech_samples
+        self._max_span_samples = _to_samples(MAX_PACKED_SPAN_S)
         self._regions: list[_Region] = []
         self._speech_samples = 0
 
     def push(self, region: _Region) -> list[list[_Region]]:
         finished: list[list[_Region]] = []
         length = region.end - region.start
-        if self._regions and self._speech_samples + length > self._max_speech_samples:
+        too_long = region.end - (self._regions[0].start if self._regions else region.start) > self._max_span_samples
+        if self._regions and (self._speech_samples + length > self._max_speech_samples or too_long):
             finished.append(self._regions)
             self._regions, self._speech_samples = [], 0
         self._regions.append(region)
@@ -396,9 +403,10 @@ class _SpeechPacker:
         return finished
 
     def flush_full(self, next_end_lower_bound: int) -> list[list[_Region]]:
-        """The open chunk, if no region (at least a frame long) still fits."""
-        del next_end_lower_bound  # any later region could fit while there is room
-        if self._regions and self._max_speech_samples - self._speech_samples < FRAME_SAMPLES:
+        """The open chunk, if no region still to come fits: none (a frame
+        long at least) would fit its speech, or none could end within its span."""
+        full = self._max_speech_samples - self._speech_samples < FRAME_SAMPLES
+        if self._regions and (full or next_end_lower_bound - self._regions[0].start > self._max_span_samples):
             finished, self._regions, self._speech_samples = self._regions, [], 0
             return [finished]
         return []

@@ -14,6 +14,7 @@ import pytest
 from common.errors import InvalidInputError, NotFoundError
 from services.vad.engine import (
     FRAME_SAMPLES,
+    MAX_PACKED_SPAN_S,
     SAMPLE_RATE_HERTZ,
     DetectionProgress,
     SpeechChunk,
@@ -125,6 +126,23 @@ def test_packed_chunks_hold_the_speech_faster_whisper_packs(
     assert [s for c in chunks for s in c.speech_ranges] == [s for c in merged for s in c.speech_ranges]
     assert len(chunks) < len(merged)
     assert max(chunk.range.duration_s for chunk in chunks) > max_chunk_duration_s
+
+
+def test_a_packed_chunk_of_sparse_speech_spans_at_most_a_minute_however_the_audio_is_fed() -> None:
+    sparse = build_long_recording(150.0, gap_s=25.0)
+    packed = VadOptions(pack_speech=True)
+    whole = SpeechDetector(bundled_model_path(), block_duration_s=600.0).speech_chunks(sparse.samples, packed)
+    assert len(whole) >= 3
+    assert all(chunk.range.duration_s <= MAX_PACKED_SPAN_S for chunk in whole)
+    assert any(len(chunk.speech_ranges) > 1 for chunk in whole)
+    detection = SpeechDetector(bundled_model_path()).start(packed)
+    streamed = [c for block in sparse_blocks(sparse.samples) for c in chunks_of(detection.feed(block))]
+    streamed += chunks_of(detection.finish())
+    assert [(c.range, c.speech_ranges) for c in streamed] == [(c.range, c.speech_ranges) for c in whole]
+
+
+def sparse_blocks(samples: npt.NDArray[np.float32]) -> Iterator[npt.NDArray[np.float32]]:
+    return (samples[start : start + 7_777] for start in range(0, samples.shape[0], 7_777))
 
 
 def test_probabilities_equal_faster_whisper_one_shot(detector: SpeechDetector, recording: LongRecording) -> None:

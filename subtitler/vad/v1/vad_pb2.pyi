@@ -39,9 +39,10 @@ class _ChunkingMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Chunki
     CHUNKING_METHOD_PACK: _ChunkingMethod.ValueType  # 2
     """faster-whisper's speech packing: consecutive regions while their speech
     together lasts at most max_chunk_duration; the chunk may span more of
-    the audio, and its speech_ranges are decoded back to back with the
-    silences between them cut out (TranscribeRequest.chunk_speech). Fewer
-    chunks for the same speech: faster, and as accurate on our recordings.
+    the audio (at most 60 s), and its speech_ranges are decoded back to
+    back with the silences between them cut out
+    (TranscribeRequest.chunk_speech). Fewer chunks for the same speech:
+    faster, and as accurate on our recordings.
     """
 
 class ChunkingMethod(_ChunkingMethod, metaclass=_ChunkingMethodEnumTypeWrapper):
@@ -57,9 +58,10 @@ the audio, decoded whole.
 CHUNKING_METHOD_PACK: ChunkingMethod.ValueType  # 2
 """faster-whisper's speech packing: consecutive regions while their speech
 together lasts at most max_chunk_duration; the chunk may span more of
-the audio, and its speech_ranges are decoded back to back with the
-silences between them cut out (TranscribeRequest.chunk_speech). Fewer
-chunks for the same speech: faster, and as accurate on our recordings.
+the audio (at most 60 s), and its speech_ranges are decoded back to
+back with the silences between them cut out
+(TranscribeRequest.chunk_speech). Fewer chunks for the same speech:
+faster, and as accurate on our recordings.
 """
 Global___ChunkingMethod: _TypeAlias = ChunkingMethod  # noqa: Y015
 
