@@ -165,6 +165,10 @@ class JobPipeline:
         """Whether the job's chunks are packed speech (their speech ranges decoded back to back)."""
         return self._job.config.speech_detection.chunking == vad_pb2.CHUNKING_METHOD_PACK
 
+    def _packed_speech(self, chunk: _Chunk) -> list[common_pb2.TimeRange]:
+        """What of a chunk the ASR hears: its speech ranges when packed; none (all of it) else."""
+        return [time_range_to_proto(part) for part in chunk.speech] if self._packed else []
+
     def _call_options(self) -> dict[str, object]:
         return {
             "timeout": self._config.call_timeout_s,
@@ -420,7 +424,7 @@ class JobPipeline:
             model=self._job.config.transcription.model,
             # A packed chunk is judged on its speech, not on the silence or
             # music between (its first 30 s of audio could hold little speech).
-            speech=[time_range_to_proto(part) for part in chunk.speech] if self._packed else [],
+            speech=self._packed_speech(chunk),
         )
         response = await self._calls.call(
             Stage.TRANSCRIBE,
@@ -449,10 +453,7 @@ class JobPipeline:
                 chunks=[time_range_to_proto(chunk.time_range) for chunk in remaining],
                 first_chunk_index=remaining[0].index,
                 options=options,
-                chunk_speech=[
-                    asr_pb2.ChunkParts(ranges=[time_range_to_proto(part) for part in chunk.speech])
-                    for chunk in remaining
-                ]
+                chunk_speech=[asr_pb2.ChunkParts(ranges=self._packed_speech(chunk)) for chunk in remaining]
                 if self._packed
                 else [],
             ),

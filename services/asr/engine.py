@@ -366,18 +366,18 @@ class PreparedTranscription:
         return (id(self.model), self.language, options)
 
 
-def _chunk_samples(prepared: PreparedTranscription, chunk: _Chunk) -> Samples:
+def _chunk_samples(window: _AudioWindow, chunk: _Chunk) -> Samples:
     """The audio the model hears for a chunk: all of it, or its parts back to back."""
     if not chunk.parts:
-        return prepared.window.slice(chunk.start_sample, chunk.end_sample)
-    return np.concatenate([prepared.window.slice(start, end) for start, end in chunk.parts])
+        return window.slice(chunk.start_sample, chunk.end_sample)
+    return np.concatenate([window.slice(start, end) for start, end in chunk.parts])
 
 
 def _features(prepared: PreparedTranscription, position: int) -> np.ndarray:
     """The log-mel features of one chunk; as BatchedInferencePipeline, the
     extractor's last frame is dropped."""
     extractor = prepared.model.whisper.feature_extractor
-    return extractor(_chunk_samples(prepared, prepared.chunks[position]))[..., :-1]
+    return extractor(_chunk_samples(prepared.window, prepared.chunks[position]))[..., :-1]
 
 
 class Transcriber:
@@ -558,7 +558,9 @@ class Transcriber:
             if prepared.options.word_timestamps:
                 # Cross-attention starts words early after a pause: move
                 # them out of the chunk's silences (microseconds of work).
-                segments = snap_words_to_sound(segments, _chunk_samples(prepared, chunk), chunk.decoded_range.start_s)
+                segments = snap_words_to_sound(
+                    segments, _chunk_samples(prepared.window, chunk), chunk.decoded_range.start_s
+                )
             if chunk.parts:
                 times = _PackedTimes.of(chunk)
                 segments = tuple(times.restore(segment) for segment in segments)
@@ -673,14 +675,12 @@ class Transcriber:
             window.audio_sample_count,
         )
         if parts:
-            _check_parts(first_speech(parts, MAX_CHUNK_DURATION_S), checked, "the range to listen to")
-            spans = [
-                (round(part.start_s * SAMPLE_RATE_HERTZ), round(part.end_s * SAMPLE_RATE_HERTZ))
-                for part in first_speech(parts, loaded.whisper.feature_extractor.n_samples / SAMPLE_RATE_HERTZ)
-            ]
-            for start, end in spans:
-                window.check_covers(start, end)
-            heard = np.concatenate([window.slice(start, end) for start, end in spans])
+            # The speech as a packed chunk of the range: its first 30 s, back to back.
+            listened = first_speech(parts, loaded.whisper.feature_extractor.n_samples / SAMPLE_RATE_HERTZ)
+            _check_parts(listened, checked, "the range to listen to")
+            speech = _chunk_of(0, checked, window.audio_sample_count, parts=listened)
+            window.check_covers(speech.parts[0][0], speech.parts[-1][1])
+            heard = _chunk_samples(window, speech)
         else:
             window.check_covers(start_sample, end_sample)
             heard = window.slice(start_sample, end_sample)
