@@ -401,6 +401,15 @@ def test_impossible_options_and_paths_are_refused_at_create(suite: RunningSuite)
             ),
             "speech_pad",
         ),
+        (
+            gateway_pb2.CreateJobRequest(
+                path="a.wav",
+                config=gateway_pb2.JobConfig(
+                    speech_detection=vad_pb2.VadOptions(chunking=7)  # type: ignore[arg-type]
+                ),
+            ),
+            "chunking method",
+        ),
     ):
         with pytest.raises(grpc.RpcError) as refused:
             suite.gateway.CreateJob(request, timeout=30)

@@ -161,8 +161,9 @@ def test_silence_and_empty_audio_give_progress_only(services: Services) -> None:
         {"max_chunk_duration": seconds_to_duration(31.0)},
         {"speech_pad": seconds_to_duration(-1.0)},
         {"speech_pad": seconds_to_duration(2.0), "max_chunk_duration": seconds_to_duration(3.0)},
+        {"chunking": 7},
     ],
-    ids=["threshold-over-1", "negative-threshold", "chunk-over-30s", "negative-pad", "pad-fills-chunk"],
+    ids=["threshold-over-1", "negative-threshold", "chunk-over-30s", "negative-pad", "pad-fills-chunk", "chunking"],
 )
 def test_bad_options_are_invalid_argument(
     services: Services, decoded: common_pb2.AudioHandle, options: dict[str, object]
