@@ -470,12 +470,11 @@ def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[
     """Entry point of a service process: logs, start, wait for SIGTERM or
     SIGINT, graceful stop, exit 0."""
     from common.logs import configure_logging
-    from common.memory import limit_malloc_arenas
+    from common.memory import tune_malloc
 
-    arenas = limit_malloc_arenas(os.environ)
+    malloc = tune_malloc(os.environ)
     configure_logging(name, level=config.log_level)
-    if arenas is not None:
-        log.info("malloc arenas capped", service=name, arenas=arenas)
+    log.info("malloc tuned", service=name, arenas=malloc.arenas, keep_bytes=malloc.keep_bytes)
 
     async def main() -> None:
         stop = asyncio.Event()

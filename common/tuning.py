@@ -13,15 +13,19 @@ Measured on a 2-core machine with Whisper tiny.en, int8, beam 5, on a
 worker with 1 thread 12.7 s, two workers with 1 thread each (two halves in
 parallel) 7.1 s. Parallel workers beat intra-op threads, so on CPU there is one
 single-threaded worker per effective CPU, up to `_MAX_CPU_ASR_WORKERS`; beyond
-that the CPUs are shared out as threads per worker. With 1 thread a batch of 8
-took 8.1 s where batches of 4, 2 or 1 took 6.55 s (batched beam search pads
-every chunk to the longest). Through the whole suite (three 10-minute jobs
-each, two workers) batches of 2 took 7.8-8.8 s, of 4 8.5-9.0 s and of 1
-9.2-9.6 s, and memory grows with the batch: every beam of every chunk keeps
-its own copy of the encoder's cross-attention keys and values (for tiny, about
-18 MB a beam, so 5 beams x 4 chunks is about 370 MB a worker); the ASR's peak
-RSS was 640-710 MiB with batches of 2 against 905-955 MiB with 4. Hence
-`_CPU_BATCH_SIZE`.
+that the CPUs are shared out as threads per worker.
+
+Batches on CPU: the ASR encodes and aligns a batch's chunks one at a time
+and decodes them together (services/asr/engine.py, `_StagedWhisper`), and
+its allocator keeps freed buffers (common/memory.py). Then the beam search
+gets cheaper per chunk as the batch grows (one thread, tiny.en: 0.21 s a
+chunk alone, 0.17 in 2, 0.14 in 4, 0.13 in 8), and through the suite a
+10-minute job took 5.4 s with batches of 2, 5.0 s with 4 and 4.8 s with 8
+(`bench.end_to_end`, two workers). A batch of 8 raised one worker's peak RSS
+by 160 MiB with tiny.en and 300 MiB with base (`_CPU_MEMORY_PER_BATCH_CHUNK_BYTES`
+errs above that, for bigger models); a worker whose share of the memory is
+small gets a smaller batch. Before those two changes batches of 2 were the
+fastest: every chunk's encoder buffers were faulted in afresh.
 
 Memory
 ------
@@ -47,9 +51,9 @@ _CUDA_COMPUTE_TYPE = "float16"
 
 # One single-threaded worker per effective CPU up to this many; more CPUs become threads per worker.
 _MAX_CPU_ASR_WORKERS = 8
-# Chunks per batch on CPU: 2 was the fastest through the suite, and each chunk's beams hold their own
-# cross-attention cache (padding makes 8 slower, memory makes 4 dearer).
-_CPU_BATCH_SIZE = 2
+# Chunks per batch on CPU at most (see the module docstring), and the memory each takes beyond the model's.
+_MAX_CPU_BATCH_SIZE = 8
+_CPU_MEMORY_PER_BATCH_CHUNK_BYTES = 128 * 1024 * 1024
 # Effective memory each CPU worker is budgeted: a replica of a model up to medium in int8 (~0.8 GB of weights)
 # with its decoding buffers. tiny and base need far less, so this errs towards fewer workers.
 _CPU_MEMORY_PER_ASR_WORKER_BYTES = 1 * BYTES_PER_GIB
@@ -142,6 +146,15 @@ def _tune_cpu(hardware: HardwareInfo) -> Tuning:
     threads_why = f"{cpus} effective CPUs over {_counted(workers, 'worker')}: {_counted(threads, 'thread')} each" + (
         " (parallel workers beat threads within one)" if threads == 1 else ""
     )
+    # What each worker's share of the memory leaves beyond its model, in chunks of a batch.
+    spare_bytes = memory_bytes // workers - _CPU_MEMORY_PER_ASR_WORKER_BYTES
+    batch_size = max(1, min(_MAX_CPU_BATCH_SIZE, spare_bytes // _CPU_MEMORY_PER_BATCH_CHUNK_BYTES))
+    batch_why = (
+        f"CPU: {format_bytes(memory_bytes)} effective memory over {_counted(workers, 'worker')}: batches of "
+        f"{batch_size} (the beam search is cheaper per chunk in larger ones; "
+        f"{format_bytes(_CPU_MEMORY_PER_BATCH_CHUNK_BYTES)} a chunk beyond the model's "
+        f"{format_bytes(_CPU_MEMORY_PER_ASR_WORKER_BYTES)}, at most {_MAX_CPU_BATCH_SIZE})"
+    )
     return _with_shared_settings(
         hardware,
         device=DEVICE_CPU,
@@ -150,8 +163,8 @@ def _tune_cpu(hardware: HardwareInfo) -> Tuning:
         workers_why=workers_why,
         threads=threads,
         threads_why=threads_why,
-        batch_size=_CPU_BATCH_SIZE,
-        batch_why=f"CPU: batches of {_CPU_BATCH_SIZE} (larger ones pad beams and hold a cache per beam)",
+        batch_size=batch_size,
+        batch_why=batch_why,
         compute_type=_CPU_COMPUTE_TYPE,
     )
 

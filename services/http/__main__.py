@@ -13,7 +13,7 @@ from aiohttp import web
 
 from common.config import ConfigError
 from common.logs import configure_logging
-from common.memory import limit_malloc_arenas
+from common.memory import tune_malloc
 from common.server import ignore_late_signals
 from services.http.app import HttpFront
 from services.http.config import HttpConfig
@@ -46,7 +46,7 @@ def main() -> None:
     except ConfigError as error:
         print(f"http: configuration error: {error}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
-    limit_malloc_arenas(os.environ)
+    tune_malloc(os.environ)
     configure_logging("http", level=os.environ.get("SUBTITLER_LOG_LEVEL", "INFO"))
     port_file = os.environ.get("SUBTITLER_HTTP_PORT_FILE", "").strip()
     try:

@@ -43,10 +43,24 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
     tuning = tune(_hardware(cpus=2))
     assert tuning.device == "cpu"
     assert tuning.asr_compute_type == "int8"
-    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 2)
+    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 8)
     assert tuning.gateway_max_concurrent_jobs == 16
     assert (tuning.vad_max_concurrent, tuning.vad_threads) == (1, 1)
     assert (tuning.align_max_concurrent, tuning.align_threads) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("memory_gib", "batch_size"),
+    [
+        (24, 8),  # plenty: the largest CPU batch
+        (3, 4),  # 1.5 GiB a worker: 0.5 GiB beyond the model, 128 MiB a chunk
+        (2, 1),  # nothing beyond the model: one chunk at a time
+    ],
+)
+def test_the_cpu_batch_follows_each_workers_share_of_the_memory(memory_gib: int, batch_size: int) -> None:
+    tuning = tune(_hardware(cpus=2, memory_limit_bytes=memory_gib * BYTES_PER_GIB))
+    assert (tuning.asr_workers, tuning.asr_batch_size) == (2, batch_size)
+    assert f"batches of {batch_size}" in tuning.reason("asr_batch_size")
 
 
 def test_sixteen_cpus_cap_the_workers_at_eight_and_share_out_threads() -> None:
