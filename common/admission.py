@@ -79,9 +79,9 @@ class AdmissionLimit:
 
 
 async def run_blocking(
-    executor: Executor, call: Callable[[], _Result], *, on_cancel: Callable[[], None] | None = None
+    executor: Executor | None, call: Callable[[], _Result], *, on_cancel: Callable[[], None] | None = None
 ) -> _Result:
-    """Runs `call` in `executor` and returns its result.
+    """Runs `call` in `executor` (None: the loop's default) and returns its result.
 
     If the awaiting task is cancelled meanwhile, calls `on_cancel` (e.g. to
     ask the engine to stop early), waits for `call` to return, and then

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class MallocSettings:
     keep_bytes: int | None
 
 
-def _libc_function(name: str) -> ctypes._CFuncPtr | None:
+def _libc_function(name: str) -> Callable[..., int] | None:
     try:
-        return getattr(ctypes.CDLL(None), name)  # type: ignore[no-any-return]
+        return cast(Callable[..., int], getattr(ctypes.CDLL(None), name))
     except (OSError, AttributeError):
         return None  # not glibc (musl, macOS)
 

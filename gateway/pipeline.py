@@ -112,6 +112,8 @@ class JobPipeline:
         self._config = config
         self._chunks: list[_Chunk] = []
         self._detection_done = False
+        # Seconds of the audio the VAD has looked at so far.
+        self._analysed_s = 0.0
         self._transcripts: dict[int, list[Segment]] = {}
         self._aligned: dict[int, list[Segment]] = {}
         # Resolved once the language is known (see gateway.policy.choose_align_method).
@@ -319,6 +321,7 @@ class JobPipeline:
                 self._chunks.append(chunk)
                 chunk_queue.put_nowait(chunk)
             analysed_s = duration_to_seconds(response.analysed_duration)
+            self._analysed_s = max(self._analysed_s, analysed_s)
             await self._progress(Stage.DETECT_SPEECH, analysed_s / duration_s, round(analysed_s), round(duration_s))
 
     async def _next_batch(
@@ -338,7 +341,11 @@ class JobPipeline:
         worker_idle = capacity.in_flight <= capacity.figures.workers
         batch: list[_Chunk] = []
         while len(batch) < tail_share(
-            size, len(batch) + chunk_queue.qsize(), capacity.figures.workers, detection_done=self._detection_done
+            size,
+            len(batch) + chunk_queue.qsize(),
+            capacity.figures.workers,
+            detection_done=self._detection_done,
+            expected_more=self._chunks_to_come(),
         ):
             if batch and chunk_queue.empty() and (self._detection_done or worker_idle):
                 break
@@ -351,6 +358,16 @@ class JobPipeline:
                 continue
             batch.append(item)
         return batch or None
+
+    def _chunks_to_come(self) -> float | None:
+        """Chunks the VAD has still to find, at the rate it found them so
+        far; None before it has found any."""
+        if self._detection_done:
+            return 0.0
+        if self._analysed_s <= 0.0 or not self._chunks:
+            return None
+        rest_s = max(0.0, self._job.audio_duration_s - self._analysed_s)
+        return len(self._chunks) / self._analysed_s * rest_s
 
     async def _transcribe(
         self, chunk_queue: asyncio.Queue[_Chunk | None], align_queue: asyncio.Queue[int | None]

@@ -46,14 +46,21 @@ def consecutive_runs(items: Sequence[T], key: Callable[[T], int]) -> list[list[T
     return runs
 
 
-def tail_share(size: int, queued: int, workers: int, *, detection_done: bool) -> int:
-    """Chunks for the next Transcribe call: `size` while detection runs;
-    once it is done, the `queued` chunks left (the end-of-chunks mark among
-    them) shared evenly over the ASR `workers`, so that none idles at the end
-    while another decodes a full batch."""
-    if not detection_done:
+def tail_share(
+    size: int, queued: int, workers: int, *, detection_done: bool, expected_more: float | None = None
+) -> int:
+    """Chunks for the next Transcribe call: the chunks left shared evenly
+    over the ASR `workers`, at most `size`, so that none idles at the end
+    while another decodes a full batch. Once detection is done the chunks
+    left are the `queued` ones (the end-of-chunks mark among them); while it
+    runs, the `queued` ones and the `expected_more` still to be detected
+    (None: not known yet, so `size`)."""
+    if detection_done:
+        left = max(1, queued - 1)
+    elif expected_more is None:
         return size
-    left = max(1, queued - 1)
+    else:
+        left = queued + math.ceil(expected_more)
     return max(1, min(size, math.ceil(left / max(1, workers))))
 
 

@@ -91,6 +91,8 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         stop = threading.Event()
         async with self._admission.slot(), self._samples(request, chunks) as (samples, offset_samples, sample_count):
             admitted = time.perf_counter()
+            # The request checked and its model looked up off the model workers:
+            # queued behind their batches, a request would miss the next one.
             prepared = await self._run(
                 functools.partial(
                     self._transcriber.prepare,
@@ -105,6 +107,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                     parts=[[time_range_from_proto(part) for part in each.ranges] for each in request.chunk_speech],
                 ),
                 stop,
+                model_work=False,
             )
             if prepared.language is None:
                 prepared = await self._run(functools.partial(self._transcriber.detect, prepared), stop)
@@ -209,11 +212,12 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                 return _model_info(status)
         raise NotFoundError(f"model {name!r} is unknown to this replica")
 
-    async def _run(self, call: Callable[[], _Result], stop: threading.Event) -> _Result:
-        """Runs `call` in the model executor. If the RPC is cancelled, asks
-        the engine to stop and waits for the call to return before the audio
-        and the admission slot are given back."""
-        return await run_blocking(self._executor, call, on_cancel=stop.set)
+    async def _run(self, call: Callable[[], _Result], stop: threading.Event, *, model_work: bool = True) -> _Result:
+        """Runs `call` in the model executor (or, not `model_work`, in the
+        loop's default one). If the RPC is cancelled, asks the engine to stop
+        and waits for the call to return before the audio and the admission
+        slot are given back."""
+        return await run_blocking(self._executor if model_work else None, call, on_cancel=stop.set)
 
     def _check_ready(self, model: str) -> None:
         if model == self._default_model and not self._transcriber.models.is_loaded(model):

@@ -259,13 +259,24 @@ def test_consecutive_runs_split_where_indices_jump() -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "queued", "workers", "done", "expected"),
-    [(4, 20, 2, False, 4), (4, 20, 2, True, 4), (4, 6, 2, True, 3), (4, 3, 2, True, 1), (4, 1, 2, True, 1)],
+    ("size", "queued", "workers", "done", "more", "expected"),
+    [
+        (4, 20, 2, False, None, 4),
+        (4, 20, 2, True, None, 4),
+        (4, 6, 2, True, None, 3),
+        (4, 3, 2, True, None, 1),
+        (4, 1, 2, True, None, 1),
+        # While detection runs: what is queued and what is still to come.
+        (8, 2, 2, False, None, 8),  # nothing known yet
+        (8, 2, 2, False, 7.2, 5),  # 10 chunks in all over 2 replicas: 5 each, not 8 and 2
+        (8, 8, 2, False, 0.4, 5),  # the last 9
+        (8, 20, 2, False, 20.0, 8),
+    ],
 )
 def test_the_last_chunks_are_shared_over_the_workers(
-    size: int, queued: int, workers: int, done: bool, expected: int
+    size: int, queued: int, workers: int, done: bool, more: float | None, expected: int
 ) -> None:
-    assert tail_share(size, queued, workers, detection_done=done) == expected
+    assert tail_share(size, queued, workers, detection_done=done, expected_more=more) == expected
 
 
 def test_a_limit_is_not_retried_but_a_busy_service_is(store: JobStore) -> None:
