@@ -368,7 +368,7 @@ def main() -> None:
             rows.append(("BatchedInferencePipeline, batch 4, word_timestamps", *baselines[(4, True)], None))
         rows.append(
             (
-                f"  same as batch {options.batch_size}, word_timestamps, with the suite's malloc",
+                "  the same, with the suite's malloc settings",
                 *min(tuned_malloc),
                 None,
             )
