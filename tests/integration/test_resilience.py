@@ -328,8 +328,11 @@ def test_losing_one_of_two_asr_replicas_costs_no_waiting(suite: RunningSuite, un
     # The survivor took over at once: no waiting for the lost one.
     processing_s = duration_to_seconds(job.processing_duration)
     assert processing_s <= undisturbed.processing_s * 1.3 + 5.0, (processing_s, undisturbed.processing_s)
+    # Each call the lost replica had in flight waits once, the first backoff,
+    # and goes to the survivor; none waits a second time for the lost one.
+    cut_off_calls = [request for request in requests if request.code != "OK"]
     waited = [event for event in all_events(suite, job_id) if event.waiting_reason]
-    assert len(waited) <= 1, waited
+    assert len(waited) <= max(1, len(cut_off_calls)), (waited, cut_off_calls)
 
 
 def test_audio_service_killed_mid_job_decodes_again(suite: RunningSuite, undisturbed: Undisturbed) -> None:
