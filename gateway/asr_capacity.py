@@ -138,7 +138,8 @@ class AsrCapacity:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self.release()  # granted just as we were cancelled: pass it on
-                else:
+                elif waiter in self._waiters:
+                    # (`_wake` may have dropped it already, cancelled, on its way to the next.)
                     self._waiters.remove(waiter)
                 raise
             return

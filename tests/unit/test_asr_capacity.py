@@ -110,9 +110,13 @@ def test_a_cancelled_waiter_gives_its_turn_on() -> None:
         waiting = asyncio.create_task(capacity.acquire())
         await asyncio.sleep(0.01)
         cancelled.cancel()
+        # Released before the cancelled task runs again: the slot passes over it.
         capacity.release()
         await asyncio.wait_for(waiting, 1.0)
         assert capacity.in_flight == 2
+        # It ends cancelled (it once raised ValueError, failing its job).
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
 
     asyncio.run(run())
 
