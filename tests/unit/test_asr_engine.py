@@ -3,6 +3,7 @@ embedded models: tiny.en (the default) and the multilingual base."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -107,6 +108,25 @@ def test_same_text_as_batched_inference_pipeline(
     segments, _ = pipeline.transcribe(recording.samples, clip_timestamps=clips, batch_size=2, beam_size=5)
     expected = [segment.text.strip() for segment in segments]
     assert [segment.text for transcript in transcripts for segment in transcript.segments] == expected
+
+
+@needs_speech
+def test_words_and_text_do_not_depend_on_which_chunks_share_a_batch(
+    transcriber: Transcriber, recording: Recording
+) -> None:
+    # On CPU the batch's chunks are encoded and aligned one at a time
+    # (`_StagedWhisper`): a chunk's words come out the same alone or batched.
+    options = TranscriptionOptions(word_timestamps=True, batch_size=3)
+    together = list(transcriber.transcribe(recording.samples, recording.chunks, options))
+    alone = [
+        transcript
+        for position, chunk in enumerate(recording.chunks)
+        for transcript in transcriber.transcribe(
+            recording.samples, [chunk], dataclasses.replace(options, batch_size=1), first_chunk_index=position
+        )
+    ]
+    assert together == alone
+    assert all(segment.words for transcript in together for segment in transcript.segments)
 
 
 @needs_speech
