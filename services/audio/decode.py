@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,9 @@ def decode_file(
         raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {name}")
+    plain = _decode_plain_wav(path, name, size_bytes, options, cancel_event, started)
+    if plain is not None:
+        return plain
     try:
         # An absolute path, so FFmpeg never reads it as a protocol ("concat:"),
         # and only single-file containers over the file protocol.
@@ -172,6 +176,58 @@ def decode_file(
         raise InvalidInputError(f"{name} is not a readable media file: {_reason(error)}") from error
     with container:
         return _decode_container(container, name, size_bytes, options, cancel_event, started)
+
+
+def _decode_plain_wav(
+    path: Path,
+    name: str,
+    size_bytes: int,
+    options: DecodeOptions,
+    cancel_event: threading.Event | None,
+    started: float,
+) -> DecodedAudio | None:
+    """A WAV file of 16-bit PCM, one channel, at the target rate (what many
+    users convert their audio to) read straight into samples: the same
+    values FFmpeg gives (sample / 32768), about ten times as fast as frame
+    by frame. None for anything else, FFmpeg's to decode (and to judge):
+    other formats, rates, channels or sample sizes, a header the standard
+    library does not read, or one that says the audio is over the limit."""
+    if "wav" not in options.allowed_demuxers:
+        return None
+    try:
+        reader = wave.open(str(path), "rb")  # noqa: SIM115 - closed by the with below; only its opening may fail
+    except (wave.Error, EOFError):
+        return None  # not RIFF/WAVE, not PCM, or a header cut short
+    with reader:
+        layout = (reader.getnchannels(), reader.getsampwidth(), reader.getframerate())
+        if layout != (1, 2, options.sample_rate_hertz):
+            return None
+        if reader.getnframes() > options.max_duration_s * options.sample_rate_hertz * _HEADER_DURATION_TOLERANCE:
+            return None  # FFmpeg's header check says so (or reads a streamed WAV's unknown length)
+        blocks = _SampleBlocks()
+        # A file cut short gives what is there, as FFmpeg does.
+        while data := reader.readframes(_BLOCK_SAMPLES):
+            if cancel_event is not None and cancel_event.is_set():
+                raise CancelledError(f"decoding of {name} was cancelled")
+            pcm = np.frombuffer(data, dtype="<i2", count=len(data) // 2)
+            blocks.append(pcm.astype(np.float32) / np.float32(32768.0))
+            if blocks.sample_count > options.max_duration_s * options.sample_rate_hertz:
+                raise ResourceExhaustedError(_too_long_message(name, None, options))
+    decoded = DecodedAudio(
+        chunks=blocks.finish(),
+        sample_count=blocks.sample_count,
+        sample_rate_hertz=options.sample_rate_hertz,
+        source=SourceDescription("wav", "pcm_s16le", options.sample_rate_hertz, 1, size_bytes),
+        decode_duration_s=time.perf_counter() - started,
+    )
+    logger.info(
+        "decoded %s (wav/pcm_s16le, %d Hz, 1 ch, read directly): %.1f s of audio in %.2f s",
+        name,
+        options.sample_rate_hertz,
+        decoded.duration_s,
+        decoded.decode_duration_s,
+    )
+    return decoded
 
 
 def _decode_container(
@@ -277,12 +333,16 @@ def _decode_container(
     return decoded
 
 
+# Samples of one block of decoded audio.
+_BLOCK_SAMPLES = 1 << 18
+
+
 class _SampleBlocks:
     """Gathers the decoder's small frames (a few hundred samples each) into
     blocks of `block_samples`, so hours of audio are a few hundred arrays,
     not a million, and copying them into shared memory is quick."""
 
-    def __init__(self, block_samples: int = 1 << 18) -> None:
+    def __init__(self, block_samples: int = _BLOCK_SAMPLES) -> None:
         self._block_samples = block_samples
         self._blocks: list[npt.NDArray[np.float32]] = []
         self._current = np.empty(block_samples, dtype=np.float32)

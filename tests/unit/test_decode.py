@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from services.audio import decode as decode_module
 from services.audio.decode import TARGET_SAMPLE_RATE_HERTZ, DecodeOptions, decode_file
 from tests.media import (
     MEDIA_SPECS,
@@ -251,3 +252,24 @@ def test_non_finite_samples_are_made_silent(tmp_path: Path) -> None:
     decoded = decode_file(path).samples()
     assert np.isfinite(decoded).all()
     assert decoded.size == 16_000 and np.count_nonzero(decoded == 0.0) >= 101
+
+
+def test_a_16k_mono_pcm_wav_is_read_directly_with_ffmpegs_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = np.random.default_rng(3).uniform(-1.0, 1.0, 16_000 * 40).astype(np.float32)
+    path = write_wav(tmp_path / "speech.wav", samples, 16_000)
+    direct = decode_file(path)
+    assert decode_module._decode_plain_wav(path, path.name, path.stat().st_size, DecodeOptions(), None, 0.0)
+    # The same file through FFmpeg.
+    monkeypatch.setattr(decode_module, "_decode_plain_wav", lambda *arguments: None)
+    through_ffmpeg = decode_file(path)
+    assert direct.source == through_ffmpeg.source
+    assert [chunk.size for chunk in direct.chunks] == [chunk.size for chunk in through_ffmpeg.chunks]
+    assert np.array_equal(direct.samples(), through_ffmpeg.samples())
+
+
+def test_other_wavs_still_go_through_ffmpeg(tmp_path: Path) -> None:
+    eight_k = write_wav(tmp_path / "phone.wav", np.zeros(8_000, dtype=np.float32), 8_000)
+    assert decode_file(eight_k).source.source_sample_rate_hertz == 8_000
+    assert decode_file(eight_k).sample_count == 16_000
