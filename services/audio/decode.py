@@ -6,7 +6,9 @@ one channel, so the file is read once and never held in memory; only the
 decoded samples are, as a list of chunks the caller copies once into their
 final place (`DecodedAudio.chunks`). Channels are down-mixed with FFmpeg's
 matrix, normalised so the result never exceeds full scale (stereo becomes
-the mean of its two channels).
+the mean of its two channels). A WAV file already in the target form
+(16-bit PCM, one channel, the target rate) is read block by block with the
+standard library's `wave` instead: the same values, a tenth of the time.
 
 What counts as an error (all raised as `common.errors` types):
 
