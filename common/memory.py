@@ -17,13 +17,15 @@ faulted in and zeroed again: on this project's bench that was about a
 million page faults and a second of system time a 10-minute job, and the
 ASR decoded 10-20% slower (`bench/end_to_end.py`). Blocks up to `SUBTITLER_MALLOC_KEEP_BYTES` now come from
 the heap and up to as much free memory stays at its top; a service that
-goes idle hands it back (`release_free_memory`).
+goes idle hands it back (`IdleMemoryRelease`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -91,3 +93,55 @@ def release_free_memory() -> bool:
     `malloc_trim`); True when some was. For a service that has gone idle."""
     trim = _libc_function("malloc_trim")
     return bool(trim(0)) if trim is not None else False
+
+
+# Seconds without work after which a service hands back the memory malloc keeps.
+IDLE_RELEASE_AFTER_S = 10.0
+# RPCs that are not work: health probes, reflection and status come at any time.
+_NOT_WORK_PREFIXES = ("/grpc.health.", "/grpc.reflection.", "/subtitler.status.")
+
+
+class IdleMemoryRelease:
+    """Hands the memory malloc keeps back (`release_free_memory`) once a
+    service has had no RPC of its own running for `after_s`, once per spell
+    of work: the freed buffers of the last batch are reused while work goes
+    on, and do not stay with an idle service.
+
+    `started`/`ended` are called around every RPC (the server's interceptor);
+    `watch` runs as a background task. Used from one event loop."""
+
+    def __init__(
+        self, after_s: float = IDLE_RELEASE_AFTER_S, release: Callable[[], object] = release_free_memory
+    ) -> None:
+        self._after_s = after_s
+        self._release = release
+        self._running = 0
+        self._last_end = 0.0
+        self._worked = False
+        self.releases = 0
+
+    @staticmethod
+    def is_work(method: str) -> bool:
+        """Whether an RPC (its full name, "/package.Service/Method") is work."""
+        return not method.startswith(_NOT_WORK_PREFIXES)
+
+    def started(self) -> None:
+        self._running += 1
+        self._worked = True
+
+    def ended(self) -> None:
+        self._running -= 1
+        self._last_end = time.monotonic()
+
+    def due(self) -> bool:
+        """Work was done, none runs, and none has for `after_s`."""
+        return self._worked and not self._running and time.monotonic() - self._last_end >= self._after_s
+
+    async def watch(self) -> None:
+        """Releases whenever `due`; never returns (cancel it)."""
+        while True:
+            await asyncio.sleep(self._after_s / 4)
+            if self.due():
+                self._worked = False
+                self.releases += 1
+                await asyncio.to_thread(self._release)

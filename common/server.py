@@ -47,6 +47,7 @@ from grpc_reflection.v1alpha import reflection
 from common import errors, metrics
 from common.affinity import validate_affinity_spec
 from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
+from common.memory import IdleMemoryRelease
 from common.tls import TlsConfig
 
 log = structlog.get_logger(__name__)
@@ -204,8 +205,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps domain errors to status codes, logs one canonical line per RPC
     and counts it in the metrics of `service`."""
 
-    def __init__(self, service: str = "") -> None:
+    def __init__(self, service: str = "", idle_release: IdleMemoryRelease | None = None) -> None:
         self._service = service
+        self._idle_release = idle_release
 
     async def intercept_service(
         self,
@@ -217,26 +219,27 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         deserializer = _tolerant(handler.request_deserializer)
+        work = self._idle_release if IdleMemoryRelease.is_work(handler_call_details.method) else None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(self._service, method, handler.unary_unary),
+                _wrap_unary(self._service, method, handler.unary_unary, work=work),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(self._service, method, handler.stream_unary, streamed=True),
+                _wrap_unary(self._service, method, handler.stream_unary, streamed=True, work=work),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(self._service, method, handler.unary_stream),
+                _wrap_stream(self._service, method, handler.unary_stream, work=work),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(self._service, method, handler.stream_stream, streamed=True),
+            _wrap_stream(self._service, method, handler.stream_stream, streamed=True, work=work),
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -278,16 +281,21 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def _rpc_scope(service: str, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def _rpc_scope(
+    service: str, method: str, context: grpc.aio.ServicerContext, work: IdleMemoryRelease | None = None
+) -> AsyncIterator[None]:
     """Around the body of one RPC: binds its request and job ids to the logs,
     maps an error to its status (a bug to INTERNAL with the request id and no
     stack trace), and writes the canonical log line with the final code.
 
     Cancellation and aborts pass through unchanged (logged as CANCELLED and
-    as the aborted code)."""
+    as the aborted code). `work`: told when the RPC starts and ends (what
+    the service does counts as work; health probes do not)."""
     scope = _RpcScope(service, method, context)
     scope.bind()
     code = grpc.StatusCode.OK
+    if work is not None:
+        work.started()
     try:
         yield
     except asyncio.CancelledError:
@@ -301,23 +309,35 @@ async def _rpc_scope(service: str, method: str, context: grpc.aio.ServicerContex
         await scope.fail(error)
     finally:
         scope.finish(code)
+        if work is not None:
+            work.ended()
 
 
 def _wrap_unary(
-    service: str, method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+    service: str,
+    method: str,
+    behaviour: Callable[..., Any],
+    *,
+    streamed: bool = False,
+    work: IdleMemoryRelease | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with _rpc_scope(service, method, context):
+        async with _rpc_scope(service, method, context, work):
             return await behaviour(_checked_stream(request) if streamed else _checked(request), context)
 
     return run
 
 
 def _wrap_stream(
-    service: str, method: str, behaviour: Callable[..., Any], *, streamed: bool = False
+    service: str,
+    method: str,
+    behaviour: Callable[..., Any],
+    *,
+    streamed: bool = False,
+    work: IdleMemoryRelease | None = None,
 ) -> Callable[..., AsyncIterator[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with _rpc_scope(service, method, context):
+        async with _rpc_scope(service, method, context, work):
             produced = behaviour(_checked_stream(request) if streamed else _checked(request), context)
             if inspect.isasyncgen(produced):
                 async for response in produced:
@@ -345,11 +365,16 @@ class RunningServer:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The Prometheus endpoint, when the config asks for one.
     metrics_endpoint: metrics.MetricsEndpoint | None = None
+    # Hands back the memory malloc keeps once the service is idle (common/memory.py).
+    idle_release: IdleMemoryRelease = field(default_factory=IdleMemoryRelease)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.set_serving(False)
         await self.server.start()
+        watch = asyncio.get_running_loop().create_task(self.idle_release.watch())
+        self._background.add(watch)
+        watch.add_done_callback(self._background.discard)
         if self.config.metrics_port is not None and self.metrics_endpoint is None:
             self.metrics_endpoint = metrics.MetricsEndpoint(
                 self.config.host, self.config.metrics_port, self.config.metrics_port_file
@@ -410,8 +435,9 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    idle_release = IdleMemoryRelease()
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(name)],
+        interceptors=[ErrorMappingInterceptor(name, idle_release)],
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
@@ -430,7 +456,7 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
-    return RunningServer(name, server, port, health_servicer, tuple(service_names), config)
+    return RunningServer(name, server, port, health_servicer, tuple(service_names), config, idle_release=idle_release)
 
 
 def service_main(name: str, load: Callable[[], Any], create: Callable[[Any], Awaitable[RunningServer]]) -> None:

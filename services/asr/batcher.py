@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -33,9 +33,6 @@ logger = logging.getLogger(__name__)
 # Batches a replica holds per model worker: one decoding, one on its way (the
 # gateway keeps as many chunks in flight: gateway/asr_capacity.py).
 CALLS_PER_WORKER = 2
-# Seconds without a batch after which the pool hands the memory the
-# allocator kept for the next batch back to the system (common/memory.py).
-IDLE_RELEASE_AFTER_S = 10.0
 
 
 @dataclass(eq=False)
@@ -73,28 +70,14 @@ class BatchPool:
     workers running at once. Used from one event loop."""
 
     def __init__(
-        self,
-        transcriber: Transcriber,
-        executor: Executor,
-        *,
-        workers: int,
-        preferred_batch_size: int = 0,
-        release_when_idle: Callable[[], object] | None = None,
-        idle_release_after_s: float = IDLE_RELEASE_AFTER_S,
+        self, transcriber: Transcriber, executor: Executor, *, workers: int, preferred_batch_size: int = 0
     ) -> None:
         """`preferred_batch_size`: the most chunks a batch takes whatever the
         requests ask (the size tuned to the machine; 0: the requests' own). A
         request's batch size bounds the batches it is in, as it always did;
-        batches of other requests' chunks never grow past this.
-
-        `release_when_idle`: called in the executor once no batch has run for
-        `idle_release_after_s` (the allocator's kept memory handed back)."""
+        batches of other requests' chunks never grow past this."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        self._release_when_idle = release_when_idle
-        self._idle_release_after_s = idle_release_after_s
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._releases = 0
         self._preferred_batch_size = preferred_batch_size
         self._transcriber = transcriber
         self._executor = executor
@@ -143,29 +126,8 @@ class BatchPool:
                 self._pending.remove(work)
             await _outlast(work.in_flight)
 
-    @property
-    def idle_releases(self) -> int:
-        """Times the pool, idle, handed kept memory back."""
-        return self._releases
-
-    def _idle(self) -> None:
-        """The last worker finished and nothing waits: release later, unless work comes first."""
-        if self._release_when_idle is None or self._idle_timer is not None:
-            return
-        self._idle_timer = asyncio.get_running_loop().call_later(self._idle_release_after_s, self._release)
-
-    def _release(self) -> None:
-        self._idle_timer = None
-        if self._decoding or self.waiting_chunks or self._release_when_idle is None:
-            return
-        self._releases += 1
-        asyncio.get_running_loop().run_in_executor(self._executor, self._release_when_idle)
-
     async def close(self) -> None:
         """Stops the workers (the service is stopping)."""
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -216,9 +178,6 @@ class BatchPool:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-                self._idle_timer = None
             works = list(dict.fromkeys(work for work, _ in batch))
             future = loop.run_in_executor(
                 self._executor,
@@ -251,8 +210,6 @@ class BatchPool:
                 self._decoding -= 1
                 for work in works:
                     work.in_flight.discard(future)
-                if not self._decoding and not self.waiting_chunks:
-                    self._idle()
 
 
 async def _outlast(futures: set[asyncio.Future[list[ChunkTranscript]]]) -> list[ChunkTranscript]:

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
 from common.machine import plan_machine
-from common.memory import release_free_memory
 from common.server import RunningServer, create_server
 from common.status import LoadFigures, StatusServicer, choose, status_registration
 from common.whisper_models import ModelCache, resolve_model_path
@@ -81,13 +80,7 @@ async def create(config: AsrConfig) -> RunningServer:
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
     transcriber = Transcriber(models, max_batch_size=config.max_batch_size)
-    pool = BatchPool(
-        transcriber,
-        executor,
-        workers=int(workers),
-        preferred_batch_size=int(batch_size),
-        release_when_idle=release_free_memory,
-    )
+    pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size))
     servicer = AsrServicer(
         transcriber,
         audio_reader,

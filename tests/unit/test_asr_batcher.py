@@ -188,32 +188,3 @@ def test_batches_never_grow_past_the_size_tuned_to_the_machine() -> None:
         executor.shutdown()
 
     asyncio.run(main())
-
-
-def test_an_idle_pool_hands_kept_memory_back_once_and_not_while_work_comes() -> None:
-    async def main() -> None:
-        decoder = _Decoder(delay_s=0.01)
-        executor = ThreadPoolExecutor(max_workers=1)
-        releases: list[int] = []
-        pool = BatchPool(
-            cast(Transcriber, decoder),
-            executor,
-            workers=1,
-            release_when_idle=lambda: releases.append(decoder.busy),
-            idle_release_after_s=0.2,
-        )
-        await _collect(pool, _Request("first", 2))
-        # Work within the idle time puts the release off.
-        await asyncio.sleep(0.1)
-        await _collect(pool, _Request("second", 2))
-        await asyncio.sleep(0.1)
-        assert releases == []
-        await asyncio.sleep(0.3)
-        # Once, and never while a batch decodes.
-        assert releases == [0] and pool.idle_releases == 1
-        await asyncio.sleep(0.3)
-        assert releases == [0]
-        await pool.close()
-        executor.shutdown()
-
-    asyncio.run(main())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES, release_free_memory
+from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES, IdleMemoryRelease, release_free_memory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,3 +71,34 @@ def test_settings_are_read_and_glibcs_own_variables_win() -> None:
 
 def test_release_free_memory_never_fails() -> None:
     assert release_free_memory() in (True, False)
+
+
+def test_an_idle_service_hands_kept_memory_back_once_per_spell_of_work() -> None:
+    async def main() -> None:
+        releases: list[float] = []
+        idle = IdleMemoryRelease(after_s=0.2, release=lambda: releases.append(time.monotonic()))
+        watch = asyncio.create_task(idle.watch())
+        await asyncio.sleep(0.3)
+        assert releases == []  # nothing done yet
+        idle.started()
+        await asyncio.sleep(0.4)
+        assert releases == []  # still working
+        idle.ended()
+        await asyncio.sleep(0.1)
+        idle.started()  # more work within the idle time puts it off
+        idle.ended()
+        ended = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert len(releases) == 1 and releases[0] - ended >= 0.2
+        await asyncio.sleep(0.4)
+        assert len(releases) == 1 and idle.releases == 1  # once, until there is work again
+        watch.cancel()
+
+    asyncio.run(main())
+
+
+def test_health_probes_reflection_and_status_are_not_work() -> None:
+    assert IdleMemoryRelease.is_work("/subtitler.asr.v1.AsrService/Transcribe")
+    assert not IdleMemoryRelease.is_work("/grpc.health.v1.Health/Check")
+    assert not IdleMemoryRelease.is_work("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert not IdleMemoryRelease.is_work("/subtitler.status.v1.StatusService/GetStatus")
