@@ -775,21 +775,26 @@ class _StagedWhisper:
         num_frames: list[int],
         prepend_punctuations: str,
         append_punctuations: str,
-        last_speech_timestamp: float,
+        _last_speech_timestamp: float,
     ) -> float:
-        del last_speech_timestamp  # each chunk starts after a pause
+        """faster-whisper's, chunk by chunk, each from no earlier speech (the
+        batch's last speech time is not carried from one chunk to the next)."""
         outputs = np.asarray(encoder_output)
+        last_speech_s = 0.0
         for position, chunk_segments in enumerate(segments):
-            last_speech_timestamp = self._whisper.add_word_timestamps(
-                [chunk_segments],
-                tokenizer,
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(outputs[position : position + 1])),
-                num_frames[position : position + 1],
-                prepend_punctuations,
-                append_punctuations,
-                0.0,
+            last_speech_s = float(
+                self._whisper.add_word_timestamps(
+                    [chunk_segments],
+                    tokenizer,
+                    ctranslate2.StorageView.from_array(np.ascontiguousarray(outputs[position : position + 1])),
+                    num_frames[position : position + 1],
+                    prepend_punctuations,
+                    append_punctuations,
+                    0.0,
+                )
+                or 0.0
             )
-        return float(last_speech_timestamp or 0.0)
+        return last_speech_s
 
 
 class _ContextPipeline(BatchedInferencePipeline):
