@@ -204,7 +204,8 @@ def _decode_plain_wav(
         layout = (reader.getnchannels(), reader.getsampwidth(), reader.getframerate())
         if layout != (1, 2, options.sample_rate_hertz):
             return None
-        if reader.getnframes() > options.max_duration_s * options.sample_rate_hertz * _HEADER_DURATION_TOLERANCE:
+        max_samples = int(options.max_duration_s * options.sample_rate_hertz)
+        if reader.getnframes() > max_samples * _HEADER_DURATION_TOLERANCE:
             return None  # FFmpeg's header check says so (or reads a streamed WAV's unknown length)
         blocks = _SampleBlocks()
         # A file cut short gives what is there, as FFmpeg does.
@@ -213,23 +214,10 @@ def _decode_plain_wav(
                 raise CancelledError(f"decoding of {name} was cancelled")
             pcm = np.frombuffer(data, dtype="<i2", count=len(data) // 2)
             blocks.append(pcm.astype(np.float32) / np.float32(32768.0))
-            if blocks.sample_count > options.max_duration_s * options.sample_rate_hertz:
+            if blocks.sample_count > max_samples:
                 raise ResourceExhaustedError(_too_long_message(name, None, options))
-    decoded = DecodedAudio(
-        chunks=blocks.finish(),
-        sample_count=blocks.sample_count,
-        sample_rate_hertz=options.sample_rate_hertz,
-        source=SourceDescription("wav", "pcm_s16le", options.sample_rate_hertz, 1, size_bytes),
-        decode_duration_s=time.perf_counter() - started,
-    )
-    logger.info(
-        "decoded %s (wav/pcm_s16le, %d Hz, 1 ch, read directly): %.1f s of audio in %.2f s",
-        name,
-        options.sample_rate_hertz,
-        decoded.duration_s,
-        decoded.decode_duration_s,
-    )
-    return decoded
+    source = SourceDescription("wav", "pcm_s16le", options.sample_rate_hertz, 1, size_bytes)
+    return _decoded(name, blocks, source, options, started, "read directly")
 
 
 def _decode_container(
@@ -315,6 +303,13 @@ def _decode_container(
         if blocks.sample_count == 0:
             raise InvalidInputError(f"{name} could not be decoded: {first_bad_reason}")
         logger.warning("%s: skipped %d undecodable packets (%s)", name, bad_packet_count, first_bad_reason)
+    return _decoded(name, blocks, source, options, started)
+
+
+def _decoded(
+    name: str, blocks: _SampleBlocks, source: SourceDescription, options: DecodeOptions, started: float, how: str = ""
+) -> DecodedAudio:
+    """The decoded audio of `blocks`, logged (`how`: how it was read, when not by FFmpeg)."""
     decoded = DecodedAudio(
         chunks=blocks.finish(),
         sample_count=blocks.sample_count,
@@ -323,12 +318,13 @@ def _decode_container(
         decode_duration_s=time.perf_counter() - started,
     )
     logger.info(
-        "decoded %s (%s/%s, %d Hz, %d ch): %.1f s of audio in %.2f s",
+        "decoded %s (%s/%s, %d Hz, %d ch%s): %.1f s of audio in %.2f s",
         name,
         source.container_format,
         source.codec,
         source.source_sample_rate_hertz,
         source.source_channel_count,
+        f", {how}" if how else "",
         decoded.duration_s,
         decoded.decode_duration_s,
     )
