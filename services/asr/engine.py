@@ -374,11 +374,13 @@ def _chunk_samples(window: _AudioWindow, chunk: _Chunk) -> Samples:
     return np.concatenate([window.slice(start, end) for start, end in chunk.parts])
 
 
-def _features(prepared: PreparedTranscription, position: int) -> np.ndarray:
-    """The log-mel features of one chunk; as BatchedInferencePipeline, the
-    extractor's last frame is dropped."""
-    extractor = prepared.model.whisper.feature_extractor
-    return extractor(_chunk_samples(prepared.window, prepared.chunks[position]))[..., :-1]
+def _features(prepared: PreparedTranscription, position: int, samples: Samples | None = None) -> np.ndarray:
+    """The log-mel features of one chunk (of its `samples` when the caller
+    has them already); as BatchedInferencePipeline, the extractor's last
+    frame is dropped."""
+    if samples is None:
+        samples = _chunk_samples(prepared.window, prepared.chunks[position])
+    return prepared.model.whisper.feature_extractor(samples)[..., :-1]
 
 
 class Transcriber:
@@ -549,20 +551,25 @@ class Transcriber:
         )
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
-        features = np.stack([pad_or_trim(_features(prepared, position)) for prepared, position in items])
+        # A packed chunk's parts are joined in a copy: once per chunk, for the features and the snapping.
+        heard = [_chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
+        features = np.stack(
+            [
+                pad_or_trim(_features(prepared, position, samples))
+                for (prepared, position), samples in zip(items, heard, strict=True)
+            ]
+        )
         decoded_ranges = [prepared.chunks[position].decoded_range for prepared, position in items]
         metadata = [{"offset": span.start_s, "duration": span.end_s - span.start_s} for span in decoded_ranges]
         outputs = pipeline.forward(features, tokenizer, [{**entry, "segments": []} for entry in metadata], decoding)
         transcripts = []
-        for (prepared, position), output in zip(items, outputs, strict=True):
+        for (prepared, position), output, samples in zip(items, outputs, heard, strict=True):
             chunk = prepared.chunks[position]
             segments = _segments(output, chunk)
             if prepared.options.word_timestamps:
                 # Cross-attention starts words early after a pause: move
                 # them out of the chunk's silences (microseconds of work).
-                segments = snap_words_to_sound(
-                    segments, _chunk_samples(prepared.window, chunk), chunk.decoded_range.start_s
-                )
+                segments = snap_words_to_sound(segments, samples, chunk.decoded_range.start_s)
             if chunk.parts:
                 times = _PackedTimes.of(chunk)
                 segments = tuple(times.restore(segment) for segment in segments)
