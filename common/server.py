@@ -361,12 +361,12 @@ class RunningServer:
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
     config: ServerConfig
+    # Told of every RPC by the interceptor; hands back the memory malloc keeps once the service is idle.
+    idle_release: IdleMemoryRelease
     # Called after the server stopped, in order (release resources).
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # The Prometheus endpoint, when the config asks for one.
     metrics_endpoint: metrics.MetricsEndpoint | None = None
-    # Hands back the memory malloc keeps once the service is idle (common/memory.py).
-    idle_release: IdleMemoryRelease = field(default_factory=IdleMemoryRelease)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -456,7 +456,7 @@ def create_server(config: ServerConfig, name: str, registrations: Sequence[Regis
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
-    return RunningServer(name, server, port, health_servicer, tuple(service_names), config, idle_release=idle_release)
+    return RunningServer(name, server, port, health_servicer, tuple(service_names), config, idle_release)
 
 
 def service_main(name: str, load: Callable[[], Any], create: Callable[[Any], Awaitable[RunningServer]]) -> None:
