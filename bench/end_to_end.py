@@ -35,6 +35,7 @@ import grpc
 
 from common.hardware import detect_hardware
 from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES
+from common.native_threads import DEFAULT_BLAS_THREADS, OPENBLAS_VARIABLE
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -106,20 +107,22 @@ def run_baseline(
     return time.perf_counter() - started, text
 
 
-# glibc's own variables for what the services set through mallopt at start
-# (common/memory.py): a baseline in a process of its own with them shows what
-# the allocator alone is worth to a user who sets them.
-SUITE_MALLOC_ENV = {
+# The library's own variables for what the services set at start: glibc's for
+# the mallopt settings (common/memory.py), OpenBLAS's for the BLAS threads
+# (common/native_threads.py). A baseline in a process of its own with them
+# shows what those settings alone are worth to a user who sets them.
+SUITE_PROCESS_ENV = {
     "MALLOC_ARENA_MAX": str(DEFAULT_MALLOC_ARENAS),
     "MALLOC_MMAP_THRESHOLD_": str(DEFAULT_MALLOC_KEEP_BYTES),
     "MALLOC_TRIM_THRESHOLD_": str(DEFAULT_MALLOC_KEEP_BYTES),
+    OPENBLAS_VARIABLE: str(DEFAULT_BLAS_THREADS),
 }
 
 
-def run_baseline_with_suite_malloc(
+def run_baseline_with_suite_settings(
     audio_path: Path, model_path: str, beam_size: int, batch_size: int, word_timestamps: bool
 ) -> tuple[float, str]:
-    """`run_baseline` in a child process with the suite's malloc settings."""
+    """`run_baseline` in a child process with the suite's malloc and BLAS settings."""
     code = (
         "import json, sys; from bench.end_to_end import run_baseline; "
         "print(json.dumps(run_baseline(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), "
@@ -128,7 +131,7 @@ def run_baseline_with_suite_malloc(
     arguments = [str(audio_path), model_path, str(beam_size), str(batch_size), str(word_timestamps)]
     output = subprocess.run(
         [sys.executable, "-c", code, *arguments],
-        env={**os.environ, **SUITE_MALLOC_ENV},
+        env={**os.environ, **SUITE_PROCESS_ENV},
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
@@ -331,15 +334,15 @@ def main() -> None:
         baselines: dict[tuple[int, bool], tuple[float, str]] = {}
         baseline_keys = [(options.batch_size, False), (options.batch_size, True), (4, True)]
 
-        tuned_malloc: list[tuple[float, str]] = []
+        tuned_process: list[tuple[float, str]] = []
 
         def run_baselines() -> None:
             for batch, word_timestamps in dict.fromkeys(baseline_keys):
                 seconds, text = run_baseline(audio_path, model_path, options.beam_size, batch, word_timestamps)
                 if (batch, word_timestamps) not in baselines or seconds < baselines[(batch, word_timestamps)][0]:
                     baselines[(batch, word_timestamps)] = (seconds, text)
-            tuned_malloc.append(
-                run_baseline_with_suite_malloc(audio_path, model_path, options.beam_size, options.batch_size, True)
+            tuned_process.append(
+                run_baseline_with_suite_settings(audio_path, model_path, options.beam_size, options.batch_size, True)
             )
 
         runs, rss_mib, chosen = run_suite(
@@ -368,8 +371,8 @@ def main() -> None:
             rows.append(("BatchedInferencePipeline, batch 4, word_timestamps", *baselines[(4, True)], None))
         rows.append(
             (
-                "  the same, with the suite's malloc settings",
-                *min(tuned_malloc),
+                "  the same, with the suite's malloc and BLAS settings",
+                *min(tuned_process),
                 None,
             )
         )
@@ -399,9 +402,10 @@ def main() -> None:
             "ASR busy: decoding time summed over workers"
         )
         print(
-            "the suite's malloc: the pipeline in a process of its own with glibc's variables for what every "
-            f"service sets at start ({', '.join(f'{name}={value}' for name, value in SUITE_MALLOC_ENV.items())}): "
-            "what the allocator alone is worth; the targets are against the pipeline as a user runs it"
+            "the suite's malloc and BLAS settings: the pipeline in a process of its own with the libraries' "
+            "variables for what every service sets at start "
+            f"({', '.join(f'{name}={value}' for name, value in SUITE_PROCESS_ENV.items())}): "
+            "what those settings alone are worth; the targets are against the pipeline as a user runs it"
         )
         for run in runs:
             print(f"first segment streamed after {run.first_segment_s:.1f} s ({run.name})")

@@ -497,10 +497,12 @@ def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[
     SIGINT, graceful stop, exit 0."""
     from common.logs import configure_logging
     from common.memory import tune_malloc
+    from common.native_threads import limit_blas_threads
 
     malloc = tune_malloc(os.environ)
     configure_logging(name, level=config.log_level)
     log.info("malloc tuned", service=name, arenas=malloc.arenas, keep_bytes=malloc.keep_bytes)
+    log.info("BLAS threads limited", service=name, threads=limit_blas_threads())
 
     async def main() -> None:
         stop = asyncio.Event()
