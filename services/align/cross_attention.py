@@ -32,6 +32,7 @@ from faster_whisper.transcribe import merge_punctuations
 
 from common.errors import SuiteError
 from common.languages import to_whisper_language
+from common.whisper_models import ATTENTION_MEDIAN_FILTER_WIDTH
 from common.word_timing import WordPlacement, placements_by_position
 from services.align.placement import SAMPLE_RATE_HERTZ, Samples
 
@@ -49,8 +50,9 @@ raises `NotFoundError` for an unknown one. Shared with the ASR's model cache."""
 class CrossAttentionOptions:
     """Options of the cross-attention aligner (faster-whisper's defaults)."""
 
-    # Width of the median filter over the attention weights, in frames.
-    median_filter_width: int = 7
+    # Width of the median filter over the attention weights, in frames (the
+    # ASR's; faster-whisper's is 7).
+    median_filter_width: int = ATTENTION_MEDIAN_FILTER_WIDTH
     # Punctuation that sticks to the following word.
     prepend_punctuations: str = "\"'“¿([{-"
     # Punctuation that sticks to the preceding word.
