@@ -473,6 +473,8 @@ class JobPipeline:
                 chunk_speech=[asr_pb2.ChunkParts(ranges=self._packed_speech(chunk)) for chunk in remaining]
                 if self._packed
                 else [],
+                # The job ends with its last chunk: the ASR may time words after later chunks are decoded.
+                scheduling=asr_pb2.SCHEDULING_THROUGHPUT,
             ),
             **self._call_options(),
         )
@@ -546,6 +548,7 @@ class JobPipeline:
                     chunks=[time_range_to_proto(window) for window in part],
                     first_chunk_index=0,
                     options=options,
+                    scheduling=asr_pb2.SCHEDULING_THROUGHPUT,
                 ),
                 **self._call_options(),
             )

@@ -383,6 +383,62 @@ def _features(prepared: PreparedTranscription, position: int, samples: Samples |
     return prepared.model.whisper.feature_extractor(samples)[..., :-1]
 
 
+def _chunk_transcript(
+    prepared: PreparedTranscription, position: int, output: list[dict[str, Any]], samples: Samples
+) -> ChunkTranscript:
+    """The transcript of one decoded chunk: its segments in the audio's
+    times, words snapped out of its silences."""
+    chunk = prepared.chunks[position]
+    segments = _segments(output, chunk)
+    if prepared.options.word_timestamps:
+        # Cross-attention starts words early after a pause: move
+        # them out of the chunk's silences (microseconds of work).
+        segments = snap_words_to_sound(segments, samples, chunk.decoded_range.start_s)
+    if chunk.parts:
+        times = _PackedTimes.of(chunk)
+        segments = tuple(times.restore(segment) for segment in segments)
+    return ChunkTranscript(
+        chunk_index=chunk.index,
+        time_range=chunk.time_range,
+        segments=segments,
+        language_code=to_bcp47(prepared.language or ""),
+        language_probability=float(prepared.language_probability),
+        model=prepared.model.name,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PendingWords:
+    """A chunk whose text is decoded and whose words are still to be timed
+    (`Transcriber.decode_text` on a CPU): Whisper's cross-attention
+    alignment of its text against its encoder output. It holds its own copy
+    of the chunk's audio and encoder output (about 4 MB for tiny.en), so it
+    may be timed after its request's audio is released, by any worker."""
+
+    prepared: PreparedTranscription
+    position: int
+    output: list[dict[str, Any]]
+    samples: Samples
+    encoder_output: npt.NDArray[np.float32]
+    tokenizer: Tokenizer
+    num_frames: int
+    decoding: DecodingOptions
+
+    def time_words(self) -> ChunkTranscript:
+        """The chunk's transcript with its words timed (faster-whisper's
+        `add_word_timestamps` on this chunk alone, as after a pause)."""
+        self.prepared.model.whisper.add_word_timestamps(
+            [self.output],
+            self.tokenizer,
+            ctranslate2.StorageView.from_array(self.encoder_output),
+            [self.num_frames],
+            self.decoding.prepend_punctuations,
+            self.decoding.append_punctuations,
+            0.0,
+        )
+        return _chunk_transcript(self.prepared, self.position, self.output, self.samples)
+
+
 class Transcriber:
     """Transcribes chunks of audio with models from a `ModelCache`.
 
@@ -529,6 +585,17 @@ class Transcriber:
         position of one of its chunks. Every request must have the same
         `batch_key` (the chunks may come from different audio); the
         transcripts come back in the order of `items`."""
+        return [
+            decoded if isinstance(decoded, ChunkTranscript) else decoded.time_words()
+            for decoded in self.decode_text(items)
+        ]
+
+    def decode_text(self, items: Sequence[tuple[PreparedTranscription, int]]) -> list[ChunkTranscript | PendingWords]:
+        """`decode_batch` up to the words: on a CPU, a chunk whose words are
+        asked for comes back as `PendingWords`, its text decoded and its
+        words still to time (`PendingWords.time_words`, a step of its own
+        any worker can take later). Elsewhere, and without word timestamps,
+        every chunk comes back done."""
         if not items:
             return []
         first = items[0][0]
@@ -543,7 +610,8 @@ class Transcriber:
         decoding = _decoding_options(first.options, tokenizer)
         contexts = [prepared.chunks[position].context for prepared, position in items]
         prefixes = [prepared.chunks[position].prefix for prepared, position in items]
-        model = _StagedWhisper(whisper) if first.model.device == "cpu" else whisper
+        staged = _StagedWhisper(whisper) if first.model.device == "cpu" else None
+        model = staged or whisper
         pipeline = (
             _ContextPipeline(model, contexts, prefixes)
             if any(contexts) or any(prefixes)
@@ -561,29 +629,31 @@ class Transcriber:
         )
         decoded_ranges = [prepared.chunks[position].decoded_range for prepared, position in items]
         metadata = [{"offset": span.start_s, "duration": span.end_s - span.start_s} for span in decoded_ranges]
+        words_later = staged is not None and decoding.word_timestamps
+        if words_later:
+            decoding = dataclasses.replace(decoding, word_timestamps=False)
         outputs = pipeline.forward(features, tokenizer, [{**entry, "segments": []} for entry in metadata], decoding)
-        transcripts = []
-        for (prepared, position), output, samples in zip(items, outputs, heard, strict=True):
-            chunk = prepared.chunks[position]
-            segments = _segments(output, chunk)
-            if prepared.options.word_timestamps:
-                # Cross-attention starts words early after a pause: move
-                # them out of the chunk's silences (microseconds of work).
-                segments = snap_words_to_sound(segments, samples, chunk.decoded_range.start_s)
-            if chunk.parts:
-                times = _PackedTimes.of(chunk)
-                segments = tuple(times.restore(segment) for segment in segments)
-            transcripts.append(
-                ChunkTranscript(
-                    chunk_index=chunk.index,
-                    time_range=chunk.time_range,
-                    segments=segments,
-                    language_code=to_bcp47(prepared.language or ""),
-                    language_probability=float(prepared.language_probability),
-                    model=prepared.model.name,
-                )
+        if staged is None or not words_later:
+            return [
+                _chunk_transcript(prepared, position, output, samples)
+                for (prepared, position), output, samples in zip(items, outputs, heard, strict=True)
+            ]
+        return [
+            PendingWords(
+                prepared,
+                position,
+                output,
+                # Copies: the words may be timed after the request's audio is released.
+                np.array(samples),
+                encoded,
+                tokenizer,
+                int(math.ceil(span["duration"]) * whisper.frames_per_second),
+                decoding,
             )
-        return transcripts
+            for (prepared, position), output, samples, encoded, span in zip(
+                items, outputs, heard, staged.encoded, metadata, strict=True
+            )
+        ]
 
     def _transcribe_batches(
         self, prepared: PreparedTranscription, should_stop: Callable[[], bool] | None
@@ -743,9 +813,10 @@ def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> An
 
 
 class _StagedWhisper:
-    """The WhisperModel as a batch pipeline sees it on CPU: the encoder and
-    the word alignment run chunk by chunk while the beam search decodes the
-    whole batch.
+    """The WhisperModel as a batch pipeline sees it on CPU: the encoder runs
+    chunk by chunk while the beam search decodes the whole batch, and each
+    chunk's outputs are kept (`encoded`) for its word alignment, a step of
+    its own (`PendingWords`).
 
     Measured on CPU (tiny.en int8, one thread): the encoder costs the same
     per chunk in a batch of 1 as of 8 (0.15 s), but its attention scores take
@@ -761,47 +832,19 @@ class _StagedWhisper:
 
     def __init__(self, whisper: WhisperModel) -> None:
         self._whisper = whisper
+        # The encoder's output of each chunk of the last batch, in host memory.
+        self.encoded: list[npt.NDArray[np.float32]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._whisper, name)
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
-        if features.shape[0] == 1:
-            return self._whisper.encode(features)
-        # Host memory: the outputs (2.3 MB a chunk for tiny) join in one copy.
-        outputs = [
+        # Host memory: each chunk's output (2.3 MB for tiny) is kept for its
+        # word alignment (`encoded`), and the batch's joins them in one copy.
+        self.encoded = [
             np.asarray(self._whisper.encode(features[position : position + 1])) for position in range(len(features))
         ]
-        return ctranslate2.StorageView.from_array(np.concatenate(outputs))
-
-    def add_word_timestamps(
-        self,
-        segments: list[list[dict[str, Any]]],
-        tokenizer: Tokenizer,
-        encoder_output: ctranslate2.StorageView,
-        num_frames: list[int],
-        prepend_punctuations: str,
-        append_punctuations: str,
-        _last_speech_timestamp: float,
-    ) -> float:
-        """faster-whisper's, chunk by chunk, each from no earlier speech (the
-        batch's last speech time is not carried from one chunk to the next)."""
-        outputs = np.asarray(encoder_output)
-        last_speech_s = 0.0
-        for position, chunk_segments in enumerate(segments):
-            last_speech_s = float(
-                self._whisper.add_word_timestamps(
-                    [chunk_segments],
-                    tokenizer,
-                    ctranslate2.StorageView.from_array(np.ascontiguousarray(outputs[position : position + 1])),
-                    num_frames[position : position + 1],
-                    prepend_punctuations,
-                    append_punctuations,
-                    0.0,
-                )
-                or 0.0
-            )
-        return last_speech_s
+        return ctranslate2.StorageView.from_array(np.concatenate(self.encoded))
 
 
 class _ContextPipeline(BatchedInferencePipeline):

@@ -112,7 +112,8 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
             if prepared.language is None:
                 prepared = await self._run(functools.partial(self._transcriber.detect, prepared), stop)
             # Decoded in batches shared with other requests of the same options.
-            async for transcript in self._pool.transcribe(prepared):
+            throughput = request.scheduling == asr_pb2.SCHEDULING_THROUGHPUT
+            async for transcript in self._pool.transcribe(prepared, throughput=throughput):
                 yield _transcript_to_proto(transcript)
         # What the job's overhead is measured against (bench.end_to_end).
         logger.info("decoded chunks %d-%d in %.3f s", first, first + len(chunks) - 1, time.perf_counter() - admitted)

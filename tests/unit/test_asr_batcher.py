@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 
 from common.transcript import TimeRange
-from services.asr.batcher import BatchPool
+from services.asr.batcher import WORDS_WAITING_PER_WORKER, BatchPool
 from services.asr.engine import ChunkTranscript, PreparedTranscription, Transcriber
 
 
@@ -28,6 +28,8 @@ class _Request:
     key: str = "tiny.en/en/beam 5"
     batch_size: int = 4
     language: str | None = "en"
+    # Its chunks come back from a batch with their words still to time (a CPU with word timestamps).
+    words: bool = False
 
     @property
     def chunks(self) -> tuple[int, ...]:
@@ -52,8 +54,15 @@ class _Decoder:
     threads: set[int] = field(default_factory=set)
     busy: int = 0
     started: threading.Event = field(default_factory=threading.Event)
+    # ("batch", [(request, position)]) and ("words", (request, position)), in the order they ran.
+    steps: list[tuple[str, Any]] = field(default_factory=list)
+    # Words still to time when each batch started.
+    words_waiting_at_batches: list[int] = field(default_factory=list)
+    words_waiting: int = 0
 
-    def decode_batch(self, items: list[tuple[Any, int]]) -> list[ChunkTranscript]:
+    def decode_text(self, items: list[tuple[Any, int]]) -> list[Any]:
+        self.words_waiting_at_batches.append(self.words_waiting)
+        self.steps.append(("batch", [(request.name, position) for request, position in items]))
         self.batches.append([(request.name, position) for request, position in items])
         self.threads.add(threading.get_ident())
         self.busy += 1
@@ -62,12 +71,31 @@ class _Decoder:
             time.sleep(self.delay_s)
             if any(request.name == self.fail_on for request, _ in items):
                 raise RuntimeError("the model failed")
-            return [
+            done = [
                 ChunkTranscript(position, TimeRange(position, position + 1), (), "en", 1.0, request.name)
                 for request, position in items
             ]
+            pending = [_Pending(self, transcript) for transcript in done]
+            self.words_waiting += sum(request.words for request, _ in items)
+            return [
+                waiting if request.words else transcript
+                for (request, _), transcript, waiting in zip(items, done, pending, strict=True)
+            ]
         finally:
             self.busy -= 1
+
+
+@dataclass
+class _Pending:
+    """A chunk whose words are still to time (`PendingWords`)."""
+
+    decoder: _Decoder
+    transcript: ChunkTranscript
+
+    def time_words(self) -> ChunkTranscript:
+        self.decoder.words_waiting -= 1
+        self.decoder.steps.append(("words", (self.transcript.model, self.transcript.chunk_index)))
+        return self.transcript
 
 
 def _pool(decoder: _Decoder, workers: int) -> tuple[BatchPool, ThreadPoolExecutor]:
@@ -188,3 +216,82 @@ def test_batches_never_grow_past_the_size_tuned_to_the_machine() -> None:
         executor.shutdown()
 
     asyncio.run(main())
+
+
+def test_words_of_a_long_job_wait_while_its_chunks_are_decoded() -> None:
+    """A request that is part of a longer job: its chunks' words are timed
+    once no chunk waits to be decoded, so another worker can take them while
+    the last batch is decoded; its results still come back in order."""
+
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=1)
+        job = _Request("job", 8, words=True)
+        results = [
+            (t.model, t.chunk_index) async for t in pool.transcribe(cast(PreparedTranscription, job), throughput=True)
+        ]
+        assert results == [("job", position) for position in range(8)]
+        assert [kind for kind, _ in decoder.steps] == ["batch", "batch"] + ["words"] * 8
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_words_of_a_live_request_are_timed_before_the_next_batch() -> None:
+    """A request that wants each result soonest (the default): its words
+    come before any further batch, its own or a long job's."""
+
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=1)
+        live = _Request("live", 8, words=True)
+        job = _Request("job", 4, words=True, key="other options")
+        job_results = asyncio.create_task(_collect_throughput(pool, job))
+        assert await _collect(pool, live) == [("live", position) for position in range(8)]
+        await job_results
+        live_steps = [step for step in decoder.steps if "live" in str(step)]
+        assert [kind for kind, _ in live_steps] == ["batch"] + ["words"] * 4 + ["batch"] + ["words"] * 4
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_words_waiting_are_bounded_per_worker() -> None:
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=1)
+        job = _Request("job", 32, words=True)
+        assert await _collect_throughput(pool, job) == [("job", position) for position in range(32)]
+        assert max(decoder.words_waiting_at_batches) <= WORDS_WAITING_PER_WORKER
+        assert decoder.words_waiting == 0
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_the_words_of_a_request_that_ended_are_not_timed() -> None:
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.1)
+        pool, executor = _pool(decoder, workers=1)
+        job = _Request("job", 8, words=True)
+        consumer = asyncio.create_task(_collect_throughput(pool, job))
+        await asyncio.to_thread(decoder.started.wait, 5)
+        # Its first result waits for its words, timed after both batches: it gives up before.
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        await asyncio.sleep(0.3)
+        assert [kind for kind, _ in decoder.steps] == ["batch"]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+async def _collect_throughput(pool: BatchPool, request: _Request) -> list[tuple[str, int]]:
+    return [
+        (t.model, t.chunk_index) async for t in pool.transcribe(cast(PreparedTranscription, request), throughput=True)
+    ]

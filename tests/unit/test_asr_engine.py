@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,7 @@ from common.whisper_models import (
     ModelLoadOptions,
     build_embedded_base,
 )
-from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
+from services.asr.engine import ChunkTranscript, PendingWords, Transcriber, TranscriptionOptions
 from tests.speech import (
     ASTERISK_SOUNDS_DIR,
     FRENCH_SOUNDS_DIR,
@@ -127,6 +128,31 @@ def test_words_and_text_do_not_depend_on_which_chunks_share_a_batch(
     ]
     assert together == alone
     assert all(segment.words for transcript in together for segment in transcript.segments)
+
+
+@needs_speech
+def test_words_timed_later_are_those_of_the_batch_even_once_its_audio_is_gone(
+    transcriber: Transcriber, recording: Recording
+) -> None:
+    """On CPU a chunk's words come as a step of their own (`PendingWords`),
+    which the ASR's pool may run after later batches: they are the same as
+    the batch's, and need nothing of the request's audio, which may have been
+    released meanwhile."""
+    options = TranscriptionOptions(word_timestamps=True, batch_size=3)
+    together = transcriber.decode_batch(
+        [(transcriber.prepare(recording.samples, recording.chunks, options), position) for position in range(3)]
+    )
+    audio = recording.samples.copy()
+    prepared = transcriber.prepare(audio, recording.chunks, options)
+    pending = transcriber.decode_text([(prepared, position) for position in range(3)])
+    assert all(isinstance(each, PendingWords) for each in pending)
+    audio[:] = 0.0  # as if released and reused
+    assert [cast(PendingWords, each).time_words() for each in pending] == together
+    # Without word timestamps every chunk comes back done.
+    plain = transcriber.prepare(
+        recording.samples, recording.chunks, dataclasses.replace(options, word_timestamps=False)
+    )
+    assert all(isinstance(each, ChunkTranscript) for each in transcriber.decode_text([(plain, 0), (plain, 1)]))
 
 
 @needs_speech

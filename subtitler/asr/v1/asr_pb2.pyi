@@ -80,6 +80,44 @@ TASK_TRANSLATE: Task.ValueType  # 2
 """Translate to English."""
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
+class _Scheduling:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SchedulingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Scheduling.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCHEDULING_UNSPECIFIED: _Scheduling.ValueType  # 0
+    """As SCHEDULING_LATENCY."""
+    SCHEDULING_LATENCY: _Scheduling.ValueType  # 1
+    """Each chunk's result as soon as it can be had: live captions and
+    interactive calls.
+    """
+    SCHEDULING_THROUGHPUT: _Scheduling.ValueType  # 2
+    """Part of a longer job that ends when its last chunk does (the gateway's
+    file jobs): on a CPU the service may time a chunk's words after later
+    chunks are decoded, so that its workers share the job's last steps
+    instead of one decoding the last batch alone while the others idle.
+    Each chunk's result still comes as soon as its words are timed.
+    """
+
+class Scheduling(_Scheduling, metaclass=_SchedulingEnumTypeWrapper):
+    """How a Transcribe request's results are wanted."""
+
+SCHEDULING_UNSPECIFIED: Scheduling.ValueType  # 0
+"""As SCHEDULING_LATENCY."""
+SCHEDULING_LATENCY: Scheduling.ValueType  # 1
+"""Each chunk's result as soon as it can be had: live captions and
+interactive calls.
+"""
+SCHEDULING_THROUGHPUT: Scheduling.ValueType  # 2
+"""Part of a longer job that ends when its last chunk does (the gateway's
+file jobs): on a CPU the service may time a chunk's words after later
+chunks are decoded, so that its workers share the job's last steps
+instead of one decoding the last batch alone while the others idle.
+Each chunk's result still comes as soon as its words are timed.
+"""
+Global___Scheduling: _TypeAlias = Scheduling  # noqa: Y015
+
 @_typing.final
 class ModelInfo(_message.Message):
     """One model on one replica."""
@@ -326,10 +364,13 @@ class TranscribeRequest(_message.Message):
     CHUNK_CONTEXTS_FIELD_NUMBER: _builtins.int
     CHUNK_PREFIXES_FIELD_NUMBER: _builtins.int
     CHUNK_SPEECH_FIELD_NUMBER: _builtins.int
+    SCHEDULING_FIELD_NUMBER: _builtins.int
     first_chunk_index: _builtins.int
     """Index of the first chunk of this request within the whole job; the
     responses number chunks from it.
     """
+    scheduling: Global___Scheduling.ValueType
+    """How the request's results are wanted when the service is busy."""
     @_builtins.property
     def audio(self) -> _common_pb2.AudioHandle:
         """The audio: a handle from the audio service, or inline_audio."""
@@ -392,10 +433,11 @@ class TranscribeRequest(_message.Message):
         chunk_contexts: _abc.Iterable[_builtins.str] | None = ...,
         chunk_prefixes: _abc.Iterable[_builtins.str] | None = ...,
         chunk_speech: _abc.Iterable[Global___ChunkParts] | None = ...,
+        scheduling: Global___Scheduling.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunk_speech", b"chunk_speech", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunk_speech", b"chunk_speech", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options", "scheduling", b"scheduling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
