@@ -16,13 +16,13 @@ still come back in its own order.
 On a CPU a chunk's words are timed in a step of their own after its batch
 (`PendingWords`, about a tenth of the chunk's work), which any worker takes
 next. For a request that is part of a longer job (`throughput`: the
-gateway's file jobs) that step waits while there are chunks to decode, up to
-`WORDS_WAITING_PER_WORKER` chunks a worker: a job's last batch is then
-decoded while the other workers time the words of the batches before it,
-instead of one worker decoding it alone at the end while the others idle
-(bench.end_to_end: 4.39 s to 4.19 s, two workers). A request that ends (cancelled, or its
-client gone) takes its chunks out of the pool and waits for the batches that
-hold any of them, so its audio is released only once no thread reads it.
+gateway's file jobs) that step waits while fewer chunks than a full batch
+wait to be decoded (the job's last), up to `WORDS_WAITING_PER_WORKER` chunks
+a worker: a job's last batch is then decoded while the other workers time
+the words of the batches before it, instead of one worker decoding it alone
+at the end while the others idle (bench.end_to_end: 4.39 s to 4.19 s, two
+workers). While full batches wait the words come first, so the job's
+segments still stream as it goes.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ class BatchPool:
     def _take_words(self) -> tuple[_Work, int, PendingWords] | None:
         """The next chunk whose words to time, if it is their turn: the
         oldest of a request that wants its results soonest, else the oldest
-        when no chunk waits to be decoded or too many words wait."""
+        unless the chunks waiting to be decoded are the last few (fewer than
+        a full batch) and not too many words wait."""
         self._words = collections.deque(entry for entry in self._words if not entry[0].closed)
         if not self._words:
             return None
@@ -204,9 +205,16 @@ class BatchPool:
             if not entry[0].throughput:
                 self._words.remove(entry)
                 return entry
-        if self.waiting_chunks and len(self._words) < WORDS_WAITING_PER_WORKER * self._workers:
+        waiting = self.waiting_chunks
+        if 0 < waiting < self._full_batch_size() and len(self._words) < WORDS_WAITING_PER_WORKER * self._workers:
             return None
         return self._words.popleft()
+
+    def _full_batch_size(self) -> int:
+        """The most chunks the next batch may take (its oldest request's batch size, or the machine's)."""
+        head = next((work for work in self._pending if work.waiting and not work.closed), None)
+        size = head.prepared.options.batch_size if head is not None else 1
+        return min(size, self._preferred_batch_size) if self._preferred_batch_size else size
 
     async def _worker(self) -> None:
         while True:

@@ -218,20 +218,24 @@ def test_batches_never_grow_past_the_size_tuned_to_the_machine() -> None:
     asyncio.run(main())
 
 
-def test_words_of_a_long_job_wait_while_its_chunks_are_decoded() -> None:
-    """A request that is part of a longer job: its chunks' words are timed
-    once no chunk waits to be decoded, so another worker can take them while
-    the last batch is decoded; its results still come back in order."""
+def test_words_of_a_long_job_wait_for_its_last_batch() -> None:
+    """A request that is part of a longer job: while full batches wait, its
+    chunks' words are timed as they come (its segments stream as it goes);
+    its last, partial batch is decoded before the words still waiting, so
+    another worker can time them meanwhile. Results come back in order."""
 
     async def main() -> None:
         decoder = _Decoder()
         pool, executor = _pool(decoder, workers=1)
-        job = _Request("job", 8, words=True)
-        results = [
-            (t.model, t.chunk_index) async for t in pool.transcribe(cast(PreparedTranscription, job), throughput=True)
+        job = _Request("job", 10, words=True)
+        assert await _collect_throughput(pool, job) == [("job", position) for position in range(10)]
+        assert decoder.steps == [
+            ("batch", [("job", position) for position in range(4)]),
+            *[("words", ("job", position)) for position in range(4)],
+            ("batch", [("job", position) for position in range(4, 8)]),
+            ("batch", [("job", 8), ("job", 9)]),
+            *[("words", ("job", position)) for position in range(4, 10)],
         ]
-        assert results == [("job", position) for position in range(8)]
-        assert [kind for kind, _ in decoder.steps] == ["batch", "batch"] + ["words"] * 8
         await pool.close()
         executor.shutdown()
 
@@ -279,7 +283,7 @@ def test_the_words_of_a_request_that_ended_are_not_timed() -> None:
         job = _Request("job", 8, words=True)
         consumer = asyncio.create_task(_collect_throughput(pool, job))
         await asyncio.to_thread(decoder.started.wait, 5)
-        # Its first result waits for its words, timed after both batches: it gives up before.
+        # It gives up while its first batch is decoded: that batch's words are never timed.
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
