@@ -407,7 +407,9 @@ class JobPipeline:
                     capacity.extend(len(batch) - 1)
                     call_options = asr_pb2.TranscriptionOptions()
                     call_options.CopyFrom(options)
-                    calls.create_task(self._transcribe_batch(batch, call_options, align_queue))
+                    # Detection done and only its end mark left: nothing of the job follows.
+                    last = self._detection_done and chunk_queue.qsize() <= 1
+                    calls.create_task(self._transcribe_batch(batch, call_options, align_queue, last_of_job=last))
         except ExceptionGroup as group:
             failures = [error for error in group.exceptions if isinstance(error, StageFailedError)]
             raise (failures[0] if failures else group.exceptions[0]) from None
@@ -418,16 +420,29 @@ class JobPipeline:
         await self._progress(Stage.TRANSCRIBE, 1.0, len(self._transcripts), len(self._chunks))
 
     async def _transcribe_batch(
-        self, batch: list[_Chunk], options: asr_pb2.TranscriptionOptions, align_queue: asyncio.Queue[int | None]
+        self,
+        batch: list[_Chunk],
+        options: asr_pb2.TranscriptionOptions,
+        align_queue: asyncio.Queue[int | None],
+        *,
+        last_of_job: bool = False,
     ) -> None:
         """Transcribes one batch (holding a slot taken by the caller), one
-        call per run of consecutive chunks, each under the retry policy."""
+        call per run of consecutive chunks, each under the retry policy.
+        `last_of_job`: nothing of the job follows the batch."""
         try:
-            for run in consecutive_runs(batch, key=lambda chunk: chunk.index):
+            runs = consecutive_runs(batch, key=lambda chunk: chunk.index)
+            for number, run in enumerate(runs, start=1):
                 await self._calls.call(
                     Stage.TRANSCRIBE,
                     run[0].index,
-                    functools.partial(self._transcribe_once, run, options, align_queue),
+                    functools.partial(
+                        self._transcribe_once,
+                        run,
+                        options,
+                        align_queue,
+                        last_of_job=last_of_job and number == len(runs),
+                    ),
                     audio=self._audio,
                 )
         finally:
@@ -456,10 +471,16 @@ class JobPipeline:
         return response.language_code
 
     async def _transcribe_once(
-        self, run: Sequence[_Chunk], options: asr_pb2.TranscriptionOptions, align_queue: asyncio.Queue[int | None]
+        self,
+        run: Sequence[_Chunk],
+        options: asr_pb2.TranscriptionOptions,
+        align_queue: asyncio.Queue[int | None],
+        *,
+        last_of_job: bool = False,
     ) -> None:
         """One Transcribe call for the chunks of `run` (consecutive) not yet
-        transcribed; after a failed attempt only those left are sent again."""
+        transcribed; after a failed attempt only those left are sent again.
+        `last_of_job`: nothing of the job follows them."""
         assert self._handle is not None
         remaining = [chunk for chunk in run if chunk.index not in self._transcripts]
         if not remaining:
@@ -475,6 +496,7 @@ class JobPipeline:
                 else [],
                 # The job ends with its last chunk: the ASR may time words after later chunks are decoded.
                 scheduling=asr_pb2.SCHEDULING_THROUGHPUT,
+                last_of_job=last_of_job,
             ),
             **self._call_options(),
         )

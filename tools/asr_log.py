@@ -30,6 +30,9 @@ class AsrRequest:
     # The call's final status code name; None while it runs, or if the
     # replica died before it ended.
     code: str | None
+    # TranscribeRequest.scheduling's name and last_of_job.
+    scheduling: str = ""
+    last_of_job: bool = False
 
 
 def asr_requests(suite: Suite, job_id: str) -> list[AsrRequest]:
@@ -52,6 +55,8 @@ def asr_requests(suite: Suite, job_id: str) -> list[AsrRequest]:
                         range(int(match[1]), int(match[2]) + 1),
                         datetime.fromisoformat(record["timestamp"]),
                         codes.get(record["request_id"]),
+                        str(record.get("scheduling", "")),
+                        bool(record.get("last_of_job", False)),
                     )
                 )
     return sorted(requests, key=lambda request: request.start_time)

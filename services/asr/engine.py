@@ -590,12 +590,16 @@ class Transcriber:
             for decoded in self.decode_text(items)
         ]
 
-    def decode_text(self, items: Sequence[tuple[PreparedTranscription, int]]) -> list[ChunkTranscript | PendingWords]:
+    def decode_text(
+        self, items: Sequence[tuple[PreparedTranscription, int]], *, solo: bool = False
+    ) -> list[ChunkTranscript | PendingWords]:
         """`decode_batch` up to the words: on a CPU, a chunk whose words are
         asked for comes back as `PendingWords`, its text decoded and its
         words still to time (`PendingWords.time_words`, a step of its own
         any worker can take later). Elsewhere, and without word timestamps,
-        every chunk comes back done."""
+        every chunk comes back done. `solo`: nothing else waits to be
+        decoded, so the model's solo replica (more threads) decodes the
+        batch where it has one; the text is the same."""
         if not items:
             return []
         first = items[0][0]
@@ -603,7 +607,7 @@ class Transcriber:
             raise ValueError("detect the language before decoding")
         if any(prepared.batch_key != first.batch_key for prepared, _ in items):
             raise ValueError("a batch mixes requests with different options")
-        whisper = first.model.whisper
+        whisper = (first.model.solo if solo else None) or first.model.whisper
         tokenizer = Tokenizer(
             whisper.hf_tokenizer, first.model.is_multilingual, task=first.options.task, language=first.language
         )

@@ -46,6 +46,14 @@ async def create(config: AsrConfig) -> RunningServer:
         tuning.asr_threads_per_worker,
         plan.tuning.reason("asr_threads_per_worker"),
     )
+    solo_threads, solo_choice = choose(
+        f"{PREFIX}SOLO_CPU_THREADS",
+        load.solo_cpu_threads,
+        int(workers) * int(threads) if tuning.device == "cpu" and int(workers) > 1 else 1,
+        "one more replica with every worker's threads decodes a batch when nothing else waits (a job's last)"
+        if tuning.device == "cpu" and int(workers) > 1
+        else "none (1): one worker, or a GPU",
+    )
     batch_size, batch_choice = choose(
         f"{PREFIX}BATCH_SIZE",
         config.batch_size,
@@ -65,7 +73,9 @@ async def create(config: AsrConfig) -> RunningServer:
         f"half of the {plan.hardware.effective_memory_bytes / 2**30:.1f} GiB this process may use",
     )
     models = ModelCache(
-        dataclasses.replace(load, num_workers=int(workers), cpu_threads=int(threads)),
+        dataclasses.replace(
+            load, num_workers=int(workers), cpu_threads=int(threads), solo_cpu_threads=int(solo_threads)
+        ),
         max_memory_bytes=int(memory_bytes),
         wait_timeout_s=config.model_wait_timeout_s,
     )
@@ -90,7 +100,7 @@ async def create(config: AsrConfig) -> RunningServer:
         default_model=config.whisper.default_model,
         default_batch_size=int(batch_size),
     )
-    report = plan.report([workers_choice, threads_choice, batch_choice, running_choice, memory_choice])
+    report = plan.report([workers_choice, threads_choice, solo_choice, batch_choice, running_choice, memory_choice])
 
     def figures() -> LoadFigures:
         # Capacity is in model workers (what the gateway sizes its calls by), not requests held.

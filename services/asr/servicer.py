@@ -19,6 +19,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
@@ -87,7 +88,10 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
             return
         # Which chunks each job asked for (the job id is bound by the interceptor).
         first = request.first_chunk_index
-        logger.info("transcribing chunks %d-%d", first, first + len(chunks) - 1)
+        with structlog.contextvars.bound_contextvars(
+            scheduling=asr_pb2.Scheduling.Name(request.scheduling), last_of_job=request.last_of_job
+        ):
+            logger.info("transcribing chunks %d-%d", first, first + len(chunks) - 1)
         stop = threading.Event()
         async with self._admission.slot(), self._samples(request, chunks) as (samples, offset_samples, sample_count):
             admitted = time.perf_counter()
@@ -113,7 +117,8 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
                 prepared = await self._run(functools.partial(self._transcriber.detect, prepared), stop)
             # Decoded in batches shared with other requests of the same options.
             throughput = request.scheduling == asr_pb2.SCHEDULING_THROUGHPUT
-            async for transcript in self._pool.transcribe(prepared, throughput=throughput):
+            pooled = self._pool.transcribe(prepared, throughput=throughput, last_of_job=request.last_of_job)
+            async for transcript in pooled:
                 yield _transcript_to_proto(transcript)
         # What the job's overhead is measured against (bench.end_to_end).
         logger.info("decoded chunks %d-%d in %.3f s", first, first + len(chunks) - 1, time.perf_counter() - admitted)

@@ -86,6 +86,10 @@ def test_one_job_uses_both_replicas_and_reads_as_with_one(two_replicas: RunningS
     per_replica = Counter(call.replica for call in calls)
     assert set(per_replica) == {"asr", "asr-2"}, per_replica
     assert all(count == 1 for count in requested_chunks(calls).values())  # no chunk asked for twice
+    # A file job's calls let the ASR time words late; only the one with the last chunk says nothing follows.
+    assert {call.scheduling for call in calls} == {"SCHEDULING_THROUGHPUT"}
+    last_chunk = max(index for call in calls for index in call.chunks)
+    assert [call.last_of_job for call in calls] == [last_chunk in call.chunks for call in calls]
 
     two_replicas.suite.kill("asr-2", sig=signal.SIGTERM)
     try:

@@ -59,9 +59,12 @@ class _Decoder:
     # Words still to time when each batch started.
     words_waiting_at_batches: list[int] = field(default_factory=list)
     words_waiting: int = 0
+    # Whether each batch went to the solo replica.
+    solo_batches: list[bool] = field(default_factory=list)
 
-    def decode_text(self, items: list[tuple[Any, int]]) -> list[Any]:
+    def decode_text(self, items: list[tuple[Any, int]], *, solo: bool = False) -> list[Any]:
         self.words_waiting_at_batches.append(self.words_waiting)
+        self.solo_batches.append(solo)
         self.steps.append(("batch", [(request.name, position) for request, position in items]))
         self.batches.append([(request.name, position) for request, position in items])
         self.threads.add(threading.get_ident())
@@ -298,4 +301,33 @@ def test_the_words_of_a_request_that_ended_are_not_timed() -> None:
 async def _collect_throughput(pool: BatchPool, request: _Request) -> list[tuple[str, int]]:
     return [
         (t.model, t.chunk_index) async for t in pool.transcribe(cast(PreparedTranscription, request), throughput=True)
+    ]
+
+
+def test_a_jobs_last_chunks_go_to_the_solo_replica_when_nothing_else_waits() -> None:
+    async def main() -> None:
+        decoder = _Decoder()
+        pool, executor = _pool(decoder, workers=2)
+        job = _Request("job", 10)
+        stream = pool.transcribe(cast(PreparedTranscription, job), throughput=True)
+        assert len([transcript async for transcript in stream]) == 10
+        last = _Request("last", 2)
+        stream = pool.transcribe(cast(PreparedTranscription, last), throughput=True, last_of_job=True)
+        assert len([transcript async for transcript in stream]) == 2
+        # Only the last request's batch, and none while chunks of others wait.
+        assert decoder.solo_batches[-1] and not any(decoder.solo_batches[:-1])
+        # Six one-chunk jobs at once: the first batch leaves chunks waiting, so goes to a worker.
+        decoder.solo_batches.clear()
+        await asyncio.gather(*(_collect_last(pool, _Request(f"clip-{number}", 1)) for number in range(6)))
+        assert decoder.solo_batches[0] is False
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+async def _collect_last(pool: BatchPool, request: _Request) -> list[tuple[str, int]]:
+    return [
+        (t.model, t.chunk_index)
+        async for t in pool.transcribe(cast(PreparedTranscription, request), throughput=True, last_of_job=True)
     ]

@@ -156,6 +156,23 @@ def test_words_timed_later_are_those_of_the_batch_even_once_its_audio_is_gone(
 
 
 @needs_speech
+def test_the_solo_replica_decodes_the_same_text(tmp_path: Path, recording: Recording) -> None:
+    """A job's last batch may go to the model's solo replica (one replica
+    with every worker's threads): same model, same text and words."""
+    models = ModelCache(ModelLoadOptions(cache_dir=tmp_path, cpu_threads=1, num_workers=2, solo_cpu_threads=2))
+    transcriber = Transcriber(models)
+    options = TranscriptionOptions(word_timestamps=True, batch_size=3)
+    prepared = transcriber.prepare(recording.samples, recording.chunks, options)
+    assert prepared.model.solo is not None and prepared.model.solo is not prepared.model.whisper
+    items = [(prepared, position) for position in range(3)]
+    with_workers = [cast(PendingWords, each).time_words() for each in transcriber.decode_text(items)]
+    alone = [cast(PendingWords, each).time_words() for each in transcriber.decode_text(items, solo=True)]
+    assert alone == with_workers
+    # Without a solo replica (the default load options) `solo` uses the workers.
+    assert ModelCache(ModelLoadOptions(cache_dir=tmp_path)).get(EMBEDDED_TINY_EN).solo is None
+
+
+@needs_speech
 def test_a_window_of_the_audio_gives_the_same_transcript(
     transcriber: Transcriber, recording: Recording, transcripts: list[ChunkTranscript]
 ) -> None:

@@ -365,12 +365,20 @@ class TranscribeRequest(_message.Message):
     CHUNK_PREFIXES_FIELD_NUMBER: _builtins.int
     CHUNK_SPEECH_FIELD_NUMBER: _builtins.int
     SCHEDULING_FIELD_NUMBER: _builtins.int
+    LAST_OF_JOB_FIELD_NUMBER: _builtins.int
     first_chunk_index: _builtins.int
     """Index of the first chunk of this request within the whole job; the
     responses number chunks from it.
     """
     scheduling: Global___Scheduling.ValueType
     """How the request's results are wanted when the service is busy."""
+    last_of_job: _builtins.bool
+    """The request holds the last chunks of its job: nothing of the job
+    follows (the gateway sets it once speech detection is done). On a CPU,
+    when nothing else waits, the service may decode them with the threads
+    of all its workers, which would otherwise idle at the job's end. The
+    text is the same.
+    """
     @_builtins.property
     def audio(self) -> _common_pb2.AudioHandle:
         """The audio: a handle from the audio service, or inline_audio."""
@@ -434,10 +442,11 @@ class TranscribeRequest(_message.Message):
         chunk_prefixes: _abc.Iterable[_builtins.str] | None = ...,
         chunk_speech: _abc.Iterable[Global___ChunkParts] | None = ...,
         scheduling: Global___Scheduling.ValueType = ...,
+        last_of_job: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "inline_audio", b"inline_audio", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunk_speech", b"chunk_speech", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "options", b"options", "scheduling", b"scheduling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "chunk_contexts", b"chunk_contexts", "chunk_prefixes", b"chunk_prefixes", "chunk_speech", b"chunk_speech", "chunks", b"chunks", "first_chunk_index", b"first_chunk_index", "inline_audio", b"inline_audio", "last_of_job", b"last_of_job", "options", b"options", "scheduling", b"scheduling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
