@@ -39,6 +39,7 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -119,6 +120,10 @@ class BatchPool:
         self._chunks = 0
         # Workers decoding a batch now.
         self._decoding = 0
+        # The batches being decoded: (when started, chunks), by batch.
+        self._running: dict[int, tuple[float, int]] = {}
+        # Seconds a chunk takes in a batch, averaged over recent batches; None before the first.
+        self._seconds_per_chunk: float | None = None
 
     @property
     def figures(self) -> BatchFigures:
@@ -180,17 +185,14 @@ class BatchPool:
     def _take_batch(self) -> list[tuple[_Work, int]]:
         """The next batch: the oldest request's next chunks, then those of
         later requests that share its options, up to its batch size, and no
-        more than an even share of what waits among the idle workers (on a
-        CPU, one worker decoding eight chunks while another idles takes
-        twice as long as both decoding four)."""
+        more than this worker's share of what waits (`_share`)."""
         self._pending = [work for work in self._pending if work.waiting and not work.closed]
         if not self._pending:
             return []
         head = self._pending[0]
         key = head.prepared.batch_key
         same = sum(work.waiting for work in self._pending if work is head or work.prepared.batch_key == key)
-        idle = max(1, self._workers - self._decoding)
-        size = min(head.prepared.options.batch_size, -(-same // idle))
+        size = min(head.prepared.options.batch_size, self._share(same))
         if self._preferred_batch_size:
             size = min(size, self._preferred_batch_size)
         batch: list[tuple[_Work, int]] = []
@@ -227,6 +229,24 @@ class BatchPool:
         head = next((work for work in self._pending if work.waiting and not work.closed), None)
         size = head.prepared.options.batch_size if head is not None else 1
         return min(size, self._preferred_batch_size) if self._preferred_batch_size else size
+
+    def _share(self, waiting: int) -> int:
+        """Chunks of the `waiting` ones a worker takes now, so that the
+        workers end together: an even share among the idle workers (on a
+        CPU, one worker decoding eight chunks while another idles takes
+        twice as long as both decoding four), less when the busy workers are
+        about to finish (what they have left counts, in chunks at the recent
+        rate: with four chunks waiting and the other worker a chunk from its
+        end, this one takes two, not four, and the other the last two)."""
+        idle = max(1, self._workers - self._decoding)
+        even = -(-waiting // idle)
+        if self._seconds_per_chunk is None or not self._running:
+            return even
+        now = time.monotonic()
+        left = sum(
+            max(0.0, chunks - (now - started) / self._seconds_per_chunk) for started, chunks in self._running.values()
+        )
+        return max(1, min(even, round((waiting + left) / (idle + len(self._running)))))
 
     async def _worker(self) -> None:
         while True:
@@ -278,6 +298,8 @@ class BatchPool:
         for work in works:
             work.in_flight.add(future)
         self._decoding += 1
+        started = time.monotonic()
+        self._running[id(future)] = (started, len(batch))
         try:
             decoded = await _outlast({future})
         except BaseException as error:
@@ -289,6 +311,10 @@ class BatchPool:
             if not isinstance(error, Exception) and not future.cancelled():
                 raise
         else:
+            per_chunk = (time.monotonic() - started) / len(batch)
+            self._seconds_per_chunk = (
+                per_chunk if self._seconds_per_chunk is None else 0.7 * self._seconds_per_chunk + 0.3 * per_chunk
+            )
             self._batches += 1
             self._shared_batches += len(works) > 1
             self._chunks += len(batch)
@@ -304,6 +330,7 @@ class BatchPool:
                     self._wake.set()
         finally:
             self._decoding -= 1
+            del self._running[id(future)]
             for work in works:
                 work.in_flight.discard(future)
 

@@ -49,6 +49,7 @@ class _Decoder:
     """Records each batch as [(request, position)]; `delay_s` per batch."""
 
     delay_s: float = 0.0
+    delay_per_chunk_s: float = 0.0
     fail_on: str = ""
     batches: list[list[tuple[str, int]]] = field(default_factory=list)
     threads: set[int] = field(default_factory=set)
@@ -71,7 +72,7 @@ class _Decoder:
         self.busy += 1
         self.started.set()
         try:
-            time.sleep(self.delay_s)
+            time.sleep(self.delay_s + self.delay_per_chunk_s * len(items))
             if any(request.name == self.fail_on for request, _ in items):
                 raise RuntimeError("the model failed")
             done = [
@@ -331,3 +332,23 @@ async def _collect_last(pool: BatchPool, request: _Request) -> list[tuple[str, i
         (t.model, t.chunk_index)
         async for t in pool.transcribe(cast(PreparedTranscription, request), throughput=True, last_of_job=True)
     ]
+
+
+def test_a_worker_leaves_its_share_to_one_about_to_finish() -> None:
+    """Four chunks wait while the other worker is a chunk from the end of
+    its batch: the idle worker takes two, not four, and the other worker the
+    last two once done, so both end together."""
+
+    async def main() -> None:
+        decoder = _Decoder(delay_per_chunk_s=0.2)
+        pool, executor = _pool(decoder, workers=2)
+        await _collect(pool, _Request("first", 1, batch_size=1))  # the pool learns a chunk's time
+        long = asyncio.create_task(_collect(pool, _Request("long", 4)))
+        await asyncio.sleep(0.6)
+        assert await _collect(pool, _Request("tail", 4)) == [("tail", position) for position in range(4)]
+        await long
+        assert [len(batch) for batch in decoder.batches if batch[0][0] == "tail"] == [2, 2]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
