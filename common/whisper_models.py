@@ -350,13 +350,17 @@ def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
 
 
 # Frames (20 ms) of the median filter over the cross-attention weights before
-# the words are placed: faster-whisper uses 7, and CTranslate2's filter then
-# costs 0.014 s of a 30 s chunk's 0.031 s alignment (tiny.en, one thread),
-# about 4% of the chunk's decoding. 3 still removes one-frame spikes, costs
-# 0.005 s, and placed words the same (`bench/word_timing.py`: median start
-# error 4 ms English, 5 ms French after snapping, as with 7; on connected
-# speech, words moved 0 ms median, 20 ms at the 90th percentile).
-ATTENTION_MEDIAN_FILTER_WIDTH = 3
+# the words are placed; 1: none. faster-whisper uses 7, and CTranslate2's
+# filter then costs 0.014 s of a 30 s chunk's 0.031 s alignment (tiny.en, one
+# thread, 39 tokens), more with more words: about 6% of the chunk's decoding.
+# The suite snaps words out of silence with the audio itself
+# (common.silence_snap), and with no filter words are placed as well:
+# `bench/word_timing.py`, median start error after snapping 4/5/4/3/3 ms in
+# English, French, Spanish, Italian and Russian, as with 7 and 3; on 4
+# minutes of connected English speech, against pocketsphinx, 57.8% of word
+# starts more than 100 ms apart (7: 58.5%), and words moved 0 ms median,
+# 20 ms at the 90th percentile from where 7 put them.
+ATTENTION_MEDIAN_FILTER_WIDTH = 1
 
 
 class _WhisperModel(WhisperModel):
