@@ -647,8 +647,9 @@ class Transcriber:
                 prepared,
                 position,
                 output,
-                # Copies: the words may be timed after the request's audio is released.
-                np.array(samples),
+                # A copy of a view of the request's audio: the words may be timed after
+                # it is released (a packed chunk's joined parts are a copy already).
+                samples if samples.flags.owndata else samples.copy(),
                 encoded,
                 tokenizer,
                 int(math.ceil(span["duration"]) * whisper.frames_per_second),
