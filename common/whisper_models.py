@@ -85,7 +85,8 @@ class ModelLoadOptions:
     # On CPU, threads of one more replica, loaded beside the workers, that
     # decodes a batch when nothing else waits (a job's last chunk: two threads
     # decode a chunk 1.6x as fast as one, where the other workers would idle);
-    # 0 or 1: none.
+    # 0 or 1: none (the ASR service tunes 0). Only for models of at most
+    # SOLO_MAX_MODEL_BYTES: it costs the model's memory once more.
     solo_cpu_threads: int = 0
     # Where the embedded base model directory is built.
     cache_dir: Path = field(default_factory=lambda: Path(DEFAULT_CACHE_DIR).expanduser())
@@ -362,6 +363,20 @@ def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
 # 20 ms at the 90th percentile from where 7 put them.
 ATTENTION_MEDIAN_FILTER_WIDTH = 1
 
+# The largest model (its model.bin) that gets a solo replica: the replica
+# saves a fraction of a chunk's decoding per job, and costs the model's
+# memory once more (tiny, base and small in int8: 40-250 MB; medium and
+# large-v3 would cost 0.8-1.5 GB more).
+SOLO_MAX_MODEL_BYTES = 512 * 1024 * 1024
+
+
+def _model_bytes(path: Path) -> int:
+    """The size of a CTranslate2 model directory's weights (0 when unreadable)."""
+    try:
+        return (path / "model.bin").stat().st_size
+    except OSError:
+        return 0
+
 
 class _WhisperModel(WhisperModel):
     """faster-whisper's model, its word alignment with the suite's median
@@ -588,7 +603,7 @@ class ModelCache:
                     num_workers=1,
                     local_files_only=True,
                 )
-                if device == "cpu" and self.options.solo_cpu_threads > 1
+                if device == "cpu" and self.options.solo_cpu_threads > 1 and _model_bytes(path) <= SOLO_MAX_MODEL_BYTES
                 else None
             )
         except RuntimeError as error:

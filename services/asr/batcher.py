@@ -25,7 +25,8 @@ workers). While full batches wait the words come first, so the job's
 segments still stream as it goes.
 
 A request that holds its job's last chunks (`last_of_job`), taken while
-nothing else waits, is decoded by the model's solo replica
+nothing else waits and the other workers are at most a chunk from the end
+of their batches, is decoded by the model's solo replica
 (`LoadedModel.solo`: one replica with the threads of all the workers) where
 it has one: two threads decode a chunk 1.6x as fast as one, and the other
 workers would idle until the job ends (a 10-minute job without alignment:
@@ -124,6 +125,8 @@ class BatchPool:
         self._running: dict[int, tuple[float, int]] = {}
         # Seconds a chunk takes in a batch, averaged over recent batches; None before the first.
         self._seconds_per_chunk: float | None = None
+        # A batch is being decoded by the solo replica (it has one worker).
+        self._solo_busy = False
 
     @property
     def figures(self) -> BatchFigures:
@@ -210,8 +213,10 @@ class BatchPool:
     def _take_words(self) -> tuple[_Work, int, PendingWords] | None:
         """The next chunk whose words to time, if it is their turn: the
         oldest of a request that wants its results soonest, else the oldest
-        unless the chunks waiting to be decoded are the last few (fewer than
-        a full batch) and not too many words wait."""
+        unless the chunks of longer jobs waiting to be decoded are their last
+        few (fewer than a full batch) and not too many words wait. (Chunks of
+        live requests waiting do not hold the words back: they could keep a
+        job's words, and so its next calls, waiting as long as they come.)"""
         self._words = collections.deque(entry for entry in self._words if not entry[0].closed)
         if not self._words:
             return None
@@ -219,7 +224,7 @@ class BatchPool:
             if not entry[0].throughput:
                 self._words.remove(entry)
                 return entry
-        waiting = self.waiting_chunks
+        waiting = sum(work.waiting for work in self._pending if work.throughput and not work.closed)
         if 0 < waiting < self._full_batch_size() and len(self._words) < WORDS_WAITING_PER_WORKER * self._workers:
             return None
         return self._words.popleft()
@@ -242,11 +247,18 @@ class BatchPool:
         even = -(-waiting // idle)
         if self._seconds_per_chunk is None or not self._running:
             return even
+        share = round((waiting + self._busy_chunks_left()) / (idle + len(self._running)))
+        return max(1, min(even, share))
+
+    def _busy_chunks_left(self) -> float:
+        """What the batches being decoded have left, in chunks at the recent
+        rate (each of them all its chunks before a rate is known)."""
+        if self._seconds_per_chunk is None:
+            return float(sum(chunks for _, chunks in self._running.values()))
         now = time.monotonic()
-        left = sum(
+        return sum(
             max(0.0, chunks - (now - started) / self._seconds_per_chunk) for started, chunks in self._running.values()
         )
-        return max(1, min(even, round((waiting + left) / (idle + len(self._running)))))
 
     async def _worker(self) -> None:
         while True:
@@ -285,9 +297,11 @@ class BatchPool:
         # solo replica (more threads) takes them, as the other workers would idle.
         solo = (
             self._workers > 1
+            and not self._solo_busy
             and any(work.last_of_job for work in works)
             and not self.waiting_chunks
             and not self._words
+            and self._busy_chunks_left() <= 1.0
         )
         future = loop.run_in_executor(
             self._executor,
@@ -298,6 +312,7 @@ class BatchPool:
         for work in works:
             work.in_flight.add(future)
         self._decoding += 1
+        self._solo_busy = self._solo_busy or solo
         started = time.monotonic()
         self._running[id(future)] = (started, len(batch))
         try:
@@ -311,7 +326,7 @@ class BatchPool:
             if not isinstance(error, Exception) and not future.cancelled():
                 raise
         else:
-            per_chunk = (time.monotonic() - started) / len(batch)
+            per_chunk = max(1e-6, (time.monotonic() - started) / len(batch))
             self._seconds_per_chunk = (
                 per_chunk if self._seconds_per_chunk is None else 0.7 * self._seconds_per_chunk + 0.3 * per_chunk
             )
@@ -330,6 +345,8 @@ class BatchPool:
                     self._wake.set()
         finally:
             self._decoding -= 1
+            if solo:
+                self._solo_busy = False
             del self._running[id(future)]
             for work in works:
                 work.in_flight.discard(future)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -89,7 +89,7 @@ class AsrServicer(asr_pb2_grpc.AsrServiceServicer):
         # Which chunks each job asked for (the job id is bound by the interceptor).
         first = request.first_chunk_index
         with structlog.contextvars.bound_contextvars(
-            scheduling=asr_pb2.Scheduling.Name(request.scheduling), last_of_job=request.last_of_job
+            scheduling=_enum_name(asr_pb2.Scheduling, request.scheduling), last_of_job=request.last_of_job
         ):
             logger.info("transcribing chunks %d-%d", first, first + len(chunks) - 1)
         stop = threading.Event()
@@ -296,3 +296,11 @@ def _detection_to_proto(detection: LanguageDetection) -> asr_pb2.DetectLanguageR
             for code, probability in detection.candidates
         ],
     )
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    """An enum value's name, or its number when this build does not know it (a newer caller's)."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)

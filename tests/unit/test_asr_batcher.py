@@ -352,3 +352,41 @@ def test_a_worker_leaves_its_share_to_one_about_to_finish() -> None:
         executor.shutdown()
 
     asyncio.run(main())
+
+
+def test_live_chunks_waiting_do_not_hold_back_a_jobs_words() -> None:
+    """A job's words wait only for the job's (or another job's) last chunks,
+    not for live chunks: those could keep coming, and the job's next calls
+    wait for its results."""
+
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.05)
+        pool, executor = _pool(decoder, workers=1)
+        job = _Request("job", 4, words=True)
+        live = _Request("live", 2, key="other options")
+        job_results = asyncio.create_task(_collect_throughput(pool, job))
+        await asyncio.to_thread(decoder.started.wait, 5)
+        await _collect(pool, live)
+        await job_results
+        assert [kind for kind, _ in decoder.steps] == ["batch"] + ["words"] * 4 + ["batch"]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_the_solo_replica_takes_one_batch_at_a_time() -> None:
+    """It is one replica: a second job ending while it decodes goes to a worker."""
+
+    async def main() -> None:
+        decoder = _Decoder(delay_s=0.2)
+        pool, executor = _pool(decoder, workers=2)
+        first = asyncio.create_task(_collect_last(pool, _Request("first", 1)))
+        await asyncio.to_thread(decoder.started.wait, 5)
+        await _collect_last(pool, _Request("second", 1, key="other options"))
+        await first
+        assert decoder.solo_batches == [True, False]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())

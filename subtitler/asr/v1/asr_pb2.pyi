@@ -374,7 +374,8 @@ class TranscribeRequest(_message.Message):
     """How the request's results are wanted when the service is busy."""
     last_of_job: _builtins.bool
     """The request holds the last chunks of its job: nothing of the job
-    follows (the gateway sets it once speech detection is done). On a CPU,
+    follows but, perhaps, a second look at speech its transcript missed
+    (the gateway sets it once speech detection is done). On a CPU,
     when nothing else waits, the service may decode them with the threads
     of all its workers, which would otherwise idle at the job's end. The
     text is the same.
