@@ -657,7 +657,7 @@ class Transcriber:
                 decoding,
             )
             for (prepared, position), output, samples, encoded, span in zip(
-                items, outputs, heard, staged.encoded, metadata, strict=True
+                items, outputs, heard, (row[np.newaxis] for row in staged.encoded), metadata, strict=True
             )
         ]
 
@@ -838,19 +838,20 @@ class _StagedWhisper:
 
     def __init__(self, whisper: WhisperModel) -> None:
         self._whisper = whisper
-        # The encoder's output of each chunk of the last batch, in host memory.
-        self.encoded: list[npt.NDArray[np.float32]] = []
+        # The encoder's output of the last batch's chunks, in host memory (one row each).
+        self.encoded: npt.NDArray[np.float32] = np.zeros((0,), dtype=np.float32)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._whisper, name)
 
     def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
-        # Host memory: each chunk's output (2.3 MB for tiny) is kept for its
-        # word alignment (`encoded`), and the batch's joins them in one copy.
-        self.encoded = [
-            np.asarray(self._whisper.encode(features[position : position + 1])) for position in range(len(features))
-        ]
-        return ctranslate2.StorageView.from_array(np.concatenate(self.encoded))
+        # Host memory: the chunks' outputs (2.3 MB each for tiny) joined in one
+        # copy, which the beam search reads and the word alignment slices
+        # (`encoded`: a chunk's row stays alive while its words wait).
+        self.encoded = np.concatenate(
+            [np.asarray(self._whisper.encode(features[position : position + 1])) for position in range(len(features))]
+        )
+        return ctranslate2.StorageView.from_array(self.encoded)
 
 
 class _ContextPipeline(BatchedInferencePipeline):
