@@ -7,8 +7,11 @@ names the variable and shows the value; nothing else reads `os.environ`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -30,6 +33,17 @@ def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | N
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def env_int_or_default(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
+    """`env_int` for a setting applied at process start, before a service's
+    configuration is read, which must never stop it: a bad value logs a
+    warning and gives `default`."""
+    try:
+        return env_int(env, name, default, minimum=minimum)
+    except ConfigError as error:
+        logger.warning("%s; using %d", error, default)
+        return default
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float | None = None) -> float:

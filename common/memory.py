@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
+from common.config import env_int_or_default
+
 logger = logging.getLogger(__name__)
 
 # mallopt's parameters (glibc's malloc.h).
@@ -59,15 +61,6 @@ def _libc_function(name: str) -> Callable[..., int] | None:
         return None  # not glibc (musl, macOS)
 
 
-def _setting(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name, "").strip()
-    try:
-        return int(text) if text else default
-    except ValueError:
-        logger.warning("%s=%r is not a whole number; using %d", name, text, default)
-        return default
-
-
 def tune_malloc(env: Mapping[str, str]) -> MallocSettings:
     """Applies SUBTITLER_MALLOC_ARENAS (default 1) and
     SUBTITLER_MALLOC_KEEP_BYTES (default 256 MiB); 0 leaves either to glibc,
@@ -77,10 +70,10 @@ def tune_malloc(env: Mapping[str, str]) -> MallocSettings:
     mallopt = _libc_function("mallopt")
     if mallopt is None:
         return MallocSettings(None, None)
-    arenas = _setting(env, ARENAS_SETTING, DEFAULT_MALLOC_ARENAS)
+    arenas = env_int_or_default(env, ARENAS_SETTING, DEFAULT_MALLOC_ARENAS)
     glibc_arenas = bool(env.get("MALLOC_ARENA_MAX", "").strip())
     arenas_applied = not glibc_arenas and arenas > 0 and mallopt(_M_ARENA_MAX, arenas) == 1
-    keep = _setting(env, KEEP_SETTING, DEFAULT_MALLOC_KEEP_BYTES)
+    keep = env_int_or_default(env, KEEP_SETTING, DEFAULT_MALLOC_KEEP_BYTES)
     glibc_keep = any(env.get(name, "").strip() for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
     keep_applied = (
         not glibc_keep and keep > 0 and mallopt(_M_MMAP_THRESHOLD, keep) == 1 and mallopt(_M_TRIM_THRESHOLD, keep) == 1

@@ -22,6 +22,8 @@ import logging
 import os
 from collections.abc import Mapping, MutableMapping
 
+from common.config import env_int_or_default
+
 logger = logging.getLogger(__name__)
 
 BLAS_THREADS_SETTING = "SUBTITLER_BLAS_THREADS"
@@ -32,16 +34,7 @@ OPENBLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
 
 def blas_threads_setting(env: Mapping[str, str]) -> int:
     """SUBTITLER_BLAS_THREADS as a count (default 1; 0: the library's own)."""
-    text = env.get(BLAS_THREADS_SETTING, "").strip()
-    try:
-        threads = int(text) if text else DEFAULT_BLAS_THREADS
-    except ValueError:
-        logger.warning("%s=%r is not a whole number; using %d", BLAS_THREADS_SETTING, text, DEFAULT_BLAS_THREADS)
-        return DEFAULT_BLAS_THREADS
-    if threads < 0:
-        logger.warning("%s=%d is negative; using %d", BLAS_THREADS_SETTING, threads, DEFAULT_BLAS_THREADS)
-        return DEFAULT_BLAS_THREADS
-    return threads
+    return env_int_or_default(env, BLAS_THREADS_SETTING, DEFAULT_BLAS_THREADS, minimum=0)
 
 
 def limit_blas_threads(env: MutableMapping[str, str] | None = None) -> int | None:

@@ -574,8 +574,7 @@ class ModelCache:
         before = _resident_bytes()
         model = self._load(key)
         grown = _resident_bytes() - before
-        file_bytes = (model.path / "model.bin").stat().st_size if (model.path / "model.bin").is_file() else 0
-        return model, grown if grown > 0 else file_bytes
+        return model, grown if grown > 0 else _model_bytes(model.path)
 
     def _load(self, name: str) -> LoadedModel:
         if not name:
@@ -585,24 +584,21 @@ class ModelCache:
         device = resolve_device(self.options.device)
         compute_type = resolve_compute_type(self.options.compute_type, device)
         cpu_threads = self.options.cpu_threads or default_cpu_threads()
-        try:
-            whisper = _WhisperModel(
+
+        def load(threads: int, workers: int) -> WhisperModel:
+            return _WhisperModel(
                 str(path),
                 device=device,
                 compute_type=compute_type,
-                cpu_threads=cpu_threads,
-                num_workers=self.options.num_workers or 1,
+                cpu_threads=threads,
+                num_workers=workers,
                 local_files_only=True,
             )
+
+        try:
+            whisper = load(cpu_threads, self.options.num_workers or 1)
             solo = (
-                _WhisperModel(
-                    str(path),
-                    device=device,
-                    compute_type=compute_type,
-                    cpu_threads=self.options.solo_cpu_threads,
-                    num_workers=1,
-                    local_files_only=True,
-                )
+                load(self.options.solo_cpu_threads, 1)
                 if device == "cpu" and self.options.solo_cpu_threads > 1 and _model_bytes(path) <= SOLO_MAX_MODEL_BYTES
                 else None
             )
