@@ -119,9 +119,7 @@ class BatchPool:
         self._batches = 0
         self._shared_batches = 0
         self._chunks = 0
-        # Workers decoding a batch now.
-        self._decoding = 0
-        # The batches being decoded: (when started, chunks), by batch.
+        # The batches being decoded (one a busy worker): (when started, chunks), by batch.
         self._running: dict[int, tuple[float, int]] = {}
         # Seconds a chunk takes in a batch, averaged over recent batches; None before the first.
         self._seconds_per_chunk: float | None = None
@@ -135,7 +133,13 @@ class BatchPool:
     @property
     def waiting_chunks(self) -> int:
         """Chunks in the pool that no batch holds yet."""
-        return sum(work.waiting for work in self._pending if not work.closed)
+        return self._waiting()
+
+    def _waiting(self, *, throughput_only: bool = False) -> int:
+        """Chunks no batch holds yet, of every request or of longer jobs' only."""
+        return sum(
+            work.waiting for work in self._pending if not work.closed and (work.throughput or not throughput_only)
+        )
 
     async def transcribe(
         self, prepared: PreparedTranscription, *, throughput: bool = False, last_of_job: bool = False
@@ -195,9 +199,7 @@ class BatchPool:
         head = self._pending[0]
         key = head.prepared.batch_key
         same = sum(work.waiting for work in self._pending if work is head or work.prepared.batch_key == key)
-        size = min(head.prepared.options.batch_size, self._share(same))
-        if self._preferred_batch_size:
-            size = min(size, self._preferred_batch_size)
+        size = min(self._full_batch_size(), self._share(same))
         batch: list[tuple[_Work, int]] = []
         for work in self._pending:
             if work is not head and work.prepared.batch_key != key:
@@ -224,7 +226,7 @@ class BatchPool:
             if not entry[0].throughput:
                 self._words.remove(entry)
                 return entry
-        waiting = sum(work.waiting for work in self._pending if work.throughput and not work.closed)
+        waiting = self._waiting(throughput_only=True)
         if 0 < waiting < self._full_batch_size() and len(self._words) < WORDS_WAITING_PER_WORKER * self._workers:
             return None
         return self._words.popleft()
@@ -243,7 +245,7 @@ class BatchPool:
         about to finish (what they have left counts, in chunks at the recent
         rate: with four chunks waiting and the other worker a chunk from its
         end, this one takes two, not four, and the other the last two)."""
-        idle = max(1, self._workers - self._decoding)
+        idle = max(1, self._workers - len(self._running))
         even = -(-waiting // idle)
         if self._seconds_per_chunk is None or not self._running:
             return even
@@ -280,8 +282,7 @@ class BatchPool:
         try:
             transcript = await _outlast({future})
         except BaseException as error:
-            failure = error if isinstance(error, Exception) else UnavailableError("the ASR service is stopping")
-            work.done.put_nowait((-1, failure))
+            work.done.put_nowait((-1, _failure(error)))
             if not isinstance(error, Exception) and not future.cancelled():
                 raise
         else:
@@ -311,7 +312,6 @@ class BatchPool:
         )
         for work in works:
             work.in_flight.add(future)
-        self._decoding += 1
         self._solo_busy = self._solo_busy or solo
         started = time.monotonic()
         self._running[id(future)] = (started, len(batch))
@@ -320,7 +320,7 @@ class BatchPool:
         except BaseException as error:
             # Each request raises it; a batch the executor dropped, or one
             # this worker was stopped in, means the service is stopping.
-            failure = error if isinstance(error, Exception) else UnavailableError("the ASR service is stopping")
+            failure = _failure(error)
             for work in works:
                 work.done.put_nowait((-1, failure))
             if not isinstance(error, Exception) and not future.cancelled():
@@ -344,12 +344,16 @@ class BatchPool:
                     self._words.append((work, position, result))
                     self._wake.set()
         finally:
-            self._decoding -= 1
             if solo:
                 self._solo_busy = False
             del self._running[id(future)]
             for work in works:
                 work.in_flight.discard(future)
+
+
+def _failure(error: BaseException) -> Exception:
+    """What a request whose batch or words ended in `error` raises."""
+    return error if isinstance(error, Exception) else UnavailableError("the ASR service is stopping")
 
 
 async def _outlast(futures: set[asyncio.Future[Any]]) -> Any:
