@@ -48,13 +48,13 @@ from common import errors, metrics
 from common.affinity import validate_affinity_spec
 from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
 from common.memory import IdleMemoryRelease
+from common.retry_hint import RETRY_AFTER_KEY
 from common.tls import TlsConfig
 
 log = structlog.get_logger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"
 JOB_ID_KEY = "x-job-id"
-RETRY_AFTER_KEY = "retry-after-s"
 
 _STATUS_OF_ERROR: dict[type[errors.SuiteError], grpc.StatusCode] = {
     errors.InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -184,7 +184,8 @@ class _RpcScope:
             message = f"internal error (request id {self.request_id})"
         if isinstance(error, errors.ResourceExhaustedError) and error.retry_after_s is not None:
             self.context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{error.retry_after_s:g}"),))
-        await self.context.abort(code, message)
+        # Bounded: a message that echoes a huge request value would be refused by the client.
+        await self.context.abort(code, errors.bounded_message(message))
 
     def finish(self, code: grpc.StatusCode) -> None:
         duration_s = time.perf_counter() - self.started

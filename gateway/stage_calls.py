@@ -15,7 +15,6 @@ Every failed attempt is stored on the job and published as a `retry` event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -25,7 +24,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from common.convert import epoch_to_timestamp, seconds_to_duration
-from common.server import RETRY_AFTER_KEY
+from common.retry_hint import is_busy, retry_after_s
 from gateway.config import RetryPolicy
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, Stage
@@ -64,25 +63,6 @@ def backoff_s(policy: RetryPolicy, attempt: int) -> float:
     """Exponential backoff with full jitter before attempt `attempt` + 1."""
     ceiling_s = min(policy.max_backoff_s, policy.initial_backoff_s * 2 ** (attempt - 1))
     return random.uniform(ceiling_s / 2, ceiling_s)
-
-
-def retry_after_s(error: grpc.aio.AioRpcError) -> float | None:
-    """The retry hint a service gave with RESOURCE_EXHAUSTED, if any."""
-    for key, value in error.trailing_metadata() or ():
-        if key == RETRY_AFTER_KEY:
-            with contextlib.suppress(ValueError):
-                return float(value)
-    return None
-
-
-# What gRPC itself says when a server is at its maximum_concurrent_rpcs.
-_GRPC_CONCURRENCY_LIMIT = "Concurrent RPC limit exceeded"
-
-
-def _busy(error: grpc.aio.AioRpcError) -> bool:
-    """Whether a RESOURCE_EXHAUSTED is a service at capacity (it says when to
-    retry, or gRPC refused for too many calls) rather than a limit of the input."""
-    return retry_after_s(error) is not None or _GRPC_CONCURRENCY_LIMIT in (error.details() or "")
 
 
 class LostAudioRecovery(Protocol):
@@ -152,7 +132,7 @@ class StageCaller:
                     await self._wait_for_service(wait_key, stage, details, delay_s)
                     # Waits are bounded by time, not by a count.
                     await self.record_retry(stage, chunk_index, waits, 0, code, details, delay_s)
-                elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and not _busy(error):
+                elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and not is_busy(error):
                     # A limit (audio over the maximum duration, an upload too
                     # large), not a busy service: the same call fails again.
                     raise StageFailedError(stage, code, details) from error
