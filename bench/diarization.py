@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import print_machine_line
 from services.diarize.engine import Diarizer
 from services.diarize.weights import build_models
 from tests.speech import SAMPLE_RATE_HERTZ, LongRecording, clear_prompts, join_with_silence, load_pcm16k, write_wav
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--job", action="store_true", help="also time a suite job with and without diarization")
     options = parser.parse_args()
+    print_machine_line()
     with tempfile.TemporaryDirectory() as cache:
         models = build_models(Path(cache))
         diarizer = Diarizer(models.segmentation, models.embedding, threads=options.threads)

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from bench.end_to_end import run_job, start_suite
+from bench.machine import print_machine_line
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording, write_wav
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     options = parser.parse_args()
+    print_machine_line()
     with tempfile.TemporaryDirectory(prefix="subtitler-replicas-") as tmp:
         workdir = Path(tmp)
         media = workdir / "media"

@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from bench.machine import print_machine_line
 from gateway.store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--max-chunk-s", type=int, default=30, help="longest speech chunk (the VAD's default)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the undisturbed job")
     options = parser.parse_args()
+    print_machine_line()
 
     with tempfile.TemporaryDirectory(prefix="subtitler-bench-resume-") as tmp:
         workdir = Path(tmp)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.machine import print_machine_line
 from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE_HERTZ, SpeechChunk, SpeechDetector, VadOptions
 from services.vad.engine import bundled_model_path as faster_whisper_model_path
 from tests.speech import ASTERISK_SOUNDS_DIR, load_pcm16k
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per backend; the best counts (default 3)")
     parser.add_argument("--sounds-dir", type=Path, default=ASTERISK_SOUNDS_DIR, help="folder of .wav recordings")
     args = parser.parse_args()
+    print_machine_line()
 
     audio = speech_with_gaps(args.sounds_dir, args.duration_s)
     audio_s = audio.shape[0] / SAMPLE_RATE_HERTZ

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 
 from faster_whisper import WhisperModel
 
+from bench.machine import print_machine_line
 from common.silence_snap import SnapOptions, snap_words_to_sound
 from common.transcript import Segment
 from common.whisper_models import EMBEDDED_BASE, EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
@@ -237,6 +238,7 @@ def main() -> None:
     parser.add_argument("--cpu-threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print every sentence's word starts")
     args = parser.parse_args()
+    print_machine_line()
     logging.basicConfig(level=logging.ERROR)
 
     cache = ModelCache(ModelLoadOptions(device="cpu", cpu_threads=args.cpu_threads))
