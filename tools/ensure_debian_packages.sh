@@ -3,6 +3,8 @@
 # - asterisk's core sounds (human recordings, CC-BY-SA-3.0) and their
 #   transcripts: real speech for tests and benchmarks (es, it and ru digits:
 #   bench.word_timing's word-time figures in five languages);
+# - asterisk's music on hold (CC-BY-SA-3.0): the music passage of the
+#   realistic bench recording (bench/media.py);
 # - chromium and its driver: the web pages' tests;
 # - PostgreSQL 15: the job store's tests on a real server (tests/postgres.py);
 # - node and npm: buf (the proto linter) and the Node client;
@@ -12,6 +14,7 @@ set -euo pipefail
 packages=(
   asterisk-core-sounds-en-wav asterisk-core-sounds-en asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
   asterisk-core-sounds-es-wav asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav
+  asterisk-moh-opsound-wav
   chromium chromium-driver
   postgresql
   golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
