@@ -43,7 +43,7 @@ FORMATS = {
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8
 MAX_FIRST_CONNECT_TRIES = 2
-EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt", "ass": ".ass"}
+EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt", "ass": ".ass", "rttm": ".rttm"}
 ALIGN_METHODS = {
     "auto": align_pb2.ALIGN_METHOD_UNSPECIFIED,
     "cross-attention": align_pb2.ALIGN_METHOD_CROSS_ATTENTION,
@@ -228,12 +228,11 @@ class ProgressBar:
         width = (columns or shutil.get_terminal_size((80, 24)).columns) - 1
         elapsed_s = time.monotonic() - self._started
         doing = f"queued, #{self._queue_position}" if self._queue_position else stage
-        clock = _clock(elapsed_s)
+        timing = clock(elapsed_s)
         if 0.05 < progress < 1.0:
-            clock += f", ~{_clock(elapsed_s * (1 - progress) / progress)} left"
+            timing += f", ~{clock(elapsed_s * (1 - progress) / progress)} left"
         bar_width = max(10, min(30, width // 4))
-        filled = int(progress * bar_width)
-        head = f"[{'#' * filled}{'-' * (bar_width - filled)}] {progress:4.0%} {doing:<13} {clock}"
+        head = f"{bar_text(progress, bar_width)} {doing:<13} {timing}"
         room = width - len(head) - 1
         text = self._last_text
         if room < 8 or not text:
@@ -249,7 +248,14 @@ class ProgressBar:
             self._stream.flush()
 
 
-def _clock(seconds: float) -> str:
+def bar_text(progress: float, bar_width: int) -> str:
+    """[#####-----]  50%: `progress` (0 to 1) as a bar of `bar_width` cells and a percentage."""
+    filled = int(progress * bar_width)
+    return f"[{'#' * filled}{'-' * (bar_width - filled)}] {progress:4.0%}"
+
+
+def clock(seconds: float) -> str:
+    """m:ss (minutes past 59 go on counting: 75:00)."""
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}:{secs:02d}"
 
@@ -401,11 +407,11 @@ def system(channel: grpc.Channel) -> int:
     return 0 if not reply.unreachable_peers else 1
 
 
-def open_gateway_channel(address: str, ca_file: str) -> grpc.Channel:
-    """A channel to the gateway: TLS verified against `ca_file` when given
-    (with SUBTITLER_TLS_CLIENT_CERT_FILE / _KEY_FILE presented if set), else plaintext."""
+def gateway_credentials(ca_file: str) -> grpc.ChannelCredentials | None:
+    """TLS credentials verified against `ca_file` (with SUBTITLER_TLS_CLIENT_CERT_FILE
+    / _KEY_FILE presented if set); None without one: plaintext."""
     if not ca_file:
-        return grpc.insecure_channel(address)
+        return None
     try:
         credentials = TlsConfig.from_env(
             {**os.environ, "SUBTITLER_TLS_CA_FILE": ca_file}, "SUBTITLER_CLI_"
@@ -413,7 +419,13 @@ def open_gateway_channel(address: str, ca_file: str) -> grpc.Channel:
     except ConfigError as error:
         raise SystemExit(f"error: {error}") from None
     assert credentials is not None
-    return grpc.secure_channel(address, credentials)
+    return credentials
+
+
+def open_gateway_channel(address: str, ca_file: str) -> grpc.Channel:
+    """A channel to the gateway: TLS when `ca_file` is given (see gateway_credentials), else plaintext."""
+    credentials = gateway_credentials(ca_file)
+    return grpc.insecure_channel(address) if credentials is None else grpc.secure_channel(address, credentials)
 
 
 def parser() -> argparse.ArgumentParser:
