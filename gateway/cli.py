@@ -1,11 +1,14 @@
 """Command-line client of the gateway.
 
     python -m gateway.cli transcribe talk.mp4 -o talk.srt [--format vtt] [--language fr] [--model ...]
+    python -m gateway.cli transcribe a.mp4 b.mp4 clips/ 'more/*.wav' --output-dir subs/ [options as above]
     python -m gateway.cli jobs | status JOB | watch JOB | result JOB -o out.vtt | cancel JOB | system
 
 `transcribe` uploads the file (or, with --server-path, names a file on the
 audio service's host), shows a progress bar fed by the job's event stream,
 writes the result, and exits non-zero with the server's message on error.
+Several files, a folder or a pattern go to gateway.batch, which sends them
+all at once and writes each output into --output-dir as it is done.
 """
 
 from __future__ import annotations
@@ -350,16 +353,17 @@ def check_output(output: str) -> None:
 
 def transcribe(stub: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> int:
     config = build_config(options)
-    output = options.output or str(Path(Path(options.file).name).with_suffix(EXTENSIONS[options.format]))
+    [source] = options.files
+    output = options.output or str(Path(Path(source).name).with_suffix(EXTENSIONS[options.format]))
     check_output(output)
     if options.server_path:
         job = stub.CreateJob(
             gateway_pb2.CreateJobRequest(
-                path=options.file, config=config, request_id=options.request_id or "", priority=options.priority
+                path=source, config=config, request_id=options.request_id or "", priority=options.priority
             )
         )
     else:
-        path = Path(options.file)
+        path = Path(source)
         if not path.is_file():
             raise CliError(f"no such file: {path}")
         job = stub.UploadMedia(upload_requests(path, config, options.request_id or "", options.priority))
@@ -447,10 +451,21 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("transcribe", help="transcribe a media file and write subtitles")
-    run.add_argument("file", help="local file to upload (or, with --server-path, a path on the audio service's host)")
+    run = commands.add_parser("transcribe", help="transcribe media files and write subtitles")
+    run.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="local file to upload (or, with --server-path, a path on the audio service's host); several files,"
+        " a folder (its media files) or a quoted glob pattern ('clips/*.wav') need --output-dir",
+    )
     run.add_argument(
         "-o", "--output", help="output file; '-' for stdout; default: the file name with the format's extension"
+    )
+    run.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="write each file's output here, named after it (talk.mp4 -> DIR/talk.srt); all files are sent at once",
     )
     run.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
     run.add_argument("--server-path", action="store_true", help="FILE is a path on the server; do not upload it")
@@ -490,8 +505,12 @@ def parser() -> argparse.ArgumentParser:
     speakers.add_argument("--min-speakers", type=int, help="at least this many (implies --diarize)")
     speakers.add_argument("--max-speakers", type=int, help="at most this many (implies --diarize)")
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
-    run.add_argument("--request-id", help="makes the request idempotent: a repeat returns the first job")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--request-id",
+        help="makes the request idempotent: a repeat returns the first job (in a batch, each file's id is"
+        " REQUEST_ID/ and a hash of its path)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar (a batch still lists its failures)")
     add_subtitle_arguments(run)
 
     live_cli.add_parser(commands)
@@ -509,6 +528,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
+    if options.command == "transcribe":
+        # Imported here: the batch builds on this module.
+        from gateway.batch import command as batch_command
+
+        if batch_command.is_batch(options):
+            return batch_command.run(options)
     with open_gateway_channel(options.gateway, options.tls_ca) as plain:
         channel = grpc.intercept_channel(plain, BearerToken(options.token)) if options.token else plain
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
