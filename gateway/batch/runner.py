@@ -19,7 +19,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +141,32 @@ def file_request_id(prefix: str, source: str) -> str:
     return f"{prefix}/{hashlib.sha256(source.encode()).hexdigest()[:16]}"
 
 
+class FileUpload:
+    """The messages of one file's upload. A read error ends them early and
+    is kept in `read_error`: the gateway refuses the short upload, where
+    grpc.aio would cancel the call (and with it the batch) for an error
+    raised from the messages."""
+
+    def __init__(self, messages: Iterator[gateway_pb2.UploadMediaRequest]) -> None:
+        self._messages = messages
+        self.read_error: OSError | None = None
+
+    def __iter__(self) -> Iterator[gateway_pb2.UploadMediaRequest]:
+        try:
+            yield from self._messages
+        except OSError as error:
+            self.read_error = error
+
+
+def local_status(error: OSError) -> str:
+    """The gRPC status name a local file's error is reported with."""
+    if isinstance(error, FileNotFoundError):
+        return "NOT_FOUND"
+    if isinstance(error, PermissionError):
+        return "PERMISSION_DENIED"
+    return "UNKNOWN"
+
+
 def check_readable(path: Path) -> None:
     """Raises LocalFileError for a file that cannot be uploaded, before a call starts."""
     if not path.exists():
@@ -200,7 +226,7 @@ class BatchRunner:
         except LocalFileError as error:
             return self._failed(index, error.status, str(error))
         except OSError as error:  # writing the output
-            return self._failed(index, "UNKNOWN", f"{error.strerror or error}: {error.filename or ''}")
+            return self._failed(index, local_status(error), str(error))
 
     async def _admitted_job(self, index: int) -> gateway_pb2.Job:
         """The file's job, once the gateway admits it; refusals of a full
@@ -233,8 +259,13 @@ class BatchRunner:
             )
             return await self._stub.CreateJob(request, metadata=settings.call_metadata)
         check_readable(source)
-        messages = upload_requests(source, settings.config, request_id, settings.priority)
-        return await self._stub.UploadMedia(messages, metadata=settings.call_metadata)
+        upload = FileUpload(upload_requests(source, settings.config, request_id, settings.priority))
+        try:
+            return await self._stub.UploadMedia(iter(upload), metadata=settings.call_metadata)
+        except grpc.aio.AioRpcError:
+            if upload.read_error is not None:
+                raise LocalFileError(local_status(upload.read_error), str(upload.read_error)) from None
+            raise
 
     async def _followed(self, index: int, job_id: str) -> gateway_pb2.Job:
         """The job once it has ended, its events fed to the progress display.

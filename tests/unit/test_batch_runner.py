@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
-from gateway.batch.runner import AdmissionGate, file_request_id
+from gateway.batch.runner import AdmissionGate, FileUpload, file_request_id, local_status
+from subtitler.gateway.v1 import gateway_pb2
 
 
 def test_a_refusal_holds_uploads_until_its_hint_or_until_a_job_of_the_batch_ends() -> None:
@@ -45,3 +47,14 @@ def test_request_ids_are_stable_under_a_prefix_and_random_without() -> None:
     assert file_request_id("run-7", "/media/a.wav").startswith("run-7/")
     assert len(file_request_id("x" * 111, "/media/a.wav")) == 128
     assert file_request_id("", "/media/a.wav") != file_request_id("", "/media/a.wav")
+
+
+def test_a_read_error_ends_the_upload_and_is_kept() -> None:
+    def messages() -> Iterator[gateway_pb2.UploadMediaRequest]:
+        yield gateway_pb2.UploadMediaRequest(chunk=b"first")
+        raise PermissionError(13, "Permission denied", "clip.wav")
+
+    upload = FileUpload(messages())
+    assert [message.chunk for message in upload] == [b"first"]
+    assert isinstance(upload.read_error, PermissionError)
+    assert local_status(upload.read_error) == "PERMISSION_DENIED"
