@@ -159,3 +159,14 @@ def test_a_full_gateway_is_waited_for_not_failed(small_gateway: tuple[str, Path]
     # A refused upload goes again when one of the batch's jobs ends, not
     # after the gateway's 30 s hint each time.
     assert took_s < 60, took_s
+
+
+def test_server_paths_are_sent_as_they_are(suite: RunningSuite, tmp_path: Path) -> None:
+    for name in PROMPTS[:2]:
+        shutil.copy(recording(name), suite.media_dir / f"batch-{name}.wav")
+    out = tmp_path / "out"
+    names = [f"batch-{name}.wav" for name in PROMPTS[:2]]
+    done = run_cli(suite.suite.target("gateway"), *names, "no-such.wav", "--server-path", "--output-dir", str(out))
+    assert done.returncode == 1, done.stderr
+    assert sorted(path.name for path in out.iterdir()) == sorted(f"batch-{name}.srt" for name in PROMPTS[:2])
+    assert "no-such.wav  NOT_FOUND" in done.stderr
