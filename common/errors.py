@@ -3,6 +3,26 @@ status codes in one place, so no servicer sets a status code by hand."""
 
 from __future__ import annotations
 
+MAX_MESSAGE_BYTES = 1024
+"""Longest message a caller gets with an error, in UTF-8 bytes. A message may
+echo what the request held (an id, a path, a file name), which can be
+megabytes; gRPC carries the message percent-encoded in a trailer, and a
+client refuses trailers over 8 KiB (grpc.max_metadata_size)."""
+
+_ELLIPSIS = " … "
+
+
+def bounded_message(message: str, max_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """`message` if it fits in `max_bytes` of UTF-8, else its start and its
+    end (where messages say what to do) joined by an ellipsis."""
+    encoded = message.encode()
+    if len(encoded) <= max_bytes:
+        return message
+    room = max_bytes - len(_ELLIPSIS.encode())
+    head = encoded[: room * 2 // 3].decode(errors="ignore")
+    tail = encoded[len(encoded) - (room - len(head.encode())) :].decode(errors="ignore")
+    return f"{head}{_ELLIPSIS}{tail}"
+
 
 class SuiteError(Exception):
     """Base of the errors a caller can act on; the message is shown to them."""

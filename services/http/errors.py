@@ -6,6 +6,8 @@ from __future__ import annotations
 import grpc
 from aiohttp import web
 
+from common.errors import bounded_message
+
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -26,8 +28,11 @@ class ApiError(Exception):
 
 
 def error_response(error: ApiError) -> web.Response:
+    """`error` in OpenAI's shape; its message bounded as the gRPC services bound theirs
+    (it may echo a form field, a query parameter or a path of the request)."""
     kind = "invalid_request_error" if error.status < 500 else "server_error"
-    body = {"error": {"message": error.message, "type": kind, "param": None, "code": error.code or None}}
+    message = bounded_message(error.message)
+    body = {"error": {"message": message, "type": kind, "param": None, "code": error.code or None}}
     return web.json_response(body, status=error.status, headers=error.headers)
 
 
