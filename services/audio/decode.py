@@ -9,10 +9,16 @@ matrix, normalised so the result never exceeds full scale (stereo becomes
 the mean of its two channels). A WAV file already in the target form
 (16-bit PCM, one channel, the target rate) is read block by block with the
 standard library's `wave` instead: the same values, a tenth of the time.
+Samples that are not finite numbers (NaN or infinite, as a damaged float
+stream holds) are made silent, whichever reader decoded them, and counted
+in the log: Whisper turns them into babble.
 
 What counts as an error (all raised as `common.errors` types):
 
 * missing file: `NotFoundError`;
+* a file the service's user may not read: `PermissionDeniedError`;
+* a path the system cannot follow (a loop of symbolic links, a name too
+  long): `InvalidInputError` with the system's reason;
 * not a media file, a container FFmpeg cannot open (e.g. an MP4 cut before
   its moov atom), or a file whose every audio packet fails to decode:
   `InvalidInputError` with FFmpeg's reason;
@@ -29,6 +35,7 @@ valid and yields 0 samples.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -49,6 +56,7 @@ from common.errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    SuiteError,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,10 +151,8 @@ def decode_file(
     started = time.perf_counter()
     try:
         size_bytes = path.stat().st_size
-    except FileNotFoundError:
-        raise NotFoundError(f"no such file: {name}") from None
-    except PermissionError:
-        raise PermissionDeniedError(f"the audio service may not read {name}: permission denied") from None
+    except OSError as error:
+        raise _unopenable(error, name) from None
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {name}")
     plain = _decode_plain_wav(path, name, size_bytes, options, cancel_event, started)
@@ -200,6 +206,8 @@ def _decode_plain_wav(
         reader = wave.open(str(path), "rb")  # noqa: SIM115 - closed by the with below; only its opening may fail
     except (wave.Error, EOFError):
         return None  # not RIFF/WAVE, not PCM, or a header cut short
+    except OSError as error:
+        raise _unopenable(error, name) from None  # e.g. a file its owner may read and this service may not
     with reader:
         layout = (reader.getnchannels(), reader.getsampwidth(), reader.getframerate())
         if layout != (1, 2, options.sample_rate_hertz):
@@ -259,18 +267,9 @@ def _decode_container(
     bad_packet_count = 0
     first_bad_reason = ""
 
-    non_finite_count = 0
-
     def keep(frames: list[av.AudioFrame]) -> None:
-        nonlocal non_finite_count
         for frame in frames:
-            samples = frame.to_ndarray().reshape(-1)
-            finite = np.isfinite(samples)
-            if not finite.all():
-                # NaN or infinite samples (a corrupt float stream) would make Whisper babble: silence them.
-                non_finite_count += int(samples.size - np.count_nonzero(finite))
-                samples = np.where(finite, samples, np.float32(0.0))
-            blocks.append(samples)
+            blocks.append(frame.to_ndarray().reshape(-1))
         if blocks.sample_count > max_samples:
             raise ResourceExhaustedError(_too_long_message(name, None, options))
 
@@ -297,8 +296,6 @@ def _decode_container(
             blocks.sample_count / options.sample_rate_hertz,
             _reason(error),
         )
-    if non_finite_count:
-        logger.warning("%s: %d samples were not finite numbers (NaN or infinite); made silent", name, non_finite_count)
     if bad_packet_count:
         if blocks.sample_count == 0:
             raise InvalidInputError(f"{name} could not be decoded: {first_bad_reason}")
@@ -310,6 +307,10 @@ def _decoded(
     name: str, blocks: _SampleBlocks, source: SourceDescription, options: DecodeOptions, started: float, how: str = ""
 ) -> DecodedAudio:
     """The decoded audio of `blocks`, logged (`how`: how it was read, when not by FFmpeg)."""
+    if blocks.non_finite_count:
+        logger.warning(
+            "%s: %d samples were not finite numbers (NaN or infinite); made silent", name, blocks.non_finite_count
+        )
     decoded = DecodedAudio(
         chunks=blocks.finish(),
         sample_count=blocks.sample_count,
@@ -338,7 +339,9 @@ _BLOCK_SAMPLES = 1 << 18
 class _SampleBlocks:
     """Gathers the decoder's small frames (a few hundred samples each) into
     blocks of `block_samples`, so hours of audio are a few hundred arrays,
-    not a million, and copying them into shared memory is quick."""
+    not a million, and copying them into shared memory is quick. Every
+    reader's samples pass through here, so here NaN and infinite samples are
+    made silent (and counted in `non_finite_count`)."""
 
     def __init__(self, block_samples: int = _BLOCK_SAMPLES) -> None:
         self._block_samples = block_samples
@@ -346,8 +349,13 @@ class _SampleBlocks:
         self._current = np.empty(block_samples, dtype=np.float32)
         self._filled = 0
         self.sample_count = 0
+        self.non_finite_count = 0
 
     def append(self, samples: npt.NDArray[Any]) -> None:
+        finite = np.isfinite(samples)
+        if not finite.all():
+            self.non_finite_count += samples.size - int(np.count_nonzero(finite))
+            samples = np.where(finite, samples, np.float32(0.0))
         while samples.size:
             taken = min(self._block_samples - self._filled, samples.size)
             self._current[self._filled : self._filled + taken] = samples[:taken]
@@ -383,6 +391,23 @@ def _too_long_message(name: str, header_duration_s: float | None, options: Decod
         f"{name} is {what}; the maximum duration of audio this service decodes is "
         f"{options.max_duration_s:g} s: cut the file into parts"
     )
+
+
+def _unopenable(error: OSError, name: str) -> SuiteError:
+    """What a caller is told when the file `name` cannot be opened (or stat'ed)."""
+    if isinstance(error, FileNotFoundError):
+        return NotFoundError(f"no such file: {name}")
+    if isinstance(error, PermissionError):
+        return PermissionDeniedError(
+            f"the audio service may not read {name}: permission denied (the file or a folder above it is not "
+            "readable by the user the service runs as)"
+        )
+    if error.errno == errno.ENOTDIR:
+        return NotFoundError(f"no such file: {name} (a part of its path is a file, not a folder)")
+    reason = error.strerror or type(error).__name__
+    if error.errno == errno.ELOOP:
+        reason += " (a symbolic link that leads back to itself)"
+    return InvalidInputError(f"{name} cannot be opened: {reason}")
 
 
 def _reason(error: av.error.FFmpegError) -> str:

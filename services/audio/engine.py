@@ -7,6 +7,7 @@ calls (`decode_file`, `SpoolFile.write`) in executors.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -43,15 +44,21 @@ def resolve_media_path(media_root: Path, requested: str) -> Path:
     Relative paths are relative to the root. Symbolic links are resolved
     before the check, so a link pointing out of the root is refused; a path
     outside the root is refused whether it exists or not (nothing is told
-    about files out there): `PermissionDeniedError`.
+    about files out there): `PermissionDeniedError`. A loop of links is left
+    as it is (the kernel follows it no further either), so decoding the path
+    tells the caller of the loop.
     """
     if not requested or "\x00" in requested:
         raise InvalidInputError("path is empty or contains a NUL character")
     root = media_root.resolve()
-    candidate = Path(requested).expanduser()
+    try:
+        candidate = Path(requested).expanduser()
+    except RuntimeError:  # "~name/..." of a user this host does not have: outside the root too
+        candidate = Path("/") / requested
     if not candidate.is_absolute():
         candidate = root / candidate
-    resolved = candidate.resolve()
+    # os.path.realpath, not Path.resolve, which raises RuntimeError on a loop (before Python 3.13).
+    resolved = Path(os.path.realpath(candidate))
     if not resolved.is_relative_to(root):
         # The message names the caller's own path, never the server's directories.
         raise PermissionDeniedError(
