@@ -1,10 +1,35 @@
-"""Checks shared by the client-streaming upload RPCs (gateway and audio)."""
+"""Checks shared by the upload RPCs (gateway and audio) and the HTTP front's uploads."""
 
 from __future__ import annotations
+
+import unicodedata
 
 import grpc
 
 from common.errors import CancelledError, InvalidInputError
+
+MAX_FILE_NAME_BYTES = 1024
+"""Longest file name an upload may carry, in UTF-8 bytes, folders included
+(a file's own name is at most 255 bytes on common file systems)."""
+
+
+def check_file_name(file_name: str) -> None:
+    """An upload's file name, as a client gives it (folders may come with it):
+    `InvalidInputError` for one over `MAX_FILE_NAME_BYTES` or with a control
+    character (NUL, a line break, an escape, ...), which would end up in the
+    paths, logs and messages the name goes into. The message names the
+    character, never the whole name."""
+    size_bytes = len(file_name.encode())
+    if size_bytes > MAX_FILE_NAME_BYTES:
+        raise InvalidInputError(
+            f"the file name is {size_bytes} bytes long, over the limit of {MAX_FILE_NAME_BYTES}: rename the file"
+        )
+    for position, character in enumerate(file_name):
+        if unicodedata.category(character) == "Cc":
+            raise InvalidInputError(
+                f"the file name has a control character (U+{ord(character):04X}) at position {position}: "
+                "rename the file"
+            )
 
 
 def ensure_upload_complete(

@@ -21,7 +21,7 @@ from common.errors import (
     NotFoundError,
     UnavailableError,
 )
-from common.uploads import ensure_upload_complete
+from common.uploads import check_file_name, ensure_upload_complete
 from gateway.auth import Authenticator
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState
@@ -33,7 +33,13 @@ from gateway.speakers import render_rttm, turns_from_proto
 from gateway.store import JobStore
 from gateway.subtitle_config import subtitle_options
 from gateway.subtitles import render
-from gateway.validation import validate_job_config, validate_path, validate_priority, validate_request_id
+from gateway.validation import (
+    validate_job_config,
+    validate_job_id,
+    validate_path,
+    validate_priority,
+    validate_request_id,
+)
 from subtitler.asr.v1 import asr_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -109,8 +115,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await check_model_options(self._asr, config.transcription)
 
     async def _own_job(self, job_id: str, context: grpc.aio.ServicerContext) -> JobRecord:
-        """The caller's job; another client's is NOT_FOUND, as an unknown one."""
+        """The caller's job; another client's is NOT_FOUND, as an unknown one;
+        an id the gateway never makes is INVALID_ARGUMENT."""
         caller = self._auth.caller(context)
+        validate_job_id(job_id)
         job = await self._store.run(self._store.get_job, job_id)
         if caller is not None and job.owner != caller:
             raise NotFoundError(f"no job {job_id!r}")
@@ -147,6 +155,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if first is None or not first.HasField("metadata"):
             raise InvalidInputError("the first message of an upload must carry its metadata (file name and config)")
         metadata = first.metadata
+        check_file_name(metadata.file_name)
         validate_job_config(metadata.config)
         validate_request_id(metadata.request_id)
         validate_priority(metadata.priority)

@@ -5,6 +5,7 @@ The stage services check everything again."""
 from __future__ import annotations
 
 import math
+import re
 
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
@@ -133,6 +134,9 @@ def _validate_job_choices(config: gateway_pb2.JobConfig) -> None:
 
 
 MAX_REQUEST_ID_CHARS = 128
+# A job id is what the gateway made (a uuid4's 32 hex digits); the bound leaves room, the characters do not.
+MAX_JOB_ID_CHARS = 128
+_JOB_ID_CHARACTER = re.compile(r"[A-Za-z0-9_-]")
 # Longest server-side path accepted (Linux's PATH_MAX).
 MAX_PATH_BYTES = 4096
 MAX_PRIORITY = 100
@@ -144,6 +148,22 @@ def validate_path(path: str) -> None:
         raise InvalidInputError(f"path is {len(path.encode())} bytes long; at most {MAX_PATH_BYTES}")
     if "\x00" in path:
         raise InvalidInputError("path contains a NUL character")
+
+
+def validate_job_id(job_id: str) -> None:
+    """A job id as the gateway makes them (INVALID_ARGUMENT otherwise); the
+    message never echoes the id, which may be megabytes."""
+    rule = (
+        f"job id must be 1 to {MAX_JOB_ID_CHARS} letters, digits, '-' or '_': "
+        "the job_id CreateJob or UploadMedia returned"
+    )
+    if not job_id:
+        raise InvalidInputError(f"{rule}; it is empty")
+    if len(job_id) > MAX_JOB_ID_CHARS:
+        raise InvalidInputError(f"{rule}; it is {len(job_id)} characters long")
+    bad = next((character for character in job_id if not _JOB_ID_CHARACTER.fullmatch(character)), None)
+    if bad is not None:
+        raise InvalidInputError(f"{rule}; it has the character U+{ord(bad):04X} at position {job_id.index(bad)}")
 
 
 def validate_request_id(request_id: str) -> None:

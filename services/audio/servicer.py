@@ -21,7 +21,7 @@ import grpc
 from common.audio_access import audio_ref_to_proto
 from common.convert import datetime_to_timestamp, duration_to_seconds, seconds_to_duration, time_range_from_proto
 from common.errors import InvalidInputError, ResourceExhaustedError
-from common.uploads import ensure_upload_complete
+from common.uploads import check_file_name, ensure_upload_complete
 from services.audio.engine import AudioEngine, DecodeResult
 from services.audio.live_source import check_url, live_samples
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -88,6 +88,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         if first is None or not first.HasField("metadata"):
             raise InvalidInputError("the first message of UploadAudio must carry the metadata")
         metadata = first.metadata
+        check_file_name(metadata.file_name)
         lease_s = duration_to_seconds(metadata.lease_duration) if metadata.HasField("lease_duration") else None
         self._engine.checked_lease_s(lease_s)
         display_name = Path(metadata.file_name).name or "upload"

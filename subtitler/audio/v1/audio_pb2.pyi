@@ -127,7 +127,9 @@ class UploadMetadata(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
-    """Original file name, used only for messages and container hints."""
+    """Original file name, used only for messages and container hints: at most
+    1024 bytes, no control characters (INVALID_ARGUMENT otherwise).
+    """
     size_bytes: _builtins.int
     """Total size in bytes if known (0: unknown); checked against the limit
     before any byte is stored.

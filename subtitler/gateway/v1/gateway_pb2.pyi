@@ -607,7 +607,9 @@ class Job(_message.Message):
     RETRIES_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Server-assigned id."""
+    """Server-assigned id: letters, digits, '-' and '_', at most 128 characters
+    (a request naming any other id is INVALID_ARGUMENT).
+    """
     state: Global___JobState.ValueType
     """Current state."""
     source: _builtins.str
@@ -747,7 +749,9 @@ class UploadMetadata(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     SIZE_AT_END_FIELD_NUMBER: _builtins.int
     file_name: _builtins.str
-    """The file's name (for display and container hints)."""
+    """The file's name (for display and container hints): at most 1024 bytes,
+    no control characters (INVALID_ARGUMENT otherwise).
+    """
     size_bytes: _builtins.int
     """Total size in bytes if known (0: unknown); checked against the limit
     before any byte is stored.
