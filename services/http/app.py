@@ -30,12 +30,13 @@ from typing import Any
 
 import grpc
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common import metrics
 from common.convert import duration_to_seconds
 from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
-from services.http.jobs_api import JobsApi
+from services.http.jobs_api import JobsApi, field_text, file_name_of, form_parts
 from services.http.live_api import LiveApi
 from services.http.openapi import openapi_document
 from subtitler.asr.v1 import asr_pb2
@@ -89,6 +90,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(from_grpc(error))
     except web.HTTPException as error:
         return error_response(ApiError(error.status, error.reason or "error"))
+    except HttpProcessingError as error:
+        # A body aiohttp cannot parse as it reads it (e.g. a form part's header with a control character).
+        status = error.code if 400 <= error.code < 500 else 400
+        return error_response(ApiError(status, f"the request cannot be read: {error.message}"))
     except Exception:
         logger.exception("request failed")
         return error_response(ApiError(500, "internal error"))
@@ -187,22 +192,19 @@ class HttpFront:
     async def _transcribe(self, request: web.Request, *, translate: bool) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
             raise ApiError(400, "send a multipart/form-data body with the audio in its 'file' field")
-        reader = await request.multipart()
         fields: dict[str, list[str]] = {}
         job: gateway_pb2.Job | None = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "file":
+        async for name, part in form_parts(request):
+            if name == "file":
                 # Fields after the file are not seen before the upload (OpenAI's clients send it last);
                 # those before are checked first, so a bad request makes no job.
                 _check_fields(fields)
                 metadata = gateway_pb2.UploadMetadata(
-                    file_name=getattr(part, "filename", None) or "upload", config=_job_config(fields, translate)
+                    file_name=file_name_of(part), config=_job_config(fields, translate)
                 )
                 job = await self.upload(request, part, metadata)
             else:
-                fields.setdefault(part.name.removesuffix("[]"), []).append(await part.text())
+                fields.setdefault(name.removesuffix("[]"), []).append(await field_text(part))
         if job is None:
             raise ApiError(400, "the form has no 'file' field: attach the audio or video to transcribe")
         try:

@@ -24,7 +24,7 @@ client in any language reads them as the gRPC API documents them.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -33,6 +33,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
+from common.errors import InvalidInputError
+from common.uploads import check_file_name
 from services.http.errors import ApiError, auth_metadata
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -97,28 +99,25 @@ class JobsApi:
         return web.json_response(to_json(job), status=201, headers={"Location": f"/v1/jobs/{job.job_id}"})
 
     async def _upload(self, request: web.Request) -> gateway_pb2.Job:
-        reader = await request.multipart()
         fields: dict[str, str] = {}
         job: gateway_pb2.Job | None = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            if part.name == "file":
+        async for name, part in form_parts(request):
+            if name == "file":
                 if job is not None:
                     raise ApiError(400, "one 'file' a job: send several jobs for several files")
                 metadata = gateway_pb2.UploadMetadata(
-                    file_name=getattr(part, "filename", None) or "upload",
-                    config=_config(json.loads(fields["config"]) if fields.get("config") else None),
+                    file_name=file_name_of(part),
+                    config=_config(_json_field("config", fields["config"]) if fields.get("config") else None),
                     request_id=fields.get("request_id", ""),
                     priority=_priority(fields.get("priority")),
                 )
                 job = await self._upload_part(request, part, metadata)
-            elif part.name in ("config", "request_id", "priority"):
+            elif name in ("config", "request_id", "priority"):
                 if job is not None:
-                    raise ApiError(400, f"'{part.name}' came after 'file': put the form's fields before the file")
-                fields[part.name] = await part.text()
+                    raise ApiError(400, f"'{name}' came after 'file': put the form's fields before the file")
+                fields[name] = await field_text(part)
             else:
-                raise ApiError(400, f"unknown form field {part.name!r}: use file, config, request_id, priority")
+                raise ApiError(400, f"unknown form field {name!r}: use file, config, request_id, priority")
         if job is None:
             raise ApiError(400, "the form has no 'file' field: attach the audio or video to transcribe")
         return job
@@ -205,6 +204,45 @@ class JobsApi:
             watch.cancel()
         await response.write_eof()
         return response
+
+
+async def form_parts(request: web.Request) -> AsyncIterator[tuple[str, BodyPartReader]]:
+    """The named parts of the request's multipart form (name, part), in
+    order; 400 for a body that is not one (no boundary in its Content-Type,
+    or none in it)."""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name is not None:
+                yield part.name, part
+    except ValueError as error:  # what aiohttp raises for either
+        raise ApiError(400, f"the form cannot be read: {error}") from None
+
+
+async def field_text(part: BodyPartReader) -> str:
+    """A form field's value; 400 for one that is not text in its charset."""
+    try:
+        return await part.text()
+    except (UnicodeDecodeError, LookupError):  # bytes not of the charset, or a charset Python does not know
+        raise ApiError(400, f"form field {part.name!r} is not text in {part.get_charset('utf-8')}") from None
+
+
+def _json_field(name: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ApiError(400, f"form field {name!r} is not valid JSON") from None
+
+
+def file_name_of(part: BodyPartReader) -> str:
+    """The name of a form's file (its `filename`, "upload" without one),
+    refused here (400) as the gateway would refuse it: before any byte is sent."""
+    file_name = part.filename or "upload"
+    try:
+        check_file_name(file_name)
+    except InvalidInputError as error:
+        raise ApiError(400, str(error), "invalid_argument") from None
+    return file_name
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
