@@ -8,7 +8,8 @@ into a recording of any length with its reference transcript and the time of
 every prompt in it.
 
 Every writer encodes with PyAV (libav* inside the wheel), never the ffmpeg
-command-line tool, which test machines need not have.
+command-line tool, which test machines need not have; `write_float_wav`
+writes its bytes itself, so NaN and infinities reach the file as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gzip
 import random
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -240,6 +242,25 @@ def write_wav(path: Path | str, samples: npt.NDArray[np.float32], sample_rate_he
         channel_count=1,
         input_sample_rate_hertz=sample_rate_hertz,
     )
+
+
+def write_float_wav(
+    path: Path | str, samples: npt.NDArray[np.float32], sample_rate_hertz: int = SAMPLE_RATE_HERTZ
+) -> Path:
+    """A mono WAV of 32-bit IEEE float `samples` (format 3, as soundfile
+    writes float WAVs) at `sample_rate_hertz`, the samples as they are: an
+    encoder would clip infinities and may turn NaN into 0."""
+    data = np.asarray(samples, dtype="<f4").tobytes()
+    sample_bytes = 4
+    fmt = struct.pack(
+        "<HHIIHHH", 3, 1, sample_rate_hertz, sample_rate_hertz * sample_bytes, sample_bytes, 8 * sample_bytes, 0
+    )
+    fact = struct.pack("<I", len(data) // sample_bytes)
+    chunks = b"".join(
+        name + struct.pack("<I", len(body)) + body for name, body in ((b"fmt ", fmt), (b"fact", fact), (b"data", data))
+    )
+    Path(path).write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    return Path(path)
 
 
 def write_audio(

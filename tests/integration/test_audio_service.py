@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.audio_access import AUDIO_SERVICE_NAME, AudioReader, audio_ref_from_proto
 from common.convert import duration_to_seconds, time_range_to_proto, timestamp_to_epoch
-from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from common.errors import MAX_MESSAGE_BYTES, InvalidInputError, NotFoundError, PermissionDeniedError
 from common.server import RunningServer, ServerConfig
 from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, attach_samples, host_id, segment_exists
 from common.transcript import TimeRange
@@ -88,6 +88,10 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
     write_wav(media_root / "too-long.wav", np.zeros(int(16_000 * (MAX_DURATION_S + 1)), dtype=np.float32), 16_000)
     (root / "secret.wav").write_bytes((media_root / "audio.wav").read_bytes())
     (media_root / "escape.wav").symlink_to(root / "secret.wav")
+    # Symbolic links that lead back to themselves.
+    (media_root / "loop-a.wav").symlink_to("loop-b.wav")
+    (media_root / "loop-b.wav").symlink_to("loop-a.wav")
+    (media_root / "loop-dir").symlink_to("loop-dir")
     # Playlists that would read outside the media root, or themselves for ever.
     for name, segment in (
         ("file.m3u8", f"file:{root / 'secret.wav'}"),
@@ -195,6 +199,11 @@ def test_error_statuses(audio: Fixture) -> None:
         ("../secret.wav", grpc.StatusCode.PERMISSION_DENIED, "outside the media root"),
         ("/etc/hostname", grpc.StatusCode.PERMISSION_DENIED, "outside the media root"),
         ("escape.wav", grpc.StatusCode.PERMISSION_DENIED, "outside the media root"),
+        ("~no-such-user/audio.wav", grpc.StatusCode.PERMISSION_DENIED, "outside the media root"),
+        ("loop-a.wav", grpc.StatusCode.INVALID_ARGUMENT, "loop-a.wav cannot be opened: Too many levels of symbolic"),
+        ("loop-dir/audio.wav", grpc.StatusCode.INVALID_ARGUMENT, "Too many levels of symbolic links"),
+        ("n" * 300 + ".wav", grpc.StatusCode.INVALID_ARGUMENT, "cannot be opened: File name too long"),
+        ("audio.wav/inside.wav", grpc.StatusCode.NOT_FOUND, "a part of its path is a file, not a folder"),
         ("too-long.wav", grpc.StatusCode.RESOURCE_EXHAUSTED, "maximum duration of audio this service decodes is 20 s"),
         ("", grpc.StatusCode.INVALID_ARGUMENT, "path is empty"),
         ("file.m3u8", grpc.StatusCode.INVALID_ARGUMENT, "a playlist or a list of other files is not"),
@@ -261,6 +270,40 @@ def test_upload_errors_leave_nothing_behind(audio: Fixture) -> None:
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "notes.txt.mp3 is not a readable media file")
     assert list(audio.spool_dir.iterdir()) == []
     assert set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*")) <= before
+
+
+@pytest.mark.parametrize("file_name", ["a\x00b.wav", "two\nlines.wav", "colour\x1b[31m.wav", "del\x7f.wav"])
+def test_upload_file_name_with_a_control_character_is_invalid(audio: Fixture, file_name: str) -> None:
+    messages = [
+        audio_pb2.UploadAudioRequest(metadata=audio_pb2.UploadMetadata(file_name=file_name)),
+        audio_pb2.UploadAudioRequest(chunk=(audio.media_root / "audio.wav").read_bytes()),
+    ]
+    with pytest.raises(grpc.RpcError) as error:
+        audio.stub.UploadAudio(iter(messages), timeout=60)
+    assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "the file name has a control character")
+    assert list(audio.spool_dir.iterdir()) == []
+
+
+def test_messages_echo_a_huge_request_value_in_part(audio: Fixture) -> None:
+    """A message that names what the request held stays under the bound
+    (the client refuses a status message over 8 KiB), its advice kept."""
+    huge = "x" * 1_000_000
+    calls = [
+        (lambda: audio.read(huge), grpc.StatusCode.NOT_FOUND, "decode the media again"),
+        (
+            lambda: audio.stub.GetAudio(audio_pb2.GetAudioRequest(audio_id=huge), timeout=60),
+            grpc.StatusCode.NOT_FOUND,
+            "decode the media again",
+        ),
+        (lambda: audio.decode(huge), grpc.StatusCode.INVALID_ARGUMENT, "File name too long"),
+        (lambda: audio.decode("../" + huge), grpc.StatusCode.PERMISSION_DENIED, "or upload the file instead"),
+    ]
+    for call, code, advice in calls:
+        with pytest.raises(grpc.RpcError) as error:
+            call()
+        assert_status(error, code, advice)
+        details = error.value.details() or ""
+        assert len(details.encode()) <= MAX_MESSAGE_BYTES and " … " in details
 
 
 def test_upload_cut_off_midway_leaves_nothing_behind(audio: Fixture) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 
+from common.errors import MAX_MESSAGE_BYTES
 from tests.integration.suite_fixtures import RunningSuite
 from tests.speech import join_prompts, write_wav, write_with_video
 from tests.wer import word_error_rate
@@ -385,3 +386,88 @@ def test_the_front_counts_its_requests_by_route_at_its_metrics(http_base: str, s
     assert 'subtitler_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"}' in text
     assert 'route="/v1/audio/transcriptions",status="200"' in text  # the OpenAI tests before this one
     assert "subtitler_http_request_duration_seconds_bucket" in text
+
+
+def _form_with_file_name(disposition_file_name: bytes, media: bytes) -> tuple[bytes, str]:
+    """A multipart form of one file whose Content-Disposition names it with
+    `disposition_file_name` (the header's bytes as they are: a client may send any)."""
+    boundary = "subtitler-test-boundary"
+    body = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="file"; '
+        + disposition_file_name
+        + b"\r\nContent-Type: audio/wav\r\n\r\n"
+        + media
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize(
+    ("disposition_file_name", "said"),
+    [
+        (b"filename*=UTF-8''talk%00.wav", "the file name has a control character (U+0000)"),
+        (b"filename*=UTF-8''two%0Alines.wav", "the file name has a control character (U+000A)"),
+        # A control character as it is in the part's header: the header is refused.
+        (b'filename="bell\x07.wav"', "the request cannot be read: Invalid HTTP header"),
+    ],
+    ids=["nul", "line-break", "raw-bell"],
+)
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/audio/transcriptions"])
+def test_an_upload_whose_file_name_has_a_control_character_is_a_400(
+    http_base: str, speech: tuple[Path, str], suite: RunningSuite, route: str, disposition_file_name: bytes, said: str
+) -> None:
+    from subtitler.gateway.v1 import gateway_pb2
+
+    jobs_before = len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs)
+    body, content_type = _form_with_file_name(disposition_file_name, speech[0].read_bytes())
+    answer = requests.post(f"{http_base}{route}", data=body, headers={"Content-Type": content_type}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert said in answer.json()["error"]["message"]
+    assert len(suite.gateway.ListJobs(gateway_pb2.ListJobsRequest(page_size=1000)).jobs) == jobs_before
+
+
+def test_a_huge_job_id_in_a_path_is_a_short_400(http_base: str) -> None:
+    for job_id in ("f" * 7000, "..%2F..%2Fjobs", "%00"):
+        for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/result", f"/v1/jobs/{job_id}/events"):
+            answer = requests.get(f"{http_base}{path}", timeout=30)
+            assert answer.status_code == 400, answer.text[:300]
+            message = answer.json()["error"]["message"]
+            assert message.startswith("job id must be") and len(message.encode()) <= MAX_MESSAGE_BYTES
+        cancelled = requests.post(f"{http_base}/v1/jobs/{job_id}/cancel", timeout=30)
+        assert cancelled.status_code == 400, cancelled.text[:300]
+    # Longer than a request line may be: refused by the server before any handler, not with a 500.
+    answer = requests.get(f"{http_base}/v1/jobs/{'f' * 1_000_000}", timeout=30)
+    assert 400 <= answer.status_code < 500 and len(answer.content) <= 4 * MAX_MESSAGE_BYTES
+    # A message that echoes a form field is bounded too.
+    form: dict[str, tuple[str | None, bytes]] = {"priority": (None, b"x" * 100_000), "file": ("a.wav", b"RIFF")}
+    answer = requests.post(f"{http_base}/v1/jobs", files=form, timeout=30)
+    assert answer.status_code == 400, answer.text[:300]
+    message = answer.json()["error"]["message"]
+    assert message.startswith("priority 'xxx") and len(message.encode()) <= MAX_MESSAGE_BYTES
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/audio/transcriptions"])
+def test_a_form_that_cannot_be_read_is_a_400(http_base: str, route: str) -> None:
+    file_part = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n--zz--\r\n'
+    for content_type, body, said in [
+        ("multipart/form-data", file_part, "the form cannot be read: boundary missed"),
+        ("multipart/form-data; boundary=zz", b"no parts at all", "the form cannot be read: Could not find starting"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nno-colon\r\n\r\nabc\r\n--zz--\r\n", "Invalid HTTP header"),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="request_id"\r\n\r\n\xff\xfe\r\n' + file_part,
+            "form field 'request_id' is not text in utf-8",
+        ),
+    ]:
+        answer = requests.post(f"{http_base}{route}", data=body, headers={"Content-Type": content_type}, timeout=30)
+        assert answer.status_code == 400, answer.text
+        assert said in answer.json()["error"]["message"]
+    config_first = b'--zz\r\nContent-Disposition: form-data; name="config"\r\n\r\n{not json\r\n' + file_part
+    answer = requests.post(
+        f"{http_base}/v1/jobs",
+        data=config_first,
+        headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        timeout=30,
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["message"] == "form field 'config' is not valid JSON"
