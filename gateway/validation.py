@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
@@ -167,8 +168,15 @@ def validate_job_id(job_id: str) -> None:
 
 
 def validate_request_id(request_id: str) -> None:
+    """A client's idempotency key: bounded, no control characters (a NUL is
+    more than PostgreSQL's text takes)."""
     if len(request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidInputError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_CHARS}")
+    for position, character in enumerate(request_id):
+        if unicodedata.category(character) == "Cc":
+            raise InvalidInputError(
+                f"request_id has a control character (U+{ord(character):04X}) at position {position}"
+            )
 
 
 def validate_priority(priority: int) -> None:

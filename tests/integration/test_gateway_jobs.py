@@ -98,6 +98,24 @@ def test_the_same_request_id_creates_one_job(gateway: Gateway) -> None:
     assert sorted(job.job_id for job in jobs) == sorted({first.job_id, other.job_id})
 
 
+def test_a_request_id_with_a_control_character_is_refused_on_every_store(gateway: Gateway) -> None:
+    """PostgreSQL's text takes no NUL: refused before the store sees it (it was INTERNAL)."""
+    upload = [
+        gateway_pb2.UploadMediaRequest(metadata=gateway_pb2.UploadMetadata(file_name="a.wav", request_id="key\x00")),
+        gateway_pb2.UploadMediaRequest(chunk=b"RIFF"),
+    ]
+    for call in (
+        lambda: gateway.create(request_id="order\x00-42"),
+        lambda: gateway.create(request_id="order\n42"),
+        lambda: gateway.stub.UploadMedia(iter(upload), timeout=30),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        assert "request_id has a control character" in (refused.value.details() or "")
+    assert not gateway.stub.ListJobs(gateway_pb2.ListJobsRequest()).jobs
+
+
 def test_a_job_waits_for_a_service_that_is_down_and_says_why(gateway: Gateway) -> None:
     job = gateway.create()
     wait_until(lambda: gateway.get(job.job_id).waiting_reason)
