@@ -345,6 +345,7 @@ def _encode_page_token(job: JobRecord) -> str:
 def _decode_page_token(token: str) -> tuple[float, str]:
     try:
         created, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("/", 1)
+        validate_job_id(job_id)  # what the store is asked for (PostgreSQL's text takes no NUL)
         return float(created), job_id
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, InvalidInputError):
         raise InvalidInputError("page_token is not one this service returned") from None

@@ -4,6 +4,7 @@ for services, cancellation, retention and the free-disk check."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -114,6 +115,15 @@ def test_a_request_id_with_a_control_character_is_refused_on_every_store(gateway
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
         assert "request_id has a control character" in (refused.value.details() or "")
     assert not gateway.stub.ListJobs(gateway_pb2.ListJobsRequest()).jobs
+
+
+def test_a_forged_page_token_is_refused_on_every_store(gateway: Gateway) -> None:
+    for forged in ("1.0/job\x00id", "1.0/" + "f" * 200, "not a token"):
+        token = base64.urlsafe_b64encode(forged.encode()).decode()
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.stub.ListJobs(gateway_pb2.ListJobsRequest(page_token=token))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        assert refused.value.details() == "page_token is not one this service returned"
 
 
 def test_a_job_waits_for_a_service_that_is_down_and_says_why(gateway: Gateway) -> None:
