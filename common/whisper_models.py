@@ -276,10 +276,14 @@ def _local_model_dir(name: str, model_dirs: tuple[Path, ...]) -> Path | None:
     """The directory a model name names, if it is a path: an absolute or
     explicit path must lie under one of `model_dirs` (PermissionDeniedError
     otherwise, without a word on whether it exists: no probing of the host),
-    and a relative name is looked up in each of them."""
+    and a relative name is looked up in each of them. A loop of symbolic
+    links names no directory (Path.resolve raised RuntimeError on one)."""
     if name.startswith(("/", "~", ".")):
-        candidate = Path(name).expanduser().resolve()
-        if not any(candidate.is_relative_to(root.resolve()) for root in model_dirs):
+        try:
+            candidate: Path | None = _real_path(Path(name).expanduser())
+        except RuntimeError:  # "~user/..." of a user this host does not have
+            candidate = None
+        if candidate is None or not any(candidate.is_relative_to(_real_path(root)) for root in model_dirs):
             raise PermissionDeniedError(
                 f"model path {name!r} is not under the service's model directories"
                 + ("" if model_dirs else " (none are configured)")
@@ -287,10 +291,16 @@ def _local_model_dir(name: str, model_dirs: tuple[Path, ...]) -> Path | None:
             )
         return candidate if candidate.is_dir() else None
     for root in model_dirs:
-        candidate = (root / name).resolve()
-        if candidate.is_relative_to(root.resolve()) and candidate.is_dir():
+        candidate = _real_path(root / name)
+        if candidate.is_relative_to(_real_path(root)) and candidate.is_dir():
             return candidate
     return None
+
+
+def _real_path(path: Path) -> Path:
+    """`path` with its symbolic links resolved as far as they go: a loop is
+    left as it is (and is no directory), where Path.resolve raises."""
+    return Path(os.path.realpath(path))
 
 
 def resolve_model_path(name: str, options: ModelLoadOptions) -> Path:

@@ -202,3 +202,17 @@ def test_a_file_the_service_may_not_read_is_permission_denied(
         details = denied.value.details() or ""
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED, details
         assert f"the audio service may not read {name}" in details
+
+
+@pytest.mark.skipif(not speech_available(), reason="needs asterisk-core-sounds-en-wav (make test-data)")
+def test_a_model_path_of_no_such_user_is_denied(suite: RunningSuite) -> None:
+    """A model named by a path no host user's home holds is outside the
+    model directories like any other (expanding it raised RuntimeError)."""
+    write_wav(suite.media_dir / "for-a-model.wav", join_prompts(["agent-loginok"], gap_s=0.5).samples)
+    config = gateway_pb2.JobConfig()
+    config.transcription.model = "~no-such-user/whisper"
+    job = suite.gateway.CreateJob(gateway_pb2.CreateJobRequest(path="for-a-model.wav", config=config))
+    job = suite.wait_finished(job.job_id)
+    assert job.state == gateway_pb2.JOB_STATE_FAILED
+    assert job.error.code == "PERMISSION_DENIED", job.error
+    assert "is not under the service's model directories" in job.error.message
