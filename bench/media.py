@@ -108,6 +108,21 @@ class MediaOptions:
     noisy_s: float = 60.0
     noise_snr_db: float = 12.0
 
+    @classmethod
+    def of_length(cls, speech_s: float) -> MediaOptions:
+        """The default layout (music after the second stretch, noise under the
+        fifth) at `speech_s` of speech: the stretches scaled with it; the
+        defaults themselves at 600 s."""
+        default = cls()
+        scale = speech_s / default.speech_s
+        return dataclasses.replace(
+            default,
+            speech_s=float(speech_s),
+            stretch_min_s=default.stretch_min_s * scale,
+            stretch_max_s=default.stretch_max_s * scale,
+            noisy_s=default.noisy_s * scale,
+        )
+
 
 @dataclass(frozen=True)
 class SpokenUtterance:

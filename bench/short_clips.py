@@ -7,6 +7,13 @@ process (decode each file, transcribe it with word times), same model, beam
 and batch. Prints clips per minute of each and their ratio (target >= 1.3x),
 and the fastest of `--rounds` runs of each.
 
+The clips are cut from the realistic recording of `bench.media` (continuous
+speech of two voices, some over noise, cut between utterances, spread over
+its whole length): what users' short videos hold. `--media prompts` gives
+the clips of every earlier figure instead (Asterisk prompts with 0.6 s of
+silence between them), `--media both` one table of each, the suite started
+once.
+
     python -m bench.short_clips --clips 16 --clip-s 15 --rounds 2
 """
 
@@ -22,6 +29,8 @@ import av
 import grpc
 
 from bench.end_to_end import start_suite
+from bench.machine import print_machine_line
+from bench.media import cut_clips, realistic_media, write_clips
 from gateway.cli import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -33,7 +42,7 @@ FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gatew
 
 def make_clips(directory: Path, count: int, clip_s: float) -> list[tuple[Path, str]]:
     """`count` clips of about `clip_s` seconds, each a different stretch of
-    prompts, with their reference text."""
+    prompts with 0.6 s between them, with their reference text."""
     clips = []
     for number in range(count):
         # Whole prompts only (the reference stays exact): a clip runs a little past `clip_s`.
@@ -41,6 +50,14 @@ def make_clips(directory: Path, count: int, clip_s: float) -> list[tuple[Path, s
         path = write_with_video(directory / f"clip-{number:02d}.mp4", recording.samples)
         clips.append((path, recording.reference_text))
     return clips
+
+
+def make_realistic_clips(directory: Path, count: int, clip_s: float) -> list[tuple[Path, str]]:
+    """`count` clips of about `clip_s` seconds of continuous speech cut from
+    the realistic recording (`bench.media.cut_clips`), as MP4s with a video
+    track, with their reference text."""
+    media = realistic_media()
+    return write_clips(media, cut_clips(media, count, clip_s), directory)
 
 
 def media_duration_s(path: Path) -> float:
@@ -108,44 +125,62 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="runs of each; the fastest counts")
+    parser.add_argument(
+        "--media",
+        choices=["realistic", "prompts", "both"],
+        default="realistic",
+        help="clips of the realistic recording (bench.media), of prompts with pauses, or both (one table each)",
+    )
     options = parser.parse_args()
+    print_machine_line()
     with tempfile.TemporaryDirectory(prefix="subtitler-clips-") as tmp:
         workdir = Path(tmp)
-        media = workdir / "media"
-        media.mkdir()
-        clips = make_clips(media, options.clips, options.clip_s)
-        references = " ".join(text for _, text in clips)
-        audio_s = sum(media_duration_s(path) for path, _ in clips)
-        print(
-            f"{len(clips)} MP4 clips (video track + AAC audio) of {audio_s / len(clips):.1f} s on average; "
-            f"tiny.en int8 on CPU; beam {options.beam_size}; batch {options.batch_size}; word times in both"
-        )
-        suite = start_suite(workdir, media)
-        loop_best = suite_best = float("inf")
-        loop_texts: list[str] = []
-        suite_texts: list[str] = []
+        clip_sets: dict[str, list[tuple[Path, str]]] = {}
+        for media, make in (("realistic", make_realistic_clips), ("prompts", make_clips)):
+            if options.media in (media, "both"):
+                (workdir / "media" / media).mkdir(parents=True)
+                clip_sets[media] = make(workdir / "media" / media, options.clips, options.clip_s)
+        suite = start_suite(workdir, workdir / "media")
         try:
             with grpc.insecure_channel(suite.target("gateway")) as channel:
                 gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-                for _ in range(options.rounds):
-                    seconds, texts = run_suite_once(gateway, clips, options.beam_size, options.batch_size)
-                    if seconds < suite_best:
-                        suite_best, suite_texts = seconds, texts
-                    seconds, texts = run_loop(clips, options.beam_size, options.batch_size)
-                    if seconds < loop_best:
-                        loop_best, loop_texts = seconds, texts
+                for media, clips in clip_sets.items():
+                    compare_clips(gateway, media, clips, options)
         finally:
             suite.stop()
-        per_minute = len(clips) * 60.0
-        print()
-        print(f"{'run':<44} {'seconds':>8} {'clips/min':>10} {'WER':>6} {'ratio':>7}")
-        for name, seconds, texts in (
-            ("BatchedInferencePipeline loop, one process", loop_best, loop_texts),
-            ("suite, all clips uploaded at once", suite_best, suite_texts),
-        ):
-            wer = word_error_rate(references, " ".join(texts))
-            print(f"{name:<44} {seconds:8.1f} {per_minute / seconds:10.1f} {wer:6.1%} {loop_best / seconds:6.2f}x")
-        print(f"fastest of {options.rounds} interleaved rounds; target: suite >= 1.30x the loop's clips per minute")
+
+
+def compare_clips(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, media: str, clips: list[tuple[Path, str]], options: argparse.Namespace
+) -> None:
+    """The suite and the loop over one set of clips, in interleaved rounds, and their table."""
+    references = " ".join(text for _, text in clips)
+    audio_s = sum(media_duration_s(path) for path, _ in clips)
+    print()
+    print(
+        f"=== {media} media: {len(clips)} MP4 clips (video track + AAC audio) of {audio_s / len(clips):.1f} s on "
+        f"average; tiny.en int8 on CPU; beam {options.beam_size}; batch {options.batch_size}; word times in both",
+        flush=True,
+    )
+    loop_best = suite_best = float("inf")
+    loop_texts: list[str] = []
+    suite_texts: list[str] = []
+    for _ in range(options.rounds):
+        seconds, texts = run_suite_once(gateway, clips, options.beam_size, options.batch_size)
+        if seconds < suite_best:
+            suite_best, suite_texts = seconds, texts
+        seconds, texts = run_loop(clips, options.beam_size, options.batch_size)
+        if seconds < loop_best:
+            loop_best, loop_texts = seconds, texts
+    per_minute = len(clips) * 60.0
+    print(f"{'run (' + media + ' media)':<44} {'seconds':>8} {'clips/min':>10} {'WER':>6} {'ratio':>7}")
+    for name, seconds, texts in (
+        ("BatchedInferencePipeline loop, one process", loop_best, loop_texts),
+        ("suite, all clips uploaded at once", suite_best, suite_texts),
+    ):
+        wer = word_error_rate(references, " ".join(texts))
+        print(f"{name:<44} {seconds:8.1f} {per_minute / seconds:10.1f} {wer:6.1%} {loop_best / seconds:6.2f}x")
+    print(f"fastest of {options.rounds} interleaved rounds; target: suite >= 1.30x the loop's clips per minute")
 
 
 if __name__ == "__main__":

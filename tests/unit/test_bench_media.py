@@ -147,3 +147,10 @@ def test_the_recording_is_built_once_and_then_read_from_the_cache(tmp_path: Path
     assert media.wav_path.stat().st_mtime_ns == built_ns
     assert media.samples().size == pytest.approx(media.duration_s * SAMPLE_RATE_HERTZ, abs=2)
     assert isinstance(media.passages[0], Passage)
+
+
+def test_of_length_scales_the_layout_and_keeps_the_defaults_at_ten_minutes() -> None:
+    assert cache_key(MediaOptions.of_length(600)) == cache_key(MediaOptions())
+    short = MediaOptions.of_length(120.0)
+    assert (short.stretch_min_s, short.stretch_max_s, short.noisy_s) == (12.0, 24.0, 12.0)
+    assert short.music_s == MediaOptions().music_s
