@@ -219,6 +219,7 @@ def _build_into(directory: Path, options: MediaOptions) -> None:
     """Build the recording's files in a folder beside `directory` and move it into place whole."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{directory.name}.", dir=directory.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the files from services run as another user
     try:
         samples, utterances, passages = build_realistic(options)
         write_wav(staging / "realistic.wav", samples)
