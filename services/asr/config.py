@@ -10,6 +10,7 @@ from typing import Self
 from common.config import ConfigError, env_bool, env_float, env_int, env_str
 from common.server import ServerConfig
 from common.whisper_models import WhisperModelConfig
+from services.asr.engine import DEFAULT_MIN_WINDOW_S, MAX_CHUNK_DURATION_S
 
 DEFAULT_PORT = 50054
 
@@ -42,8 +43,16 @@ class AsrConfig:
     model_wait_timeout_s: float = 600.0
     # Run one short transcription per worker before health says SERVING.
     warm_up: bool = True
+    # The shortest encoder window of a batch of short chunks, in seconds (the
+    # encoder hears a short chunk and 5 s of padding, not Whisper's whole 30 s;
+    # services/asr/engine.py `window_frames`); 30: always the whole window.
+    min_window_s: float = DEFAULT_MIN_WINDOW_S
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.min_window_s <= MAX_CHUNK_DURATION_S:
+            raise ConfigError(
+                f"SUBTITLER_ASR_MIN_WINDOW_S={self.min_window_s:g} must be between 1 and {MAX_CHUNK_DURATION_S:g}"
+            )
         if self.batch_size and self.batch_size > self.max_batch_size:
             raise ConfigError(
                 f"SUBTITLER_ASR_BATCH_SIZE={self.batch_size} is over SUBTITLER_ASR_MAX_BATCH_SIZE={self.max_batch_size}"
@@ -70,4 +79,5 @@ class AsrConfig:
             ),
             model_wait_timeout_s=env_float(env, f"{prefix}MODEL_WAIT_TIMEOUT_S", cls.model_wait_timeout_s, minimum=1.0),
             warm_up=env_bool(env, f"{prefix}WARM_UP", cls.warm_up),
+            min_window_s=env_float(env, f"{prefix}MIN_WINDOW_S", cls.min_window_s, minimum=1.0),
         )

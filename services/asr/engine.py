@@ -63,6 +63,11 @@ MAX_PREFIX_CHARS = 600
 MAX_CHUNK_PARTS = 1024
 # Audio of the warm-up transcription (two seconds).
 WARM_UP_SAMPLES = 2 * 16_000
+# The encoder hears a short chunk plus this much padding, rounded up to whole
+# seconds, in a window of at least `Transcriber.min_window_s` (see `window_frames`).
+WINDOW_MARGIN_S = 5.0
+# The shortest window that decoded real speech as well as Whisper's 30 s (see `window_frames`).
+DEFAULT_MIN_WINDOW_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -450,11 +455,22 @@ class Transcriber:
     """
 
     def __init__(
-        self, models: ModelCache, *, max_batch_size: int = 32, max_chunks_per_request: int = MAX_CHUNKS_PER_REQUEST
+        self,
+        models: ModelCache,
+        *,
+        max_batch_size: int = 32,
+        max_chunks_per_request: int = MAX_CHUNKS_PER_REQUEST,
+        min_window_s: float = DEFAULT_MIN_WINDOW_S,
     ) -> None:
+        """`min_window_s`: the shortest encoder window a batch of short chunks
+        is decoded in (see `window_frames`; 30: always Whisper's whole window,
+        as faster-whisper)."""
+        if not 0.0 < min_window_s <= MAX_CHUNK_DURATION_S:
+            raise ValueError(f"min_window_s {min_window_s} must be in (0, {MAX_CHUNK_DURATION_S:g}]")
         self.models = models
         self.max_batch_size = max_batch_size
         self.max_chunks_per_request = max_chunks_per_request
+        self.min_window_s = min_window_s
 
     def transcribe(
         self,
@@ -628,12 +644,11 @@ class Transcriber:
         pipeline.last_speech_timestamp = 0.0
         # A packed chunk's parts are joined in a copy: once per chunk, for the features and the snapping.
         heard = [_chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
-        features = np.stack(
-            [
-                pad_or_trim(_features(prepared, position, samples))
-                for (prepared, position), samples in zip(items, heard, strict=True)
-            ]
-        )
+        unpadded = [
+            _features(prepared, position, samples) for (prepared, position), samples in zip(items, heard, strict=True)
+        ]
+        frames = window_frames(max(each.shape[-1] for each in unpadded), self.min_window_s)
+        features = np.stack([pad_or_trim(each, frames) for each in unpadded])
         decoded_ranges = [prepared.chunks[position].decoded_range for prepared, position in items]
         metadata = [{"offset": span.start_s, "duration": span.end_s - span.start_s} for span in decoded_ranges]
         words_later = staged is not None and decoding.word_timestamps
@@ -776,6 +791,29 @@ class Transcriber:
         )
         logger.info("detected language %s (probability %.2f) with %s", language, probability, loaded.name)
         return LanguageDetection(to_bcp47(language), float(probability), candidates)
+
+
+def window_frames(chunk_frames: int, min_window_s: float) -> int:
+    """The feature frames (100 a second) the encoder hears for a batch whose
+    longest chunk has `chunk_frames`: the chunk and `WINDOW_MARGIN_S` of
+    padding, rounded up to whole seconds, at least `min_window_s`, at most
+    Whisper's 30 s.
+
+    faster-whisper pads every chunk to 30 s, and the encoder's cost grows
+    faster than its input (its attention): for tiny.en on one core a 20 s
+    window costs 0.13 s, a 30 s one 0.36 s (0.20 and 0.53 s with AVX2
+    forced). But Whisper was trained on 30 s windows, and in a short one it
+    mishears short phrases ("connect your car") and repeats itself
+    (whisper.cpp's `audio_ctx`): on 241 utterances of real speech (asterisk
+    prompts, one to three, 1-28 s) beam 5 gave a WER of 2.00% with 30 s
+    windows, 2.51% with at least 12 s and 5 s of padding, 2.20-2.26% with at
+    least 16 s, and 1.89% with at least 20 s and 5 s of padding (the
+    default). A live step or final (an utterance after a lead-in of earlier
+    finals), a second look at a stretch Whisper skipped and a short clip
+    are such chunks; a packed 30 s chunk of a file is not."""
+    whisper_frames = round(MAX_CHUNK_DURATION_S * 100)
+    wanted = max(chunk_frames + round(WINDOW_MARGIN_S * 100), round(min_window_s * 100))
+    return min(whisper_frames, math.ceil(wanted / 100) * 100)
 
 
 # BatchedInferencePipeline.transcribe's defaults, for the options this service does not expose.

@@ -89,7 +89,7 @@ async def create(config: AsrConfig) -> RunningServer:
     admission = AdmissionLimit(
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
-    transcriber = Transcriber(models, max_batch_size=config.max_batch_size)
+    transcriber = Transcriber(models, max_batch_size=config.max_batch_size, min_window_s=config.min_window_s)
     pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size))
     servicer = AsrServicer(
         transcriber,

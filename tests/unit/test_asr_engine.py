@@ -23,7 +23,14 @@ from common.whisper_models import (
     ModelLoadOptions,
     build_embedded_base,
 )
-from services.asr.engine import ChunkTranscript, PendingWords, Transcriber, TranscriptionOptions
+from services.asr.engine import (
+    MAX_CHUNK_DURATION_S,
+    ChunkTranscript,
+    PendingWords,
+    Transcriber,
+    TranscriptionOptions,
+    window_frames,
+)
 from tests.speech import (
     ASTERISK_SOUNDS_DIR,
     FRENCH_SOUNDS_DIR,
@@ -101,14 +108,42 @@ def test_tiny_en_transcribes_each_chunk_in_order(recording: Recording, transcrip
 
 
 @needs_speech
-def test_same_text_as_batched_inference_pipeline(
-    models: ModelCache, recording: Recording, transcripts: list[ChunkTranscript]
-) -> None:
+def test_same_text_as_batched_inference_pipeline_in_its_30_s_windows(models: ModelCache, recording: Recording) -> None:
     pipeline = BatchedInferencePipeline(models.get(EMBEDDED_TINY_EN).whisper)
     clips = [{"start": chunk.start_s, "end": chunk.end_s} for chunk in recording.chunks]
     segments, _ = pipeline.transcribe(recording.samples, clip_timestamps=clips, batch_size=2, beam_size=5)
     expected = [segment.text.strip() for segment in segments]
+    whole_windows = Transcriber(models, min_window_s=MAX_CHUNK_DURATION_S)
+    transcripts = whole_windows.transcribe(recording.samples, recording.chunks, TranscriptionOptions(batch_size=2))
     assert [segment.text for transcript in transcripts for segment in transcript.segments] == expected
+
+
+@pytest.mark.parametrize(
+    ("chunk_s", "min_window_s", "window_s"),
+    [
+        (2.0, 20.0, 20.0),
+        (15.2, 20.0, 21.0),
+        (24.0, 20.0, 29.0),
+        (25.5, 20.0, 30.0),
+        (30.0, 20.0, 30.0),
+        (2.0, 30.0, 30.0),
+    ],
+)
+def test_a_short_chunk_is_encoded_in_a_shorter_window(chunk_s: float, min_window_s: float, window_s: float) -> None:
+    # The chunk, 5 s of padding, whole seconds; at least the minimum, at most Whisper's 30 s.
+    assert window_frames(round(chunk_s * 100), min_window_s) == round(window_s * 100)
+
+
+@needs_speech
+def test_short_windows_hear_real_speech_as_whisper_s_30_s_ones(models: ModelCache, recording: Recording) -> None:
+    options = TranscriptionOptions(batch_size=3)
+    whole = Transcriber(models, min_window_s=MAX_CHUNK_DURATION_S).transcribe(
+        recording.samples, recording.chunks, options
+    )
+    short = Transcriber(models).transcribe(recording.samples, recording.chunks, options)
+    reference = " ".join(recording.texts)
+    whole_wer = word_error_rate(reference, " ".join(s.text for t in whole for s in t.segments))
+    assert word_error_rate(reference, " ".join(s.text for t in short for s in t.segments)) <= whole_wer + 0.02
 
 
 @needs_speech
