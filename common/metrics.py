@@ -94,6 +94,17 @@ class _Figures(Collector):
                 ("work_queued", "Units of work waiting for a slot", ["service"]),
                 ("live_streams", "Live caption streams open", ["service"]),
                 ("models_loaded", "Models loaded (1 each)", ["service", "model"]),
+                (
+                    "measured_audio_seconds_per_second",
+                    "Seconds of a file's audio the service processes per second, measured",
+                    ["service"],
+                ),
+                (
+                    "measured_live_decode_seconds",
+                    "Seconds one live decode takes on one ASR worker, measured",
+                    ["service"],
+                ),
+                ("measured_live_streams", "Live streams the gateway holds at the latency targets", ["service"]),
             )
         }
         for service, read in figures.items():
@@ -108,6 +119,12 @@ class _Figures(Collector):
             families["live_streams"].add_metric([service], now.live_streams)
             for model in now.loaded_models:
                 families["models_loaded"].add_metric([service, model], 1)
+            if now.measured is not None:
+                families["measured_audio_seconds_per_second"].add_metric(
+                    [service], now.measured.audio_seconds_per_second
+                )
+                families["measured_live_decode_seconds"].add_metric([service], now.measured.live_decode_s)
+                families["measured_live_streams"].add_metric([service], now.measured.live_streams)
         yield from families.values()
         by_name: dict[str, GaugeMetricFamily] = {}
         for (service, name), (documentation, read) in gauges.items():

@@ -56,6 +56,28 @@ def choose(name: str, configured: int | str, auto_value: int | str, reason: str)
 
 
 @dataclass(frozen=True)
+class MeasuredFigures:
+    """What a service measured it gets through (`MeasuredCapacity` in the status)."""
+
+    # Seconds of a file's audio processed per second, all workers together.
+    audio_seconds_per_second: float = 0.0
+    # Seconds a live decode takes on one worker (ASR).
+    live_decode_s: float = 0.0
+    # Live streams held at the latency targets (gateway).
+    live_streams: int = 0
+    # "warm-up", or "warm-up and work".
+    source: str = ""
+
+    def to_proto(self) -> status_pb2.MeasuredCapacity:
+        return status_pb2.MeasuredCapacity(
+            audio_seconds_per_second=self.audio_seconds_per_second,
+            live_decode_s=self.live_decode_s,
+            live_streams=self.live_streams,
+            source=self.source,
+        )
+
+
+@dataclass(frozen=True)
 class LoadFigures:
     """What a service is doing now."""
 
@@ -66,6 +88,8 @@ class LoadFigures:
     loaded_models: tuple[str, ...] = ()
     live_streams: int = 0
     live_buffered_samples: int = 0
+    # What the service measured it gets through (common.capacity); None: nothing measured.
+    measured: MeasuredFigures | None = None
 
     @classmethod
     def of(cls, admission: AdmissionLimit, **more: Any) -> LoadFigures:
@@ -107,6 +131,7 @@ class StatusReport:
             live_streams=figures.live_streams,
             live_buffered_samples=figures.live_buffered_samples,
             uptime_s=time.monotonic() - self.started_at_s,
+            measured_capacity=figures.measured.to_proto() if figures.measured is not None else None,
         )
 
 

@@ -396,7 +396,21 @@ def describe_status(status: status_pb2.GetStatusResponse) -> list[str]:
     lines += [f"  {setting.name}={setting.value}  [{setting.source}]" for setting in status.settings]
     if status.loaded_models:
         lines.append(f"  models loaded: {', '.join(status.loaded_models)}")
+    if status.HasField("measured_capacity"):
+        lines.append(f"  measured: {describe_measured(status.measured_capacity)}")
     return lines
+
+
+def describe_measured(measured: status_pb2.MeasuredCapacity) -> str:
+    """What a service measured it gets through, as one line."""
+    parts = []
+    if measured.audio_seconds_per_second:
+        parts.append(f"{measured.audio_seconds_per_second:.1f} s of a file's audio a second")
+    if measured.live_decode_s:
+        parts.append(f"{measured.live_decode_s:.3f} s a live decode")
+    if measured.live_streams:
+        parts.append(f"{measured.live_streams} live streams held")
+    return f"{', '.join(parts) or 'nothing yet'} ({measured.source or 'not measured yet'})"
 
 
 def system(channel: grpc.Channel) -> int:

@@ -46,8 +46,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.capacity import WorkRate
 from common.errors import UnavailableError
-from services.asr.engine import ChunkTranscript, PendingWords, PreparedTranscription, Transcriber
+from services.asr.engine import Calibration, ChunkTranscript, PendingWords, PreparedTranscription, Transcriber
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,37 @@ class _Work:
 
 
 @dataclass(frozen=True)
+class WorkRates:
+    """What the workers' time goes to, measured (common.capacity): seconds of
+    one worker per second of a file job's audio (its batches and its words),
+    and per live decode (a chunk of a request that is not part of a job)."""
+
+    file: WorkRate = field(default_factory=WorkRate)
+    live: WorkRate = field(default_factory=WorkRate)
+
+    def prime(self, calibration: Calibration) -> None:
+        """Starts both from the warm-up's calibrated decodes."""
+        self.file.prime(1.0, calibration.file_seconds_per_audio_second)
+        self.live.prime(1.0, calibration.live_decode_s)
+
+    def observe_batch(self, batch: list[tuple[_Work, int]], busy_s: float) -> None:
+        """A decoded batch: its time shared out by chunk over file and live work."""
+        share_s = busy_s / len(batch)
+        file_audio_s = sum(
+            work.prepared.chunks[position].decoded_range.duration_s for work, position in batch if work.throughput
+        )
+        live_chunks = sum(1 for work, _ in batch if not work.throughput)
+        if live_chunks:
+            self.live.observe(live_chunks, share_s * live_chunks)
+        if live_chunks < len(batch):
+            self.file.observe(file_audio_s, share_s * (len(batch) - live_chunks))
+
+    def observe_words(self, work: _Work, busy_s: float) -> None:
+        """A chunk's words timed: time of its kind of work, no more of it done."""
+        (self.file if work.throughput else self.live).observe(0.0, busy_s)
+
+
+@dataclass(frozen=True)
 class BatchFigures:
     """What the pool has done, for status and tests."""
 
@@ -99,14 +131,22 @@ class BatchPool:
     workers running at once. Used from one event loop."""
 
     def __init__(
-        self, transcriber: Transcriber, executor: Executor, *, workers: int, preferred_batch_size: int = 0
+        self,
+        transcriber: Transcriber,
+        executor: Executor,
+        *,
+        workers: int,
+        preferred_batch_size: int = 0,
+        rates: WorkRates | None = None,
     ) -> None:
         """`preferred_batch_size`: the most chunks a batch takes whatever the
         requests ask (the size tuned to the machine; 0: the requests' own). A
         request's batch size bounds the batches it is in, as it always did;
-        batches of other requests' chunks never grow past this."""
+        batches of other requests' chunks never grow past this. `rates`: where
+        the workers' time is recorded (common.capacity)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        self.rates = rates or WorkRates()
         self._preferred_batch_size = preferred_batch_size
         self._transcriber = transcriber
         self._executor = executor
@@ -279,6 +319,7 @@ class BatchPool:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, pending.time_words)
         work.in_flight.add(future)
+        started = time.monotonic()
         try:
             transcript = await _outlast({future})
         except BaseException as error:
@@ -286,6 +327,7 @@ class BatchPool:
             if not isinstance(error, Exception) and not future.cancelled():
                 raise
         else:
+            self.rates.observe_words(work, time.monotonic() - started)
             if not work.closed:
                 work.done.put_nowait((position, transcript))
         finally:
@@ -326,6 +368,8 @@ class BatchPool:
             if not isinstance(error, Exception) and not future.cancelled():
                 raise
         else:
+            if not solo:  # (the solo replica has every worker's threads: not one worker's time)
+                self.rates.observe_batch(batch, time.monotonic() - started)
             per_chunk = max(1e-6, (time.monotonic() - started) / len(batch))
             self._seconds_per_chunk = (
                 per_chunk if self._seconds_per_chunk is None else 0.7 * self._seconds_per_chunk + 0.3 * per_chunk

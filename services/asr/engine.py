@@ -61,8 +61,13 @@ MAX_CONTEXT_CHARS = 2000
 MAX_PREFIX_CHARS = 600
 # Parts a packed chunk may have (a 30 s chunk of 32 ms speech regions).
 MAX_CHUNK_PARTS = 1024
-# Audio of the warm-up transcription (two seconds).
-WARM_UP_SAMPLES = 2 * 16_000
+# The warm-up's calibrated decodes (`_calibration_decode`): a file chunk is
+# Whisper's whole window of dense speech (about 100 tokens: 75 words); a live
+# decode is an utterance of a few seconds after a lead-in of earlier finals,
+# 14 s of audio, about 40 tokens.
+CALIBRATION_FILE_TOKENS = 100
+CALIBRATION_LIVE_AUDIO_S = 14.0
+CALIBRATION_LIVE_TOKENS = 40
 # The encoder hears a short chunk plus this much padding, rounded up to whole
 # seconds, in a window of at least `Transcriber.min_window_s` (see `window_frames`).
 WINDOW_MARGIN_S = 5.0
@@ -129,6 +134,17 @@ class ChunkTranscript:
     language_probability: float
     # Name of the model that produced it.
     model: str
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the warm-up measured, every worker decoding at once (the slowest
+    worker's time): seconds of one worker's time per second of a file's
+    audio, and per live decode (see `_calibration_decode`)."""
+
+    file_seconds_per_audio_second: float
+    live_decode_s: float
+    workers: int
 
 
 class LanguageDetection(NamedTuple):
@@ -722,29 +738,45 @@ class Transcriber:
         logger.info("detected language %s (probability %.2f)", language, probability)
         return str(language), float(probability)
 
-    def warm_up(self, model: str, workers: int = 1) -> float:
-        """Loads `model` and runs one short transcription on each of its
-        `workers` at once, so the first real request does not pay for the
-        first-call allocations; returns the seconds it took."""
+    def warm_up(self, model: str, workers: int = 1) -> Calibration:
+        """Loads `model` and runs a calibrated decode of each kind on each of
+        its `workers` at once (`_calibration_decode`), so the first real
+        request does not pay for the first-call allocations and the service
+        knows what its workers do on this machine; returns what each took."""
         started = time.perf_counter()
-        self.models.get(model)
-        # Two seconds of faint noise: any audio does, its text is thrown away.
-        noise = np.random.default_rng(0).normal(0.0, 0.01, WARM_UP_SAMPLES).astype(np.float32)
-        options = TranscriptionOptions(model=model, language_code="en", batch_size=1)
-        chunk = TimeRange(0.0, WARM_UP_SAMPLES / SAMPLE_RATE_HERTZ)
+        loaded = self.models.get(model)
+        file_times: list[float] = []
+        live_times: list[float] = []
+
+        live_window_s = window_frames(round(CALIBRATION_LIVE_AUDIO_S * 100), self.min_window_s) / 100
 
         def one() -> None:
-            for _ in self.transcribe(noise, [chunk], options):
-                pass
+            # The first call of a worker pays for its allocations: not timed.
+            _calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS)
+            file_times.append(
+                _calibration_decode(loaded, MAX_CHUNK_DURATION_S, CALIBRATION_FILE_TOKENS) / MAX_CHUNK_DURATION_S
+            )
+            live_times.append(_calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS))
 
         threads = [threading.Thread(target=one, name=f"warm-up-{number}") for number in range(max(1, workers))]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        elapsed_s = time.perf_counter() - started
-        logger.info("warmed up %s on %d workers in %.2f s", model, len(threads), elapsed_s)
-        return elapsed_s
+        if len(file_times) != len(threads):
+            raise RuntimeError(f"the warm-up of {model} failed on {len(threads) - len(file_times)} workers")
+        calibration = Calibration(
+            file_seconds_per_audio_second=max(file_times), live_decode_s=max(live_times), workers=len(threads)
+        )
+        logger.info(
+            "warmed up %s on %d workers in %.2f s: a 30 s chunk takes %.2f s, a live decode %.2f s",
+            model,
+            len(threads),
+            time.perf_counter() - started,
+            calibration.file_seconds_per_audio_second * MAX_CHUNK_DURATION_S,
+            calibration.live_decode_s,
+        )
+        return calibration
 
     def detect_language(
         self,
@@ -791,6 +823,28 @@ class Transcriber:
         )
         logger.info("detected language %s (probability %.2f) with %s", language, probability, loaded.name)
         return LanguageDetection(to_bcp47(language), float(probability), candidates)
+
+
+def _calibration_decode(loaded: LoadedModel, window_s: float, tokens: int) -> float:
+    """Seconds one worker takes to do what a chunk of real speech costs: the
+    features of a `window_s` window, the encoder over it, a beam
+    search of `tokens` steps (CTranslate2's max_length; the end of text
+    suppressed: the audio is noise, and a beam search costs by its steps) and their word
+    alignment. The first call of a worker also warms its buffers."""
+    whisper = loaded.whisper
+    samples = np.random.default_rng(0).normal(0.0, 0.05, round(window_s * SAMPLE_RATE_HERTZ)).astype(np.float32)
+    started = time.perf_counter()
+    features = whisper.feature_extractor(samples)[..., :-1]
+    encoded = whisper.encode(np.ascontiguousarray(pad_or_trim(features, round(window_s * 100))[np.newaxis]))
+    tokenizer = Tokenizer(whisper.hf_tokenizer, loaded.is_multilingual, task="transcribe", language="en")
+    prompt = whisper.get_prompt(tokenizer, [], without_timestamps=True)
+    result = whisper.model.generate(
+        encoded, [prompt], beam_size=5, max_length=tokens, suppress_tokens=[-1, tokenizer.eot], suppress_blank=False
+    )[0]
+    text_tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+    if text_tokens:
+        whisper.find_alignment(tokenizer, [text_tokens], encoded, [math.ceil(window_s) * whisper.frames_per_second])
+    return time.perf_counter() - started
 
 
 def window_frames(chunk_frames: int, min_window_s: float) -> int:

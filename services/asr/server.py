@@ -10,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.capacity import describe_source
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.status import LoadFigures, StatusServicer, choose, status_registration
+from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from common.whisper_models import ModelCache, resolve_model_path
-from services.asr.batcher import CALLS_PER_WORKER, BatchPool
+from services.asr.batcher import CALLS_PER_WORKER, BatchPool, WorkRates
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
 from services.asr.servicer import SERVICE_NAME, AsrServicer
@@ -90,7 +91,8 @@ async def create(config: AsrConfig) -> RunningServer:
         int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
     )
     transcriber = Transcriber(models, max_batch_size=config.max_batch_size, min_window_s=config.min_window_s)
-    pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size))
+    rates = WorkRates()
+    pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size), rates=rates)
     servicer = AsrServicer(
         transcriber,
         audio_reader,
@@ -110,6 +112,7 @@ async def create(config: AsrConfig) -> RunningServer:
             admission.waiting,
             preferred_batch_size=int(batch_size),
             loaded_models=tuple(models.loaded_names()),
+            measured=_measured(rates, int(workers)),
         )
 
     running = create_server(
@@ -132,7 +135,10 @@ async def create(config: AsrConfig) -> RunningServer:
     async def load_default_model() -> None:
         await loop.run_in_executor(None, models.pin, config.whisper.default_model)
         if config.warm_up:
-            await loop.run_in_executor(None, transcriber.warm_up, config.whisper.default_model, int(workers))
+            calibration = await loop.run_in_executor(
+                None, transcriber.warm_up, config.whisper.default_model, int(workers)
+            )
+            rates.prime(calibration)
 
     running.serve_when_ready(load_default_model)
     logger.info(
@@ -145,3 +151,15 @@ async def create(config: AsrConfig) -> RunningServer:
         config.max_queued_transcriptions,
     )
     return running
+
+
+def _measured(rates: WorkRates, workers: int) -> MeasuredFigures | None:
+    """What the workers get through (None before the warm-up or any work)."""
+    if not rates.file.known and not rates.live.known:
+        return None
+    live = rates.live.figures
+    return MeasuredFigures(
+        audio_seconds_per_second=rates.file.units_per_second(workers),
+        live_decode_s=live.seconds_per_unit if rates.live.known else 0.0,
+        source=describe_source(rates.file.figures),
+    )

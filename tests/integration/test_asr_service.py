@@ -222,6 +222,10 @@ def test_status_reports_workers_batch_and_the_machine(channel: grpc.Channel, stu
     assert settings["SUBTITLER_ASR_MAX_CONCURRENT_TRANSCRIPTIONS"].source == "environment"
     assert settings["SUBTITLER_ASR_NUM_WORKERS"].source.startswith("auto: ")
     assert "embedded:tiny.en" in status.loaded_models
+    # What its workers get through on this machine, timed at start (or since, with work).
+    measured = status.measured_capacity
+    assert measured.audio_seconds_per_second > 1.0 and 0.0 < measured.live_decode_s < 10.0
+    assert measured.source.startswith("warm-up")
 
 
 def test_models_are_listed_loaded_and_unloaded(stub: asr_pb2_grpc.AsrServiceStub) -> None:

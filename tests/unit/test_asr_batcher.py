@@ -32,8 +32,9 @@ class _Request:
     words: bool = False
 
     @property
-    def chunks(self) -> tuple[int, ...]:
-        return tuple(range(self.chunk_count))
+    def chunks(self) -> tuple[Any, ...]:
+        # Each a second of audio (what the pool's work rates count).
+        return tuple(SimpleNamespace(decoded_range=TimeRange(index, index + 1.0)) for index in range(self.chunk_count))
 
     @property
     def batch_key(self) -> str:
@@ -386,6 +387,25 @@ def test_the_solo_replica_takes_one_batch_at_a_time() -> None:
         await _collect_last(pool, _Request("second", 1, key="other options"))
         await first
         assert decoder.solo_batches == [True, False]
+        await pool.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_the_pool_measures_its_workers_file_and_live_work_apart() -> None:
+    async def main() -> None:
+        decoder = _Decoder(delay_per_chunk_s=0.05)
+        pool, executor = _pool(decoder, workers=1)
+        job = _Request("job", 4)
+        async for _ in pool.transcribe(cast(PreparedTranscription, job), throughput=True):
+            pass
+        # Four chunks of a second each, 0.05 s a chunk: 0.05 s of a worker per second of audio.
+        assert pool.rates.file.seconds_per_unit == pytest.approx(0.05, rel=0.5)
+        assert not pool.rates.live.known
+        await _collect(pool, _Request("live", 1))
+        assert pool.rates.live.seconds_per_unit == pytest.approx(0.05, rel=0.5)
+        assert pool.rates.live.figures.from_work
         await pool.close()
         executor.shutdown()
 

@@ -112,6 +112,7 @@ class GetStatusResponse(_message.Message):
     UNREACHABLE_PEERS_FIELD_NUMBER: _builtins.int
     LIVE_STREAMS_FIELD_NUMBER: _builtins.int
     LIVE_BUFFERED_SAMPLES_FIELD_NUMBER: _builtins.int
+    MEASURED_CAPACITY_FIELD_NUMBER: _builtins.int
     service_name: _builtins.str
     """The service: "gateway", "audio", "vad", "asr" or "align"."""
     version: _builtins.str
@@ -158,6 +159,12 @@ class GetStatusResponse(_message.Message):
     def unreachable_peers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Peers that did not answer, with the reason ("asr: UNAVAILABLE: ...")."""
 
+    @_builtins.property
+    def measured_capacity(self) -> Global___MeasuredCapacity:
+        """What this replica gets through, measured on this machine (unset where
+        nothing is measured).
+        """
+
     def __init__(
         self,
         *,
@@ -178,11 +185,56 @@ class GetStatusResponse(_message.Message):
         unreachable_peers: _abc.Iterable[_builtins.str] | None = ...,
         live_streams: _builtins.int = ...,
         live_buffered_samples: _builtins.int = ...,
+        measured_capacity: Global___MeasuredCapacity | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["measured_capacity", b"measured_capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "live_buffered_samples", b"live_buffered_samples", "live_streams", b"live_streams", "loaded_models", b"loaded_models", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "live_buffered_samples", b"live_buffered_samples", "live_streams", b"live_streams", "loaded_models", b"loaded_models", "measured_capacity", b"measured_capacity", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class MeasuredCapacity(_message.Message):
+    """What a service's workers get through per second, timed at start (a
+    calibrated piece of work on every worker at once, its warm-up) and updated
+    as it works, recent work weighing most. Admissions and the tuner size
+    themselves by it, so a slower machine takes less work and a faster one more.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIO_SECONDS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    LIVE_DECODE_S_FIELD_NUMBER: _builtins.int
+    LIVE_STREAMS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    audio_seconds_per_second: _builtins.float
+    """Seconds of a file's audio this replica processes per second of its time,
+    all workers together (ASR: transcribed with word times; VAD: searched for
+    speech; align: aligned; diarize: diarized); 0 when not measured.
+    """
+    live_decode_s: _builtins.float
+    """Seconds one live decode takes on one ASR worker (ASR only; 0 elsewhere)."""
+    live_streams: _builtins.int
+    """Live streams held at the latency targets (gateway only: from its ASR
+    targets' live decode time; the operator's SUBTITLER_GATEWAY_MAX_STREAMS
+    overrides it).
+    """
+    source: _builtins.str
+    """How it was measured: "warm-up", or "warm-up and work" once real work has been timed."""
+    def __init__(
+        self,
+        *,
+        audio_seconds_per_second: _builtins.float = ...,
+        live_decode_s: _builtins.float = ...,
+        live_streams: _builtins.int = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_seconds_per_second", b"audio_seconds_per_second", "live_decode_s", b"live_decode_s", "live_streams", b"live_streams", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeasuredCapacity: _TypeAlias = MeasuredCapacity  # noqa: Y015
