@@ -63,6 +63,11 @@ Samples = npt.NDArray[np.float32]
 PRIORITY_FINAL = 0
 PRIORITY_FIRST_STEP = 1
 PRIORITY_INTERIM = 2
+# A request that waits this long for a worker means the streams ask more than
+# the workers give: `pressure` reaches 1 and the streams shed optional work.
+PRESSURE_WAIT_S = 0.6
+# How fast the recent wait follows the latest (the weight of each new wait).
+WAIT_SMOOTHING = 0.3
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,8 @@ class LiveDecoder:
         self._in_flight = 0
         self._order = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        # How long requests recently waited for a worker, smoothed (seconds).
+        self._recent_wait_s = 0.0
         # Figures for the status and the bench.
         self.calls = 0
         self.chunks = 0
@@ -121,6 +128,21 @@ class LiveDecoder:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def oldest_wait_s(self) -> float:
+        """How long the oldest waiting request has waited (0 when none waits)."""
+        if not self._queue:
+            return 0.0
+        return time.monotonic() - min(request.enqueued for request in self._queue)
+
+    @property
+    def pressure(self) -> float:
+        """How far behind the workers are, as the streams see it: the wait of
+        the oldest waiting request or of recent ones, whichever is longer,
+        over `PRESSURE_WAIT_S` (0: a request starts at once; 1 and more: the
+        streams ask more than the workers give, and shed optional work)."""
+        return max(self.oldest_wait_s, self._recent_wait_s) / PRESSURE_WAIT_S
 
     @property
     def idle(self) -> bool:
@@ -187,6 +209,7 @@ class LiveDecoder:
             task.add_done_callback(self._tasks.discard)
 
     def _take_batch(self, free_workers: int) -> list[_Request]:
+        now = time.monotonic()
         self._queue.sort(key=lambda request: (request.priority, request.order))
         first = self._queue[0]
         same = [request for request in self._queue if request.key == first.key]
@@ -201,6 +224,8 @@ class LiveDecoder:
             total_bytes += request.samples.nbytes
         for request in batch:
             self._queue.remove(request)
+            wait_s = now - request.enqueued
+            self._recent_wait_s += WAIT_SMOOTHING * (wait_s - self._recent_wait_s)
         return batch
 
     async def _run(self, batch: list[_Request]) -> None:

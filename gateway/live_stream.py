@@ -92,6 +92,9 @@ class Decoder(Protocol):
     @property
     def idle(self) -> bool: ...
 
+    @property
+    def pressure(self) -> float: ...
+
     async def decode(
         self,
         samples: Samples,
@@ -110,6 +113,10 @@ class StreamSettings:
     max_utterance_s: float = 15.0
     # New audio between two decodes of a growing utterance.
     step_s: float = 1.0
+    # ... and when the workers are behind (`Decoder.pressure` 1 or more): the
+    # step grows towards this with the pressure, so long speech costs fewer
+    # decodes and the stream catches up instead of queueing.
+    max_step_s: float = 3.0
     # Speech before the first decode of an utterance.
     first_step_s: float = 0.4
     # Audio kept before the start of speech and after its end.
@@ -403,7 +410,7 @@ class LiveTranscriber:
         if latest_end is None:
             due = self._total - utterance.speech_start >= settings.first_step_s * SAMPLE_RATE_HERTZ
         else:
-            due = self._total - latest_end >= settings.step_s * SAMPLE_RATE_HERTZ
+            due = self._total - latest_end >= self._step_s() * SAMPLE_RATE_HERTZ
         # A long utterance needs recent agreed words to be cut at (a sentence
         # from sentence_commit_s, any words at max_utterance_s): its steps
         # go on whatever the load, ahead of ordinary interim steps.
@@ -422,9 +429,17 @@ class LiveTranscriber:
         elif due:
             self._start_step(utterance, PRIORITY_FIRST_STEP if latest_end is None or long else PRIORITY_INTERIM)
 
+    def _step_s(self) -> float:
+        """New audio between two steps now: `step_s`, growing towards
+        `max_step_s` as the workers fall behind."""
+        settings = self._settings
+        stretch = min(1.0, max(0.0, self._decoder.pressure))
+        return settings.step_s + (max(settings.max_step_s, settings.step_s) - settings.step_s) * stretch
+
     def _start_step(self, utterance: _Utterance, priority: int, *, at_pause: bool = False) -> _Step:
         step = _Step(start=utterance.start, end=self._total, at_pause=at_pause)
-        window = self._window(step.start, step.end)
+        # Behind: a step that is not a likely final goes without the lead-in (a shorter window).
+        window = self._window(step.start, step.end, lead_in=at_pause or self._decoder.pressure < 1.0)
         step.led_in = window.lead_in > 0
         samples = self._slice(window.start, window.end)
         utterance.in_flight = step
@@ -433,13 +448,14 @@ class LiveTranscriber:
         step.task.add_done_callback(self._note_failure)
         return step
 
-    def _window(self, start: int, end: int) -> _Window:
+    def _window(self, start: int, end: int, *, lead_in: bool = True) -> _Window:
         """What decoding samples [start, end) sends: led in by the audio of
         the last finals that fit `context_audio_s` and Whisper's window, with
         their text as the prefix. Without a lead-in while a final is pending
-        (its text is not known yet), or when the finals are too far back:
-        then with the stream's last finals as previous text."""
-        pending = self._last_final is not None and not self._last_final.done()
+        (its text is not known yet), when the finals are too far back or
+        when not `lead_in`: then with the stream's last finals as previous
+        text."""
+        pending = not lead_in or (self._last_final is not None and not self._last_final.done())
         budget = min(MAX_WINDOW_S * SAMPLE_RATE_HERTZ, end - start + self._settings.context_audio_s * SAMPLE_RATE_HERTZ)
         chosen: list[_Final] = []
         chars = 0

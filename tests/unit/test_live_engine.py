@@ -80,6 +80,7 @@ class FakeDecoder:
     in its audio."""
 
     idle = True
+    pressure = 0.0
 
     def __init__(self, *, stops_early_after_lead_in: bool = False) -> None:
         # Loses the last second of words whenever it continues a prefix, as
@@ -300,3 +301,34 @@ def test_a_long_utterance_is_cut_at_a_sentence_end_else_a_clause_else_the_widest
     assert cut_position(paused, 6) == 3
     flat = timed(("a", 0), ("b", 0), ("c", 0))
     assert cut_position(flat, 2) == 2
+
+
+def test_behind_a_stream_sheds_work_steps_longer_and_without_lead_in() -> None:
+    """Long speech, the workers behind (`pressure` 1): fewer, shorter decodes
+    (no lead-in for steps that are not likely finals), the finals as before."""
+    settings = StreamSettings(interim_results=True, max_utterance_s=8.0)
+
+    def run(pressure: float) -> tuple[list[gateway_pb2.StreamingTranscribeResponse], FakeDecoder]:
+        decoder = FakeDecoder()
+        decoder.pressure = pressure
+        decoder.idle = pressure < 1.0
+        responses, decoder, _, _ = asyncio.run(run_engine(ScriptedVad(0.5, 40.0), 42.0, settings, decoder=decoder))
+        return responses, decoder
+
+    calm, calm_decoder = run(0.0)
+    behind, behind_decoder = run(1.5)
+    interim_steps = [call for call in behind_decoder.calls if call[1] != PRIORITY_FINAL]
+    calm_interim_steps = [call for call in calm_decoder.calls if call[1] != PRIORITY_FINAL]
+    assert len(interim_steps) * 2 <= len(calm_interim_steps)
+    # Steps that are not likely finals go without the lead-in: no prefix.
+    assert all(
+        not prefix
+        for prefix, call in zip(behind_decoder.prefixes, behind_decoder.calls, strict=True)
+        if call[1] != PRIORITY_FINAL
+    )
+    # The speech still all comes in finals (the fake hears a word every 0.5 s of each utterance).
+    finals = [response.final for response in behind if response.WhichOneof("response") == "final"]
+    calm_finals = [response.final for response in calm if response.WhichOneof("response") == "final"]
+    assert sum(len(final.words) for final in finals) >= 0.9 * sum(len(final.words) for final in calm_finals)
+    ends = [final.end_offset.ToTimedelta().total_seconds() for final in finals]
+    assert ends == sorted(ends) and ends[-1] >= 39.0
