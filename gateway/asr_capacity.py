@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # worker never waits for the gateway between batches.
 CALLS_PER_WORKER = 2
 STATUS_TIMEOUT_S = 2.0
+# How often the ASR is asked while it has measured nothing yet.
+UNMEASURED_REFRESH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class AsrCapacityFigures:
     workers: int
     # Chunks a replica prefers to decode together.
     preferred_batch_size: int
+    # Seconds one live decode takes on one worker, as the ASR measured it (0: not known).
+    live_decode_s: float = 0.0
+    # Seconds of a file's audio all replicas transcribe per second, as measured (0: not known).
+    audio_seconds_per_second: float = 0.0
 
 
 class AsrCapacity:
@@ -94,7 +100,7 @@ class AsrCapacity:
 
     async def refresh(self) -> AsrCapacityFigures:
         """Asks the ASR target again if the last answer is old."""
-        if self._status is None or (self._fixed_workers and self._fixed_batch_size):
+        if self._status is None:
             return self._figures
         if time.monotonic() - self._asked_at < self._refresh_interval_s:
             return self._figures
@@ -104,15 +110,34 @@ class AsrCapacity:
         except grpc.aio.AioRpcError as error:
             logger.info("ASR status not available (%s); keeping %s", error.code().name, self._figures)
             return self._figures
+        measured = reply.measured_capacity
         figures = AsrCapacityFigures(
             workers=self._fixed_workers or max(1, reply.capacity) * self._replica_count,
             preferred_batch_size=self._fixed_batch_size or reply.preferred_batch_size,
+            live_decode_s=measured.live_decode_s,
+            audio_seconds_per_second=measured.audio_seconds_per_second * self._replica_count,
         )
-        if figures != self._figures:
+        if (figures.workers, figures.preferred_batch_size) != (
+            self._figures.workers,
+            self._figures.preferred_batch_size,
+        ):
             logger.info("ASR capacity: %d workers, batches of %d", figures.workers, figures.preferred_batch_size)
+        if figures != self._figures:
             self._figures = figures
             self._wake()
         return figures
+
+    async def keep_fresh(self) -> None:
+        """Asks the ASR target every refresh interval, every 2 s while it has
+        measured nothing yet (it is warming up), so the status and the live
+        admission have its measure before the first call needs it. Runs
+        until cancelled."""
+        while True:
+            await self.refresh()
+            measured = self._figures.live_decode_s > 0.0
+            await asyncio.sleep(self._refresh_interval_s if measured else UNMEASURED_REFRESH_S)
+            if not measured:
+                self._asked_at = -math.inf
 
     def batch_size(self, requested: int, default: int) -> int:
         """Chunks per call: the job's batch size (or `default`), at most what

@@ -43,8 +43,10 @@ class RetryPolicy:
 class LiveConfig:
     """Bounds of live streams (SUBTITLER_GATEWAY_*)."""
 
-    # Streams open at once; more are refused with RESOURCE_EXHAUSTED.
-    max_streams: int = 16
+    # Streams open at once; more are refused with RESOURCE_EXHAUSTED. 0: as
+    # many as the ASR workers hold at the latency targets, measured
+    # (gateway.live_admission).
+    max_streams: int = 0
     # Audio one stream may carry, in the stream's own time.
     max_stream_duration_s: float = 4 * 3600.0
     # A stream that sends nothing for this long is ended.
@@ -148,7 +150,7 @@ class GatewayConfig:
             min_free_disk_bytes=env_int(env, f"{prefix}MIN_FREE_DISK_BYTES", cls.min_free_disk_bytes, minimum=0),
             retry=RetryPolicy.from_env(env, prefix),
             live=LiveConfig(
-                max_streams=env_int(env, f"{prefix}MAX_STREAMS", LiveConfig.max_streams, minimum=1),
+                max_streams=env_int(env, f"{prefix}MAX_STREAMS", LiveConfig.max_streams, minimum=0),
                 max_stream_duration_s=env_float(
                     env, f"{prefix}MAX_STREAM_DURATION_S", LiveConfig.max_stream_duration_s, minimum=1.0
                 ),

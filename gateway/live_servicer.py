@@ -28,6 +28,7 @@ from common.errors import (
     UnavailableError,
 )
 from gateway.config import LiveConfig
+from gateway.live_admission import StreamAdmission
 from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
 from gateway.live_decoder import LiveDecoder
 from gateway.live_stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
@@ -86,8 +87,10 @@ class LiveCaptioner:
         asr: asr_pb2_grpc.AsrServiceStub,
         decoder: LiveDecoder,
         config: LiveConfig,
+        admission: StreamAdmission,
         audio: audio_pb2_grpc.AudioServiceStub | None = None,
     ) -> None:
+        self._admission = admission
         self._audio = audio
         self._vad = vad
         self._asr = asr
@@ -108,12 +111,7 @@ class LiveCaptioner:
     async def stream(
         self, requests: AsyncIterator[gateway_pb2.StreamingTranscribeRequest]
     ) -> AsyncIterator[gateway_pb2.StreamingTranscribeResponse]:
-        if self._streams >= self._config.max_streams:
-            raise ResourceExhaustedError(
-                f"the gateway has its maximum of {self._config.max_streams} live streams "
-                f"(SUBTITLER_GATEWAY_MAX_STREAMS); retry in {self._config.retry_after_s:g} s",
-                retry_after_s=self._config.retry_after_s,
-            )
+        await self._admission.check(self._streams)
         self._streams += 1
         try:
             iterator = aiter(requests)

@@ -14,11 +14,12 @@ from common import metrics
 from common.channels import open_channel
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.status import LoadFigures, StatusReport, StatusServicer, choose, status_registration
+from common.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
 from gateway.asr_capacity import AsrCapacity
 from gateway.auth import Authenticator, TokenTable
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
+from gateway.live_admission import MAX_STREAMS_CEILING, StreamAdmission
 from gateway.live_decoder import LiveDecoder
 from gateway.live_servicer import LiveCaptioner
 from gateway.pipeline import Peers
@@ -131,7 +132,8 @@ async def create(config: GatewayConfig) -> RunningServer:
     scheduler = JobScheduler(store, events, peers, config)
     auth = Authenticator(TokenTable.from_file(config.tokens_file) if config.tokens_file else None)
     decoder = LiveDecoder(peers.asr, asr_capacity)
-    live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live, peers.audio)
+    admission = StreamAdmission(asr_capacity, decoder, config.live)
+    live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live, admission, peers.audio)
     servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live, peers.asr)
     report = plan.report([jobs_choice])
     metrics.gauge(
@@ -149,13 +151,21 @@ async def create(config: GatewayConfig) -> RunningServer:
             preferred_batch_size=asr_capacity.figures.preferred_batch_size,
             live_streams=live.open_streams,
             live_buffered_samples=live.buffered_samples,
+            measured=MeasuredFigures(
+                audio_seconds_per_second=asr_capacity.figures.audio_seconds_per_second,
+                live_decode_s=asr_capacity.figures.live_decode_s,
+                live_streams=admission.current().streams,
+                source="the ASR's measure" if asr_capacity.figures.live_decode_s else "not measured yet",
+            ),
         )
 
     status = GatewayStatusServicer(report, figures, status_stubs, auth)
     # Watch and live streams count against gRPC's limit too: give them room of their own.
     server_config = dataclasses.replace(
         config.server,
-        max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_watchers + config.live.max_streams,
+        max_concurrent_rpcs=config.server.max_concurrent_rpcs
+        + config.max_watchers
+        + (config.live.max_streams or MAX_STREAMS_CEILING),
     )
     running = create_server(
         server_config,
@@ -172,6 +182,7 @@ async def create(config: GatewayConfig) -> RunningServer:
 
     async def stop_jobs_and_close() -> None:
         sweeper.cancel()
+        capacity_watch.cancel()
         await decoder.close()
         await scheduler.shutdown()
         events.close()
@@ -186,5 +197,6 @@ async def create(config: GatewayConfig) -> RunningServer:
         logger.info("the store holds %d unfinished jobs", unfinished)
     await running.start()
     sweeper = loop.create_task(scheduler.sweep_forever())
+    capacity_watch = loop.create_task(asr_capacity.keep_fresh())
     await running.set_serving(True)
     return running

@@ -55,13 +55,16 @@ def test_a_failed_ask_keeps_the_last_figures() -> None:
     asyncio.run(run())
 
 
-def test_operator_figures_win_and_nothing_is_asked() -> None:
+def test_operator_figures_win_over_the_asr_s_and_its_measure_is_still_read() -> None:
     async def run() -> None:
         status = FakeStatus(capacity=8, batch=16)
-        capacity = AsrCapacity(status, replica_count=1, fixed_workers=3, fixed_batch_size=2)  # type: ignore[arg-type]
+        status.reply.measured_capacity.live_decode_s = 0.25
+        status.reply.measured_capacity.audio_seconds_per_second = 60.0
+        capacity = AsrCapacity(status, replica_count=2, fixed_workers=3, fixed_batch_size=2)  # type: ignore[arg-type]
         figures = await capacity.refresh()
         assert (figures.workers, figures.preferred_batch_size) == (3, 2)
-        assert status.calls == 0
+        # (Both replicas together transcribe twice what one measured.)
+        assert (figures.live_decode_s, figures.audio_seconds_per_second) == (0.25, 120.0)
 
     asyncio.run(run())
 

@@ -1,0 +1,99 @@
+"""How many live streams the gateway takes at once: as many as its ASR
+workers hold at the latency targets, measured, not a fixed number.
+
+A stream at real-time pace asks the workers for a decode about every
+second of its speech (fewer when they are behind: gateway.live_stream sheds
+interim steps and lengthens its steps), and a final waits for the decodes
+ahead of it. So the streams held are the workers' time, kept below full use,
+over what one stream needs of it (`common.capacity.LiveLoadModel`), with the
+time of a live decode as the ASR service measured it on this machine (its
+warm-up, then its live work). A stream beyond that, or any new stream while
+the workers are behind, is refused at once with RESOURCE_EXHAUSTED and a
+retry delay, rather than admitted to make every stream late.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from common.capacity import LiveLoadModel
+from common.errors import ResourceExhaustedError
+from gateway.asr_capacity import AsrCapacity
+from gateway.config import LiveConfig
+from gateway.live_decoder import LiveDecoder
+
+logger = logging.getLogger(__name__)
+
+# What a stream asks of the workers when it sheds all it can (bench.streaming
+# on continuous speech: decodes per second of audio), and the share of the
+# workers' time live decodes may take while the latency targets hold.
+LIVE_LOAD = LiveLoadModel(decodes_per_stream_s=0.8, utilization=0.7)
+# Streams a gateway takes at most whatever the measure says (each holds a
+# VAD stream, buffers and a gRPC call).
+MAX_STREAMS_CEILING = 64
+# Behind by this much (`LiveDecoder.pressure`: the oldest request waited
+# twice what marks the streams as behind), new streams wait for the catch-up.
+REFUSE_PRESSURE = 2.0
+
+
+@dataclass(frozen=True)
+class StreamLimit:
+    """The streams the gateway takes now, and why."""
+
+    streams: int
+    reason: str
+
+
+class StreamAdmission:
+    """Admits a new live stream or refuses it. Used from the gateway's event loop."""
+
+    def __init__(self, capacity: AsrCapacity, decoder: LiveDecoder, config: LiveConfig) -> None:
+        self._capacity = capacity
+        self._decoder = decoder
+        self._config = config
+        self._last_limit: StreamLimit | None = None
+
+    async def limit(self) -> StreamLimit:
+        """The streams held now, with the ASR's figures asked again if they are old."""
+        await self._capacity.refresh()
+        return self.current()
+
+    def current(self) -> StreamLimit:
+        """The streams held: the operator's SUBTITLER_GATEWAY_MAX_STREAMS,
+        else what the ASR's last measured live decode time allows."""
+        if self._config.max_streams:
+            return StreamLimit(self._config.max_streams, "SUBTITLER_GATEWAY_MAX_STREAMS")
+        figures = self._capacity.figures
+        if figures.live_decode_s <= 0.0:
+            # Not measured yet (the ASR is still warming up, or predates the measure): one per worker.
+            limit = StreamLimit(figures.workers, f"{figures.workers} ASR workers, live decode time not measured yet")
+        else:
+            streams = min(MAX_STREAMS_CEILING, max(1, LIVE_LOAD.streams(figures.workers, figures.live_decode_s)))
+            limit = StreamLimit(
+                streams,
+                f"{figures.workers} ASR workers measured at {figures.live_decode_s:.2f} s a live decode",
+            )
+        if limit != self._last_limit:
+            logger.info("live streams held: %d (%s)", limit.streams, limit.reason)
+            self._last_limit = limit
+        return limit
+
+    async def check(self, open_streams: int) -> None:
+        """Raises `ResourceExhaustedError` when a new stream must wait:
+        `open_streams` are already what the machine holds, or the streams
+        open are behind."""
+        limit = await self.limit()
+        retry_s = self._config.retry_after_s
+        if open_streams >= limit.streams:
+            raise ResourceExhaustedError(
+                f"the gateway holds {limit.streams} live streams at once on this machine ({limit.reason}) and "
+                f"has them open; retry in {retry_s:g} s",
+                retry_after_s=retry_s,
+            )
+        if self._decoder.pressure >= REFUSE_PRESSURE:
+            raise ResourceExhaustedError(
+                f"live captions are behind on this machine now ({self._decoder.oldest_wait_s:.1f} s of decoding "
+                f"waits); retry in {retry_s:g} s",
+                retry_after_s=retry_s,
+            )

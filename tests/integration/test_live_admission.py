@@ -1,0 +1,89 @@
+"""Live streams admitted by measured capacity: the gateway takes as many
+streams as its ASR workers hold at the latency targets, from the live decode
+time the ASR service measured on this machine, and refuses the next one at
+once with a retry hint. The ASR is made slow here for real (one worker,
+Whisper's whole 30 s window for every decode), so the limit is small."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from gateway.live_admission import LIVE_LOAD
+from subtitler.gateway.v1 import gateway_pb2
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
+from tests.integration.suite_fixtures import RunningSuite, start_suite
+from tests.integration.test_live import config, live_figures, silence_stream
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slow_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+    yield from start_suite(
+        tmp_path_factory.mktemp("slow-live"),
+        {
+            "SUBTITLER_ASR_NUM_WORKERS": "1",
+            "SUBTITLER_ASR_CPU_THREADS": "1",
+            "SUBTITLER_ASR_SOLO_CPU_THREADS": "1",
+            "SUBTITLER_ASR_MIN_WINDOW_S": "30",
+        },
+    )
+
+
+def measured(live: RunningSuite) -> tuple[status_pb2.MeasuredCapacity, status_pb2.MeasuredCapacity]:
+    """The gateway's measured capacity and its ASR peer's."""
+    reply = status_pb2_grpc.StatusServiceStub(live.channel).GetStatus(
+        status_pb2.GetStatusRequest(include_peers=True), timeout=10
+    )
+    asr = next(peer for peer in reply.peers if peer.service_name == "asr")
+    return reply.measured_capacity, asr.measured_capacity
+
+
+def test_streams_are_admitted_up_to_the_measured_capacity_and_the_next_is_refused_at_once(
+    slow_live: RunningSuite,
+) -> None:
+    deadline = time.monotonic() + 15  # (the gateway asks its ASR every 2 s until it has a measure)
+    while not (gateway_measure := measured(slow_live)[0]).live_decode_s and time.monotonic() < deadline:
+        time.sleep(0.2)
+    gateway_measure, asr_measure = measured(slow_live)
+    assert asr_measure.live_decode_s > 0.0 and asr_measure.source.startswith("warm-up")
+    assert gateway_measure.live_decode_s == pytest.approx(asr_measure.live_decode_s)
+    held = gateway_measure.live_streams
+    assert held == max(1, LIVE_LOAD.streams(1, asr_measure.live_decode_s))
+    stop = threading.Event()
+    calls = []
+    try:
+        for _ in range(held):
+            sent = threading.Event()
+            calls.append(slow_live.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
+            assert sent.wait(10)
+        deadline = time.monotonic() + 10
+        while live_figures(slow_live)[0] < held and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            list(slow_live.gateway.StreamingTranscribe(iter([gateway_pb2.StreamingTranscribeRequest(config=config())])))
+        assert time.monotonic() - started < 1.0
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"holds {held} live streams" in caught.value.details()
+        assert "measured" in caught.value.details()
+        assert dict(caught.value.trailing_metadata() or ()).get("retry-after-s")
+        # One stream ends: a new one is admitted.
+        calls.pop().cancel()
+        deadline = time.monotonic() + 10
+        while live_figures(slow_live)[0] >= held and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sent = threading.Event()
+        calls.append(slow_live.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
+        assert sent.wait(10)
+        time.sleep(0.5)
+        assert not calls[-1].done()  # admitted: not refused
+    finally:
+        stop.set()
+        for call in calls:
+            call.cancel()
