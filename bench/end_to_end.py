@@ -43,8 +43,6 @@ from typing import Any
 
 import grpc
 
-# machine_line is re-exported: bench.streaming takes it from here.
-from bench.machine import machine_line as machine_line
 from bench.machine import print_machine_line
 from bench.media import MediaOptions, realistic_media
 from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES

@@ -14,13 +14,26 @@ free ports with the embedded tiny.en int8. Prints:
   first interim (or final) of that utterance (target: at most 1.5 s);
 - WER of the finals against the reference, and against the same audio
   transcribed as a file by the suite (target: at most 1.15x);
-- with --ramp, the most streams held in real time: each count runs for
-  --ramp-s and is held when the p95 stays under 2 s and the latency of the
-  second half is not above the first half's by more than 0.5 s;
+- whether latency drifts: the p95 of the finals of the first minute and of
+  the last (target: the last at most the first + 0.5 s);
+- the live streams the gateway holds, as it measured them
+  (gateway.live_admission: from the ASR's measured live decode time);
+- with --overload, twice as many streams as the gateway holds offered at
+  once: how many it admitted, their latencies (the same targets), and how
+  fast the others were refused (RESOURCE_EXHAUSTED with a retry hint within
+  a second);
+- with --ramp, the most streams held in real time (with --max-streams 64,
+  beyond what the gateway admits by its measure): each count runs for --ramp-s and is
+  held when the p95 stays under 2 s and the latency of the second half is
+  not above the first half's by more than 0.5 s;
 - with --memory-s, the gateway's RSS over one long stream sent as fast as
   the server takes it (flat memory per stream).
 
-    python -m bench.streaming --streams 4 --duration-s 300 --ramp 2,4,6,8 --memory-s 600
+    python -m bench.streaming --streams 4 --duration-s 300 --overload --ramp 2,4,6,8 --memory-s 600
+
+Run it twice, as the machine is and with AVX2 forced
+(CT2_FORCE_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2):
+the first line says which instruction set CTranslate2 dispatched.
 
 Five minutes a stream by default: with two, a single misheard acronym moved
 the WER ratio by 0.2, and whole utterances lost near the end of a stream
@@ -42,11 +55,13 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.end_to_end import machine_line, start_suite
+from bench.end_to_end import start_suite
+from bench.machine import print_machine_line
 from common.convert import duration_to_seconds, seconds_to_duration
 from gateway.cli import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
 from tests.speech import SAMPLE_RATE_HERTZ, LongRecording, build_long_recording, write_wav
 from tests.wer import word_error_rate
@@ -60,6 +75,9 @@ class StreamRun:
     first_results: list[float] = field(default_factory=list)
     speech_ends: list[float] = field(default_factory=list)
     error: str = ""
+    # A stream the gateway refused: after how long, and the retry delay it suggested.
+    refused_after_s: float | None = None
+    retry_after_s: str = ""
 
     def ends_speech(self, end_s: float) -> bool:
         """Whether a final ends an utterance (the VAD's end of speech is at
@@ -120,6 +138,7 @@ def stream(
 
     speech_starts: list[float] = []
     seen: set[int] = set()
+    opened = time.monotonic()
     try:
         for response in gateway.StreamingTranscribe(requests(), timeout=3600):
             received = time.monotonic() - started[0]
@@ -140,12 +159,21 @@ def stream(
                 if kind == "final":
                     run.finals.append((duration_to_seconds(result.end_offset), received, result.text))
     except grpc.RpcError as error:
-        run.error = f"{error.code().name}: {error.details()}"
+        if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not run.finals:
+            run.refused_after_s = time.monotonic() - opened
+            trailers = dict(error.trailing_metadata() or ())
+            run.retry_after_s = str(trailers.get("retry-after-s", ""))
+        else:
+            run.error = f"{error.code().name}: {error.details()}"
     return run
 
 
 def run_streams(
-    gateway: gateway_pb2_grpc.GatewayServiceStub, recordings: list[LongRecording], **kwargs: float
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    recordings: list[LongRecording],
+    *,
+    allow_refusals: bool = False,
+    **kwargs: float,
 ) -> list[StreamRun]:
     runs: list[StreamRun] = [StreamRun() for _ in recordings]
 
@@ -160,6 +188,11 @@ def run_streams(
     for run in runs:
         if run.error:
             raise RuntimeError(f"a stream failed: {run.error}")
+        if run.refused_after_s is not None and not allow_refusals:
+            raise RuntimeError(
+                "a stream was refused (RESOURCE_EXHAUSTED): the gateway holds fewer streams on this machine "
+                "than asked; see its measured capacity above, or lift it with --max-streams"
+            )
     return runs
 
 
@@ -195,6 +228,46 @@ def report(label: str, runs: list[StreamRun]) -> tuple[float, float]:
     return median, p95
 
 
+def minute_p95s(runs: list[StreamRun]) -> tuple[float, float]:
+    """The p95 of the utterances' final latencies in the first minute of the
+    streams and in their last."""
+    first: list[float] = []
+    last: list[float] = []
+    for run in runs:
+        if not run.finals:
+            continue
+        end_of_stream = run.finals[-1][0]
+        for end, received, _ in run.finals:
+            if run.ends_speech(end):
+                if end <= 60.0:
+                    first.append(received - end)
+                if end >= end_of_stream - 60.0:
+                    last.append(received - end)
+    return percentile(first, 0.95), percentile(last, 0.95)
+
+
+def measured_streams(channel: grpc.Channel) -> tuple[int, float]:
+    """The live streams the gateway holds and the ASR's live decode time, as measured."""
+    status = status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest(), timeout=10)
+    return status.measured_capacity.live_streams, status.measured_capacity.live_decode_s
+
+
+def overload(gateway: gateway_pb2_grpc.GatewayServiceStub, held_streams: int, duration_s: float) -> None:
+    """Twice the streams the gateway holds, offered at once."""
+    offered = max(2, 2 * held_streams)
+    runs = run_streams(gateway, [recording(500 + number, duration_s) for number in range(offered)], allow_refusals=True)
+    admitted = [run for run in runs if run.refused_after_s is None]
+    refused = [run for run in runs if run.refused_after_s is not None]
+    slowest = max((run.refused_after_s or 0.0 for run in refused), default=float("nan"))
+    hints = sorted({run.retry_after_s for run in refused})
+    print(
+        f"overload: {offered} streams offered at once, {len(admitted)} admitted, {len(refused)} refused "
+        f"(RESOURCE_EXHAUSTED within {slowest:.2f} s at most, target 1 s; retry hints {', '.join(hints) or 'none'} s)"
+    )
+    if admitted:
+        report(f"overload: the {len(admitted)} admitted streams", admitted)
+
+
 def held(runs: list[StreamRun]) -> bool:
     """Real time held: p95 under 2 s and no growth from the first half of the run to the second."""
     first: list[float] = []
@@ -225,9 +298,15 @@ def main() -> None:
         help="VAD silences that end an utterance to compare, e.g. 0.5,0.4 (default: the server's)",
     )
     parser.add_argument("--gateway", default="", help="use a running suite's gateway instead of starting one")
+    parser.add_argument(
+        "--max-streams", type=int, default=0, help="the gateway's SUBTITLER_GATEWAY_MAX_STREAMS (default: measured)"
+    )
+    parser.add_argument(
+        "--overload", action="store_true", help="offer twice the streams the gateway holds: refusals and latencies"
+    )
     parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
     options = parser.parse_args()
-    print(f"machine: {machine_line()}")
+    print_machine_line()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
         workdir = Path(workdir_name)
         media = workdir / "media"
@@ -236,17 +315,29 @@ def main() -> None:
         if options.gateway:
             target = options.gateway
         else:
-            suite = start_suite(workdir, media, {"SUBTITLER_GATEWAY_MAX_STREAMS": "64"})
+            limit = {"SUBTITLER_GATEWAY_MAX_STREAMS": str(options.max_streams)} if options.max_streams else {}
+            suite = start_suite(workdir, media, limit)
             target = suite.target("gateway")
         try:
             with grpc.insecure_channel(target) as channel:
                 gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+                held_streams, decode_s = measured_streams(channel)
+                print(
+                    f"the gateway holds {held_streams} live streams on this machine "
+                    f"({'SUBTITLER_GATEWAY_MAX_STREAMS' if options.max_streams else 'measured'}; "
+                    f"the ASR measured {decode_s:.3f} s a live decode)"
+                )
                 recordings = [recording(200 + number, options.duration_s) for number in range(options.streams)]
                 for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
                     compared = run_streams(gateway, recordings, min_silence_s=silence_s)
                     report(f"{options.streams} streams, utterances ended by {silence_s:g} s of silence", compared)
                 runs = run_streams(gateway, recordings)
                 report(f"{options.streams} streams of {options.duration_s:g} s at real-time pace", runs)
+                first_p95, last_p95 = minute_p95s(runs)
+                print(
+                    f"  drift: p95 of the first minute's finals {first_p95:.2f} s, of the last minute's "
+                    f"{last_p95:.2f} s (target: at most the first + 0.5 s)"
+                )
                 live_wers = [
                     word_error_rate(rec.reference_text, run.text) for rec, run in zip(recordings, runs, strict=True)
                 ]
@@ -277,12 +368,20 @@ def main() -> None:
                     f"WER: live finals {live_wer:.3f}, the same audio as files {file_wer:.3f}: "
                     f"{live_wer / file_wer if file_wer else float('inf'):.2f}x (target <= 1.15x)"
                 )
+                if options.overload:
+                    overload(gateway, measured_streams(channel)[0], options.ramp_s)
                 if options.ramp:
                     most = 0
                     for count in [int(item) for item in options.ramp.split(",") if item.strip()]:
                         ramp_runs = run_streams(
-                            gateway, [recording(300 + number, options.ramp_s) for number in range(count)]
+                            gateway,
+                            [recording(300 + number, options.ramp_s) for number in range(count)],
+                            allow_refusals=True,
                         )
+                        refused = sum(run.refused_after_s is not None for run in ramp_runs)
+                        if refused:
+                            print(f"ramp: {count} streams: {refused} refused by the gateway's admission")
+                            break
                         ok = held(ramp_runs)
                         report(f"ramp: {count} streams ({'held' if ok else 'NOT held'})", ramp_runs)
                         if not ok:
