@@ -24,9 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 # How fast old observations fade: a minute of the clock halves their weight.
 DEFAULT_HALF_LIFE_S = 60.0
+
+_Result = TypeVar("_Result")
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,44 @@ class WorkRate:
             # Both sides fade alike: the ratio keeps, recent work weighs more.
             self._units *= factor
             self._busy_s *= factor
+
+
+def timed(rate: WorkRate, units: float, call: Callable[[], _Result]) -> Callable[[], _Result]:
+    """`call`, made to record in `rate` that it did `units` of work in the
+    time it took, timed in the thread that runs it (a worker's time, not the
+    wait for one). A call that raises records nothing: its work was not done."""
+
+    def run() -> _Result:
+        started = time.perf_counter()
+        result = call()
+        rate.observe(units, time.perf_counter() - started)
+        return result
+
+    return run
+
+
+def slowest_on_every_worker(work: Callable[[], float], workers: int) -> float:
+    """Runs `work` (a calibrated piece of work that returns the seconds it
+    took) on `workers` threads at once, as the service's slots run, and
+    returns the slowest's seconds: what one slot gets through while every
+    other is busy too. Raises if any of them fails."""
+    times: list[float] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            times.append(work())
+        except BaseException as error:  # noqa: BLE001 - passed on to the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=one, name=f"calibration-{number}") for number in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return max(times)
 
 
 def describe_source(figures: RateFigures) -> str:

@@ -19,6 +19,7 @@ import grpc
 
 from common import metrics
 from common.admission import AdmissionLimit
+from common.capacity import WorkRate, describe_source
 from common.server import Registration
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 
@@ -75,6 +76,15 @@ class MeasuredFigures:
             live_streams=self.live_streams,
             source=self.source,
         )
+
+    @classmethod
+    def of_audio_rate(cls, rate: WorkRate, workers: int) -> MeasuredFigures | None:
+        """The figures of a service whose `workers` slots each process audio
+        at `rate` (seconds of a slot per second of audio); None before its
+        warm-up or any work."""
+        if not rate.known:
+            return None
+        return cls(audio_seconds_per_second=rate.units_per_second(workers), source=describe_source(rate.figures))
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@ live streams the gateway derives from it."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import pytest
 
-from common.capacity import LiveLoadModel, WorkRate, describe_source
+from common.capacity import LiveLoadModel, WorkRate, describe_source, slowest_on_every_worker, timed
+from common.status import MeasuredFigures
 
 
 class FakeClock:
@@ -64,3 +67,52 @@ def test_live_streams_follow_the_decode_time() -> None:
     assert model.streams(2, 0.5) == 3
     assert model.streams(1, 2.0) == 0
     assert model.streams(2, 0.0) == 0 and model.streams(2, math.nan) == 0
+
+
+def test_a_timed_call_records_its_units_and_its_time_and_a_failed_one_nothing() -> None:
+    rate = WorkRate(clock=FakeClock())
+
+    def work() -> str:
+        time.sleep(0.02)
+        return "done"
+
+    assert timed(rate, 60.0, work)() == "done"
+    figures = rate.figures
+    assert figures.units_observed == 60.0 and figures.from_work
+    assert 0.02 / 60.0 <= figures.seconds_per_unit < 1.0 / 60.0
+
+    def broken() -> None:
+        raise OSError("no audio")
+
+    with pytest.raises(OSError, match="no audio"):
+        timed(rate, 60.0, broken)()
+    assert rate.figures.units_observed == 60.0
+
+
+def test_the_calibration_runs_on_every_worker_at_once_and_keeps_the_slowest() -> None:
+    together = threading.Barrier(3, timeout=10)
+    times = iter([0.5, 0.25, 0.75])
+    lock = threading.Lock()
+
+    def work() -> float:
+        together.wait()  # only passes when all three run at once
+        with lock:
+            return next(times)
+
+    assert slowest_on_every_worker(work, 3) == 0.75
+
+    def failing() -> float:
+        raise RuntimeError("no model")
+
+    with pytest.raises(RuntimeError, match="no model"):
+        slowest_on_every_worker(failing, 2)
+
+
+def test_a_service_reports_its_slots_audio_rate_once_measured() -> None:
+    rate = WorkRate(clock=FakeClock())
+    assert MeasuredFigures.of_audio_rate(rate, 2) is None
+    rate.prime(60.0, 0.12)  # a minute of audio in 0.12 s on each of two slots
+    measured = MeasuredFigures.of_audio_rate(rate, 2)
+    assert measured is not None
+    assert measured.audio_seconds_per_second == pytest.approx(1000.0) and measured.source == "warm-up"
+    assert measured.live_decode_s == 0.0 and measured.live_streams == 0
