@@ -9,12 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.capacity import WorkRate, slowest_on_every_worker
 from common.errors import NotFoundError
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.status import LoadFigures, StatusServicer, choose, status_registration
+from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.vad.config import VadConfig
-from services.vad.engine import SpeechDetector, bundled_model_path
+from services.vad.engine import CALIBRATION_AUDIO_S, SpeechDetector, bundled_model_path
 from services.vad.servicer import SERVICE_NAME, VadServicer
 from subtitler.vad.v1 import vad_pb2_grpc
 
@@ -22,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 
 async def create(config: VadConfig) -> RunningServer:
-    """Starts the server; health turns SERVING once the ONNX model is loaded.
+    """Starts the server; health turns SERVING once the ONNX model is loaded
+    and a calibrated detection has run on every slot at once (what the
+    status reports the slots get through, then updated by every detection).
 
     A missing model fails here, at start, not at the first request.
     """
@@ -45,6 +48,8 @@ async def create(config: VadConfig) -> RunningServer:
     admission = AdmissionLimit(
         int(concurrent), config.max_queued_detections, config.retry_after_s, work_name="detections"
     )
+    # Seconds of a slot per second of audio searched: the warm-up's, then every detection's.
+    rate = WorkRate()
     servicer = VadServicer(
         detector,
         audio_reader,
@@ -52,6 +57,7 @@ async def create(config: VadConfig) -> RunningServer:
         executor,
         max_live_streams=config.max_live_streams,
         retry_after_s=config.retry_after_s,
+        rate=rate,
     )
     report = plan.report([concurrent_choice])
     # Live streams hold an RPC each for as long as they run: room of their own.
@@ -64,7 +70,14 @@ async def create(config: VadConfig) -> RunningServer:
         [
             (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
             status_registration(
-                StatusServicer(report, lambda: LoadFigures.of(admission, live_streams=servicer.live_streams))
+                StatusServicer(
+                    report,
+                    lambda: LoadFigures.of(
+                        admission,
+                        live_streams=servicer.live_streams,
+                        measured=MeasuredFigures.of_audio_rate(rate, int(concurrent)),
+                    ),
+                )
             ),
         ],
     )
@@ -78,6 +91,15 @@ async def create(config: VadConfig) -> RunningServer:
 
     async def load_model() -> None:
         await loop.run_in_executor(executor, detector.load)
+        busy_s = await loop.run_in_executor(None, slowest_on_every_worker, detector.calibrate, int(concurrent))
+        rate.prime(CALIBRATION_AUDIO_S, busy_s)
+        logger.info(
+            "calibrated: %g s of audio searched in %.3f s on each of %s slots at once (%.0f s of audio a second)",
+            CALIBRATION_AUDIO_S,
+            busy_s,
+            concurrent,
+            rate.units_per_second(int(concurrent)),
+        )
 
     running.serve_when_ready(load_model)
     logger.info(

@@ -15,6 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto
+from common.capacity import WorkRate, timed
 from common.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
 from common.errors import InvalidInputError, ResourceExhaustedError
 from common.pcm import float32_samples
@@ -43,8 +44,12 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
         *,
         max_live_streams: int = 64,
         retry_after_s: float = 5.0,
+        rate: WorkRate | None = None,
     ) -> None:
+        """`rate`: where each detection's time in the executor is recorded,
+        per second of audio searched (common.capacity; the status reports it)."""
         self._detector = detector
+        self.rate = rate or WorkRate()
         # Live streams are cheap (a few frames a block) but long: their own bound.
         self._max_live_streams = max_live_streams
         self._live_streams = 0
@@ -65,17 +70,20 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
             )
         block_samples = self._detector.block_samples
         async with self._admission.slot():
-            detection = await run_blocking(self._executor, functools.partial(self._detector.start, options))
+            detection = await run_blocking(
+                self._executor, timed(self.rate, 0.0, functools.partial(self._detector.start, options))
+            )
             # Block by block, so that chunks go out while later audio is still
             # being read (zero-copy from shared memory, or over gRPC).
             for start_samples in range(0, audio.sample_count, block_samples):
                 end_samples = min(start_samples + block_samples, audio.sample_count)
                 block = TimeRange(start_samples / SAMPLE_RATE_HERTZ, end_samples / SAMPLE_RATE_HERTZ)
                 async with self._audio_reader.open(audio, block) as samples:
-                    events = await run_blocking(self._executor, functools.partial(detection.feed, samples))
+                    feed = functools.partial(detection.feed, samples)
+                    events = await run_blocking(self._executor, timed(self.rate, block.duration_s, feed))
                 for event in events:
                     yield detection_event_to_proto(event)
-            for event in await run_blocking(self._executor, detection.finish):
+            for event in await run_blocking(self._executor, timed(self.rate, 0.0, detection.finish)):
                 yield detection_event_to_proto(event)
 
     @property

@@ -24,6 +24,7 @@ from services.vad.server import create as create_vad
 from services.vad.servicer import SERVICE_NAME, vad_options_from_proto
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 from tests.integration.inprocess import ServerLoop, wait_serving
 from tests.speech import build_long_recording, speech_available, write_wav
@@ -200,6 +201,19 @@ def test_bad_handles_get_their_status(services: Services) -> None:
 
 def test_health_turns_serving_once_the_model_is_loaded(services: Services) -> None:
     wait_vad_serving(services.health)
+
+
+def test_status_reports_what_its_slots_get_through(services: Services, decoded: common_pb2.AudioHandle) -> None:
+    wait_vad_serving(services.health)
+    with grpc.insecure_channel(services.vad_target) as channel:
+        status = status_pb2_grpc.StatusServiceStub(channel)
+        # Timed at start: a minute of audio on every slot at once (0.1 s on one core).
+        measured = status.GetStatus(status_pb2.GetStatusRequest(), timeout=10).measured_capacity
+        assert measured.audio_seconds_per_second > 20.0 and measured.source.startswith("warm-up")
+        assert measured.live_decode_s == 0.0 and measured.live_streams == 0
+        detect(services, decoded)
+        measured = status.GetStatus(status_pb2.GetStatusRequest(), timeout=10).measured_capacity
+    assert measured.audio_seconds_per_second > 20.0 and measured.source == "warm-up and work"
 
 
 def test_zero_option_fields_take_the_documented_defaults() -> None:

@@ -216,3 +216,9 @@ def test_missing_model_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
         detector.load()
     assert not detector.loaded
+
+
+def test_the_calibration_times_a_minute_of_detection(detector: SpeechDetector) -> None:
+    # Silero scores every frame alike: a minute takes about 0.1 s on one core.
+    assert 0.0 < detector.calibrate() < 10.0
+    assert detector.calibrate(1.0) < detector.calibrate(60.0)
