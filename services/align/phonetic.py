@@ -59,18 +59,22 @@ class PhoneticAligner:
         self.options = options or PhoneticOptions()
         self._idle: queue.SimpleQueue[pocketsphinx.Decoder] = queue.SimpleQueue()
 
-    def load(self) -> None:
-        """Loads one decoder now (acoustic model and dictionary) instead of on
-        the first call."""
-        with self._decoder():
-            pass
+    def load(self, decoders: int = 1) -> None:
+        """Loads `decoders` decoders now (acoustic model and dictionary each,
+        0.15 s), one for each alignment that runs at once, instead of on the
+        first calls."""
+        for _ in range(max(0, decoders - self._idle.qsize())):
+            self._idle.put(self._new_decoder())
+
+    def _new_decoder(self) -> pocketsphinx.Decoder:
+        return pocketsphinx.Decoder(lm=None, loglevel=self.options.log_level)
 
     @contextmanager
     def _decoder(self) -> Iterator[pocketsphinx.Decoder]:
         try:
             decoder = self._idle.get_nowait()
         except queue.Empty:
-            decoder = pocketsphinx.Decoder(lm=None, loglevel=self.options.log_level)
+            decoder = self._new_decoder()
         try:
             yield decoder
         finally:

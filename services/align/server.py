@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,13 +12,14 @@ from faster_whisper import WhisperModel
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.capacity import WorkRate, slowest_on_every_worker
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.status import LoadFigures, StatusServicer, choose, status_registration
+from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from common.whisper_models import ModelCache, resolve_model_path
 from services.align.config import AlignConfig
 from services.align.cross_attention import CrossAttentionAligner
-from services.align.engine import AlignEngine, AlignOptions
+from services.align.engine import CALIBRATION_AUDIO_S, AlignEngine, AlignMethod, AlignOptions
 from services.align.phonetic import PhoneticAligner
 from services.align.servicer import SERVICE_NAME, AlignServicer
 from subtitler.align.v1 import align_pb2_grpc
@@ -27,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 async def create(config: AlignConfig) -> RunningServer:
     """Starts the server; health turns SERVING once the default Whisper model
-    and the phonetic aligner are loaded.
+    and the phonetic aligner are loaded and a calibrated alignment with each
+    method has run on every slot at once (what the status reports the slots
+    get through, then updated by every alignment).
 
     A default model that cannot be found fails here, at start, not at the
     first request.
@@ -69,6 +73,8 @@ async def create(config: AlignConfig) -> RunningServer:
         AlignOptions(tighten_segments=config.tighten_segments),
     )
     audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
+    # Seconds of a slot per second of audio aligned: the warm-up's, then every alignment's.
+    rate = WorkRate()
     servicer = AlignServicer(
         engine,
         audio_reader,
@@ -82,11 +88,16 @@ async def create(config: AlignConfig) -> RunningServer:
         default_model=config.whisper.default_model,
         is_model_loaded=models.is_loaded,
         max_read_window_s=config.max_read_window_s,
+        rate=rate,
     )
     report = plan.report([concurrent_choice, threads_choice, workers_choice])
 
     def figures() -> LoadFigures:
-        return LoadFigures.of(admission, loaded_models=tuple(models.loaded_names()))
+        return LoadFigures.of(
+            admission,
+            loaded_models=tuple(models.loaded_names()),
+            measured=MeasuredFigures.of_audio_rate(rate, int(concurrent)),
+        )
 
     running = create_server(
         config.server,
@@ -107,7 +118,24 @@ async def create(config: AlignConfig) -> RunningServer:
     async def load() -> None:
         await loop.run_in_executor(executor, models.pin, config.whisper.default_model)
         if phonetic is not None:
-            await loop.run_in_executor(executor, phonetic.load)
+            await loop.run_in_executor(executor, phonetic.load, int(concurrent))
+        await calibrate()
+
+    async def calibrate() -> None:
+        # English's method (phonetic when on) and cross-attention, each
+        # weighing alike: jobs ask for both (the accurate profile's English,
+        # other languages, a chunk the ASR left without word times).
+        for method in dict.fromkeys([engine.method_for("en"), AlignMethod.CROSS_ATTENTION]):
+            work = functools.partial(engine.calibrate, method)
+            busy_s = await loop.run_in_executor(None, slowest_on_every_worker, work, int(concurrent))
+            rate.prime(CALIBRATION_AUDIO_S, busy_s)
+            logger.info(
+                "calibrated: %g s of speech aligned with %s in %.2f s on each of %s slots at once",
+                CALIBRATION_AUDIO_S,
+                method.value,
+                busy_s,
+                concurrent,
+            )
 
     running.serve_when_ready(load)
     logger.info(

@@ -14,6 +14,7 @@ import grpc
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, AudioRef, audio_ref_from_proto, sample_range
+from common.capacity import WorkRate, timed
 from common.convert import segments_from_proto, segments_to_proto
 from common.errors import InvalidInputError, UnavailableError
 from common.transcript import Segment, TimeRange
@@ -46,8 +47,13 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
         default_model: str,
         is_model_loaded: Callable[[str], bool],
         max_read_window_s: float = 120.0,
+        rate: WorkRate | None = None,
     ) -> None:
+        """`rate`: where each alignment's time in the executor is recorded,
+        per second of the audio its segments span (common.capacity; the
+        status reports it)."""
         self._engine = engine
+        self.rate = rate or WorkRate()
         self._audio_reader = audio_reader
         # Alignments at once, and how many wait.
         self._admission = admission
@@ -87,18 +93,16 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
         window = TimeRange(min(s.start_s for s in with_text), max(s.end_s for s in with_text))
         offset_samples, _ = sample_range(window, audio.sample_rate_hertz, audio.sample_count)
         async with self._audio_reader.open(audio, window) as samples:
-            result = await run_blocking(
-                self._executor,
-                functools.partial(
-                    self._engine.align,
-                    segments,
-                    samples,
-                    samples_start_s=offset_samples / audio.sample_rate_hertz,
-                    language_code=language_code,
-                    method=method,
-                    model=model,
-                ),
+            align = functools.partial(
+                self._engine.align,
+                segments,
+                samples,
+                samples_start_s=offset_samples / audio.sample_rate_hertz,
+                language_code=language_code,
+                method=method,
+                model=model,
             )
+            result = await run_blocking(self._executor, timed(self.rate, window.duration_s, align))
         return result.segments
 
 

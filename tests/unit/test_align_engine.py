@@ -18,7 +18,14 @@ from common.transcript import Segment, Word
 from common.whisper_models import DEFAULT_MODEL, EMBEDDED_BASE, ModelCache, ModelLoadOptions
 from common.word_timing import WordPlacement, split_tokens, words_from_placements
 from services.align.cross_attention import CrossAttentionAligner
-from services.align.engine import AlignEngine, AlignMethod, AlignOptions, is_english, validate_segments
+from services.align.engine import (
+    CALIBRATION_AUDIO_S,
+    AlignEngine,
+    AlignMethod,
+    AlignOptions,
+    is_english,
+    validate_segments,
+)
 from services.align.phonetic import PhoneticAligner
 from services.align.placement import Samples
 from tests.speech import (
@@ -228,6 +235,44 @@ def test_domain_errors_of_an_aligner_reach_the_caller() -> None:
         AlignEngine(UnknownModel()).align(
             [Segment("hello", 0.0, 1.0)], np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32), model="nope"
         )
+
+
+class Recording:
+    """An aligner that remembers each call's audio (s) and tokens, and places nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, int]] = []
+
+    def place_words(
+        self, samples: Samples, tokens: Sequence[str], *, language_code: str, model: str
+    ) -> list[WordPlacement | None]:
+        self.calls.append((len(samples) / SAMPLE_RATE_HERTZ, len(tokens)))
+        return [None] * len(tokens)
+
+
+def test_the_calibration_aligns_a_window_of_speech_as_requests_are_grouped() -> None:
+    cross_attention, phonetic = Recording(), Recording()
+    engine = AlignEngine(cross_attention, phonetic)
+    assert engine.calibrate(AlignMethod.CROSS_ATTENTION) > 0.0
+    assert engine.calibrate(AlignMethod.PHONETIC) > 0.0
+    # Cross-attention: the 30 s chunk's 12 segments in one window; phonetic: each alone.
+    assert len(cross_attention.calls) == 1 and cross_attention.calls[0][0] == pytest.approx(CALIBRATION_AUDIO_S)
+    assert len(phonetic.calls) == 12 and sum(duration_s for duration_s, _ in phonetic.calls) == pytest.approx(30.0)
+    assert sum(tokens for _, tokens in phonetic.calls) == cross_attention.calls[0][1] == 84  # 168 words a minute
+    with pytest.raises(ValueError, match="no phonetic aligner"):
+        AlignEngine(Recording()).calibrate(AlignMethod.PHONETIC)
+
+
+@needs_speech
+def test_pocketsphinx_finding_no_path_through_the_calibration_noise_is_expected(
+    engine: AlignEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert 0.0 < engine.calibrate(AlignMethod.PHONETIC) < 10.0
+    assert not caplog.records
+    # Another aligner's failure is not hidden.
+    with pytest.raises(RuntimeError, match="broken aligner"):
+        AlignEngine(Failing()).calibrate(AlignMethod.CROSS_ATTENTION)
 
 
 def test_method_choice() -> None:
