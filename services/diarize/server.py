@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from common.admission import AdmissionLimit
 from common.audio_access import AudioReader
+from common.capacity import WorkRate, slowest_on_every_worker
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
-from common.status import LoadFigures, StatusServicer, choose, status_registration
+from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.diarize.config import DiarizeConfig
-from services.diarize.engine import Diarizer
+from services.diarize.engine import CALIBRATION_AUDIO_S, Diarizer
 from services.diarize.servicer import SERVICE_NAME, DiarizeServicer
 from services.diarize.weights import build_models, package_root
 from subtitler.diarize.v1 import diarize_pb2_grpc
@@ -22,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 
 async def create(config: DiarizeConfig) -> RunningServer:
-    """Starts the server; health turns SERVING once the models are loaded.
-    A missing weights package fails here, at start."""
+    """Starts the server; health turns SERVING once the models are loaded and
+    a calibrated diarization has run on every slot at once (what the status
+    reports the slots get through, then updated by every diarization). A
+    missing weights package fails here, at start."""
     loop = asyncio.get_running_loop()
     plan = await loop.run_in_executor(None, plan_machine, "diarize", config.server.cpu_affinity, [config.cache_dir])
     package_root()  # fails at start, with what to install, if the weights are missing
@@ -34,14 +37,20 @@ async def create(config: DiarizeConfig) -> RunningServer:
     audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
     admission = AdmissionLimit(int(concurrent), config.max_queued, config.retry_after_s, work_name="diarizations")
     loaded: list[Diarizer] = []
-    servicer = DiarizeServicer(lambda: loaded[0] if loaded else None, audio_reader, admission, executor)
+    # Seconds of a slot per second of audio diarized: the warm-up's, then every diarization's.
+    rate = WorkRate()
+    servicer = DiarizeServicer(lambda: loaded[0] if loaded else None, audio_reader, admission, executor, rate)
     report = plan.report([concurrent_choice, threads_choice])
+
+    def figures() -> LoadFigures:
+        return LoadFigures.of(admission, measured=MeasuredFigures.of_audio_rate(rate, int(concurrent)))
+
     running = create_server(
         config.server,
         "diarize",
         [
             (diarize_pb2_grpc.add_DiarizeServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(StatusServicer(report, lambda: LoadFigures.of(admission))),
+            status_registration(StatusServicer(report, figures)),
         ],
     )
 
@@ -57,7 +66,17 @@ async def create(config: DiarizeConfig) -> RunningServer:
         return Diarizer(models.segmentation, models.embedding, threads=int(threads))
 
     async def load_models() -> None:
-        loaded.append(await loop.run_in_executor(executor, load))
+        diarizer = await loop.run_in_executor(executor, load)
+        busy_s = await loop.run_in_executor(None, slowest_on_every_worker, diarizer.calibrate, int(concurrent))
+        rate.prime(CALIBRATION_AUDIO_S, busy_s)
+        logger.info(
+            "calibrated: %g s of speech diarized in %.2f s on each of %s slots at once (%.0f s of audio a second)",
+            CALIBRATION_AUDIO_S,
+            busy_s,
+            concurrent,
+            rate.units_per_second(int(concurrent)),
+        )
+        loaded.append(diarizer)
 
     running.serve_when_ready(load_models)
     logger.info(

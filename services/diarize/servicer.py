@@ -15,6 +15,7 @@ import grpc
 
 from common.admission import AdmissionLimit, run_blocking
 from common.audio_access import AudioReader, audio_ref_from_proto
+from common.capacity import WorkRate, timed
 from common.convert import seconds_to_duration
 from common.errors import InvalidInputError, UnavailableError
 from common.transcript import TimeRange
@@ -31,8 +32,12 @@ class DiarizeServicer(diarize_pb2_grpc.DiarizeServiceServicer):
         audio_reader: AudioReader,
         admission: AdmissionLimit,
         executor: Executor,
+        rate: WorkRate | None = None,
     ) -> None:
+        """`rate`: where each diarization's time in the executor is recorded,
+        per second of audio (common.capacity; the status reports it)."""
         self._diarizer = diarizer
+        self.rate = rate or WorkRate()
         self._audio_reader = audio_reader
         self._admission = admission
         self._executor = executor
@@ -57,7 +62,7 @@ class DiarizeServicer(diarize_pb2_grpc.DiarizeServiceServicer):
         async with self._admission.slot(), self._audio_reader.open(audio, TimeRange(0.0, audio.duration_s)) as samples:
             turns = await run_blocking(
                 self._executor,
-                functools.partial(diarizer.diarize, samples, options, stop.is_set),
+                timed(self.rate, audio.duration_s, functools.partial(diarizer.diarize, samples, options, stop.is_set)),
                 on_cancel=stop.set,
             )
         return diarize_pb2.DiarizeResponse(

@@ -17,6 +17,7 @@ from services.diarize.server import create
 from services.diarize.servicer import SERVICE_NAME
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from tests.integration.inprocess import ServerLoop, audio_in_shared_memory, wait_serving
 from tests.speech import join_prompts
 from tests.voices import Dialogue, dialogue, diarization_error_rate, parse_rttm, reference_rttm, speaker_accuracy
@@ -25,16 +26,22 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[diarize_pb2_grpc.DiarizeServiceStub]:
+def channel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
+    """A channel to the diarize service, once it serves."""
     config = DiarizeConfig(server=ServerConfig(port=0), audio_target="", cache_dir=tmp_path_factory.mktemp("models"))
     servers = ServerLoop("diarize-server")
     try:
         running = servers.start(create(config))
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             wait_serving(health_pb2_grpc.HealthStub(channel), SERVICE_NAME)
-            yield diarize_pb2_grpc.DiarizeServiceStub(channel)
+            yield channel
     finally:
         servers.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> diarize_pb2_grpc.DiarizeServiceStub:
+    return diarize_pb2_grpc.DiarizeServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,15 @@ def test_bad_speaker_counts_are_invalid(
     with pytest.raises(grpc.RpcError) as refused:
         stub.Diarize(diarize_pb2.DiarizeRequest(audio=handle, speakers=speakers), timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+
+
+def test_status_reports_what_its_slot_gets_through(
+    channel: grpc.Channel, stub: diarize_pb2_grpc.DiarizeServiceStub, talk: tuple[Dialogue, common_pb2.AudioHandle]
+) -> None:
+    status = status_pb2_grpc.StatusServiceStub(channel)
+    # Timed at start: 30 s of speech diarized (about 1 s on one core).
+    measured = status.GetStatus(status_pb2.GetStatusRequest(), timeout=10).measured_capacity
+    assert measured.audio_seconds_per_second > 2.0 and measured.source.startswith("warm-up")
+    stub.Diarize(diarize_pb2.DiarizeRequest(audio=talk[1]), timeout=120)
+    measured = status.GetStatus(status_pb2.GetStatusRequest(), timeout=10).measured_capacity
+    assert measured.audio_seconds_per_second > 2.0 and measured.source == "warm-up and work"
