@@ -501,38 +501,60 @@ class JobPipeline:
             **self._call_options(),
         )
         by_index = {chunk.index: chunk for chunk in remaining}
-        # Chunks with speech no segment covers wait for a second look at it.
-        unsure: list[tuple[asr_pb2.TranscribeResponse, list[Segment], list[TimeRange]]] = []
-        async for response in stream:
-            segments = segments_from_proto(response.segments)
-            chunk = by_index[response.chunk_index]
-            windows = (
-                []
-                if self._job.config.skip_coverage_check
-                else uncovered_speech(chunk.speech, segments, chunk.time_range)
-            )
-            if windows:
-                unsure.append((response, segments, windows))
-            else:
-                await self._accept_transcript(response, segments, align_queue)
-        if unsure:
-            found = await self._second_look(
-                remaining[0].index, [window for _, _, windows in unsure for window in windows], options
-            )
-            for response, segments, windows in unsure:
-                inside = [
-                    dataclasses.replace(segment, chunk_index=response.chunk_index)
-                    for segment in found
-                    if any(window.start_s <= segment.start_s < window.end_s for window in windows)
-                ]
-                logger.info(
-                    "job %s chunk %d: %d s of speech had no segment; a second look found %d",
-                    self._job.job_id,
-                    response.chunk_index,
-                    round(sum(window.duration_s for window in windows)),
-                    len(inside),
+        # A chunk with speech no segment covers is looked at again at once,
+        # beside the rest of the stream: its windows reach the ASR while it
+        # still decodes or times the words of the job's other chunks, instead
+        # of after the call's last chunk (on a CPU that is the job's end: the
+        # ASR times most words last). The chunk is accepted once its look ends.
+        looks: list[asyncio.Task[None]] = []
+        try:
+            async for response in stream:
+                segments = segments_from_proto(response.segments)
+                chunk = by_index[response.chunk_index]
+                windows = (
+                    []
+                    if self._job.config.skip_coverage_check
+                    else uncovered_speech(chunk.speech, segments, chunk.time_range)
                 )
-                await self._accept_transcript(response, merge_found_segments(segments, inside), align_queue)
+                if windows:
+                    looks.append(
+                        asyncio.create_task(self._look_again(response, segments, windows, options, align_queue))
+                    )
+                else:
+                    await self._accept_transcript(response, segments, align_queue)
+        finally:
+            # Chunks whose results came are kept even when the stream then
+            # fails: their looks end (a failed look keeps the first pass), and
+            # a retry sends only the chunks after them.
+            outcomes = await asyncio.gather(*looks, return_exceptions=True) if looks else []
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if failures:
+                raise failures[0]
+
+    async def _look_again(
+        self,
+        response: asr_pb2.TranscribeResponse,
+        segments: list[Segment],
+        windows: list[TimeRange],
+        options: asr_pb2.TranscriptionOptions,
+        align_queue: asyncio.Queue[int | None],
+    ) -> None:
+        """The coverage check's second look at one chunk's `windows`, then the
+        chunk accepted with what it found."""
+        found = await self._second_look(response.chunk_index, windows, options)
+        inside = [
+            dataclasses.replace(segment, chunk_index=response.chunk_index)
+            for segment in found
+            if any(window.start_s <= segment.start_s < window.end_s for window in windows)
+        ]
+        logger.info(
+            "job %s chunk %d: %d s of speech had no segment; a second look found %d",
+            self._job.job_id,
+            response.chunk_index,
+            round(sum(window.duration_s for window in windows)),
+            len(inside),
+        )
+        await self._accept_transcript(response, merge_found_segments(segments, inside), align_queue)
 
     async def _second_look(
         self, chunk_index: int, windows: Sequence[TimeRange], options: asr_pb2.TranscriptionOptions

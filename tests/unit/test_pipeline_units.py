@@ -13,11 +13,15 @@ from typing import Any
 import grpc
 import pytest
 
+from common.convert import segment_to_proto, time_range_from_proto
+from common.server import ServerConfig
 from common.transcript import Segment, TimeRange
+from gateway.asr_capacity import AsrCapacity
 from gateway.audio_lease import AudioLease, release_audio
-from gateway.config import RetryPolicy
+from gateway.config import GatewayConfig, RetryPolicy
 from gateway.events import EventHub
 from gateway.jobs import JobRecord, JobState, Stage
+from gateway.pipeline import JobPipeline, Peers
 from gateway.policy import (
     choose_align_method,
     consecutive_runs,
@@ -43,10 +47,10 @@ def rpc_error(code: grpc.StatusCode, details: str = "", retry_after: str | None 
 
 def new_job(store: JobStore, job_id: str = "job-1", **fields: Any) -> JobRecord:
     now = time.time()
+    fields.setdefault("config", gateway_pb2.JobConfig())
     job = JobRecord(
         job_id=job_id,
         state=JobState.RUNNING,
-        config=gateway_pb2.JobConfig(),
         source="talk.wav",
         created_s=now,
         updated_s=now,
@@ -325,3 +329,77 @@ def test_what_a_second_look_finds_is_kept_in_order_unless_doubtful() -> None:
         Segment("one", 4.8, 4.9),  # said already: the first segment's times had drifted
     ]
     assert [segment.text for segment in merge_found_segments([first, last], found)] == ["One.", "Two.", "Three."]
+
+
+class SkippingAsr:
+    """An AsrService stub whose first pass leaves a hole in chunk 0's speech
+    and streams chunk 1 only once the second look at that hole has come."""
+
+    def __init__(self, chunks: list[TimeRange]) -> None:
+        self.chunks = chunks
+        self.looked_at: list[list[TimeRange]] = []
+        self.look_came = asyncio.Event()
+
+    def Transcribe(self, request: asr_pb2.TranscribeRequest, **_: Any) -> Any:
+        ranges = [time_range_from_proto(item) for item in request.chunks]
+
+        async def first_pass() -> Any:
+            for position, chunk in enumerate(ranges):
+                index = request.first_chunk_index + position
+                if index == 1:
+                    await asyncio.wait_for(self.look_came.wait(), timeout=5.0)
+                # Chunk 0's words end 4 s before it does: speech Whisper skipped.
+                end_s = chunk.end_s - (4.0 if index == 0 else 0.0)
+                yield asr_pb2.TranscribeResponse(
+                    chunk_index=index,
+                    language_code="en",
+                    segments=[segment_to_proto(Segment(f"Chunk {index}.", chunk.start_s, end_s, chunk_index=index))],
+                )
+
+        async def second_look() -> Any:
+            self.looked_at.append(ranges)
+            self.look_came.set()
+            for position, window in enumerate(ranges):
+                yield asr_pb2.TranscribeResponse(
+                    chunk_index=position,
+                    segments=[
+                        segment_to_proto(Segment("Found.", window.start_s + 0.5, window.end_s, avg_logprob=-0.2))
+                    ],
+                )
+
+        return first_pass() if ranges == self.chunks[request.first_chunk_index :][: len(ranges)] else second_look()
+
+
+def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobStore) -> None:
+    chunks = [TimeRange(0.0, 10.0), TimeRange(10.0, 20.0)]
+    job = new_job(
+        store,
+        config=gateway_pb2.JobConfig(
+            transcription=asr_pb2.TranscriptionOptions(language_code="en", batch_size=2), skip_alignment=True
+        ),
+    )
+    # Detected before (a resumed job): both chunks go in one call.
+    for index, chunk in enumerate(chunks):
+        # The chunk's last 4 s are a speech range of their own.
+        speech = [TimeRange(chunk.start_s, chunk.end_s - 4.0), TimeRange(chunk.end_s - 4.0, chunk.end_s)]
+        store.save_speech_chunk(job.job_id, index, chunk, speech)
+    store.mark_detection_complete(job.job_id)
+    asr = SkippingAsr(chunks)
+    peers = Peers(
+        audio=FakeAudio(),  # type: ignore[arg-type]
+        vad=None,  # type: ignore[arg-type]
+        asr=asr,  # type: ignore[arg-type]
+        align=None,  # type: ignore[arg-type]
+        asr_capacity=AsrCapacity(None, replica_count=1),
+    )
+    config = GatewayConfig(server=ServerConfig(), retry=FAST)
+    pipeline = JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id))
+    segments = asyncio.run(pipeline.run())
+    # The look at chunk 0's last 4 s went out while chunk 1 was still to come
+    # in the same Transcribe call (a look sent after the call's end would never be).
+    assert asr.looked_at == [[TimeRange(6.0, 10.0)]]
+    assert [(segment.text, segment.chunk_index) for segment in segments] == [
+        ("Chunk 0.", 0),
+        ("Found.", 0),
+        ("Chunk 1.", 1),
+    ]
