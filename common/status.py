@@ -100,6 +100,8 @@ class LoadFigures:
     live_buffered_samples: int = 0
     # What the service measured it gets through (common.capacity); None: nothing measured.
     measured: MeasuredFigures | None = None
+    # Gateway: seconds a job submitted now is expected to wait for its turn (gateway.job_admission).
+    queue_wait_s: float = 0.0
 
     @classmethod
     def of(cls, admission: AdmissionLimit, **more: Any) -> LoadFigures:
@@ -142,6 +144,7 @@ class StatusReport:
             live_buffered_samples=figures.live_buffered_samples,
             uptime_s=time.monotonic() - self.started_at_s,
             measured_capacity=figures.measured.to_proto() if figures.measured is not None else None,
+            queue_wait_s=figures.queue_wait_s,
         )
 
 

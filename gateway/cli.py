@@ -398,6 +398,8 @@ def describe_status(status: status_pb2.GetStatusResponse) -> list[str]:
         lines.append(f"  models loaded: {', '.join(status.loaded_models)}")
     if status.HasField("measured_capacity"):
         lines.append(f"  measured: {describe_measured(status.measured_capacity)}")
+    if status.queue_wait_s:
+        lines.append(f"  a job submitted now waits about {status.queue_wait_s:.0f} s for its turn")
     return lines
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n subtitler/status/v1/status.proto\x12\x13subtitler.status.v1\")\n\x10GetStatusRequest\x12\x15\n\rinclude_peers\x18\x01 \x01(\x08\"6\n\x07Setting\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xf5\x04\n\x11GetStatusResponse\x12\x14\n\x0cservice_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x46\n\x08hardware\x18\x03 \x03(\x0b\x32\x34.subtitler.status.v1.GetStatusResponse.HardwareEntry\x12\x19\n\x11hardware_warnings\x18\x04 \x03(\t\x12.\n\x08settings\x18\x05 \x03(\x0b\x32\x1c.subtitler.status.v1.Setting\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x05\x12\x0f\n\x07running\x18\x07 \x01(\x05\x12\x0e\n\x06queued\x18\x08 \x01(\x05\x12\x1c\n\x14preferred_batch_size\x18\t \x01(\x05\x12\x14\n\x0c\x63pu_affinity\x18\n \x01(\t\x12\x1c\n\x14\x63pu_affinity_message\x18\x0b \x01(\t\x12\x15\n\rloaded_models\x18\x0c \x03(\t\x12\x10\n\x08uptime_s\x18\r \x01(\x01\x12\x35\n\x05peers\x18\x0e \x03(\x0b\x32&.subtitler.status.v1.GetStatusResponse\x12\x19\n\x11unreachable_peers\x18\x0f \x03(\t\x12\x14\n\x0clive_streams\x18\x10 \x01(\x05\x12\x1d\n\x15live_buffered_samples\x18\x11 \x01(\x03\x12@\n\x11measured_capacity\x18\x12 \x01(\x0b\x32%.subtitler.status.v1.MeasuredCapacity\x1a/\n\rHardwareEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x10MeasuredCapacity\x12 \n\x18\x61udio_seconds_per_second\x18\x01 \x01(\x01\x12\x15\n\rlive_decode_s\x18\x02 \x01(\x01\x12\x14\n\x0clive_streams\x18\x03 \x01(\x05\x12\x0e\n\x06source\x18\x04 \x01(\t2k\n\rStatusService\x12Z\n\tGetStatus\x12%.subtitler.status.v1.GetStatusRequest\x1a&.subtitler.status.v1.GetStatusResponseBh\n\x17\x64\x65v.subtitler.status.v1P\x01Z5subtitler/clients/go/gen/subtitler/status/v1;statusv1\xaa\x02\x13Subtitler.Status.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n subtitler/status/v1/status.proto\x12\x13subtitler.status.v1\")\n\x10GetStatusRequest\x12\x15\n\rinclude_peers\x18\x01 \x01(\x08\"6\n\x07Setting\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\x8b\x05\n\x11GetStatusResponse\x12\x14\n\x0cservice_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x46\n\x08hardware\x18\x03 \x03(\x0b\x32\x34.subtitler.status.v1.GetStatusResponse.HardwareEntry\x12\x19\n\x11hardware_warnings\x18\x04 \x03(\t\x12.\n\x08settings\x18\x05 \x03(\x0b\x32\x1c.subtitler.status.v1.Setting\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x05\x12\x0f\n\x07running\x18\x07 \x01(\x05\x12\x0e\n\x06queued\x18\x08 \x01(\x05\x12\x1c\n\x14preferred_batch_size\x18\t \x01(\x05\x12\x14\n\x0c\x63pu_affinity\x18\n \x01(\t\x12\x1c\n\x14\x63pu_affinity_message\x18\x0b \x01(\t\x12\x15\n\rloaded_models\x18\x0c \x03(\t\x12\x10\n\x08uptime_s\x18\r \x01(\x01\x12\x35\n\x05peers\x18\x0e \x03(\x0b\x32&.subtitler.status.v1.GetStatusResponse\x12\x19\n\x11unreachable_peers\x18\x0f \x03(\t\x12\x14\n\x0clive_streams\x18\x10 \x01(\x05\x12\x1d\n\x15live_buffered_samples\x18\x11 \x01(\x03\x12@\n\x11measured_capacity\x18\x12 \x01(\x0b\x32%.subtitler.status.v1.MeasuredCapacity\x12\x14\n\x0cqueue_wait_s\x18\x13 \x01(\x01\x1a/\n\rHardwareEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"q\n\x10MeasuredCapacity\x12 \n\x18\x61udio_seconds_per_second\x18\x01 \x01(\x01\x12\x15\n\rlive_decode_s\x18\x02 \x01(\x01\x12\x14\n\x0clive_streams\x18\x03 \x01(\x05\x12\x0e\n\x06source\x18\x04 \x01(\t2k\n\rStatusService\x12Z\n\tGetStatus\x12%.subtitler.status.v1.GetStatusRequest\x1a&.subtitler.status.v1.GetStatusResponseBh\n\x17\x64\x65v.subtitler.status.v1P\x01Z5subtitler/clients/go/gen/subtitler/status/v1;statusv1\xaa\x02\x13Subtitler.Status.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,11 +39,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETTING']._serialized_start=100
   _globals['_SETTING']._serialized_end=154
   _globals['_GETSTATUSRESPONSE']._serialized_start=157
-  _globals['_GETSTATUSRESPONSE']._serialized_end=786
-  _globals['_GETSTATUSRESPONSE_HARDWAREENTRY']._serialized_start=739
-  _globals['_GETSTATUSRESPONSE_HARDWAREENTRY']._serialized_end=786
-  _globals['_MEASUREDCAPACITY']._serialized_start=788
-  _globals['_MEASUREDCAPACITY']._serialized_end=901
-  _globals['_STATUSSERVICE']._serialized_start=903
-  _globals['_STATUSSERVICE']._serialized_end=1010
+  _globals['_GETSTATUSRESPONSE']._serialized_end=808
+  _globals['_GETSTATUSRESPONSE_HARDWAREENTRY']._serialized_start=761
+  _globals['_GETSTATUSRESPONSE_HARDWAREENTRY']._serialized_end=808
+  _globals['_MEASUREDCAPACITY']._serialized_start=810
+  _globals['_MEASUREDCAPACITY']._serialized_end=923
+  _globals['_STATUSSERVICE']._serialized_start=925
+  _globals['_STATUSSERVICE']._serialized_end=1032
 # @@protoc_insertion_point(module_scope)

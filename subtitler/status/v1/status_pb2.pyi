@@ -113,6 +113,7 @@ class GetStatusResponse(_message.Message):
     LIVE_STREAMS_FIELD_NUMBER: _builtins.int
     LIVE_BUFFERED_SAMPLES_FIELD_NUMBER: _builtins.int
     MEASURED_CAPACITY_FIELD_NUMBER: _builtins.int
+    QUEUE_WAIT_S_FIELD_NUMBER: _builtins.int
     service_name: _builtins.str
     """The service: "gateway", "audio", "vad", "asr" or "align"."""
     version: _builtins.str
@@ -135,6 +136,12 @@ class GetStatusResponse(_message.Message):
     """Live streams open now (gateway: StreamingTranscribe; VAD: StreamSpeech)."""
     live_buffered_samples: _builtins.int
     """Audio the gateway's live streams hold, in 16 kHz samples (flat per stream)."""
+    queue_wait_s: _builtins.float
+    """Seconds a job submitted now is expected to wait for its turn: the ASR
+    work ahead of it over the rate its ASR targets measured (gateway only;
+    0 when a job would start at once or nothing is measured). A job that
+    would wait longer than SUBTITLER_GATEWAY_MAX_QUEUE_WAIT_S is refused.
+    """
     @_builtins.property
     def hardware(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """What was detected, as readable strings ("cpus.usable": "0-1", "memory.total": "23.5 GiB", "gpu.0": ...)."""
@@ -186,10 +193,11 @@ class GetStatusResponse(_message.Message):
         live_streams: _builtins.int = ...,
         live_buffered_samples: _builtins.int = ...,
         measured_capacity: Global___MeasuredCapacity | None = ...,
+        queue_wait_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["measured_capacity", b"measured_capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "live_buffered_samples", b"live_buffered_samples", "live_streams", b"live_streams", "loaded_models", b"loaded_models", "measured_capacity", b"measured_capacity", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_affinity", b"cpu_affinity", "cpu_affinity_message", b"cpu_affinity_message", "hardware", b"hardware", "hardware_warnings", b"hardware_warnings", "live_buffered_samples", b"live_buffered_samples", "live_streams", b"live_streams", "loaded_models", b"loaded_models", "measured_capacity", b"measured_capacity", "peers", b"peers", "preferred_batch_size", b"preferred_batch_size", "queue_wait_s", b"queue_wait_s", "queued", b"queued", "running", b"running", "service_name", b"service_name", "settings", b"settings", "unreachable_peers", b"unreachable_peers", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
