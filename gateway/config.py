@@ -80,8 +80,14 @@ class GatewayConfig:
     # Jobs processed at once; the rest wait in the queue. 0: tuned to the
     # machine (enough to keep every ASR worker fed while others decode).
     max_concurrent_jobs: int = 0
-    # Jobs waiting in the queue at most; beyond, RESOURCE_EXHAUSTED.
-    max_queued_jobs: int = 100
+    # Jobs waiting in the queue at most; beyond, RESOURCE_EXHAUSTED (100
+    # while the ASR's rate is not measured; 0: none wait). A ceiling: the
+    # queue's usual bound is the wait below (gateway.job_admission).
+    max_queued_jobs: int = 1000
+    # Longest a new job is expected to wait for its turn, at the rate the
+    # ASR measured; a job that would wait longer is refused with
+    # RESOURCE_EXHAUSTED and a retry hint. 0: no bound by wait.
+    max_queue_wait_s: float = 3600.0
     # Finished jobs, their events and results are deleted after this long.
     retention_s: float = 7 * 24 * 3600.0
     # How often expired jobs are looked for.
@@ -143,6 +149,7 @@ class GatewayConfig:
             if env.get(f"{prefix}TOKENS_FILE", "").strip()
             else None,
             max_queued_jobs=env_int(env, f"{prefix}MAX_QUEUED_JOBS", cls.max_queued_jobs, minimum=0),
+            max_queue_wait_s=env_float(env, f"{prefix}MAX_QUEUE_WAIT_S", cls.max_queue_wait_s, minimum=0.0),
             retention_s=env_float(env, f"{prefix}RETENTION_S", cls.retention_s, minimum=0.0),
             retention_sweep_interval_s=env_float(
                 env, f"{prefix}RETENTION_SWEEP_INTERVAL_S", cls.retention_sweep_interval_s, minimum=0.1

@@ -1,12 +1,15 @@
 """Job life cycle: creation (idempotent by request id), the priority queue in
-front of a bounded number of running jobs, cancellation, recovery of
-unfinished jobs when the gateway starts, and retention of finished ones."""
+front of a bounded number of running jobs (bounded itself by the wait its
+work means at the ASR's measured rate: gateway.job_admission),
+cancellation, recovery of unfinished jobs when the gateway starts, and
+retention of finished ones."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -23,6 +26,7 @@ from common.transcript import Segment
 from gateway.audio_lease import release_audio
 from gateway.config import GatewayConfig
 from gateway.events import EventHub
+from gateway.job_admission import RECENT_JOBS, JobAdmission, PendingJob, QueueBounds, QueueWait
 from gateway.jobs import JobFailure, JobRecord, JobState, Stage
 from gateway.pipeline import JobPipeline, Peers, StageFailedError
 from gateway.store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError, StoreUnavailableError
@@ -30,8 +34,9 @@ from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
 
-# Retry hint for a client refused because the queue is full.
-QUEUE_FULL_RETRY_AFTER_S = 30.0
+# How often the expected wait of a new job (the status's) is estimated again
+# when no job was created or finished here, at most (a shared store's polls).
+WAIT_REFRESH_S = 5.0
 
 
 class JobScheduler:
@@ -67,6 +72,14 @@ class JobScheduler:
         self._background: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Whether a new job may wait, by the work ahead of it at the ASR's measured rate.
+        self.admission = JobAdmission(
+            lambda: peers.asr_capacity.figures.audio_seconds_per_second,
+            QueueBounds(config.max_queued_jobs, config.max_queue_wait_s),
+        )
+        # What a job submitted now would wait (the status's), and when it was estimated.
+        self.queue_wait = QueueWait(0.0)
+        self._wait_estimated_at = -math.inf
         self.uploads_dir = config.data_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
 
@@ -106,16 +119,39 @@ class JobScheduler:
             owner=owner,
         )
 
-    async def check_queue_space(self) -> None:
-        """RESOURCE_EXHAUSTED when the store's queue is full (and this
-        gateway has no free slot to run a new job at once)."""
+    async def check_queue_space(self, priority: int = 0) -> None:
+        """RESOURCE_EXHAUSTED, with a retry hint, when this gateway has no
+        free slot to run a new job of `priority` at once and the store's
+        queue may not take it: its count is at SUBTITLER_GATEWAY_MAX_QUEUED_JOBS,
+        or the job would wait longer than SUBTITLER_GATEWAY_MAX_QUEUE_WAIT_S
+        at the ASR's measured rate (gateway.job_admission)."""
         queued = await self._store.run(self._store.queued_count)
-        run_slot_free = len(self._running) + queued < self._config.max_concurrent_jobs
-        if not run_slot_free and queued >= self._config.max_queued_jobs:
-            raise ResourceExhaustedError(
-                f"the queue is full ({queued} jobs waiting); try again later",
-                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
-            )
+        if len(self._running) + queued < self._config.max_concurrent_jobs:
+            return
+        pending = await self._pending_jobs() if self.admission.measured else []
+        self.admission.check(queued=queued, pending=pending, priority=priority)
+
+    async def _pending_jobs(self) -> list[PendingJob]:
+        """Every unfinished job on the store (every gateway's), with the size
+        of each upload not decoded yet."""
+        jobs = await self._store.run(self._store.unfinished_jobs)
+
+        def pending() -> list[PendingJob]:
+            return [PendingJob.of(job, 0 if job.audio_duration_s else _upload_bytes(job)) for job in jobs]
+
+        return await asyncio.to_thread(pending)
+
+    async def _estimate_wait(self, every_s: float) -> None:
+        """Estimates again what a job of priority 0 submitted now would wait
+        (`queue_wait`, for the status), unless it was less than `every_s` ago."""
+        if time.monotonic() - self._wait_estimated_at < every_s:
+            return
+        self._wait_estimated_at = time.monotonic()
+        slot_free = len(self._running) + len(self._positions) < self._config.max_concurrent_jobs
+        if slot_free or not self.admission.measured:
+            self.queue_wait = QueueWait(0.0)
+        else:
+            self.queue_wait = self.admission.estimate(await self._pending_jobs())
 
     async def existing(self, request_id: str, owner: str = "") -> JobRecord | None:
         """The job `owner` created with `request_id`, if any."""
@@ -126,7 +162,7 @@ class JobScheduler:
     async def submit(self, job: JobRecord) -> JobRecord:
         """Stores a new job with its first event, for a gateway to take; with
         a request id already used, returns the job created with it instead."""
-        await self.check_queue_space()
+        await self.check_queue_space(job.priority)
         first = self._events.make(job, state_changed=True)
         stored = await self._store.run(self._store.insert_job, job, first)
         if stored.job_id != job.job_id:
@@ -147,6 +183,11 @@ class JobScheduler:
         Returns how many unfinished jobs the store holds."""
         if not self._store.shared:
             await self._store.run(self._store.clear_leases)
+        recent = await self._store.run(
+            lambda: self._store.list_jobs(limit=RECENT_JOBS, before=None, state=JobState.SUCCEEDED)
+        )
+        for job in recent:  # what jobs' audio lasts, before any ends here
+            self.admission.sizes.record(job.audio_duration_s)
         unfinished = len(await self._store.run(self._store.unfinished_jobs))
         loop = asyncio.get_running_loop()
         self._loops = [
@@ -166,10 +207,12 @@ class JobScheduler:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_s)
+            woken = self._wake.is_set()  # a job created or finished here
             self._wake.clear()
             try:
                 async with self._claiming:
                     await self._dispatch()
+                await self._estimate_wait(0.0 if woken else WAIT_REFRESH_S)
             except Exception:  # the store is unreachable: try again on the next round
                 logger.exception("could not take jobs from the store")
                 await asyncio.sleep(self._config.poll_s)
@@ -374,6 +417,7 @@ class JobScheduler:
         metrics.JOBS_FINISHED.labels("succeeded").inc()
         if job.audio_duration_s > 0:
             metrics.JOB_RTF.observe(job.processing_s / job.audio_duration_s)
+        self.admission.sizes.record(job.audio_duration_s, await asyncio.to_thread(_upload_bytes, job))
         self._discard_upload(job)
         logger.info("job %s succeeded: %.1f s of audio in %.1f s", job.job_id, job.audio_duration_s, job.processing_s)
 
@@ -520,6 +564,16 @@ class JobScheduler:
         await asyncio.gather(*(task for _, (task, _) in running), *self._loops, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._store.run(self._store.release_leases, [job_id for job_id, _ in running])
+
+
+def _upload_bytes(job: JobRecord) -> int:
+    """The size of a job's kept upload (0: not an upload, or not on this host)."""
+    if not (job.uploaded and job.media_path):
+        return 0
+    try:
+        return Path(job.media_path).stat().st_size
+    except OSError:
+        return 0
 
 
 def _has_progress(checkpoint: Checkpoint) -> bool:

@@ -142,6 +142,12 @@ async def create(config: GatewayConfig) -> RunningServer:
         "Jobs by state now (queued: the queue's length)",
         lambda: {"queued": float(scheduler.queued_count), "running": float(scheduler.running_count)},
     )
+    metrics.gauge(
+        "gateway",
+        "queue_wait_seconds",
+        "Seconds a job submitted now is expected to wait for its turn, at the ASR's measured rate",
+        lambda: scheduler.queue_wait.wait_s,
+    )
 
     def figures() -> LoadFigures:
         return LoadFigures(
@@ -157,6 +163,7 @@ async def create(config: GatewayConfig) -> RunningServer:
                 live_streams=admission.current().streams,
                 source="the ASR's measure" if asr_capacity.figures.live_decode_s else "not measured yet",
             ),
+            queue_wait_s=scheduler.queue_wait.wait_s,
         )
 
     status = GatewayStatusServicer(report, figures, status_stubs, auth)

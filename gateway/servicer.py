@@ -168,7 +168,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             return self._to_proto(existing)
         if metadata.size_bytes > self._max_upload_bytes:
             raise InvalidInputError(self._too_large(metadata.size_bytes))
-        await self._scheduler.check_queue_space()
+        await self._scheduler.check_queue_space(metadata.priority)
         self._scheduler.check_upload_space(metadata.size_bytes)
         name = Path(metadata.file_name).name or "upload"
         part = self._scheduler.uploads_dir / f"{uuid.uuid4().hex}.part"

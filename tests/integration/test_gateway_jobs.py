@@ -10,13 +10,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gateway.job_admission import PRIOR_JOB_AUDIO_S
+from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from tests.postgres import STORES, gateway_store_env
 
 pytestmark = pytest.mark.integration
@@ -183,6 +187,61 @@ def upload(name: str, data: bytes, **metadata: object) -> Iterator[gateway_pb2.U
         metadata=gateway_pb2.UploadMetadata(file_name=name, size_bytes=len(data), **metadata)  # type: ignore[arg-type]
     )
     yield gateway_pb2.UploadMediaRequest(chunk=data)
+
+
+class MeasuredAsr(status_pb2_grpc.StatusServiceServicer):
+    """An ASR that only says it serves and what it measured: one worker
+    transcribing `audio_seconds_per_second` of a file's audio a second."""
+
+    def __init__(self, audio_seconds_per_second: float) -> None:
+        self.reply = status_pb2.GetStatusResponse(
+            service_name="asr",
+            capacity=1,
+            preferred_batch_size=8,
+            measured_capacity=status_pb2.MeasuredCapacity(
+                audio_seconds_per_second=audio_seconds_per_second, live_decode_s=0.2, source="warm-up"
+            ),
+        )
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        status_pb2_grpc.add_StatusServiceServicer_to_server(self, self.server)
+        serving = health.HealthServicer()
+        serving.set(asr_pb2.DESCRIPTOR.services_by_name["AsrService"].full_name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(serving, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def GetStatus(
+        self, request: status_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> status_pb2.GetStatusResponse:
+        return self.reply
+
+
+def test_the_queue_takes_the_work_the_measured_asr_clears_within_the_wait_bound(tmp_path: Path) -> None:
+    asr = MeasuredAsr(audio_seconds_per_second=1.0)
+    # A job's audio is not known until decoded (the audio service is down):
+    # each counts as PRIOR_JOB_AUDIO_S (300 s), 300 s of work at 1 s a second.
+    gateway = Gateway(tmp_path, extra_env={"SUBTITLER_ASR_TARGET": f"127.0.0.1:{asr.port}"}, max_queue_wait_s="700")
+    try:
+        status = status_pb2_grpc.StatusServiceStub(gateway.channel)
+        wait_until(
+            lambda: status.GetStatus(status_pb2.GetStatusRequest()).measured_capacity.audio_seconds_per_second == 1.0
+        )
+        jobs = [gateway.create() for _ in range(3)]  # one runs; the third waits 600 s
+        assert [job.state for job in jobs[1:]] == [gateway_pb2.JOB_STATE_QUEUED] * 2
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.create()  # 900 s: over the 700 s bound
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "would wait about 15 min" in refused.value.details(), refused.value.details()
+        assert "SUBTITLER_GATEWAY_MAX_QUEUE_WAIT_S" in refused.value.details()
+        # Room is expected once 200 s of the work ahead is done.
+        assert dict(refused.value.trailing_metadata())["retry-after-s"] == "200"
+        # An urgent job waits only for the running one.
+        assert gateway.create(priority=10).state == gateway_pb2.JOB_STATE_QUEUED
+        # The status says what a job submitted now would wait.
+        wait_until(lambda: status.GetStatus(status_pb2.GetStatusRequest()).queue_wait_s == 4 * PRIOR_JOB_AUDIO_S)
+    finally:
+        assert gateway.stop() == 0
+        asr.server.stop(None)
 
 
 def test_uploads_are_refused_when_the_disk_is_nearly_full(tmp_path: Path) -> None:
