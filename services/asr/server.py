@@ -157,9 +157,10 @@ def _measured(rates: WorkRates, workers: int) -> MeasuredFigures | None:
     """What the workers get through (None before the warm-up or any work)."""
     if not rates.file.known and not rates.live.known:
         return None
-    live = rates.live.figures
+    file, live = rates.file.figures, rates.live.figures
     return MeasuredFigures(
         audio_seconds_per_second=rates.file.units_per_second(workers),
         live_decode_s=live.seconds_per_unit if rates.live.known else 0.0,
-        source=describe_source(rates.file.figures),
+        # (Work of either kind counts: a service serving only live captions has measured its live work.)
+        source=describe_source(file if file.from_work or not live.from_work else live),
     )
