@@ -1,13 +1,15 @@
 """How many live streams the gateway takes at once: as many as its ASR
 workers hold at the latency targets, measured, not a fixed number.
 
-A stream at real-time pace asks the workers for a decode about every
-second of its speech (fewer when they are behind: gateway.live_stream sheds
-interim steps and lengthens its steps), and a final waits for the decodes
-ahead of it. So the streams held are the workers' time, kept below full use,
-over what one stream needs of it (`common.capacity.LiveLoadModel`), with the
-time of a live decode as the ASR service measured it on this machine (its
-warm-up, then its live work). A stream beyond that, or any new stream while
+A stream at real-time pace asks the workers for the decodes it cannot shed
+(finals, an utterance's first step, the steps long speech is cut at: interim
+steps wait for spare workers, and a stream behind lengthens its steps,
+gateway.live_stream), and a final waits for the decodes ahead of it. So the
+streams held are the workers' time, kept below full use, over what one
+stream needs of it (`common.capacity.LiveLoadModel`): the time of a live
+decode as the ASR service measured it on this machine (its warm-up, then its
+live work), times the decodes a stream needs a second, as the gateway
+measures them on the streams it serves. A stream beyond that, or any new stream while
 the workers are behind, is refused at once with RESOURCE_EXHAUSTED and a
 retry delay, rather than admitted to make every stream late.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from common.capacity import LiveLoadModel
+from common.capacity import LiveLoadModel, WorkRate
 from common.errors import ResourceExhaustedError
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import LiveConfig
@@ -25,10 +27,15 @@ from gateway.live_decoder import LiveDecoder
 
 logger = logging.getLogger(__name__)
 
-# What a stream asks of the workers when it sheds all it can (bench.streaming
-# on continuous speech: decodes per second of audio), and the share of the
-# workers' time live decodes may take while the latency targets hold.
-LIVE_LOAD = LiveLoadModel(decodes_per_stream_s=0.8, utilization=0.7)
+# The share of the workers' time live decodes may take while the latency
+# targets hold, and what a stream needs before any has been measured:
+# decodes it cannot shed per second of its audio (bench.streaming: about
+# 0.4 on speech with pauses; long continuous speech needs more).
+UTILIZATION = 0.7
+DEFAULT_DECODES_PER_STREAM_S = 0.5
+LIVE_LOAD = LiveLoadModel(decodes_per_stream_s=DEFAULT_DECODES_PER_STREAM_S, utilization=UTILIZATION)
+# Stream audio between two reports of a stream's decodes to the measure.
+REPORT_EVERY_S = 20.0
 # Streams a gateway takes at most whatever the measure says (each holds a
 # VAD stream, buffers and a gRPC call).
 MAX_STREAMS_CEILING = 64
@@ -53,6 +60,19 @@ class StreamAdmission:
         self._decoder = decoder
         self._config = config
         self._last_limit: StreamLimit | None = None
+        # Decodes the streams could not shed per second of their audio (the
+        # WorkRate's "seconds" are decodes here), recent streams weighing most.
+        self._needed = WorkRate(half_life_s=300.0)
+        self._needed.prime(60.0, 60.0 * DEFAULT_DECODES_PER_STREAM_S)
+
+    def observe(self, audio_s: float, needed_decodes: int) -> None:
+        """A stream's `audio_s` more seconds needed `needed_decodes` decodes it could not shed."""
+        self._needed.observe(audio_s, float(needed_decodes))
+
+    @property
+    def decodes_per_stream_s(self) -> float:
+        """Decodes a stream needs a second of its audio, as measured so far."""
+        return self._needed.seconds_per_unit
 
     async def limit(self) -> StreamLimit:
         """The streams held now, with the ASR's figures asked again if they are old."""
@@ -69,10 +89,13 @@ class StreamAdmission:
             # Not measured yet (the ASR is still warming up, or predates the measure): one per worker.
             limit = StreamLimit(figures.workers, f"{figures.workers} ASR workers, live decode time not measured yet")
         else:
-            streams = min(MAX_STREAMS_CEILING, max(1, LIVE_LOAD.streams(figures.workers, figures.live_decode_s)))
+            needed = self.decodes_per_stream_s
+            model = LiveLoadModel(decodes_per_stream_s=needed, utilization=UTILIZATION)
+            streams = min(MAX_STREAMS_CEILING, max(1, model.streams(figures.workers, figures.live_decode_s)))
             limit = StreamLimit(
                 streams,
-                f"{figures.workers} ASR workers measured at {figures.live_decode_s:.2f} s a live decode",
+                f"{figures.workers} ASR workers measured at {figures.live_decode_s:.2f} s a live decode, "
+                f"{needed:.2f} decodes a second a stream",
             )
         if limit != self._last_limit:
             logger.info("live streams held: %d (%s)", limit.streams, limit.reason)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -28,7 +29,7 @@ from common.errors import (
     UnavailableError,
 )
 from gateway.config import LiveConfig
-from gateway.live_admission import StreamAdmission
+from gateway.live_admission import REPORT_EVERY_S, StreamAdmission
 from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
 from gateway.live_decoder import LiveDecoder
 from gateway.live_stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
@@ -50,6 +51,14 @@ MIN_UTTERANCE_S = 2.0
 # Responses waiting for a client that does not read them.
 MAX_PENDING_RESPONSES = 1000
 MODEL_CHECK_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _DecodesReported:
+    """What a stream has told the admission's measure so far."""
+
+    audio_s: float = 0.0
+    decodes: int = 0
 
 
 class VadLink:
@@ -215,6 +224,7 @@ class LiveCaptioner:
         converter: AudioConverter,
         responses: asyncio.Queue[gateway_pb2.StreamingTranscribeResponse | None],
     ) -> None:
+        reported = _DecodesReported()
         try:
             await vad.start()
             async for data in audio:
@@ -226,6 +236,8 @@ class LiveCaptioner:
                     )
                     samples = samples[: max(0, keep)]
                 await self._feed(transcriber, samples)
+                if transcriber.received_s - reported.audio_s >= REPORT_EVERY_S:
+                    self._report_decodes(transcriber, reported)
                 if over:
                     await transcriber.finish()
                     raise OutOfRangeError(
@@ -235,6 +247,7 @@ class LiveCaptioner:
                     )
             await self._feed(transcriber, converter.flush())
             await transcriber.finish()
+            self._report_decodes(transcriber, reported)
             logger.info(
                 "live stream ended: %.1f s of audio, %d finals, %d decodes, %d finals from the likely-final step, "
                 "%d decoded again without lead-in",
@@ -255,6 +268,14 @@ class LiveCaptioner:
             )
         finally:
             responses.put_nowait(None)
+
+    def _report_decodes(self, transcriber: LiveTranscriber, reported: _DecodesReported) -> None:
+        """Tells the admission's measure what the stream needed since its last report."""
+        audio_s = transcriber.received_s - reported.audio_s
+        decodes = transcriber.needed_decode_count - reported.decodes
+        if audio_s > 0:
+            self._admission.observe(audio_s, decodes)
+        reported.audio_s, reported.decodes = transcriber.received_s, transcriber.needed_decode_count
 
     @staticmethod
     async def _feed(transcriber: LiveTranscriber, samples: Samples) -> None:

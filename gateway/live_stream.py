@@ -287,6 +287,9 @@ class LiveTranscriber:
         self._last_final: asyncio.Task[None] | None = None
         self.final_count = 0
         self.decode_count = 0
+        # Decodes a stream cannot shed: finals, likely finals, first steps
+        # and the steps long speech is cut at (not interim steps on spare workers).
+        self.needed_decode_count = 0
         # Finals that took the likely-final step's hypothesis (no decode of their own).
         self.reused_finals = 0
         # Finals decoded again on their own because the lead-in lost their last words.
@@ -478,6 +481,8 @@ class LiveTranscriber:
             samples, self._options, priority=priority, context=window.context, prefix=window.prefix
         )
         self.decode_count += 1
+        if priority != PRIORITY_INTERIM:
+            self.needed_decode_count += 1
         if not window.lead_in:
             return hypothesis
         shift_s = window.lead_in / SAMPLE_RATE_HERTZ

@@ -91,3 +91,17 @@ def test_before_the_asr_has_measured_anything_each_worker_holds_one_stream() -> 
         assert limit.streams == 2 and "not measured" in limit.reason
 
     asyncio.run(run())
+
+
+def test_the_decodes_a_stream_needs_are_measured_on_the_streams_served() -> None:
+    async def run() -> None:
+        gate = admission(MeasuredStatus(2, 0.2), Behind())
+        before = (await gate.limit()).streams
+        # Long continuous speech: twice the decodes a second the default assumes, for minutes.
+        for _ in range(30):
+            gate.observe(20.0, 20)
+        assert gate.decodes_per_stream_s == pytest.approx(1.0, rel=0.2)
+        after = await gate.limit()
+        assert after.streams < before and "decodes a second a stream" in after.reason
+
+    asyncio.run(run())
