@@ -4,8 +4,11 @@
 once through the gateway (uploaded, as a client would), against a loop over
 the same clips with faster-whisper's `BatchedInferencePipeline` in one
 process (decode each file, transcribe it with word times), same model, beam
-and batch. Prints clips per minute of each and their ratio (target >= 1.3x),
-and the fastest of `--rounds` runs of each.
+and batch; and once more through the batch CLI, every clip in one
+`subtitler transcribe CLIPS... --output-dir DIR` (its process's start
+counted), as a user with a folder of clips runs it. Prints clips per minute
+of each and their ratio (target >= 1.3x), and the fastest of `--rounds`
+runs of each.
 
 The clips are cut from the realistic recording of `bench.media` (continuous
 speech of two voices, some over noise, cut between utterances, spread over
@@ -118,6 +121,28 @@ def run_suite_once(
     return elapsed_s, texts
 
 
+def run_cli_once(
+    target: str, clips: list[tuple[Path, str]], beam_size: int, batch_size: int, output_dir: Path
+) -> tuple[float, list[str]]:
+    """Every clip through one `subtitler transcribe ... --output-dir` process,
+    as a user with a folder of clips runs it (the process's start counts)."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = [
+        *(sys.executable, "-m", "gateway.cli", "--gateway", target, "transcribe"),
+        *(str(path) for path, _ in clips),
+        *("--output-dir", str(output_dir), "-f", "text", "-q", "--language", "en"),
+        *("--beam-size", str(beam_size), "--batch-size", str(batch_size)),
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    elapsed_s = time.perf_counter() - started
+    return elapsed_s, [(output_dir / f"{path.stem}.txt").read_text(encoding="utf-8") for path, _ in clips]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
@@ -145,13 +170,18 @@ def main() -> None:
             with grpc.insecure_channel(suite.target("gateway")) as channel:
                 gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
                 for media, clips in clip_sets.items():
-                    compare_clips(gateway, media, clips, options)
+                    compare_clips(gateway, suite.target("gateway"), workdir / "out", media, clips, options)
         finally:
             suite.stop()
 
 
 def compare_clips(
-    gateway: gateway_pb2_grpc.GatewayServiceStub, media: str, clips: list[tuple[Path, str]], options: argparse.Namespace
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    target: str,
+    output_dir: Path,
+    media: str,
+    clips: list[tuple[Path, str]],
+    options: argparse.Namespace,
 ) -> None:
     """The suite and the loop over one set of clips, in interleaved rounds, and their table."""
     references = " ".join(text for _, text in clips)
@@ -162,9 +192,10 @@ def compare_clips(
         f"average; tiny.en int8 on CPU; beam {options.beam_size}; batch {options.batch_size}; word times in both",
         flush=True,
     )
-    loop_best = suite_best = float("inf")
+    loop_best = suite_best = cli_best = float("inf")
     loop_texts: list[str] = []
     suite_texts: list[str] = []
+    cli_texts: list[str] = []
     for _ in range(options.rounds):
         seconds, texts = run_suite_once(gateway, clips, options.beam_size, options.batch_size)
         if seconds < suite_best:
@@ -172,11 +203,15 @@ def compare_clips(
         seconds, texts = run_loop(clips, options.beam_size, options.batch_size)
         if seconds < loop_best:
             loop_best, loop_texts = seconds, texts
+        seconds, texts = run_cli_once(target, clips, options.beam_size, options.batch_size, output_dir)
+        if seconds < cli_best:
+            cli_best, cli_texts = seconds, texts
     per_minute = len(clips) * 60.0
     print(f"{'run (' + media + ' media)':<44} {'seconds':>8} {'clips/min':>10} {'WER':>6} {'ratio':>7}")
     for name, seconds, texts in (
         ("BatchedInferencePipeline loop, one process", loop_best, loop_texts),
         ("suite, all clips uploaded at once", suite_best, suite_texts),
+        ("suite, one `subtitler transcribe --output-dir`", cli_best, cli_texts),
     ):
         wer = word_error_rate(references, " ".join(texts))
         print(f"{name:<44} {seconds:8.1f} {per_minute / seconds:10.1f} {wer:6.1%} {loop_best / seconds:6.2f}x")
