@@ -1,7 +1,8 @@
 """Live-caption benchmark (part of `make bench`).
 
 Real speech (Asterisk prompts with pauses between them, a different order
-per stream) is streamed to the gateway's StreamingTranscribe at real-time
+per stream; with --media realistic, stretches of bench.media's continuous
+speech of two voices, with music and noise) is streamed to the gateway's StreamingTranscribe at real-time
 pace by N clients at once, with interim results, through a suite started on
 free ports with the embedded tiny.en int8. Prints:
 
@@ -57,13 +58,14 @@ import psutil
 
 from bench.end_to_end import start_suite
 from bench.machine import print_machine_line
+from bench.media import realistic_media
 from common.convert import duration_to_seconds, seconds_to_duration
 from gateway.cli import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
-from tests.speech import SAMPLE_RATE_HERTZ, LongRecording, build_long_recording, write_wav
+from tests.speech import SAMPLE_RATE_HERTZ, LongRecording, Utterance, build_long_recording, write_wav
 from tests.wer import word_error_rate
 
 BLOCK_S = 0.1
@@ -99,8 +101,42 @@ class StreamRun:
         return " ".join(text for _, _, text in self.finals)
 
 
+# The media streamed: "prompts" (Asterisk prompts, 1.2 s apart) or
+# "realistic" (bench.media: continuous speech of two voices, music, noise).
+MEDIA = {"media": "prompts"}
+
+
 def recording(seed: int, duration_s: float) -> LongRecording:
+    """A stream's audio: `duration_s` of the chosen media, a different stretch for each seed."""
+    if MEDIA["media"] == "realistic":
+        return realistic_stretch(seed, duration_s)
     return build_long_recording(min_duration_s=duration_s, gap_s=1.2, shuffle_seed=seed)
+
+
+def realistic_stretch(seed: int, duration_s: float) -> LongRecording:
+    """About `duration_s` of the realistic recording from a point the seed
+    picks (going round it past its end), cut between utterances, with the
+    utterances it holds as its reference."""
+    media = realistic_media()
+    samples = media.samples()
+    utterances = list(media.utterances)
+    first = (seed * 7919) % len(utterances)
+    spoken: list[Utterance] = []
+    pieces: list[np.ndarray] = []
+    length_s = 0.0
+    position = first
+    while length_s < duration_s:
+        utterance = utterances[position % len(utterances)]
+        following = utterances[(position + 1) % len(utterances)]
+        # From this utterance's start to the next one's (its gap and any music after it).
+        end_s = following.start_s if following.start_s > utterance.start_s else media.duration_s
+        piece = samples[round(utterance.start_s * SAMPLE_RATE_HERTZ) : round(end_s * SAMPLE_RATE_HERTZ)]
+        spoken.append(Utterance(length_s, length_s + utterance.end_s - utterance.start_s, utterance.text))
+        pieces.append(piece)
+        length_s += piece.size / SAMPLE_RATE_HERTZ
+        position += 1
+    pieces.append(np.zeros(SAMPLE_RATE_HERTZ, dtype=np.float32))  # a second of silence ends the last
+    return LongRecording(np.concatenate(pieces), " ".join(item.text for item in spoken), spoken)
 
 
 def stream(
@@ -310,6 +346,12 @@ def main() -> None:
         default="",
         help="VAD silences that end an utterance to compare, e.g. 0.5,0.4 (default: the server's)",
     )
+    parser.add_argument(
+        "--media",
+        choices=["prompts", "realistic"],
+        default="prompts",
+        help="Asterisk prompts 1.2 s apart, or continuous speech, music and noise (bench.media)",
+    )
     parser.add_argument("--gateway", default="", help="use a running suite's gateway instead of starting one")
     parser.add_argument(
         "--max-streams", type=int, default=0, help="the gateway's SUBTITLER_GATEWAY_MAX_STREAMS (default: measured)"
@@ -319,6 +361,7 @@ def main() -> None:
     )
     parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
     options = parser.parse_args()
+    MEDIA["media"] = options.media
     print_machine_line()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
         workdir = Path(workdir_name)
