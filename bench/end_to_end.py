@@ -34,9 +34,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,15 @@ import grpc
 
 from bench.machine import print_machine_line
 from bench.media import MediaOptions, realistic_media
+from bench.process_memory import (
+    MIB,
+    PSS_MAX_INTERVAL_S,
+    PSS_MIN_INTERVAL_S,
+    TARGET_BYTES,
+    MemoryPeaks,
+    MemorySampler,
+    peak_resident_bytes,
+)
 from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES
 from common.native_threads import DEFAULT_BLAS_THREADS, OPENBLAS_VARIABLE
 from subtitler.align.v1 import align_pb2
@@ -56,56 +64,13 @@ from tests.wer import word_error_rate
 from tools.asr_log import asr_busy
 from tools.suite import SERVICES, Suite
 
-SHM_DIR = Path("/dev/shm")
 # The recordings `--media` chooses from.
 MEDIA_CHOICES = ("prompts", "realistic")
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-def resident_bytes(pid: int) -> int:
-    """A process's resident memory now (/proc/<pid>/statm: cheap to read often); 0 once it is gone."""
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-        return 0
-
-
-class ShmSampler(threading.Thread):
-    """Samples, every 50 ms, the bytes held in our shared-memory segments and
-    the resident memory of the suite's processes together (each process's
-    RSS, shared pages counted in each: an upper bound)."""
-
-    def __init__(self, pids: Sequence[int] = ()) -> None:
-        super().__init__(daemon=True)
-        self.peak_bytes = 0
-        self.peak_rss_bytes = 0
-        self._pids = list(pids)
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            total = 0
-            for path in SHM_DIR.glob("subtitler-*"):
-                try:
-                    total += path.stat().st_size
-                except FileNotFoundError:
-                    continue
-            self.peak_bytes = max(self.peak_bytes, total)
-            self.peak_rss_bytes = max(self.peak_rss_bytes, sum(resident_bytes(pid) for pid in self._pids))
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
+    """A process's peak RSS since it started (VmHWM), MiB."""
+    return peak_resident_bytes(pid) / MIB
 
 
 def run_baseline(
@@ -173,6 +138,10 @@ class SuiteRun:
     asr_busy_wall_s: float = 0.0
     # The resident memory of all the suite's processes together at its highest during the job.
     rss_peak_bytes: int = 0
+    # Their proportional memory (PSS: the shared audio counted once) together at its highest.
+    pss_peak_bytes: int = 0
+    # All the sampler saw (per process, the sum's breakdown at its peak, the timeline).
+    memory: MemoryPeaks | None = None
 
     @property
     def overhead_s(self) -> float:
@@ -214,9 +183,19 @@ PROFILE_MODES = {
 
 
 def run_job(
-    suite: Suite, gateway: gateway_pb2_grpc.GatewayServiceStub, name: str, path: str, config: gateway_pb2.JobConfig
+    suite: Suite,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    name: str,
+    path: str,
+    config: gateway_pb2.JobConfig,
+    *,
+    keep_timeline: bool = False,
 ) -> SuiteRun:
-    sampler = ShmSampler([process.pid for process in suite.processes.values()])
+    """One job from CreateJob to its end, the suite's memory sampled meanwhile (`MemorySampler`)."""
+    sampler = MemorySampler(
+        {process_name: process.pid for process_name, process in suite.processes.items()},
+        keep_timeline=keep_timeline,
+    )
     sampler.start()
     try:
         started = time.perf_counter()
@@ -227,7 +206,7 @@ def run_job(
                 first_segment_s = time.perf_counter() - started
         elapsed_s = time.perf_counter() - started
     finally:
-        sampler.stop()
+        memory = sampler.stop()
     job = gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id))
     if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"job failed: {job.error}")
@@ -240,10 +219,12 @@ def run_job(
         elapsed_s,
         first_segment_s,
         text,
-        sampler.peak_bytes,
+        memory.shm_bytes,
         busy.worker_s,
         busy.busy_wall_s,
-        sampler.peak_rss_bytes,
+        memory.rss_sum_bytes,
+        memory.pss_sum_bytes,
+        memory,
     )
 
 
@@ -276,13 +257,13 @@ def run_suite(
     rounds: int,
     profiles: bool,
     asr_replicas: int = 1,
-) -> tuple[list[SuiteRun], dict[str, float], float, list[str]]:
+) -> tuple[list[SuiteRun], dict[str, float], tuple[float, float], list[str]]:
     """Runs each mode as a job, `rounds` times (profiles once), calling
     `between_rounds` (the baselines) after each round, so that suite and
     baseline runs interleave; returns the fastest run of each mode, each
-    service's peak RSS, the highest resident memory of all of them together
-    during a job (MiB; both before the profiles) and what `subtitler system`
-    says the services chose."""
+    service's peak RSS, the highest resident and proportional memory (RSS,
+    PSS) of all of them together during a job (MiB; both before the
+    profiles) and what `subtitler system` says the services chose."""
     # Several replicas: one process per core, each one single-threaded worker.
     one_core = {"SUBTITLER_ASR_NUM_WORKERS": "1", "SUBTITLER_ASR_CPU_THREADS": "1"} if asr_replicas > 1 else {}
     suite = start_suite(workdir, audio_path.parent, one_core, replicas={"asr": asr_replicas})
@@ -298,7 +279,7 @@ def run_suite(
                 for setting in peer.settings
             ]
             best: dict[str, SuiteRun] = {}
-            together_bytes = 0
+            together_bytes = together_pss_bytes = 0
 
             def run_mode(name: str, mode: SuiteMode) -> None:
                 config = gateway_pb2.JobConfig(
@@ -311,10 +292,11 @@ def run_suite(
                     skip_alignment=mode.skip_alignment,
                     profile=mode.profile,
                 )
-                nonlocal together_bytes
+                nonlocal together_bytes, together_pss_bytes
                 run = run_job(suite, gateway, name, audio_path.name, config)
                 if mode.profile == gateway_pb2.PROFILE_UNSPECIFIED:
                     together_bytes = max(together_bytes, run.rss_peak_bytes)
+                    together_pss_bytes = max(together_pss_bytes, run.pss_peak_bytes)
                 if name not in best or run.elapsed_s < best[name].elapsed_s:
                     best[name] = run
 
@@ -327,7 +309,7 @@ def run_suite(
             if profiles:
                 for name, mode in PROFILE_MODES.items():
                     run_mode(name, mode)
-        return list(best.values()), rss, together_bytes / 2**20, chosen
+        return list(best.values()), rss, (together_bytes / MIB, together_pss_bytes / MIB), chosen
     finally:
         suite.stop()
 
@@ -375,6 +357,8 @@ class Comparison:
     rss_mib: dict[str, float]
     together_mib: float
     chosen: list[str]
+    # The proportional memory (PSS) of all services together at its highest, MiB.
+    together_pss_mib: float = 0.0
 
 
 def compare(bench_input: BenchInput, workdir: Path, model_path: str, options: argparse.Namespace) -> Comparison:
@@ -395,7 +379,7 @@ def compare(bench_input: BenchInput, workdir: Path, model_path: str, options: ar
         )
 
     workdir.mkdir(parents=True, exist_ok=True)
-    comparison.runs, comparison.rss_mib, comparison.together_mib, comparison.chosen = run_suite(
+    comparison.runs, comparison.rss_mib, together, comparison.chosen = run_suite(
         workdir,
         audio_path,
         options.beam_size,
@@ -405,6 +389,7 @@ def compare(bench_input: BenchInput, workdir: Path, model_path: str, options: ar
         not options.no_profiles,
         options.asr_replicas,
     )
+    comparison.together_mib, comparison.together_pss_mib = together
     return comparison
 
 
@@ -475,12 +460,14 @@ def print_report(comparison: Comparison, options: argparse.Namespace) -> None:
         "peak RSS before the profiles (MiB): "
         + ", ".join(f"{name} {mib:.0f}" for name, mib in comparison.rss_mib.items())
     )
-    # The target, 1.8 GB, is what WhisperX needs here for the same work.
-    target_mib = 1.8e9 / 2**20
+    # The target, 1.8 GB, is what WhisperX needs here for the same work; it counts the shared audio once (PSS).
+    target_mib = TARGET_BYTES / MIB
     print(
-        f"all services together: at most {comparison.together_mib:.0f} MiB resident at once, sampled every 50 ms "
-        f"(target <= {target_mib:.0f} MiB, 1.8 GB); the sum of each one's own peak, "
-        f"reached at different times: {sum(comparison.rss_mib.values()):.0f} MiB"
+        f"all services together: at most {comparison.together_pss_mib:.0f} MiB PSS at once (target <= "
+        f"{target_mib:.0f} MiB, 1.8 GB: every page counted once, the shared audio included; sampled every "
+        f"{PSS_MIN_INTERVAL_S:.1f}-{PSS_MAX_INTERVAL_S:.1f} s); {comparison.together_mib:.0f} MiB RSS at once, "
+        "sampled every 50 ms (an upper bound: the audio counts in every process that maps it); the sum of each "
+        f"one's own peak RSS, reached at different times: {sum(comparison.rss_mib.values()):.0f} MiB"
     )
     copy_per_s = 4 * SAMPLE_RATE_HERTZ
     shm_per_s = max(run.shm_peak_bytes for run in runs) / bench_input.duration_s
