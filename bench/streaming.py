@@ -30,7 +30,8 @@ free ports with the embedded tiny.en int8. Prints:
 - with --memory-s, the gateway's RSS over one long stream sent as fast as
   the server takes it (flat memory per stream).
 
-    python -m bench.streaming --streams 4 --duration-s 300 --overload --ramp 2,4,6,8 --memory-s 600
+    python -m bench.streaming --counts 1,2 --streams 4 --duration-s 300 --overload --memory-s 600
+    python -m bench.streaming --max-streams 64 --streams 4 --duration-s 60 --ramp 4,6,8,10,12
 
 Run it twice, as the machine is and with AVX2 forced
 (CT2_FORCE_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2):
@@ -340,6 +341,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=300.0, help="audio per stream")
     parser.add_argument("--ramp", default="", help="stream counts to try for the most held in real time, e.g. 2,4,6")
     parser.add_argument("--ramp-s", type=float, default=60.0, help="audio per stream at each count of the ramp")
+    parser.add_argument(
+        "--counts", default="", help="fewer streams to report first, --ramp-s each, e.g. 1,2 (latency by load)"
+    )
     parser.add_argument("--memory-s", type=float, default=0.0, help="length of the fast stream for the memory check")
     parser.add_argument(
         "--min-silence-s",
@@ -383,6 +387,9 @@ def main() -> None:
                     f"({'SUBTITLER_GATEWAY_MAX_STREAMS' if options.max_streams else 'measured'}; "
                     f"the ASR measured {decode_s:.3f} s a live decode)"
                 )
+                for count in [int(item) for item in options.counts.split(",") if item.strip()]:
+                    few = run_streams(gateway, [recording(100 + number, options.ramp_s) for number in range(count)])
+                    report(f"{count} streams of {options.ramp_s:g} s at real-time pace", few)
                 recordings = [recording(200 + number, options.duration_s) for number in range(options.streams)]
                 for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
                     compared = run_streams(gateway, recordings, min_silence_s=silence_s)
