@@ -404,6 +404,8 @@ class RunningServer:
             except Exception:
                 log.exception("loading failed; the service stays NOT_SERVING", service=self.name)
                 return
+            # What the loading and warm-up freed goes back once the service idles.
+            self.idle_release.worked()
             await self.set_serving(True)
             log.info("ready", service=self.name, load_s=round(time.perf_counter() - started, 2))
 

@@ -97,6 +97,21 @@ def test_an_idle_service_hands_kept_memory_back_once_per_spell_of_work() -> None
     asyncio.run(main())
 
 
+def test_work_outside_rpcs_is_released_after_it_too() -> None:
+    async def main() -> None:
+        releases: list[float] = []
+        idle = IdleMemoryRelease(after_s=0.2, release=lambda: releases.append(time.monotonic()))
+        watch = asyncio.create_task(idle.watch())
+        await asyncio.sleep(0.1)
+        idle.worked()  # a warm-up ended
+        ended = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert len(releases) == 1 and releases[0] - ended >= 0.2
+        watch.cancel()
+
+    asyncio.run(main())
+
+
 def test_health_probes_reflection_and_status_are_not_work() -> None:
     assert IdleMemoryRelease.is_work("/subtitler.asr.v1.AsrService/Transcribe")
     assert not IdleMemoryRelease.is_work("/grpc.health.v1.Health/Check")
