@@ -114,6 +114,10 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # No arena of onnxruntime's own: it never hands memory back, and the warm-up
+    # alone left about 300 MB in it for good, where malloc's freed memory goes back
+    # when the service idles (common.memory); a diarization takes as long.
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
