@@ -129,14 +129,10 @@ class SharedSamples:
             try:
                 os.posix_fallocate(fd, 0, size_bytes)
             except OSError as error:
-                if error.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise ResourceExhaustedError(
-                        f"no room in {SHM_DIR} for {size_bytes} bytes of audio "
-                        f"({sample_count} samples): {error.strerror}; free shared "
-                        "memory or give the container a larger --shm-size",
-                        retry_after_s=60.0,
-                    ) from error
-                raise
+                no_room = _no_room(error, size_bytes)
+                if no_room is None:
+                    raise
+                raise no_room from error
             mapping = mmap.mmap(fd, size_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             path.unlink()
@@ -216,6 +212,95 @@ class SharedSamples:
     def __repr__(self) -> str:
         state = "released" if self.released else "live"
         return f"SharedSamples({self.name!r}, sample_count={self.sample_count}, {state})"
+
+
+class SegmentWriter:
+    """A new segment filled block by block while its length is not yet known
+    (a decoder's output), so the samples are never held twice: each block is
+    appended to the segment's file with `write` (a full /dev/shm is a clean
+    ENOSPC, `ResourceExhaustedError`, as nothing is mapped while it grows),
+    and `finish` maps the whole as a `SharedSamples`. Registered with the
+    resource tracker from the start, as `SharedSamples.create`; unlinked by
+    `abort`, or on leaving a `with` block unfinished."""
+
+    def __init__(self, *, mode: int = 0o600) -> None:
+        self.name = f"{SEGMENT_NAME_PREFIX}{secrets.token_hex(12)}"
+        self.sample_count = 0
+        self._fd: int | None = os.open(
+            _segment_path(self.name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode
+        )
+        resource_tracker.register(_tracker_name(self.name), _TRACKER_RESOURCE_TYPE)
+
+    def _live_fd(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"segment {self.name} is no longer being written")
+        return self._fd
+
+    def append(self, samples: Samples) -> None:
+        """Copies 1-D `samples` after those written so far (the caller may reuse its array)."""
+        if samples.ndim != 1:
+            raise ValueError(f"samples must be 1-D, got shape {samples.shape}")
+        fd = self._live_fd()
+        data = np.ascontiguousarray(samples, dtype=SAMPLE_DTYPE).data.cast("B")
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as error:
+            no_room = _no_room(error, (self.sample_count + samples.shape[0]) * BYTES_PER_SAMPLE)
+            if no_room is None:
+                raise
+            raise no_room from error
+        self.sample_count += samples.shape[0]
+
+    def finish(self) -> SharedSamples:
+        """The segment, mapped, holding every sample appended (see
+        `SharedSamples` for zero samples); this writer is done."""
+        fd = self._live_fd()
+        try:
+            if self.sample_count == 0:
+                os.ftruncate(fd, BYTES_PER_SAMPLE)  # a segment cannot be empty: one unused sample
+            size_bytes = max(self.sample_count, 1) * BYTES_PER_SAMPLE
+            mapping = mmap.mmap(fd, size_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(fd)
+        self._fd = None
+        logger.debug("wrote segment %s of %d samples", self.name, self.sample_count)
+        return SharedSamples(self.name, self.sample_count, mapping)
+
+    def abort(self) -> None:
+        """Closes and unlinks the segment unless it was finished; idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            _segment_path(self.name).unlink()
+        resource_tracker.unregister(_tracker_name(self.name), _TRACKER_RESOURCE_TYPE)
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+def _no_room(error: OSError, size_bytes: int) -> ResourceExhaustedError | None:
+    """What a reservation or write of `size_bytes` of audio in /dev/shm that
+    failed for want of room raises; None for another failure."""
+    if error.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+        return None
+    return ResourceExhaustedError(
+        f"no room in {SHM_DIR} for {size_bytes} bytes of audio ({size_bytes // BYTES_PER_SAMPLE} samples): "
+        f"{error.strerror}; free shared memory or give the container a larger --shm-size",
+        retry_after_s=60.0,
+    )
 
 
 def segment_exists(name: str) -> bool:

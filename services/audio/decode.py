@@ -4,7 +4,9 @@ PyAV (FFmpeg) demuxes the file packet by packet, decodes, and resamples
 (`av.AudioResampler`, libswresample) each frame to the target rate and to
 one channel, so the file is read once and never held in memory; only the
 decoded samples are, as a list of chunks the caller copies once into their
-final place (`DecodedAudio.chunks`). Channels are down-mixed with FFmpeg's
+final place (`DecodedAudio.chunks`), or handed block by block to a `sink`
+that writes them there as they come (the audio service's shared memory), so
+they are never held twice. Channels are down-mixed with FFmpeg's
 matrix, normalised so the result never exceeds full scale (stereo becomes
 the mean of its two channels). A WAV file already in the target form
 (16-bit PCM, one channel, the target rate) is read block by block with the
@@ -40,6 +42,7 @@ import logging
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,9 +115,14 @@ class SourceDescription:
     size_bytes: int
 
 
+# Takes each block of decoded samples in turn; it copies them (the block's array is reused).
+SampleSink = Callable[[npt.NDArray[np.float32]], None]
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
-    """Decoded mono float32 samples, as consecutive chunks."""
+    """Decoded mono float32 samples, as consecutive chunks (none when a
+    `SampleSink` took them)."""
 
     chunks: tuple[npt.NDArray[np.float32], ...]
     sample_count: int
@@ -127,7 +135,7 @@ class DecodedAudio:
         return self.sample_count / self.sample_rate_hertz
 
     def samples(self) -> npt.NDArray[np.float32]:
-        """All samples in one array (a copy; the chunks stay as they are)."""
+        """All samples in one array (a copy; the chunks stay as they are); empty when a sink took them."""
         if not self.chunks:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(self.chunks)
@@ -139,12 +147,16 @@ def decode_file(
     *,
     cancel_event: threading.Event | None = None,
     display_name: str | None = None,
+    sink: SampleSink | None = None,
 ) -> DecodedAudio:
     """Decode the best audio stream of the file at `path` (see module doc).
 
     `cancel_event`, when set by another thread, stops decoding at the next
     packet with `CancelledError`. `display_name` names the file in messages
     (default: its file name), e.g. the client's name of an uploaded file.
+    `sink`, when given, takes the samples block by block as they are
+    decoded, and the result holds no chunks (its `sample_count` says how
+    many there were); a failure may come after some blocks went to it.
     """
     options = options or DecodeOptions()
     name = display_name or path.name
@@ -155,7 +167,7 @@ def decode_file(
         raise _unopenable(error, name) from None
     if not path.is_file():
         raise InvalidInputError(f"not a regular file: {name}")
-    plain = _decode_plain_wav(path, name, size_bytes, options, cancel_event, started)
+    plain = _decode_plain_wav(path, name, size_bytes, options, cancel_event, started, sink)
     if plain is not None:
         return plain
     try:
@@ -183,7 +195,7 @@ def decode_file(
     except av.error.FFmpegError as error:
         raise InvalidInputError(f"{name} is not a readable media file: {_reason(error)}") from error
     with container:
-        return _decode_container(container, name, size_bytes, options, cancel_event, started)
+        return _decode_container(container, name, size_bytes, options, cancel_event, started, sink)
 
 
 def _decode_plain_wav(
@@ -193,6 +205,7 @@ def _decode_plain_wav(
     options: DecodeOptions,
     cancel_event: threading.Event | None,
     started: float,
+    sink: SampleSink | None = None,
 ) -> DecodedAudio | None:
     """A WAV file of 16-bit PCM, one channel, at the target rate (what many
     users convert their audio to) read straight into samples: the same
@@ -215,7 +228,7 @@ def _decode_plain_wav(
         max_samples = int(options.max_duration_s * options.sample_rate_hertz)
         if reader.getnframes() > max_samples * _HEADER_DURATION_TOLERANCE:
             return None  # FFmpeg's header check says so (or reads a streamed WAV's unknown length)
-        blocks = _SampleBlocks()
+        blocks = _SampleBlocks(sink=sink)
         # A file cut short gives what is there, as FFmpeg does.
         while data := reader.readframes(_BLOCK_SAMPLES):
             if cancel_event is not None and cancel_event.is_set():
@@ -235,6 +248,7 @@ def _decode_container(
     options: DecodeOptions,
     cancel_event: threading.Event | None,
     started: float,
+    sink: SampleSink | None = None,
 ) -> DecodedAudio:
     if not container.streams.audio:
         found = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams) or "no streams"
@@ -263,7 +277,7 @@ def _decode_container(
         rate=options.sample_rate_hertz,
         options={"rematrix_maxval": "1.0"},
     )
-    blocks = _SampleBlocks()
+    blocks = _SampleBlocks(sink=sink)
     bad_packet_count = 0
     first_bad_reason = ""
 
@@ -339,12 +353,14 @@ _BLOCK_SAMPLES = 1 << 18
 class _SampleBlocks:
     """Gathers the decoder's small frames (a few hundred samples each) into
     blocks of `block_samples`, so hours of audio are a few hundred arrays,
-    not a million, and copying them into shared memory is quick. Every
-    reader's samples pass through here, so here NaN and infinite samples are
-    made silent (and counted in `non_finite_count`)."""
+    not a million, and copying them into shared memory is quick; with a
+    `sink`, each full block goes to it and its array is reused, so only one
+    block is ever held. Every reader's samples pass through here, so here NaN
+    and infinite samples are made silent (and counted in `non_finite_count`)."""
 
-    def __init__(self, block_samples: int = _BLOCK_SAMPLES) -> None:
+    def __init__(self, block_samples: int = _BLOCK_SAMPLES, sink: SampleSink | None = None) -> None:
         self._block_samples = block_samples
+        self._sink = sink
         self._blocks: list[npt.NDArray[np.float32]] = []
         self._current = np.empty(block_samples, dtype=np.float32)
         self._filled = 0
@@ -363,13 +379,19 @@ class _SampleBlocks:
             self.sample_count += taken
             samples = samples[taken:]
             if self._filled == self._block_samples:
-                self._blocks.append(self._current)
-                self._current = np.empty(self._block_samples, dtype=np.float32)
+                if self._sink is not None:
+                    self._sink(self._current)
+                else:
+                    self._blocks.append(self._current)
+                    self._current = np.empty(self._block_samples, dtype=np.float32)
                 self._filled = 0
 
     def finish(self) -> tuple[npt.NDArray[np.float32], ...]:
-        """The blocks, the last one trimmed (copied, so the rest is freed)."""
-        if self._filled:
+        """The blocks, the last one trimmed (copied, so the rest is freed);
+        none with a sink, which has taken them all."""
+        if self._filled and self._sink is not None:
+            self._sink(self._current[: self._filled])
+        elif self._filled:
             self._blocks.append(self._current[: self._filled].copy())
         self._current = np.empty(0, dtype=np.float32)
         self._filled = 0

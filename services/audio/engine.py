@@ -17,6 +17,7 @@ from pathlib import Path
 
 from common.audio_access import AudioRef, sample_range
 from common.errors import InvalidInputError, PermissionDeniedError
+from common.shm import SegmentWriter
 from common.transcript import TimeRange
 from services.audio.decode import DecodeOptions, SourceDescription, decode_file
 from services.audio.segments import SegmentStore
@@ -109,8 +110,14 @@ class AudioEngine:
         """Decode `path` (already resolved) into a new stored audio. Blocking."""
         lease_s = self.store.checked_lease_s(lease_s)
         started = time.perf_counter()
-        decoded = decode_file(path, self._decode_options, cancel_event=cancel_event, display_name=display_name)
-        audio = self.store.store(decoded.chunks, decoded.sample_rate_hertz, lease_s)
+        # The samples go into shared memory block by block as they are
+        # decoded: never a second copy of the whole audio in this process.
+        with SegmentWriter() as writer:
+            decoded = decode_file(
+                path, self._decode_options, cancel_event=cancel_event, display_name=display_name, sink=writer.append
+            )
+            segment = writer.finish()
+        audio = self.store.adopt(segment, decoded.sample_rate_hertz, lease_s)
         return DecodeResult(audio, decoded.source, time.perf_counter() - started)
 
     def open_upload(self, file_name: str, size_bytes: int) -> SpoolFile:

@@ -6,9 +6,10 @@ that dies never leaks memory. `close()` (on service shutdown) stops that
 thread and releases everything. All methods are thread-safe: decodes store
 from executor threads while RPCs read, renew and release from the event loop.
 
-A segment is allocated at the exact decoded length and filled once from the
-decoder's chunks. A segment cannot be empty, so audio of 0 samples gets a
-segment holding one unused sample (see `common.shm`); its handle still says 0.
+A decoder writes its samples into a new segment as it goes (`adopt`), or a
+segment is allocated at the exact length of chunks and filled once
+(`store`). A segment cannot be empty, so audio of 0 samples gets a segment
+holding one unused sample (see `common.shm`); its handle still says 0.
 """
 
 from __future__ import annotations
@@ -137,6 +138,17 @@ class SegmentStore:
         segment = SharedSamples.create(sample_count)
         try:
             segment.write_chunks(chunks)
+        except BaseException:
+            segment.release()
+            raise
+        return self.adopt(segment, sample_rate_hertz, lease_s)
+
+    def adopt(self, segment: SharedSamples, sample_rate_hertz: int, lease_s: float | None = None) -> AudioRef:
+        """Keep a filled segment (e.g. a decoder's, written with
+        `common.shm.SegmentWriter`) as a new audio with a lease; it is
+        released if that fails (a bad lease: `InvalidInputError`)."""
+        try:
+            lease_s = self.checked_lease_s(lease_s)
             audio_id = secrets.token_hex(16)
             deadline_s, expire_time = self._deadline(lease_s)
             with self._lock:
@@ -146,6 +158,7 @@ class SegmentStore:
         except BaseException:
             segment.release()
             raise
+        sample_count = segment.sample_count
         logger.info(
             "stored audio %s: %d samples (%.1f s) in %s, lease %.0f s",
             audio_id,

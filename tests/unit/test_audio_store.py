@@ -13,10 +13,11 @@ import pytest
 
 from common.audio_access import sample_range
 from common.config import ConfigError
-from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError
-from common.shm import attach_samples, segment_exists
+from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError, ResourceExhaustedError
+from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, SharedSamples, attach_samples, segment_exists
 from common.transcript import TimeRange
 from services.audio.config import AudioConfig
+from services.audio.decode import DecodeOptions
 from services.audio.engine import AudioEngine, resolve_media_path
 from services.audio.segments import LeaseOptions, SegmentStore
 from services.audio.spool import SpoolFile
@@ -220,6 +221,32 @@ def test_engine_decodes_into_the_store(tmp_path: Path) -> None:
             next(engine.sample_chunks("nope", None))
     finally:
         store.close()
+
+
+def test_a_decode_that_fails_midway_leaves_no_segment(tmp_path: Path) -> None:
+    """The decoder writes into a segment as it goes; a failure unlinks it."""
+    store = make_store()
+    engine = AudioEngine(
+        store,
+        media_root=tmp_path,
+        spool_dir=tmp_path,
+        max_upload_bytes=1000,
+        decode_options=DecodeOptions(max_duration_s=20.0),
+    )
+    write_wav(tmp_path / "long.wav", np.zeros(16_000 * 30, dtype=np.float32), 16_000)
+    before = set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*"))
+    with pytest.raises(ResourceExhaustedError, match="maximum duration"):
+        engine.decode_file(engine.resolve_media_path("long.wav"))
+    assert set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*")) == before and len(store) == 0
+    store.close()
+
+
+def test_a_segment_adopted_with_a_bad_lease_is_released() -> None:
+    store = make_store()
+    segment = SharedSamples.create(10)
+    with pytest.raises(InvalidInputError, match="lease"):
+        store.adopt(segment, 16_000, lease_s=-1.0)
+    assert segment.released and not segment_exists(segment.name)
 
 
 def test_config_from_env(tmp_path: Path) -> None:

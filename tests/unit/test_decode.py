@@ -193,6 +193,30 @@ def test_long_audio_is_held_in_few_large_blocks(tmp_path: Path) -> None:
     assert np.allclose(decoded.samples(), 0.25, atol=1e-4)
 
 
+@pytest.mark.parametrize("through_ffmpeg", [False, True])
+def test_a_sink_takes_the_blocks_as_they_come(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_ffmpeg: bool
+) -> None:
+    """Read directly (a 16 kHz WAV) or by FFmpeg, the samples go to the sink
+    block by block, in one reused array, and are not kept."""
+    samples = np.linspace(-0.5, 0.5, 16_000 * 40, dtype=np.float32)
+    path = write_wav(tmp_path / "forty.wav", samples, 16_000)
+    if through_ffmpeg:
+        monkeypatch.setattr(decode_module, "_decode_plain_wav", lambda *arguments: None)
+    taken: list[np.ndarray] = []
+    arrays: set[int] = set()
+
+    def sink(block: np.ndarray) -> None:
+        arrays.add(id(block.base if block.base is not None else block))
+        taken.append(block.copy())
+
+    decoded = decode_file(path, sink=sink)
+    assert decoded.chunks == () and decoded.sample_count == samples.size
+    assert [block.size for block in taken] == [262_144, 262_144, 115_712]
+    assert len(arrays) == 1
+    assert np.allclose(np.concatenate(taken), samples, atol=1e-4)
+
+
 @pytest.mark.skipif(not os.access("/dev/null", os.R_OK), reason="no /dev/null")
 def test_device_files_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="not a regular file"):

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from common.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
-from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, SharedSamples, attach_samples, host_id, segment_exists
+from common.shm import (
+    SEGMENT_NAME_PREFIX,
+    SHM_DIR,
+    SegmentWriter,
+    SharedSamples,
+    attach_samples,
+    host_id,
+    segment_exists,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +147,59 @@ def test_full_shared_memory_is_resource_exhausted(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ResourceExhaustedError, match="shm-size") as raised:
         SharedSamples.create(1000)
     assert raised.value.retry_after_s is not None
+    assert set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*")) == before
+
+
+def test_a_writer_appends_blocks_then_maps_the_whole() -> None:
+    samples = np.linspace(-1, 1, 1000, dtype=np.float32)
+    with SegmentWriter() as writer:
+        block = np.empty(300, dtype=np.float32)
+        for start in range(0, 1000, 300):
+            piece = samples[start : start + 300]
+            block[: piece.size] = piece
+            writer.append(block[: piece.size])  # the same array, reused
+        assert writer.sample_count == 1000
+        segment = writer.finish()
+    try:
+        assert segment_exists(segment.name) and segment.name == writer.name
+        assert (SHM_DIR / segment.name).stat().st_size == 4000
+        assert oct((SHM_DIR / segment.name).stat().st_mode & 0o777) == oct(0o600)
+        with attach_samples(segment.name, 1000) as mapped:
+            assert np.array_equal(mapped, samples)
+        with pytest.raises(ValueError, match="no longer being written"):
+            writer.append(samples)
+    finally:
+        segment.release()
+    assert not segment_exists(segment.name)
+
+
+def test_a_writer_left_unfinished_unlinks_its_segment() -> None:
+    with pytest.raises(RuntimeError), SegmentWriter() as writer:
+        writer.append(np.ones(10, dtype=np.float32))
+        assert segment_exists(writer.name)
+        raise RuntimeError("the decoder failed")
+    assert not segment_exists(writer.name)
+    writer.abort()  # idempotent
+
+
+def test_a_writer_of_nothing_gives_an_empty_audio() -> None:
+    with SegmentWriter() as writer, writer.finish() as segment:
+        assert segment.sample_count == 0
+        assert (SHM_DIR / segment.name).stat().st_size == 4
+        assert segment.read_bytes(0, 0) == b""
+
+
+def test_a_writer_on_a_full_shared_memory_is_resource_exhausted(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*"))
+
+    def no_space(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with SegmentWriter() as writer:
+        monkeypatch.setattr(os, "write", no_space)
+        with pytest.raises(ResourceExhaustedError, match="shm-size"):
+            writer.append(np.ones(10, dtype=np.float32))
+        monkeypatch.undo()
     assert set(SHM_DIR.glob(f"{SEGMENT_NAME_PREFIX}*")) == before
 
 
