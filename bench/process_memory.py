@@ -178,6 +178,9 @@ class MemoryPeaks:
     rss_sum_bytes: int = 0
     # The sum over processes of PSS at its highest: every page counted once, the shared audio included.
     pss_sum_bytes: int = 0
+    # The sum of their PSS outside shared memory and of the audio segments whole, at its highest: the
+    # audio counted once, also the pages of it no process has touched (PSS leaves those out).
+    audio_once_sum_bytes: int = 0
     # Each process's PSS at the moment the sum peaked.
     pss_at_peak: dict[str, ProportionalMemory] = field(default_factory=dict)
     # Each process's own highest PSS and RSS (sampled), reached at different times.
@@ -247,6 +250,8 @@ class MemorySampler(threading.Thread):
             figures[name] = sum((proportional_memory(member) for member in tree), ProportionalMemory())
             peaks.pss_bytes[name] = max(peaks.pss_bytes.get(name, 0), figures[name].pss_bytes)
         total = sum(memory.pss_bytes for memory in figures.values())
+        beside_audio = total - sum(memory.pss_shmem_bytes for memory in figures.values())
+        peaks.audio_once_sum_bytes = max(peaks.audio_once_sum_bytes, beside_audio + shared_audio_bytes(self._segments))
         if total > peaks.pss_sum_bytes:
             peaks.pss_sum_bytes = total
             peaks.pss_at_peak = figures
