@@ -403,3 +403,54 @@ def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobSto
         ("Found.", 0),
         ("Chunk 1.", 1),
     ]
+
+
+class BreakingAsr(SkippingAsr):
+    """A SkippingAsr whose first call breaks off (ABORTED) after chunk 0."""
+
+    def __init__(self, chunks: list[TimeRange]) -> None:
+        super().__init__(chunks)
+        self.first_passes: list[int] = []
+
+    def Transcribe(self, request: asr_pb2.TranscribeRequest, **_: Any) -> Any:
+        stream = super().Transcribe(request)
+        if len(request.chunks) == 1 and request.first_chunk_index == 0:
+            return stream  # the look
+        self.first_passes.append(request.first_chunk_index)
+
+        async def breaking() -> Any:
+            async for response in stream:
+                yield response
+                if len(self.first_passes) == 1:
+                    raise rpc_error(grpc.StatusCode.ABORTED, "the ASR restarted")
+
+        return breaking()
+
+
+def test_a_chunk_looked_at_again_is_kept_when_its_call_then_fails(store: JobStore) -> None:
+    chunks = [TimeRange(0.0, 10.0), TimeRange(10.0, 20.0)]
+    job = new_job(
+        store,
+        config=gateway_pb2.JobConfig(
+            transcription=asr_pb2.TranscriptionOptions(language_code="en", batch_size=2), skip_alignment=True
+        ),
+    )
+    for index, chunk in enumerate(chunks):
+        speech = [TimeRange(chunk.start_s, chunk.end_s - 4.0), TimeRange(chunk.end_s - 4.0, chunk.end_s)]
+        store.save_speech_chunk(job.job_id, index, chunk, speech)
+    store.mark_detection_complete(job.job_id)
+    asr = BreakingAsr(chunks)
+    asr.look_came.set()  # chunk 1 need not wait for the look
+    peers = Peers(
+        audio=FakeAudio(),  # type: ignore[arg-type]
+        vad=None,  # type: ignore[arg-type]
+        asr=asr,  # type: ignore[arg-type]
+        align=None,  # type: ignore[arg-type]
+        asr_capacity=AsrCapacity(None, replica_count=1),
+    )
+    config = GatewayConfig(server=ServerConfig(), retry=FAST)
+    segments = asyncio.run(JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id)).run())
+    # The retry asks for chunk 1 only: chunk 0 came, was looked at again once, and is kept.
+    assert asr.first_passes == [0, 1]
+    assert asr.looked_at == [[TimeRange(6.0, 10.0)]]
+    assert [segment.text for segment in segments] == ["Chunk 0.", "Found.", "Chunk 1."]
