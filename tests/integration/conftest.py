@@ -27,3 +27,23 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
     )
     leaked = our_segments() - before
     assert not leaked, f"shared memory left behind after the suite stopped: {sorted(leaked)}"
+
+
+@pytest.fixture(scope="session")
+def whole_window_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
+    """The suite with one ASR worker that decodes every chunk in Whisper's
+    whole 30 s window, as faster-whisper does: slower (a small live stream
+    limit) and with faster-whisper's habit of skipping speech at the end of
+    a short chunk."""
+    before = our_segments()
+    yield from start_suite(
+        tmp_path_factory.mktemp("whole-window"),
+        {
+            "SUBTITLER_ASR_NUM_WORKERS": "1",
+            "SUBTITLER_ASR_CPU_THREADS": "1",
+            "SUBTITLER_ASR_SOLO_CPU_THREADS": "1",
+            "SUBTITLER_ASR_MIN_WINDOW_S": "30",
+        },
+    )
+    leaked = our_segments() - before
+    assert not leaked, f"shared memory left behind after the suite stopped: {sorted(leaked)}"

@@ -284,7 +284,11 @@ def test_web_page_transcribes_a_video_and_plays_it_with_its_subtitles(
         assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "succeeded", driver.find_element(
             By.ID, "error"
         ).text
-        shown = " ".join(item.text.split(" ", 1)[-1] for item in driver.find_elements(By.CSS_SELECTOR, "#segments li"))
+        # Each item is its times, then its text.
+        shown = " ".join(
+            item.text.removeprefix(item.find_element(By.CLASS_NAME, "time").text).strip()
+            for item in driver.find_elements(By.CSS_SELECTOR, "#segments li")
+        )
         assert word_error_rate(recording.reference_text, shown) <= 0.2, shown
         assert not driver.find_elements(By.CSS_SELECTOR, "#segments li.draft"), "every segment is aligned"
         # The video plays the file with the job's WebVTT as its text track.

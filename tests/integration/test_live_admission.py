@@ -3,13 +3,12 @@ as its ASR workers hold at the latency targets, from the live decode time
 the ASR service measured on this machine, and refuses the next one at once
 with a retry hint; a stream that falls behind in a load spike catches up.
 The ASR is made slow here for real (one worker, Whisper's whole 30 s window
-for every decode), so the limit is small."""
+for every decode: conftest's `whole_window_suite`), so the limit is small."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -18,25 +17,12 @@ from common.convert import duration_to_seconds
 from gateway.live_admission import LIVE_LOAD
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
-from tests.integration.suite_fixtures import RunningSuite, start_suite
+from tests.integration.suite_fixtures import RunningSuite
 from tests.integration.test_live import PROMPTS, config, linear16, live_figures, run_stream, silence_stream
 from tests.speech import join_prompts
 from tests.wer import word_error_rate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def slow_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSuite]:
-    yield from start_suite(
-        tmp_path_factory.mktemp("slow-live"),
-        {
-            "SUBTITLER_ASR_NUM_WORKERS": "1",
-            "SUBTITLER_ASR_CPU_THREADS": "1",
-            "SUBTITLER_ASR_SOLO_CPU_THREADS": "1",
-            "SUBTITLER_ASR_MIN_WINDOW_S": "30",
-        },
-    )
 
 
 def measured(live: RunningSuite) -> tuple[status_pb2.MeasuredCapacity, status_pb2.MeasuredCapacity]:
@@ -49,12 +35,12 @@ def measured(live: RunningSuite) -> tuple[status_pb2.MeasuredCapacity, status_pb
 
 
 def test_streams_are_admitted_up_to_the_measured_capacity_and_the_next_is_refused_at_once(
-    slow_live: RunningSuite,
+    whole_window_suite: RunningSuite,
 ) -> None:
     deadline = time.monotonic() + 15  # (the gateway asks its ASR every 2 s until it has a measure)
-    while not (gateway_measure := measured(slow_live)[0]).live_decode_s and time.monotonic() < deadline:
+    while not (gateway_measure := measured(whole_window_suite)[0]).live_decode_s and time.monotonic() < deadline:
         time.sleep(0.2)
-    gateway_measure, asr_measure = measured(slow_live)
+    gateway_measure, asr_measure = measured(whole_window_suite)
     assert asr_measure.live_decode_s > 0.0 and asr_measure.source.startswith("warm-up")
     assert gateway_measure.live_decode_s == pytest.approx(asr_measure.live_decode_s)
     held = gateway_measure.live_streams
@@ -64,14 +50,18 @@ def test_streams_are_admitted_up_to_the_measured_capacity_and_the_next_is_refuse
     try:
         for _ in range(held):
             sent = threading.Event()
-            calls.append(slow_live.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
+            calls.append(whole_window_suite.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
             assert sent.wait(10)
         deadline = time.monotonic() + 10
-        while live_figures(slow_live)[0] < held and time.monotonic() < deadline:
+        while live_figures(whole_window_suite)[0] < held and time.monotonic() < deadline:
             time.sleep(0.1)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
-            list(slow_live.gateway.StreamingTranscribe(iter([gateway_pb2.StreamingTranscribeRequest(config=config())])))
+            list(
+                whole_window_suite.gateway.StreamingTranscribe(
+                    iter([gateway_pb2.StreamingTranscribeRequest(config=config())])
+                )
+            )
         assert time.monotonic() - started < 1.0
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert f"holds {held} live streams" in caught.value.details()
@@ -80,10 +70,10 @@ def test_streams_are_admitted_up_to_the_measured_capacity_and_the_next_is_refuse
         # One stream ends: a new one is admitted.
         calls.pop().cancel()
         deadline = time.monotonic() + 10
-        while live_figures(slow_live)[0] >= held and time.monotonic() < deadline:
+        while live_figures(whole_window_suite)[0] >= held and time.monotonic() < deadline:
             time.sleep(0.1)
         sent = threading.Event()
-        calls.append(slow_live.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
+        calls.append(whole_window_suite.gateway.StreamingTranscribe(silence_stream(stop, sent), timeout=120))
         assert sent.wait(10)
         time.sleep(0.5)
         assert not calls[-1].done()  # admitted: not refused
@@ -98,7 +88,7 @@ def _burn_cpu(until: float) -> None:
         pass
 
 
-def test_a_stream_behind_in_a_load_spike_catches_up(slow_live: RunningSuite) -> None:
+def test_a_stream_behind_in_a_load_spike_catches_up(whole_window_suite: RunningSuite) -> None:
     """Eight processes take the CPUs from the ASR for 8 s while a stream
     talks: its finals fall behind, then, the spike over, the stream catches
     up (it sheds steps and lead-ins rather than queueing them) and its last
@@ -119,7 +109,7 @@ def test_a_stream_behind_in_a_load_spike_catches_up(slow_live: RunningSuite) -> 
 
     threading.Thread(target=spike, daemon=True).start()
     try:
-        received = run_stream(slow_live.gateway, config(), linear16(speech.samples), speed=1.0)
+        received = run_stream(whole_window_suite.gateway, config(), linear16(speech.samples), speed=1.0)
     finally:
         for hog in hogs:
             hog.join(timeout=30)
