@@ -25,7 +25,11 @@ chunk alone, 0.17 in 2, 0.14 in 4, 0.13 in 8), and through the suite a
 by 160 MiB with tiny.en and 300 MiB with base (`_CPU_MEMORY_PER_BATCH_CHUNK_BYTES`
 errs above that, for bigger models); a worker whose share of the memory is
 small gets a smaller batch. Before those two changes batches of 2 were the
-fastest: every chunk's encoder buffers were faulted in afresh.
+fastest: every chunk's encoder buffers were faulted in afresh. Batches are
+of 6 at most: the suite must hold a 60-minute file in 1.8 GB, all services
+together (`bench.memory`), and with two workers and no solo replica the
+ASR's PSS peaked at 910-955 MiB in batches of 8 and at 746 MiB in batches
+of 6, for about 2% of a job (between 4 and 8 as measured above).
 
 Memory
 ------
@@ -52,7 +56,7 @@ _CUDA_COMPUTE_TYPE = "float16"
 # One single-threaded worker per effective CPU up to this many; more CPUs become threads per worker.
 _MAX_CPU_ASR_WORKERS = 8
 # Chunks per batch on CPU at most (see the module docstring), and the memory each takes beyond the model's.
-_MAX_CPU_BATCH_SIZE = 8
+_MAX_CPU_BATCH_SIZE = 6
 _CPU_MEMORY_PER_BATCH_CHUNK_BYTES = 128 * 1024 * 1024
 # Effective memory each CPU worker is budgeted: a replica of a model up to medium in int8 (~0.8 GB of weights)
 # with its decoding buffers. tiny and base need far less, so this errs towards fewer workers.

@@ -373,10 +373,11 @@ def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
 # 20 ms at the 90th percentile from where 7 put them.
 ATTENTION_MEDIAN_FILTER_WIDTH = 1
 
-# The largest model (its model.bin) that gets a solo replica: the replica
-# saves a fraction of a chunk's decoding per job, and costs the model's
-# memory once more (tiny, base and small in int8: 40-250 MB; medium and
-# large-v3 would cost 0.8-1.5 GB more).
+# The largest model (its model.bin) that gets a solo replica when one is
+# asked for (SUBTITLER_ASR_SOLO_CPU_THREADS): the replica saves a fraction of
+# a chunk's decoding per job, and costs the model's memory once more (tiny.en
+# in int8: 170-190 MiB loaded, from a 75 MB model.bin; medium and large-v3
+# would cost well over a GB more).
 SOLO_MAX_MODEL_BYTES = 512 * 1024 * 1024
 
 

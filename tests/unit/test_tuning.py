@@ -43,7 +43,7 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
     tuning = tune(_hardware(cpus=2))
     assert tuning.device == "cpu"
     assert tuning.asr_compute_type == "int8"
-    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 8)
+    assert (tuning.asr_workers, tuning.asr_threads_per_worker, tuning.asr_batch_size) == (2, 1, 6)
     assert tuning.gateway_max_concurrent_jobs == 16
     assert (tuning.vad_max_concurrent, tuning.vad_threads) == (1, 1)
     assert (tuning.align_max_concurrent, tuning.align_threads) == (1, 1)
@@ -52,7 +52,7 @@ def test_two_cpus_run_two_single_threaded_workers() -> None:
 @pytest.mark.parametrize(
     ("memory_gib", "batch_size"),
     [
-        (24, 8),  # plenty: the largest CPU batch
+        (24, 6),  # plenty: the largest CPU batch
         (3, 4),  # 1.5 GiB a worker: 0.5 GiB beyond the model, 128 MiB a chunk
         (2, 1),  # nothing beyond the model: one chunk at a time
     ],
