@@ -138,7 +138,8 @@ class SuiteRun:
     asr_busy_wall_s: float = 0.0
     # The resident memory of all the suite's processes together at its highest during the job.
     rss_peak_bytes: int = 0
-    # Their proportional memory (PSS: the shared audio counted once) together at its highest.
+    # Their memory together at its highest with the shared audio counted once: the larger of their PSS
+    # summed and of their PSS outside shared memory plus the audio segments whole (`MemoryPeaks`).
     pss_peak_bytes: int = 0
     # All the sampler saw (per process, the sum's breakdown at its peak, the timeline).
     memory: MemoryPeaks | None = None
@@ -223,7 +224,7 @@ def run_job(
         busy.worker_s,
         busy.busy_wall_s,
         memory.rss_sum_bytes,
-        memory.pss_sum_bytes,
+        max(memory.pss_sum_bytes, memory.audio_once_sum_bytes),
         memory,
     )
 
@@ -463,8 +464,8 @@ def print_report(comparison: Comparison, options: argparse.Namespace) -> None:
     # The target, 1.8 GB, is what WhisperX needs here for the same work; it counts the shared audio once (PSS).
     target_mib = TARGET_BYTES / MIB
     print(
-        f"all services together: at most {comparison.together_pss_mib:.0f} MiB PSS at once (target <= "
-        f"{target_mib:.0f} MiB, 1.8 GB: every page counted once, the shared audio included; sampled every "
+        f"all services together: at most {comparison.together_pss_mib:.0f} MiB at once, the shared audio counted "
+        f"once (PSS, the audio segments whole; target <= {target_mib:.0f} MiB, 1.8 GB; sampled every "
         f"{PSS_MIN_INTERVAL_S:.1f}-{PSS_MAX_INTERVAL_S:.1f} s); {comparison.together_mib:.0f} MiB RSS at once, "
         "sampled every 50 ms (an upper bound: the audio counts in every process that maps it); the sum of each "
         f"one's own peak RSS, reached at different times: {sum(comparison.rss_mib.values()):.0f} MiB"

@@ -139,7 +139,7 @@ def print_job(job: JobMemory) -> None:
     if job.others:
         print(
             f"note: {job.others} processes of another suite ran beside this one: the library pages they share "
-            "with it are divided with them, so PSS reads a little low (about 10-20 MiB a service)"
+            "with it are divided with them, so PSS reads a little low (by 5-15 MiB a service)"
         )
     print(
         f"(peak PSS/RSS: each service's own highest, at different times; sum peak PSS sampled every "
