@@ -12,8 +12,14 @@ word error rate.
 job without it: each window, the VAD's speech probability over it, where the
 recording's passages (music, noise) lie, and the chunk's segments either side.
 
+`--gateway-from DIR` compares two gateways on the same stage services: the
+gateway of another checkout (the code before a change) runs beside this
+one's, and each round runs every job on both, one after the other, so that
+the two meet the same load on a shared machine.
+
     python -m bench.job_costs                       # one round of the four jobs
     python -m bench.job_costs --rounds 2 --windows
+    python -m bench.job_costs --rounds 4 --gateway-from /tmp/before   # A/B against another checkout
     CT2_FORCE_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python -m bench.job_costs
 """
 
@@ -23,6 +29,8 @@ import argparse
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,6 +39,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.machine import print_machine_line
 from bench.media import BenchMedia, MediaOptions, realistic_media
@@ -51,6 +60,8 @@ JOB_MODES: dict[str, tuple[bool, bool]] = {
     "no align": (True, False),
     "neither": (True, True),
 }
+# The process name (and log) of the other checkout's gateway.
+OTHER_GATEWAY = "gateway-other"
 _SECOND_LOOK = re.compile(r"job (\S+) chunk (\d+): (\d+) s of speech had no segment; a second look found (\d+)")
 _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -62,12 +73,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_S
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Time the threads of a process have spent ready to run but waiting for
+    a CPU (/proc/<pid>/task/*/schedstat): how much other work held them back."""
+    total_ns = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total_ns += int(stat.read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total_ns / 1e9
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A gateway the jobs go through: its stub, its log and its data directory."""
+
+    label: str
+    stub: gateway_pb2_grpc.GatewayServiceStub
+    log_name: str
+    data_dir: Path
+    pid: int
+
+
 @dataclass(frozen=True)
 class JobCost:
+    gateway: str
     mode: str
     job_id: str
     wall_s: float
     cpu_s: dict[str, float]
+    # Time the ASR's threads waited for a CPU: high when other work shared the machine.
+    asr_waited_s: float
     transcribe_calls: int
     chunks_sent: int
     second_looks: int
@@ -76,23 +113,25 @@ class JobCost:
     word_error_rate: float
 
 
-def run_job(
-    suite: Suite, gateway: gateway_pb2_grpc.GatewayServiceStub, mode: str, path: str, reference: str
-) -> JobCost:
+def run_job(suite: Suite, through: Gateway, mode: str, path: str, reference: str) -> JobCost:
     skip_alignment, skip_coverage_check = JOB_MODES[mode]
     config = gateway_pb2.JobConfig(
         transcription=asr_pb2.TranscriptionOptions(beam_size=5, batch_size=8, language_code="en"),
         skip_alignment=skip_alignment,
         skip_coverage_check=skip_coverage_check,
     )
-    pids = {name: process.pid for name, process in suite.processes.items()}
+    gateway = through.stub
+    # The stage services and the gateway the job goes through (as "gateway").
+    pids = {name: process.pid for name, process in suite.processes.items()} | {"gateway": through.pid}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    waited_before_s = run_queue_seconds(pids["asr"])
     started = time.perf_counter()
     job = gateway.CreateJob(gateway_pb2.CreateJobRequest(path=path, config=config))
     for _ in gateway.WatchJob(gateway_pb2.WatchJobRequest(job_id=job.job_id)):
         pass
     wall_s = time.perf_counter() - started
     cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    asr_waited_s = run_queue_seconds(pids["asr"]) - waited_before_s
     finished = gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job.job_id))
     if finished.state != gateway_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"{mode}: job failed: {finished.error}")
@@ -103,14 +142,16 @@ def run_job(
     requests = asr_requests(suite, job.job_id)
     looks = [
         match
-        for record in suite.log_records("gateway")
+        for record in suite.log_records(through.log_name)
         if (match := _SECOND_LOOK.fullmatch(str(record.get("event")))) and match[1] == job.job_id
     ]
     return JobCost(
+        through.label,
         mode,
         job.job_id,
         wall_s,
         cpu_s,
+        asr_waited_s,
         len(requests),
         sum(len(request.chunks) for request in requests),
         len(looks),
@@ -122,13 +163,13 @@ def run_job(
 
 def print_costs(costs: Sequence[JobCost]) -> None:
     names = [name for name, _, _ in SERVICES if name != "diarize"]
-    header = f"{'job':<20}{'wall s':>8}" + "".join(f"{name + ' cpu':>12}" for name in names)
-    print(header + f"{'calls':>7}{'chunks':>8}{'looks':>7}{'look s':>8}{'found':>7}{'WER':>8}")
+    header = f"{'gateway':<9}{'job':<20}{'wall s':>8}" + "".join(f"{name + ' cpu':>12}" for name in names)
+    print(header + f"{'asr waited':>11}{'calls':>7}{'chunks':>8}{'looks':>7}{'look s':>8}{'found':>7}{'WER':>8}")
     for cost in costs:
         print(
-            f"{cost.mode:<20}{cost.wall_s:>8.1f}"
+            f"{cost.gateway:<9}{cost.mode:<20}{cost.wall_s:>8.1f}"
             + "".join(f"{cost.cpu_s.get(name, 0.0):>12.1f}" for name in names)
-            + f"{cost.transcribe_calls:>7}{cost.chunks_sent:>8}{cost.second_looks:>7}"
+            + f"{cost.asr_waited_s:>11.1f}{cost.transcribe_calls:>7}{cost.chunks_sent:>8}{cost.second_looks:>7}"
             f"{cost.second_look_speech_s:>8}{cost.second_look_found:>7}{cost.word_error_rate:>8.2%}"
         )
 
@@ -190,6 +231,12 @@ def main() -> None:
     parser.add_argument("--windows", action="store_true", help="print the coverage check's windows")
     parser.add_argument("--keep", type=Path, help="keep the suite's logs and store in this folder")
     parser.add_argument("--windows-of", metavar="JOB_ID", help="only print the windows of a job kept in --keep")
+    parser.add_argument(
+        "--settle-load", type=float, metavar="LOAD", help="before each job, wait (up to 3 min) for a lower load average"
+    )
+    parser.add_argument(
+        "--gateway-from", type=Path, metavar="DIR", help="a checkout whose gateway runs beside this one's (A/B)"
+    )
     options = parser.parse_args()
     media = realistic_media(MediaOptions())
     if options.windows_of:
@@ -212,26 +259,104 @@ def main() -> None:
         },
     )
     suite.start()
+    other: subprocess.Popen[bytes] | None = None
     costs: list[JobCost] = []
     try:
-        with grpc.insecure_channel(suite.target("gateway")) as channel:
-            gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        gateways = [
+            Gateway("this", _stub(suite.target("gateway")), "gateway", workdir / "data", suite.processes["gateway"].pid)
+        ]
+        if options.gateway_from is not None:
+            other, target = start_other_gateway(suite, options.gateway_from.resolve(), workdir)
+            gateways.append(Gateway("other", _stub(target), OTHER_GATEWAY, workdir / "data-other", other.pid))
+        for through in gateways:
             # A first job warms every service (models, caches, malloc's kept buffers).
-            run_job(suite, gateway, "neither", audio_path.name, media.reference_text)
-            for _ in range(options.rounds):
-                for mode in options.modes:
-                    costs.append(run_job(suite, gateway, mode, audio_path.name, media.reference_text))
+            run_job(suite, through, "neither", audio_path.name, media.reference_text)
+        for _ in range(options.rounds):
+            for mode in options.modes:
+                for through in gateways:
+                    settle(options.settle_load)
+                    costs.append(run_job(suite, through, mode, audio_path.name, media.reference_text))
                     print_costs(costs[-1:])
         print()
         print_costs(costs)
-        unchecked = [cost for cost in costs if cost.mode == "no coverage check"]
+        print()
+        print_fastest(costs)
+        unchecked = [cost for cost in costs if cost.mode == "no coverage check" and cost.gateway == "this"]
         if options.windows and unchecked:
             print()
-            print_windows(workdir / "data" / "jobs.sqlite3", unchecked[-1].job_id, media)
+            print_windows(gateways[0].data_dir / "jobs.sqlite3", unchecked[-1].job_id, media)
     finally:
+        if other is not None:
+            other.terminate()
+            other.wait(timeout=30)
         suite.stop()
         if options.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def settle(load: float | None, longest_s: float = 180.0) -> None:
+    """Waits (at most `longest_s`) until the machine's 1-minute load average is under `load`."""
+    deadline = time.monotonic() + longest_s
+    while load is not None and os.getloadavg()[0] >= load and time.monotonic() < deadline:
+        time.sleep(5.0)
+
+
+def _stub(target: str) -> gateway_pb2_grpc.GatewayServiceStub:
+    return gateway_pb2_grpc.GatewayServiceStub(grpc.insecure_channel(target))
+
+
+def print_fastest(costs: Sequence[JobCost]) -> None:
+    """Per gateway and job, the fastest wall time and the least ASR CPU of its
+    rounds, and the wall time of the round whose ASR waited least for a CPU."""
+    print(f"{'gateway':<9}{'job':<20}{'fastest wall s':>16}{'least asr cpu s':>17}{'least waited: wall s':>22}")
+    for key in dict.fromkeys((cost.gateway, cost.mode) for cost in costs):
+        runs = [cost for cost in costs if (cost.gateway, cost.mode) == key]
+        wall_s = min(cost.wall_s for cost in runs)
+        asr_s = min(cost.cpu_s.get("asr", 0.0) for cost in runs)
+        calm = min(runs, key=lambda cost: cost.asr_waited_s)
+        print(
+            f"{key[0]:<9}{key[1]:<20}{wall_s:>16.1f}{asr_s:>17.1f}"
+            f"{calm.wall_s:>12.1f} ({calm.asr_waited_s:.1f} s waited)"
+        )
+
+
+def start_other_gateway(suite: Suite, checkout: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The gateway of another checkout on the suite's stage services, with
+    a data directory and log of its own; returns it and its address."""
+    run_dir = workdir / "run"
+    port_file = run_dir / f"{OTHER_GATEWAY}.port"
+    port_file.unlink(missing_ok=True)
+    env = suite.environment("gateway") | {
+        "SUBTITLER_GATEWAY_PORT": "0",
+        "SUBTITLER_GATEWAY_PORT_FILE": str(port_file),
+        "SUBTITLER_GATEWAY_METRICS_PORT_FILE": str(run_dir / f"{OTHER_GATEWAY}.metrics-port"),
+        "SUBTITLER_GATEWAY_DATA_DIR": str(workdir / "data-other"),
+    }
+    with open(suite.log_path(OTHER_GATEWAY), "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 120.0
+    while not port_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the other gateway did not start; see {suite.log_path(OTHER_GATEWAY)}")
+        time.sleep(0.1)
+    target = f"{suite.host}:{int(port_file.read_text())}"
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                if (
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
+                    break
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other gateway is not SERVING in time")
+            time.sleep(0.2)
+    return process, target
 
 
 if __name__ == "__main__":
