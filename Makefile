@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,13 +80,23 @@ run: $(STAMP) ## Start audio, vad, asr, align, the gateway and the HTTP front (:
 	$(PY) -m tools.run_suite
 
 .PHONY: bench
-bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one process (a long file, 16 short clips), ASR replicas, live captions, word timing, diarization
-	$(PY) -m bench.end_to_end $(BENCH_ARGS)
+bench: $(STAMP) test-data ## Benchmarks: the suite against faster-whisper in one process (a long file, 16 short clips), ASR replicas, live captions, word timing, diarization, memory
+	$(PY) -m bench.end_to_end --media both $(BENCH_ARGS)
 	$(PY) -m bench.short_clips
 	$(PY) -m bench.replicas
-	$(PY) -m bench.streaming
+	$(PY) -m bench.streaming --counts 1,2 --streams 4 --overload
+	$(PY) -m bench.streaming --media realistic --streams 4 --duration-s 180
+	$(PY) -m bench.streaming --max-streams 64 --streams 2 --duration-s 30 --ramp 4,6,8,10,12
 	$(PY) -m bench.word_timing
 	$(PY) -m bench.diarization --job
+	$(PY) -m bench.memory
+
+# The instruction set an ordinary x86 core has: every target must hold on it too.
+AVX2 := CT2_FORCE_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+
+.PHONY: bench-avx2
+bench-avx2: ## The benchmarks again with AVX2 forced (CTranslate2, oneDNN and MKL); each first line says what was dispatched
+	$(AVX2) $(MAKE) bench
 
 .PHONY: clean
 clean: ## Remove caches, logs and the local data directory (not .venv)
