@@ -370,21 +370,23 @@ class SkippingAsr:
         return first_pass() if ranges == self.chunks[request.first_chunk_index :][: len(ranges)] else second_look()
 
 
-def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobStore) -> None:
-    chunks = [TimeRange(0.0, 10.0), TimeRange(10.0, 20.0)]
+# Two 10 s chunks, each ending in a 4 s speech range of its own.
+LOOKED_AT_CHUNKS = [TimeRange(0.0, 10.0), TimeRange(10.0, 20.0)]
+
+
+def run_detected_job(store: JobStore, asr: SkippingAsr) -> list[Segment]:
+    """A job whose speech was detected before (a resumed job: both of
+    `LOOKED_AT_CHUNKS` go in one Transcribe call), run against `asr`."""
     job = new_job(
         store,
         config=gateway_pb2.JobConfig(
             transcription=asr_pb2.TranscriptionOptions(language_code="en", batch_size=2), skip_alignment=True
         ),
     )
-    # Detected before (a resumed job): both chunks go in one call.
-    for index, chunk in enumerate(chunks):
-        # The chunk's last 4 s are a speech range of their own.
+    for index, chunk in enumerate(LOOKED_AT_CHUNKS):
         speech = [TimeRange(chunk.start_s, chunk.end_s - 4.0), TimeRange(chunk.end_s - 4.0, chunk.end_s)]
         store.save_speech_chunk(job.job_id, index, chunk, speech)
     store.mark_detection_complete(job.job_id)
-    asr = SkippingAsr(chunks)
     peers = Peers(
         audio=FakeAudio(),  # type: ignore[arg-type]
         vad=None,  # type: ignore[arg-type]
@@ -393,8 +395,12 @@ def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobSto
         asr_capacity=AsrCapacity(None, replica_count=1),
     )
     config = GatewayConfig(server=ServerConfig(), retry=FAST)
-    pipeline = JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id))
-    segments = asyncio.run(pipeline.run())
+    return asyncio.run(JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id)).run())
+
+
+def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobStore) -> None:
+    asr = SkippingAsr(LOOKED_AT_CHUNKS)
+    segments = run_detected_job(store, asr)
     # The look at chunk 0's last 4 s went out while chunk 1 was still to come
     # in the same Transcribe call (a look sent after the call's end would never be).
     assert asr.looked_at == [[TimeRange(6.0, 10.0)]]
@@ -428,28 +434,9 @@ class BreakingAsr(SkippingAsr):
 
 
 def test_a_chunk_looked_at_again_is_kept_when_its_call_then_fails(store: JobStore) -> None:
-    chunks = [TimeRange(0.0, 10.0), TimeRange(10.0, 20.0)]
-    job = new_job(
-        store,
-        config=gateway_pb2.JobConfig(
-            transcription=asr_pb2.TranscriptionOptions(language_code="en", batch_size=2), skip_alignment=True
-        ),
-    )
-    for index, chunk in enumerate(chunks):
-        speech = [TimeRange(chunk.start_s, chunk.end_s - 4.0), TimeRange(chunk.end_s - 4.0, chunk.end_s)]
-        store.save_speech_chunk(job.job_id, index, chunk, speech)
-    store.mark_detection_complete(job.job_id)
-    asr = BreakingAsr(chunks)
+    asr = BreakingAsr(LOOKED_AT_CHUNKS)
     asr.look_came.set()  # chunk 1 need not wait for the look
-    peers = Peers(
-        audio=FakeAudio(),  # type: ignore[arg-type]
-        vad=None,  # type: ignore[arg-type]
-        asr=asr,  # type: ignore[arg-type]
-        align=None,  # type: ignore[arg-type]
-        asr_capacity=AsrCapacity(None, replica_count=1),
-    )
-    config = GatewayConfig(server=ServerConfig(), retry=FAST)
-    segments = asyncio.run(JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id)).run())
+    segments = run_detected_job(store, asr)
     # The retry asks for chunk 1 only: chunk 0 came, was looked at again once, and is kept.
     assert asr.first_passes == [0, 1]
     assert asr.looked_at == [[TimeRange(6.0, 10.0)]]
