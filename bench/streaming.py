@@ -102,14 +102,11 @@ class StreamRun:
         return " ".join(text for _, _, text in self.finals)
 
 
-# The media streamed: "prompts" (Asterisk prompts, 1.2 s apart) or
-# "realistic" (bench.media: continuous speech of two voices, music, noise).
-MEDIA = {"media": "prompts"}
-
-
-def recording(seed: int, duration_s: float) -> LongRecording:
-    """A stream's audio: `duration_s` of the chosen media, a different stretch for each seed."""
-    if MEDIA["media"] == "realistic":
+def recording(seed: int, duration_s: float, media: str) -> LongRecording:
+    """A stream's audio: `duration_s` of `media`, a different stretch for
+    each seed: "prompts" (Asterisk prompts, 1.2 s apart) or "realistic"
+    (bench.media: continuous speech of two voices, music, noise)."""
+    if media == "realistic":
         return realistic_stretch(seed, duration_s)
     return build_long_recording(min_duration_s=duration_s, gap_s=1.2, shuffle_seed=seed)
 
@@ -295,10 +292,12 @@ def measured_streams(channel: grpc.Channel, wait_s: float = 30.0) -> tuple[int, 
         time.sleep(0.5)
 
 
-def overload(gateway: gateway_pb2_grpc.GatewayServiceStub, held_streams: int, duration_s: float) -> None:
+def overload(gateway: gateway_pb2_grpc.GatewayServiceStub, held_streams: int, duration_s: float, media: str) -> None:
     """Twice the streams the gateway holds, offered at once."""
     offered = max(2, 2 * held_streams)
-    runs = run_streams(gateway, [recording(500 + number, duration_s) for number in range(offered)], allow_refusals=True)
+    runs = run_streams(
+        gateway, [recording(500 + number, duration_s, media) for number in range(offered)], allow_refusals=True
+    )
     admitted = [run for run in runs if run.refused_after_s is None]
     refused = [run for run in runs if run.refused_after_s is not None]
     slowest = max((run.refused_after_s or 0.0 for run in refused), default=float("nan"))
@@ -365,7 +364,6 @@ def main() -> None:
     )
     parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
     options = parser.parse_args()
-    MEDIA["media"] = options.media
     print_machine_line()
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
         workdir = Path(workdir_name)
@@ -388,9 +386,13 @@ def main() -> None:
                     f"the ASR measured {decode_s:.3f} s a live decode)"
                 )
                 for count in [int(item) for item in options.counts.split(",") if item.strip()]:
-                    few = run_streams(gateway, [recording(100 + number, options.ramp_s) for number in range(count)])
+                    few = run_streams(
+                        gateway, [recording(100 + number, options.ramp_s, options.media) for number in range(count)]
+                    )
                     report(f"{count} streams of {options.ramp_s:g} s at real-time pace", few)
-                recordings = [recording(200 + number, options.duration_s) for number in range(options.streams)]
+                recordings = [
+                    recording(200 + number, options.duration_s, options.media) for number in range(options.streams)
+                ]
                 for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
                     compared = run_streams(gateway, recordings, min_silence_s=silence_s)
                     report(f"{options.streams} streams, utterances ended by {silence_s:g} s of silence", compared)
@@ -432,13 +434,13 @@ def main() -> None:
                     f"{live_wer / file_wer if file_wer else float('inf'):.2f}x (target <= 1.15x)"
                 )
                 if options.overload:
-                    overload(gateway, measured_streams(channel)[0], options.ramp_s)
+                    overload(gateway, measured_streams(channel)[0], options.ramp_s, options.media)
                 if options.ramp:
                     most = 0
                     for count in [int(item) for item in options.ramp.split(",") if item.strip()]:
                         ramp_runs = run_streams(
                             gateway,
-                            [recording(300 + number, options.ramp_s) for number in range(count)],
+                            [recording(300 + number, options.ramp_s, options.media) for number in range(count)],
                             allow_refusals=True,
                         )
                         refused = sum(run.refused_after_s is not None for run in ramp_runs)
@@ -452,13 +454,13 @@ def main() -> None:
                         most = count
                     print(f"most streams held in real time: {most}")
                 if options.memory_s and suite is not None:
-                    memory_check(gateway, suite.processes["gateway"].pid, options.memory_s)
+                    memory_check(gateway, suite.processes["gateway"].pid, options.memory_s, options.media)
         finally:
             if suite is not None:
                 suite.stop()
 
 
-def memory_check(gateway: gateway_pb2_grpc.GatewayServiceStub, pid: int, duration_s: float) -> None:
+def memory_check(gateway: gateway_pb2_grpc.GatewayServiceStub, pid: int, duration_s: float, media: str) -> None:
     process = psutil.Process(pid)
     samples: list[tuple[float, int]] = []
     done = threading.Event()
@@ -471,7 +473,7 @@ def memory_check(gateway: gateway_pb2_grpc.GatewayServiceStub, pid: int, duratio
     watcher = threading.Thread(target=watch)
     watcher.start()
     started = time.monotonic()
-    run = stream(gateway, recording(400, duration_s).samples, fast=True, interim=False)
+    run = stream(gateway, recording(400, duration_s, media).samples, fast=True, interim=False)
     done.set()
     watcher.join()
     if run.error:
