@@ -224,7 +224,7 @@ def run_job(
         busy.worker_s,
         busy.busy_wall_s,
         memory.rss_sum_bytes,
-        max(memory.pss_sum_bytes, memory.audio_once_sum_bytes),
+        memory.judged_bytes,
         memory,
     )
 

@@ -84,7 +84,7 @@ class JobMemory:
     @property
     def judged_bytes(self) -> int:
         """What meets the target or not: all services at once, the audio counted once (the larger measure)."""
-        return max(self.peaks.pss_sum_bytes, self.peaks.audio_once_sum_bytes)
+        return self.peaks.judged_bytes
 
     @property
     def beside_audio_bytes(self) -> int:

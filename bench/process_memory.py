@@ -193,6 +193,12 @@ class MemoryPeaks:
     pss_round_cpu_s: float = 0.0
     pss_interval_s: float = 0.0
 
+    @property
+    def judged_bytes(self) -> int:
+        """What meets the memory target or not: all processes at once with the
+        audio counted once, the larger of the two measures."""
+        return max(self.pss_sum_bytes, self.audio_once_sum_bytes)
+
 
 class MemorySampler(threading.Thread):
     """Samples, while it runs, the audio segments the processes map and each
