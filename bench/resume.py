@@ -29,7 +29,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from bench.machine import print_machine_line
-from gateway.store import JobStore
+from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.vad.v1 import vad_pb2

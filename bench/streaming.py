@@ -18,7 +18,7 @@ free ports with the embedded tiny.en int8. Prints:
 - whether latency drifts: the p95 of the finals of the first minute and of
   the last (target: the last at most the first + 0.5 s);
 - the live streams the gateway holds, as it measured them
-  (gateway.live_admission: from the ASR's measured live decode time);
+  (gateway.live.admission: from the ASR's measured live decode time);
 - with --overload, twice as many streams as the gateway holds offered at
   once: how many it admitted, their latencies (the same targets), and how
   fast the others were refused (RESOURCE_EXHAUSTED with a retry hint within
@@ -61,7 +61,7 @@ from bench.end_to_end import start_suite
 from bench.machine import print_machine_line
 from bench.media import realistic_media
 from common.convert import duration_to_seconds, seconds_to_duration
-from gateway.cli import upload_requests
+from gateway.cli.main import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc

@@ -177,7 +177,7 @@ class LiveLoadModel:
 
     `decodes_per_stream_s`: decodes a stream needs per second of its audio
     when it sheds everything optional (interim steps only on spare workers,
-    long steps; gateway.live_stream), measured on continuous speech.
+    long steps; gateway.live.stream), measured on continuous speech.
     `utilization`: the share of the workers' time live decodes may take: a
     final waits for the decodes ahead of it, and near full use the wait
     grows without bound."""

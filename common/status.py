@@ -100,7 +100,7 @@ class LoadFigures:
     live_buffered_samples: int = 0
     # What the service measured it gets through (common.capacity); None: nothing measured.
     measured: MeasuredFigures | None = None
-    # Gateway: seconds a job submitted now is expected to wait for its turn (gateway.job_admission).
+    # Gateway: seconds a job submitted now is expected to wait for its turn (gateway.jobs.admission).
     queue_wait_s: float = 0.0
 
     @classmethod

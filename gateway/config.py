@@ -45,7 +45,7 @@ class LiveConfig:
 
     # Streams open at once; more are refused with RESOURCE_EXHAUSTED. 0: as
     # many as the ASR workers hold at the latency targets, measured
-    # (gateway.live_admission).
+    # (gateway.live.admission).
     max_streams: int = 0
     # Audio one stream may carry, in the stream's own time.
     max_stream_duration_s: float = 4 * 3600.0
@@ -82,7 +82,7 @@ class GatewayConfig:
     max_concurrent_jobs: int = 0
     # Jobs waiting in the queue at most; beyond, RESOURCE_EXHAUSTED (100
     # while the ASR's rate is not measured; 0: none wait). A ceiling: the
-    # queue's usual bound is the wait below (gateway.job_admission).
+    # queue's usual bound is the wait below (gateway.jobs.admission).
     max_queued_jobs: int = 1000
     # Longest a new job is expected to wait for its turn, at the rate the
     # ASR measured; a job that would wait longer is refused with
@@ -110,7 +110,7 @@ class GatewayConfig:
     max_watchers: int = 1000
     # Live streams (StreamingTranscribe) open at once, and their bounds.
     live: LiveConfig = LiveConfig()
-    # Clients' bearer tokens, one "name:token" a line (see gateway.auth);
+    # Clients' bearer tokens, one "name:token" a line (see gateway.api.auth);
     # None: no authentication.
     tokens_file: Path | None = None
     # Deadline of one call to a peer service, in seconds.

@@ -15,17 +15,17 @@ from common.channels import open_channel
 from common.machine import plan_machine
 from common.server import RunningServer, create_server
 from common.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
+from gateway.api.auth import Authenticator, TokenTable
+from gateway.api.live_servicer import LiveCaptioner
+from gateway.api.servicer import GatewayServicer
 from gateway.asr_capacity import AsrCapacity
-from gateway.auth import Authenticator, TokenTable
 from gateway.config import GatewayConfig
-from gateway.events import EventHub
-from gateway.live_admission import MAX_STREAMS_CEILING, StreamAdmission
-from gateway.live_decoder import LiveDecoder
-from gateway.live_servicer import LiveCaptioner
-from gateway.pipeline import Peers
-from gateway.scheduler import JobScheduler
-from gateway.servicer import GatewayServicer
-from gateway.store import JobStore
+from gateway.jobs.events import EventHub
+from gateway.jobs.pipeline import Peers
+from gateway.jobs.scheduler import JobScheduler
+from gateway.live.admission import MAX_STREAMS_CEILING, StreamAdmission
+from gateway.live.decoder import LiveDecoder
+from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc

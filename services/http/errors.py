@@ -46,7 +46,7 @@ def from_grpc(error: grpc.aio.AioRpcError) -> ApiError:
         if retry:
             headers["Retry-After"] = str(max(1, round(float(retry))))
     if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("upload of ") and "over the limit" in message:
-        # The gateway's SUBTITLER_GATEWAY_MAX_UPLOAD_BYTES (gateway.servicer's message).
+        # The gateway's SUBTITLER_GATEWAY_MAX_UPLOAD_BYTES (gateway.api.servicer's message).
         status = 413
     return ApiError(status, message, code.name.lower(), headers)
 

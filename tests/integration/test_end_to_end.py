@@ -561,7 +561,7 @@ def test_cli_reports_a_gateway_that_is_down_instead_of_hanging(capsys: pytest.Ca
     import socket
     import time
 
-    from gateway import cli
+    from gateway.cli import main as cli
 
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common.convert import duration_to_seconds
-from gateway.cli import upload_requests
+from gateway.cli.main import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
@@ -457,7 +457,7 @@ def test_the_cli_streams_a_file_and_raw_pcm_from_stdin(
     import json
     import sys
 
-    from gateway import cli
+    from gateway.cli import main as cli
 
     target = live.suite.target("gateway")
     media = write_wav(tmp_path / "talk.wav", speech.samples)

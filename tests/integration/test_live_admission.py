@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from common.convert import duration_to_seconds
-from gateway.live_admission import LIVE_LOAD
+from gateway.live.admission import LIVE_LOAD
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from tests.integration.suite_fixtures import RunningSuite

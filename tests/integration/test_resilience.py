@@ -23,8 +23,8 @@ from google.protobuf.duration_pb2 import Duration
 
 from common.convert import duration_to_seconds
 from gateway.asr_capacity import CALLS_PER_WORKER
-from gateway.store import JobStore
-from gateway.store_db import open_database, schema_sql
+from gateway.store.database import open_database, schema_sql
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
 from tests.integration.suite_fixtures import RunningSuite, our_segments, start_suite

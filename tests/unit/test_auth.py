@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.config import ConfigError
-from gateway.auth import TokenTable
+from gateway.api.auth import TokenTable
 
 GOOD = "0123456789abcdef0123"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.batch.inputs import expand_inputs, output_names
+from gateway.cli.batch.inputs import expand_inputs, output_names
 
 
 def test_outputs_are_named_after_their_inputs() -> None:

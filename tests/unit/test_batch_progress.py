@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from common.convert import seconds_to_duration
-from gateway.batch.progress import (
+from gateway.cli.batch.progress import (
     BatchProgress,
     BatchTotals,
     FileProgress,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from gateway.batch.runner import AdmissionGate, FileUpload, file_request_id, local_status
+from gateway.cli.batch.runner import AdmissionGate, FileUpload, file_request_id, local_status
 from subtitler.gateway.v1 import gateway_pb2
 
 

@@ -1,4 +1,4 @@
-"""gateway.job_admission: the job queue bounded by the wait its work means
+"""gateway.jobs.admission: the job queue bounded by the wait its work means
 at the ASR's measured rate, the count a ceiling, and retry hints of when
 room is expected."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import ResourceExhaustedError
-from gateway.job_admission import (
+from gateway.jobs.admission import (
     MAX_RETRY_AFTER_S,
     MIN_RETRY_AFTER_S,
     PRIOR_JOB_AUDIO_S,
@@ -18,7 +18,7 @@ from gateway.job_admission import (
     PendingJob,
     QueueBounds,
 )
-from gateway.jobs import JobRecord, JobState, Stage
+from gateway.records import JobRecord, JobState, Stage
 from subtitler.gateway.v1 import gateway_pb2
 
 HOUR_S = 3600.0

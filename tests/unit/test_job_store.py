@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from common.transcript import Segment, TimeRange, Word
-from gateway.jobs import JobRecord, JobState
-from gateway.store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
+from gateway.records import JobRecord, JobState
+from gateway.store.job_store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
 from subtitler.gateway.v1 import gateway_pb2
 from tests.postgres import fresh_database
 

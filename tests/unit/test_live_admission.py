@@ -1,4 +1,4 @@
-"""gateway.live_admission: live streams admitted up to what the ASR's
+"""gateway.live.admission: live streams admitted up to what the ASR's
 measured decode time holds, refused at once beyond it or while behind."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from common.errors import ResourceExhaustedError
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import LiveConfig
-from gateway.live_admission import LIVE_LOAD, StreamAdmission
+from gateway.live.admission import LIVE_LOAD, StreamAdmission
 from subtitler.status.v1 import status_pb2
 
 

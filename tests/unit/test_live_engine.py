@@ -10,9 +10,9 @@ import pytest
 
 from common.errors import InvalidInputError
 from common.transcript import TimeRange, Word
-from gateway.live_audio import AudioConverter, AudioFormat
-from gateway.live_decoder import PRIORITY_FINAL, Hypothesis
-from gateway.live_stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix, agreed_sentence_end
+from gateway.live.audio import AudioConverter, AudioFormat
+from gateway.live.decoder import PRIORITY_FINAL, Hypothesis
+from gateway.live.stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix, agreed_sentence_end
 from services.vad.engine import LiveVadOptions, SpeechDetector, bundled_model_path
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -244,7 +244,7 @@ def test_without_lead_in_decodes_get_what_was_said_as_context() -> None:
 
 
 def test_the_context_is_the_end_of_what_was_said_from_a_word_start() -> None:
-    from gateway.live_stream import _last_chars
+    from gateway.live.stream import _last_chars
 
     assert _last_chars("one two three", 100) == "one two three"
     assert _last_chars("one two three", 9) == "three"
@@ -285,7 +285,7 @@ def test_the_streaming_vad_finds_each_utterance_of_real_speech() -> None:
 
 
 def test_a_long_utterance_is_cut_at_a_sentence_end_else_a_clause_else_the_widest_pause() -> None:
-    from gateway.live_stream import cut_position
+    from gateway.live.stream import cut_position
 
     def timed(*items: tuple[str, float]) -> tuple[Word, ...]:
         at, out = 0.0, []

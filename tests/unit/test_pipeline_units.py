@@ -17,20 +17,20 @@ from common.convert import segment_to_proto, time_range_from_proto
 from common.server import ServerConfig
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
-from gateway.audio_lease import AudioLease, release_audio
 from gateway.config import GatewayConfig, RetryPolicy
-from gateway.events import EventHub
-from gateway.jobs import JobRecord, JobState, Stage
-from gateway.pipeline import JobPipeline, Peers
-from gateway.policy import (
+from gateway.jobs.audio_lease import AudioLease, release_audio
+from gateway.jobs.events import EventHub
+from gateway.jobs.pipeline import JobPipeline, Peers
+from gateway.jobs.policy import (
     choose_align_method,
     consecutive_runs,
     merge_found_segments,
     tail_share,
     uncovered_speech,
 )
-from gateway.stage_calls import StageCaller, StageFailedError
-from gateway.store import JobStore
+from gateway.jobs.stage_calls import StageCaller, StageFailedError
+from gateway.records import JobRecord, JobState, Stage
+from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.audio.v1 import audio_pb2

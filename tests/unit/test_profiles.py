@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.profiles import apply_profile
+from gateway.api.profiles import apply_profile
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2

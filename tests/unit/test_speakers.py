@@ -1,10 +1,10 @@
-"""Speakers on a transcript (gateway/speakers.py): words take the speaker of
+"""Speakers on a transcript (gateway/output/speakers.py): words take the speaker of
 the turn they overlap most, segments split where it changes."""
 
 from __future__ import annotations
 
 from common.transcript import Segment, Word
-from gateway.speakers import Turn, assign_speakers, speaker_at
+from gateway.output.speakers import Turn, assign_speakers, speaker_at
 
 TURNS = [Turn(0.0, 3.0, "SPEAKER_00"), Turn(3.2, 6.0, "SPEAKER_01"), Turn(6.5, 9.0, "SPEAKER_00")]
 

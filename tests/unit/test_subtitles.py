@@ -17,8 +17,8 @@ import pytest
 
 from common.errors import InvalidInputError
 from common.transcript import Segment, Word
-from gateway.subtitles import _GLUE_AFTER as GLUE_AFTER
-from gateway.subtitles import (
+from gateway.output.subtitles import _GLUE_AFTER as GLUE_AFTER
+from gateway.output.subtitles import (
     CONTENT_TYPES,
     PRESETS,
     Cue,
@@ -449,7 +449,7 @@ def test_bad_options_are_refused(fields: dict[str, float]) -> None:
 
 
 def test_short_gaps_are_closed_to_two_frames_and_longer_ones_kept() -> None:
-    from gateway.subtitles import check_cues
+    from gateway.output.subtitles import check_cues
 
     segments = [
         _timed_segment("First one here.", start_s=0.0),  # ends 0.84
@@ -466,7 +466,7 @@ def test_short_gaps_are_closed_to_two_frames_and_longer_ones_kept() -> None:
 
 
 def test_fast_cues_are_lengthened_for_reading_or_reported() -> None:
-    from gateway.subtitles import check_cues
+    from gateway.output.subtitles import check_cues
 
     fast = _timed_segment("Extraordinarily complicated vocabulary everywhere.", seconds_per_word=0.15)
     alone = build_cues([fast])
@@ -574,8 +574,8 @@ def test_a_new_speaker_is_named_where_they_start_in_every_format() -> None:
 
 
 def test_fast_words_share_a_cue_with_slower_ones_rather_than_flash_by() -> None:
-    from gateway import subtitles
-    from gateway.subtitles import check_cues
+    from gateway.output import subtitles
+    from gateway.output.subtitles import check_cues
 
     def spoken(parts: list[tuple[str, float]], start_s: float = 0.0) -> Segment:
         words, at_s = [], start_s

@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from common.errors import InvalidInputError
-from gateway.validation import MAX_PATH_BYTES, validate_job_config, validate_path
+from gateway.api.validation import MAX_PATH_BYTES, validate_job_config, validate_path
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
@@ -62,7 +62,7 @@ def test_paths_are_bounded() -> None:
 
 
 def test_a_page_of_jobs_ends_before_the_byte_bound() -> None:
-    from gateway.servicer import fill_page
+    from gateway.api.servicer import fill_page
 
     jobs = [gateway_pb2.Job(job_id=str(number), source="x" * 1000) for number in range(10)]
     page = fill_page(jobs, 3500)
@@ -74,7 +74,8 @@ def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
     """The gateway refuses at create what a stage service would refuse later,
     from copies of the services' limits (it imports no engine: no numpy, no
     models); the engines are the source, and this keeps the copies true."""
-    from gateway import live_stream, validation
+    from gateway.api import validation
+    from gateway.live import stream as live_stream
     from services.asr import engine as asr_engine
     from services.asr.config import AsrConfig
     from services.asr.engine import MAX_BEAM_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_TEMPERATURE

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.errors import ResourceExhaustedError
-from gateway.jobs import JobRecord, JobState, Stage
+from gateway.records import JobRecord, JobState, Stage
 
 # Retry hints: never sooner than this (a client would only be refused again)
 # nor later (the estimate is rough; the queue may empty faster).

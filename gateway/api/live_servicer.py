@@ -1,6 +1,6 @@
 """StreamingTranscribe: admission, the first message's checks, the stream's
 clock and bounds, and the bridge between the client, the VAD service's
-StreamSpeech and the engine (`gateway.live_stream`).
+StreamSpeech and the engine (`gateway.live.stream`).
 
 Everything that can be refused is refused before any work: the config's
 format and options, the model (asked of the ASR service, which loads it if it
@@ -28,13 +28,13 @@ from common.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from gateway.api.model_check import check_capability
+from gateway.api.validation import validate_live_vad, validate_transcription
 from gateway.config import LiveConfig
-from gateway.live_admission import REPORT_EVERY_S, StreamAdmission
-from gateway.live_audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
-from gateway.live_decoder import LiveDecoder
-from gateway.live_stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
-from gateway.model_check import check_capability
-from gateway.validation import validate_live_vad, validate_transcription
+from gateway.live.admission import REPORT_EVERY_S, StreamAdmission
+from gateway.live.audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
+from gateway.live.decoder import LiveDecoder
+from gateway.live.stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2

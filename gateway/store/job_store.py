@@ -32,9 +32,9 @@ from google.protobuf.message import DecodeError
 
 from common.errors import DataLossError, NotFoundError, UnavailableError
 from common.transcript import Segment, TimeRange, Word
-from gateway.jobs import JobFailure, JobRecord, JobState, Stage
-from gateway.store_db import DATABASE_ERRORS as _DATABASE_ERRORS
-from gateway.store_db import INTEGRITY_ERRORS, Database, Row, open_database, schema_sql
+from gateway.records import JobFailure, JobRecord, JobState, Stage
+from gateway.store.database import DATABASE_ERRORS as _DATABASE_ERRORS
+from gateway.store.database import INTEGRITY_ERRORS, Database, Row, open_database, schema_sql
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -204,7 +204,7 @@ def segments_from_json(text: str) -> list[Segment]:
 
 class JobStore:
     """Jobs and their stage outputs in one SQLite file (the embedded
-    default) or a PostgreSQL database (gateway/store_db.py)."""
+    default) or a PostgreSQL database (gateway/store/database.py)."""
 
     def __init__(self, location: Path | str, *, owner_id: str = "") -> None:
         """`location`: the SQLite file, or a `postgresql://` URL. `owner_id`:

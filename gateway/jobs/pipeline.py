@@ -12,9 +12,9 @@ the audio service is used again (else decoded again), stored speech chunks
 are not detected again, stored transcripts are not sent to ASR again, stored
 words are not aligned again.
 
-The units it is made of, each readable alone: `gateway.stage_calls` (the retry
-policy of every call), `gateway.audio_lease` (the job's audio), and the
-plain policy functions of `gateway.policy`; this module holds the three stage
+The units it is made of, each readable alone: `gateway.jobs.stage_calls` (the retry
+policy of every call), `gateway.jobs.audio_lease` (the job's audio), and the
+plain policy functions of `gateway.jobs.policy`; this module holds the three stage
 workers and the job's progress.
 """
 
@@ -42,22 +42,22 @@ from common.convert import (
 )
 from common.server import JOB_ID_KEY, REQUEST_ID_KEY
 from common.transcript import Segment, TimeRange
+from gateway.api.validation import MAX_CHUNKS_PER_TRANSCRIBE
 from gateway.asr_capacity import AsrCapacity
-from gateway.audio_lease import AudioLease
 from gateway.config import GatewayConfig
-from gateway.events import EventHub
-from gateway.jobs import JobRecord, Stage
-from gateway.policy import (
+from gateway.jobs.audio_lease import AudioLease
+from gateway.jobs.events import EventHub
+from gateway.jobs.policy import (
     choose_align_method,
     consecutive_runs,
     merge_found_segments,
     tail_share,
     uncovered_speech,
 )
-from gateway.speakers import assign_speakers, turns_from_proto
-from gateway.stage_calls import StageCaller, StageFailedError
-from gateway.store import Checkpoint, JobStore, LeaseLostError, StoreUnavailableError
-from gateway.validation import MAX_CHUNKS_PER_TRANSCRIBE
+from gateway.jobs.stage_calls import StageCaller, StageFailedError
+from gateway.output.speakers import assign_speakers, turns_from_proto
+from gateway.records import JobRecord, Stage
+from gateway.store.job_store import Checkpoint, JobStore, LeaseLostError, StoreUnavailableError
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2_grpc
@@ -116,7 +116,7 @@ class JobPipeline:
         self._analysed_s = 0.0
         self._transcripts: dict[int, list[Segment]] = {}
         self._aligned: dict[int, list[Segment]] = {}
-        # Resolved once the language is known (see gateway.policy.choose_align_method).
+        # Resolved once the language is known (see gateway.jobs.policy.choose_align_method).
         self._align_method: align_pb2.AlignMethod.ValueType | None = None
         # Set when the gateway stops: the audio is kept for the resumed job.
         self.keep_audio = False

@@ -26,9 +26,9 @@ import grpc
 from common.convert import epoch_to_timestamp, seconds_to_duration
 from common.retry_hint import is_busy, retry_after_s
 from gateway.config import RetryPolicy
-from gateway.events import EventHub
-from gateway.jobs import JobRecord, Stage
-from gateway.store import JobStore
+from gateway.jobs.events import EventHub
+from gateway.records import JobRecord, Stage
+from gateway.store.job_store import JobStore
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
 

@@ -20,9 +20,9 @@ from typing import Any
 import grpc
 
 from common.convert import timestamp_to_epoch
-from gateway.jobs import JobRecord, Stage
-from gateway.stage_calls import StageCaller, StageFailedError
-from gateway.store import JobStore
+from gateway.jobs.stage_calls import StageCaller, StageFailedError
+from gateway.records import JobRecord, Stage
+from gateway.store.job_store import JobStore
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 

@@ -8,7 +8,7 @@ import math
 
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError
-from gateway.subtitles import PRESETS, SubtitleOptions
+from gateway.output.subtitles import PRESETS, SubtitleOptions
 from subtitler.gateway.v1 import gateway_pb2
 
 PRESET_NAMES = {

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 from common.convert import epoch_to_timestamp
 from common.errors import ResourceExhaustedError
-from gateway.jobs import JobRecord, JobState
-from gateway.store import JobStore
+from gateway.records import JobRecord, JobState
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 

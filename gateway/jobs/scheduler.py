@@ -1,6 +1,6 @@
 """Job life cycle: creation (idempotent by request id), the priority queue in
 front of a bounded number of running jobs (bounded itself by the wait its
-work means at the ASR's measured rate: gateway.job_admission),
+work means at the ASR's measured rate: gateway.jobs.admission),
 cancellation, recovery of unfinished jobs when the gateway starts, and
 retention of finished ones."""
 
@@ -23,13 +23,20 @@ from google.protobuf.message import DecodeError
 from common import metrics
 from common.errors import ResourceExhaustedError
 from common.transcript import Segment
-from gateway.audio_lease import release_audio
 from gateway.config import GatewayConfig
-from gateway.events import EventHub
-from gateway.job_admission import RECENT_JOBS, JobAdmission, PendingJob, QueueBounds, QueueWait
-from gateway.jobs import JobFailure, JobRecord, JobState, Stage
-from gateway.pipeline import JobPipeline, Peers, StageFailedError
-from gateway.store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError, StoreUnavailableError
+from gateway.jobs.admission import RECENT_JOBS, JobAdmission, PendingJob, QueueBounds, QueueWait
+from gateway.jobs.audio_lease import release_audio
+from gateway.jobs.events import EventHub
+from gateway.jobs.pipeline import JobPipeline, Peers, StageFailedError
+from gateway.records import JobFailure, JobRecord, JobState, Stage
+from gateway.store.job_store import (
+    Checkpoint,
+    Claim,
+    CorruptRecordError,
+    JobStore,
+    LeaseLostError,
+    StoreUnavailableError,
+)
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -124,7 +131,7 @@ class JobScheduler:
         free slot to run a new job of `priority` at once and the store's
         queue may not take it: its count is at SUBTITLER_GATEWAY_MAX_QUEUED_JOBS,
         or the job would wait longer than SUBTITLER_GATEWAY_MAX_QUEUE_WAIT_S
-        at the ASR's measured rate (gateway.job_admission)."""
+        at the ASR's measured rate (gateway.jobs.admission)."""
         queued = await self._store.run(self._store.queued_count)
         if len(self._running) + queued < self._config.max_concurrent_jobs:
             return

@@ -4,7 +4,7 @@ workers hold at the latency targets, measured, not a fixed number.
 A stream at real-time pace asks the workers for the decodes it cannot shed
 (finals, an utterance's first step, the steps long speech is cut at: interim
 steps wait for spare workers, and a stream behind lengthens its steps,
-gateway.live_stream), and a final waits for the decodes ahead of it. So the
+gateway.live.stream), and a final waits for the decodes ahead of it. So the
 streams held are the workers' time, kept below full use, over what one
 stream needs of it (`common.capacity.LiveLoadModel`): the time of a live
 decode as the ASR service measured it on this machine (its warm-up, then its
@@ -23,7 +23,7 @@ from common.capacity import LiveLoadModel, WorkRate
 from common.errors import ResourceExhaustedError
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import LiveConfig
-from gateway.live_decoder import LiveDecoder
+from gateway.live.decoder import LiveDecoder
 
 logger = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ import numpy.typing as npt
 
 from common.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
-from gateway.live_decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
-from gateway.subtitles import punctuation_end
+from gateway.live.decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
+from gateway.output.subtitles import punctuation_end
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 

@@ -7,7 +7,7 @@
 `transcribe` uploads the file (or, with --server-path, names a file on the
 audio service's host), shows a progress bar fed by the job's event stream,
 writes the result, and exits non-zero with the server's message on error.
-Several files, a folder or a pattern go to gateway.batch, which sends them
+Several files, a folder or a pattern go to gateway.cli.batch, which sends them
 all at once and writes each output into --output-dir as it is done.
 """
 
@@ -27,8 +27,7 @@ import grpc
 from common.config import ConfigError
 from common.convert import duration_to_seconds, seconds_to_duration
 from common.tls import TlsConfig
-from gateway import live_cli
-from gateway.profiles import PROFILE_NAMES
+from gateway.cli import live as live_cli
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.diarize.v1 import diarize_pb2
@@ -45,6 +44,12 @@ FORMATS = {
 }
 # Times a broken watch stream is picked up again before giving up.
 MAX_WATCH_RECONNECTS = 8
+# The --profile choices (the gateway's profiles: gateway/api/profiles.py).
+PROFILE_NAMES: dict[str, gateway_pb2.Profile.ValueType] = {
+    "fast": gateway_pb2.PROFILE_FAST,
+    "balanced": gateway_pb2.PROFILE_BALANCED,
+    "accurate": gateway_pb2.PROFILE_ACCURATE,
+}
 MAX_FIRST_CONNECT_TRIES = 2
 EXTENSIONS = {"srt": ".srt", "vtt": ".vtt", "json": ".json", "text": ".txt", "ass": ".ass", "rttm": ".rttm"}
 ALIGN_METHODS = {
@@ -546,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser().parse_args(argv)
     if options.command == "transcribe":
         # Imported here: the batch builds on this module.
-        from gateway.batch import command as batch_command
+        from gateway.cli.batch import command as batch_command
 
         if batch_command.is_batch(options):
             return batch_command.run(options)

@@ -11,7 +11,7 @@ import unicodedata
 from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
 from common.languages import WHISPER_LANGUAGES, to_whisper_language
-from gateway.subtitle_config import subtitle_options
+from gateway.output.subtitle_config import subtitle_options
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2

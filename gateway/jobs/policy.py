@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from common.languages import primary_language
 from common.transcript import Segment, TimeRange, doubt_flags
-from gateway.validation import MAX_CHUNK_S
+from gateway.api.validation import MAX_CHUNK_S
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2

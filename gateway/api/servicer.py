@@ -22,24 +22,24 @@ from common.errors import (
     UnavailableError,
 )
 from common.uploads import check_file_name, ensure_upload_complete
-from gateway.auth import Authenticator
-from gateway.events import EventHub
-from gateway.jobs import JobRecord, JobState
-from gateway.live_servicer import LiveCaptioner
-from gateway.model_check import check_model_options
-from gateway.profiles import apply_profile
-from gateway.scheduler import JobScheduler
-from gateway.speakers import render_rttm, turns_from_proto
-from gateway.store import JobStore
-from gateway.subtitle_config import subtitle_options
-from gateway.subtitles import render
-from gateway.validation import (
+from gateway.api.auth import Authenticator
+from gateway.api.live_servicer import LiveCaptioner
+from gateway.api.model_check import check_model_options
+from gateway.api.profiles import apply_profile
+from gateway.api.validation import (
     validate_job_config,
     validate_job_id,
     validate_path,
     validate_priority,
     validate_request_id,
 )
+from gateway.jobs.events import EventHub
+from gateway.jobs.scheduler import JobScheduler
+from gateway.output.speakers import render_rttm, turns_from_proto
+from gateway.output.subtitle_config import subtitle_options
+from gateway.output.subtitles import render
+from gateway.records import JobRecord, JobState
+from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 

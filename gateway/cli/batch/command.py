@@ -14,15 +14,15 @@ from typing import TextIO
 
 import grpc
 
-from gateway.batch.inputs import InputProblem, expand_inputs, is_pattern, output_names
-from gateway.batch.progress import BatchProgress
-from gateway.batch.runner import BatchRunner, BatchSettings, FileOutcome
-from gateway.cli import EXTENSIONS, UsageError, build_config, gateway_credentials
+from gateway.cli.batch.inputs import InputProblem, expand_inputs, is_pattern, output_names
+from gateway.cli.batch.progress import BatchProgress
+from gateway.cli.batch.runner import BatchRunner, BatchSettings, FileOutcome
+from gateway.cli.main import EXTENSIONS, UsageError, build_config, gateway_credentials
 from subtitler.gateway.v1 import gateway_pb2_grpc
 
 # How long the gateway may take to answer at all before the batch gives up on it.
 CONNECT_TIMEOUT_S = 10.0
-# The gateway's bound on request ids (gateway.validation), less the '/' and
+# The gateway's bound on request ids (gateway.api.validation), less the '/' and
 # 16-character hash each file's id adds.
 MAX_REQUEST_ID_PREFIX_CHARS = 128 - 17
 

@@ -38,11 +38,6 @@ PRESETS: dict[gateway_pb2.Profile.ValueType, ProfilePreset] = {
     gateway_pb2.PROFILE_BALANCED: ProfilePreset(5, "", align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
     gateway_pb2.PROFILE_ACCURATE: ProfilePreset(5, EMBEDDED_BASE, align_pb2.ALIGN_METHOD_PHONETIC),
 }
-PROFILE_NAMES: dict[str, gateway_pb2.Profile.ValueType] = {
-    "fast": gateway_pb2.PROFILE_FAST,
-    "balanced": gateway_pb2.PROFILE_BALANCED,
-    "accurate": gateway_pb2.PROFILE_ACCURATE,
-}
 
 
 def apply_profile(config: gateway_pb2.JobConfig) -> gateway_pb2.JobConfig:

@@ -1,0 +1,2 @@
+"""Live captions: admission of streams against measured ASR capacity, the audio a stream sends, the
+decoder that turns it into partial and final results, and one stream's transcriber."""
