@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from faster_whisper import WhisperModel
 
 from bench.machine import print_machine_line
+from common.speech.whisper_models import DEFAULT_MODEL, ModelCache, ModelLoadOptions
 from common.transcript import Segment, Word
-from common.whisper_models import DEFAULT_MODEL, ModelCache, ModelLoadOptions
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod, AlignOptions
 from services.align.phonetic import PhoneticAligner

@@ -53,8 +53,8 @@ from bench.process_memory import (
     MemorySampler,
     peak_resident_bytes,
 )
-from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES
-from common.native_threads import DEFAULT_BLAS_THREADS, OPENBLAS_VARIABLE
+from common.machine.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES
+from common.machine.native_threads import DEFAULT_BLAS_THREADS, OPENBLAS_VARIABLE
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -90,8 +90,8 @@ def run_baseline(
 
 
 # The library's own variables for what the services set at start: glibc's for
-# the mallopt settings (common/memory.py), OpenBLAS's for the BLAS threads
-# (common/native_threads.py). A baseline in a process of its own with them
+# the mallopt settings (common/machine/memory.py), OpenBLAS's for the BLAS threads
+# (common/machine/native_threads.py). A baseline in a process of its own with them
 # shows what those settings alone are worth to a user who sets them.
 SUITE_PROCESS_ENV = {
     "MALLOC_ARENA_MAX": str(DEFAULT_MALLOC_ARENAS),

@@ -23,15 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.hardware import detect_hardware
-from common.whisper_models import EMBEDDED_TINY_EN
+from common.machine.hardware import detect_hardware
+from common.speech.whisper_models import EMBEDDED_TINY_EN
 
 # The child: load the model as the services do (int8 on CPU) and run one encode.
 _PROBE_CODE = """
 import sys
 import ctranslate2
 import numpy as np
-from common.whisper_models import ModelLoadOptions, resolve_model_path
+from common.speech.whisper_models import ModelLoadOptions, resolve_model_path
 
 path = resolve_model_path(sys.argv[1], ModelLoadOptions(device="cpu"))
 model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=1)

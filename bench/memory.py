@@ -46,7 +46,7 @@ from bench.process_memory import (
     process_tree,
     proportional_memory,
 )
-from common.memory import IDLE_RELEASE_AFTER_S
+from common.machine.memory import IDLE_RELEASE_AFTER_S
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.speech import SAMPLE_RATE_HERTZ
 from tools.suite import Suite
@@ -57,7 +57,7 @@ MODES: dict[str, gateway_pb2.JobConfig] = {
     "no-align": gateway_pb2.JobConfig(skip_alignment=True),
     "diarize": gateway_pb2.JobConfig(diarization=gateway_pb2.DiarizationOptions(enabled=True)),
 }
-# After a job: the services hand back what malloc kept after this long without work (common.memory).
+# After a job: the services hand back what malloc kept after this long without work (common.machine.memory).
 SETTLE_S = IDLE_RELEASE_AFTER_S + 5.0
 
 

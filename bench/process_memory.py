@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.shm import SEGMENT_NAME_PREFIX
+from common.audio.shm import SEGMENT_NAME_PREFIX
 
 MIB = 2**20
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 SHM_DIR = Path("/dev/shm")
-# The name of our segments in SHM_DIR begins with this (common.shm.SEGMENT_NAME_PREFIX).
+# The name of our segments in SHM_DIR begins with this (common.audio.shm.SEGMENT_NAME_PREFIX).
 SEGMENT_PREFIX = SEGMENT_NAME_PREFIX
 # RSS (statm) is read this often.
 RSS_INTERVAL_S = 0.05

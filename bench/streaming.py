@@ -60,7 +60,7 @@ import psutil
 from bench.end_to_end import start_suite
 from bench.machine import print_machine_line
 from bench.media import realistic_media
-from common.convert import duration_to_seconds, seconds_to_duration
+from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from gateway.cli.main import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc

@@ -1,6 +1,6 @@
 """How close word start times come to real word onsets: Whisper's
 cross-attention word timestamps as they are, the same snapped out of
-silence (`common.silence_snap`), and, for English, pocketsphinx forced
+silence (`common.speech.silence_snap`), and, for English, pocketsphinx forced
 alignment of the transcript.
 
 The reference (`tests.word_reference`) strings real single-word recordings
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field, replace
 from faster_whisper import WhisperModel
 
 from bench.machine import print_machine_line
-from common.silence_snap import SnapOptions, snap_words_to_sound
+from common.speech.silence_snap import SnapOptions, snap_words_to_sound
+from common.speech.whisper_models import EMBEDDED_BASE, EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
 from common.transcript import Segment
-from common.whisper_models import EMBEDDED_BASE, EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod
 from services.align.phonetic import PhoneticAligner

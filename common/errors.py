@@ -1,4 +1,4 @@
-"""Domain errors. Engines raise these; `common.server` maps them to gRPC
+"""Domain errors. Engines raise these; `common.rpc.server` maps them to gRPC
 status codes in one place, so no servicer sets a status code by hand."""
 
 from __future__ import annotations

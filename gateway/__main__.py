@@ -2,7 +2,7 @@
 
 import os
 
-from common.server import service_main
+from common.rpc.server import service_main
 from gateway.config import GatewayConfig
 from gateway.server import create
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from common.channels import channel_target
 from common.config import ConfigError, env_float, env_int, env_path, env_str
-from common.server import ServerConfig
+from common.rpc.channels import channel_target
+from common.rpc.server import ServerConfig
 
 
 @dataclass(frozen=True)

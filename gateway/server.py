@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import grpc
 
-from common import metrics
-from common.channels import open_channel
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
+from common.machine.startup import plan_machine
+from common.rpc import metrics
+from common.rpc.channels import open_channel
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
 from gateway.api.auth import Authenticator, TokenTable
 from gateway.api.live_servicer import LiveCaptioner
 from gateway.api.servicer import GatewayServicer

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.tls import TlsConfig
+from common.rpc.tls import TlsConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,6 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from common.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
 from common.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -28,6 +27,7 @@ from common.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from common.rpc.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
 from gateway.api.model_check import check_capability
 from gateway.api.validation import validate_live_vad, validate_transcription
 from gateway.config import LiveConfig

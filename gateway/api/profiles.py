@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.model_names import EMBEDDED_BASE
+from common.speech.model_names import EMBEDDED_BASE
 from subtitler.align.v1 import align_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2

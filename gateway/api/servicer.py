@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 
-from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
 from common.errors import (
     CancelledError,
     FailedPreconditionError,
@@ -21,7 +20,8 @@ from common.errors import (
     NotFoundError,
     UnavailableError,
 )
-from common.uploads import check_file_name, ensure_upload_complete
+from common.rpc.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto
+from common.rpc.uploads import check_file_name, ensure_upload_complete
 from gateway.api.auth import Authenticator
 from gateway.api.live_servicer import LiveCaptioner
 from gateway.api.model_check import check_model_options

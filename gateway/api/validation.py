@@ -8,9 +8,9 @@ import math
 import re
 import unicodedata
 
-from common.convert import duration_to_seconds
 from common.errors import InvalidInputError, NotFoundError
-from common.languages import WHISPER_LANGUAGES, to_whisper_language
+from common.rpc.convert import duration_to_seconds
+from common.speech.languages import WHISPER_LANGUAGES, to_whisper_language
 from gateway.output.subtitle_config import subtitle_options
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
-from common.convert import duration_to_seconds, seconds_to_duration
+from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from gateway.output.subtitles import timestamp
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc

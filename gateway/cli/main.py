@@ -25,8 +25,8 @@ from typing import Any, TextIO
 import grpc
 
 from common.config import ConfigError
-from common.convert import duration_to_seconds, seconds_to_duration
-from common.tls import TlsConfig
+from common.rpc.convert import duration_to_seconds, seconds_to_duration
+from common.rpc.tls import TlsConfig
 from gateway.cli import live as live_cli
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from common.convert import timestamp_to_epoch
+from common.rpc.convert import timestamp_to_epoch
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
 from gateway.records import JobRecord, Stage
 from gateway.store.job_store import JobStore

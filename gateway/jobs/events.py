@@ -8,8 +8,8 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
-from common.convert import epoch_to_timestamp
 from common.errors import ResourceExhaustedError
+from common.rpc.convert import epoch_to_timestamp
 from gateway.records import JobRecord, JobState
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2

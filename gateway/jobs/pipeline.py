@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from common import metrics
-from common.convert import (
+from common.rpc import metrics
+from common.rpc.convert import (
     duration_to_seconds,
     segment_to_proto,
     segments_from_proto,
@@ -40,7 +40,7 @@ from common.convert import (
     time_range_from_proto,
     time_range_to_proto,
 )
-from common.server import JOB_ID_KEY, REQUEST_ID_KEY
+from common.rpc.server import JOB_ID_KEY, REQUEST_ID_KEY
 from common.transcript import Segment, TimeRange
 from gateway.api.validation import MAX_CHUNKS_PER_TRANSCRIBE
 from gateway.asr_capacity import AsrCapacity

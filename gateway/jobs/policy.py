@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from common.languages import primary_language
+from common.speech.languages import primary_language
 from common.transcript import Segment, TimeRange, doubt_flags
 from gateway.api.validation import MAX_CHUNK_S
 from subtitler.align.v1 import align_pb2

@@ -20,8 +20,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from common import metrics
 from common.errors import ResourceExhaustedError
+from common.rpc import metrics
 from common.transcript import Segment
 from gateway.config import GatewayConfig
 from gateway.jobs.admission import RECENT_JOBS, JobAdmission, PendingJob, QueueBounds, QueueWait

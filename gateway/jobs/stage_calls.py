@@ -23,8 +23,8 @@ from typing import Protocol, TypeVar
 
 import grpc
 
-from common.convert import epoch_to_timestamp, seconds_to_duration
-from common.retry_hint import is_busy, retry_after_s
+from common.rpc.convert import epoch_to_timestamp, seconds_to_duration
+from common.rpc.retry_hint import is_busy, retry_after_s
 from gateway.config import RetryPolicy
 from gateway.jobs.events import EventHub
 from gateway.records import JobRecord, Stage

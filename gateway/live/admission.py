@@ -6,7 +6,7 @@ A stream at real-time pace asks the workers for the decodes it cannot shed
 steps wait for spare workers, and a stream behind lengthens its steps,
 gateway.live.stream), and a final waits for the decodes ahead of it. So the
 streams held are the workers' time, kept below full use, over what one
-stream needs of it (`common.capacity.LiveLoadModel`): the time of a live
+stream needs of it (`common.machine.capacity.LiveLoadModel`): the time of a live
 decode as the ASR service measured it on this machine (its warm-up, then its
 live work), times the decodes a stream needs a second, as the gateway
 measures them on the streams it serves. A stream beyond that, or any new stream while
@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from common.capacity import LiveLoadModel, WorkRate
 from common.errors import ResourceExhaustedError
+from common.machine.capacity import LiveLoadModel, WorkRate
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import LiveConfig
 from gateway.live.decoder import LiveDecoder

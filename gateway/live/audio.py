@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from common.audio.pcm import float32_samples
 from common.errors import InvalidInputError
-from common.pcm import float32_samples
 from subtitler.gateway.v1 import gateway_pb2
 
 SAMPLE_RATE_HERTZ = 16_000

@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from common.convert import duration_to_seconds, seconds_to_duration
+from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from common.transcript import Word
 from gateway.asr_capacity import AsrCapacity
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc

@@ -49,7 +49,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from common.convert import seconds_to_duration, word_to_proto
+from common.rpc.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
 from gateway.live.decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
 from gateway.output.subtitles import punctuation_end

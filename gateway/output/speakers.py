@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from common.transcript import Segment, Word
 from subtitler.diarize.v1 import diarize_pb2
 

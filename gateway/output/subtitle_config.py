@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from common.convert import duration_to_seconds
 from common.errors import InvalidInputError
+from common.rpc.convert import duration_to_seconds
 from gateway.output.subtitles import PRESETS, SubtitleOptions
 from subtitler.gateway.v1 import gateway_pb2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from common.server import service_main
+from common.rpc.server import service_main
 from services.align.config import AlignConfig
 from services.align.server import create
 

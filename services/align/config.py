@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from common.config import env_bool, env_float, env_int, env_str
-from common.server import ServerConfig
-from common.whisper_models import WhisperModelConfig
+from common.rpc.server import ServerConfig
+from common.speech.whisper_models import WhisperModelConfig
 
 DEFAULT_PORT = 50055
 ENV_PREFIX = "SUBTITLER_ALIGN_"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.errors import InvalidInputError, SuiteError
-from common.silence_snap import snap_words_to_sound
+from common.speech.silence_snap import snap_words_to_sound
+from common.speech.word_timing import WordPlacement, split_tokens, words_from_placements
 from common.transcript import Segment
-from common.word_timing import WordPlacement, split_tokens, words_from_placements
 from services.align.placement import SAMPLE_RATE_HERTZ, Samples, WordAligner
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class AlignEngine:
     def calibrate(self, method: AlignMethod, *, model: str = "", duration_s: float = CALIBRATION_AUDIO_S) -> float:
         """Seconds one alignment of `duration_s` of speech with `method`
         takes, its segments grouped as `align` groups them (the warm-up's
-        measure, `common.capacity`). Noise stands in for the speech: neither
+        measure, `common.machine.capacity`). Noise stands in for the speech: neither
         aligner's cost depends on what the audio holds (30 s, 67 words:
         pocketsphinx 0.20 s on noise, 0.21 s on the real speech; cross-attention
         0.48 s on both, on one core). pocketsphinx searches all of the noise

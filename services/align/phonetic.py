@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pocketsphinx
 
-from common.word_timing import WordPlacement
+from common.speech.word_timing import WordPlacement
 from services.align.placement import Samples
 
 logger = logging.getLogger(__name__)

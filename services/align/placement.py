@@ -3,7 +3,7 @@
 An aligner places the whitespace tokens of a segment's text in a window of
 audio. It may leave a token unplaced (None): pocketsphinx cannot place a word
 missing from its dictionary, the cross-attention aligner a token that got no
-text tokens. `common.word_timing.words_from_placements` then turns the
+text tokens. `common.speech.word_timing.words_from_placements` then turns the
 placements into words, interpolating the unplaced ones.
 """
 
@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from common.word_timing import WordPlacement
+from common.speech.word_timing import WordPlacement
 
 SAMPLE_RATE_HERTZ = 16_000
 """Every aligner takes 16 kHz mono float32 samples."""

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from faster_whisper import WhisperModel
 
-from common.admission import AdmissionLimit
-from common.audio_access import AudioReader
-from common.capacity import WorkRate, slowest_on_every_worker
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
-from common.whisper_models import ModelCache, resolve_model_path
+from common.audio.access import AudioReader
+from common.machine.capacity import WorkRate, slowest_on_every_worker
+from common.machine.startup import plan_machine
+from common.rpc.admission import AdmissionLimit
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.speech.whisper_models import ModelCache, resolve_model_path
 from services.align.config import AlignConfig
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import CALIBRATION_AUDIO_S, AlignEngine, AlignMethod, AlignOptions

@@ -12,13 +12,13 @@ from concurrent.futures import Executor
 
 import grpc
 
-from common.admission import AdmissionLimit, run_blocking
-from common.audio_access import AudioReader, AudioRef, audio_ref_from_proto, sample_range
-from common.capacity import WorkRate, timed
-from common.convert import segments_from_proto, segments_to_proto
+from common.audio.access import AudioReader, AudioRef, audio_ref_from_proto, sample_range
 from common.errors import InvalidInputError, UnavailableError
+from common.machine.capacity import WorkRate, timed
+from common.rpc.admission import AdmissionLimit, run_blocking
+from common.rpc.convert import segments_from_proto, segments_to_proto
+from common.speech.word_timing import split_tokens
 from common.transcript import Segment, TimeRange
-from common.word_timing import split_tokens
 from services.align.engine import AlignEngine, AlignMethod, validate_segments
 from services.align.placement import SAMPLE_RATE_HERTZ
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
@@ -50,7 +50,7 @@ class AlignServicer(align_pb2_grpc.AlignServiceServicer):
         rate: WorkRate | None = None,
     ) -> None:
         """`rate`: where each alignment's time in the executor is recorded,
-        per second of the audio its segments span (common.capacity; the
+        per second of the audio its segments span (common.machine.capacity; the
         status reports it)."""
         self._engine = engine
         self.rate = rate or WorkRate()

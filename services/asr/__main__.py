@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from common.server import service_main
+from common.rpc.server import service_main
 from services.asr.config import AsrConfig
 from services.asr.server import create
 

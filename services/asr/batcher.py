@@ -46,8 +46,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.capacity import WorkRate
 from common.errors import UnavailableError
+from common.machine.capacity import WorkRate
 from services.asr.engine import Calibration, ChunkTranscript, PendingWords, PreparedTranscription, Transcriber
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class _Work:
 
 @dataclass(frozen=True)
 class WorkRates:
-    """What the workers' time goes to, measured (common.capacity): seconds of
+    """What the workers' time goes to, measured (common.machine.capacity): seconds of
     one worker per second of a file job's audio (its batches and its words),
     and per live decode (a chunk of a request that is not part of a job)."""
 
@@ -143,7 +143,7 @@ class BatchPool:
         requests ask (the size tuned to the machine; 0: the requests' own). A
         request's batch size bounds the batches it is in, as it always did;
         batches of other requests' chunks never grow past this. `rates`: where
-        the workers' time is recorded (common.capacity)."""
+        the workers' time is recorded (common.machine.capacity)."""
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.rates = rates or WorkRates()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from common.config import ConfigError, env_bool, env_float, env_int, env_str
-from common.server import ServerConfig
-from common.whisper_models import WhisperModelConfig
+from common.rpc.server import ServerConfig
+from common.speech.whisper_models import WhisperModelConfig
 from services.asr.engine import DEFAULT_MIN_WINDOW_S, MAX_CHUNK_DURATION_S
 
 DEFAULT_PORT = 50054

@@ -32,11 +32,11 @@ from faster_whisper.transcribe import BatchedInferencePipeline, WhisperModel, ge
 from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 
 from common.errors import CancelledError, InvalidInputError
-from common.languages import to_bcp47, to_whisper_language
-from common.silence_snap import snap_words_to_sound
+from common.speech.languages import to_bcp47, to_whisper_language
+from common.speech.silence_snap import snap_words_to_sound
+from common.speech.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
+from common.speech.word_timing import placements_by_position, split_tokens, words_from_placements
 from common.transcript import Segment, TimeRange, Word
-from common.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
-from common.word_timing import placements_by_position, split_tokens, words_from_placements
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TranscriptionOptions:
     """What to transcribe with and how. Defaults follow faster-whisper's
     `BatchedInferencePipeline.transcribe`."""
 
-    # Model name (see common.whisper_models): "embedded:tiny.en", "embedded:base",
+    # Model name (see common.speech.whisper_models): "embedded:tiny.en", "embedded:base",
     # a faster-whisper size, a Hugging Face repository id or a local directory.
     model: str = DEFAULT_MODEL
     # BCP-47 code of the speech ("en", "pt-BR": only the primary subtag is
@@ -102,7 +102,7 @@ class TranscriptionOptions:
     # False: Whisper also predicts timestamps and splits a chunk into segments.
     without_timestamps: bool = True
     # Also time every word with Whisper's cross-attention, in the same pass,
-    # snapped out of the chunk's silences (common.silence_snap).
+    # snapped out of the chunk's silences (common.speech.silence_snap).
     word_timestamps: bool = False
 
     def __post_init__(self) -> None:

@@ -8,13 +8,13 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from common.admission import AdmissionLimit
-from common.audio_access import AudioReader
-from common.capacity import describe_source
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
-from common.whisper_models import ModelCache, resolve_model_path
+from common.audio.access import AudioReader
+from common.machine.capacity import describe_source
+from common.machine.startup import plan_machine
+from common.rpc.admission import AdmissionLimit
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.speech.whisper_models import ModelCache, resolve_model_path
 from services.asr.batcher import CALLS_PER_WORKER, BatchPool, WorkRates
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber

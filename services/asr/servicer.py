@@ -21,13 +21,13 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from common.admission import AdmissionLimit, run_blocking
-from common.audio_access import AudioReader, audio_ref_from_proto, sample_range
-from common.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto, time_range_from_proto
+from common.audio.access import AudioReader, audio_ref_from_proto, sample_range
+from common.audio.pcm import float32_samples
 from common.errors import InvalidInputError, NotFoundError, UnavailableError
-from common.pcm import float32_samples
+from common.rpc.admission import AdmissionLimit, run_blocking
+from common.rpc.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto, time_range_from_proto
+from common.speech.whisper_models import ModelState, ModelStatus
 from common.transcript import TimeRange
-from common.whisper_models import ModelState, ModelStatus
 from services.asr.batcher import BatchPool
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,

@@ -2,7 +2,7 @@
 
 import os
 
-from common.server import service_main
+from common.rpc.server import service_main
 from services.audio.config import AudioConfig
 from services.audio.server import create
 

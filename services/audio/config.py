@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Self
 
 from common.config import ConfigError, env_float, env_int, env_list, env_path, env_str
-from common.server import ServerConfig
+from common.rpc.server import ServerConfig
 from services.audio.decode import DEFAULT_DEMUXERS, DecodeOptions
 from services.audio.segments import LeaseOptions
 

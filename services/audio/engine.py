@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from common.audio_access import AudioRef, sample_range
+from common.audio.access import AudioRef, sample_range
+from common.audio.shm import SegmentWriter
 from common.errors import InvalidInputError, PermissionDeniedError
-from common.shm import SegmentWriter
 from common.transcript import TimeRange
 from services.audio.decode import DecodeOptions, SourceDescription, decode_file
 from services.audio.segments import SegmentStore

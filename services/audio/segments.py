@@ -9,7 +9,7 @@ from executor threads while RPCs read, renew and release from the event loop.
 A decoder writes its samples into a new segment as it goes (`adopt`), or a
 segment is allocated at the exact length of chunks and filled once
 (`store`). A segment cannot be empty, so audio of 0 samples gets a segment
-holding one unused sample (see `common.shm`); its handle still says 0.
+holding one unused sample (see `common.audio.shm`); its handle still says 0.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from common.audio_access import AudioRef
+from common.audio.access import AudioRef
+from common.audio.shm import SharedSamples
 from common.errors import InvalidInputError, NotFoundError
-from common.shm import SharedSamples
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class SegmentStore:
 
     def adopt(self, segment: SharedSamples, sample_rate_hertz: int, lease_s: float | None = None) -> AudioRef:
         """Keep a filled segment (e.g. a decoder's, written with
-        `common.shm.SegmentWriter`) as a new audio with a lease; it is
+        `common.audio.shm.SegmentWriter`) as a new audio with a lease; it is
         released if that fails (a bad lease: `InvalidInputError`)."""
         try:
             lease_s = self.checked_lease_s(lease_s)

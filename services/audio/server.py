@@ -6,12 +6,12 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import metrics
-from common.audio_access import AUDIO_SERVICE_NAME
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.shm import host_id
-from common.status import LoadFigures, SettingChoice, StatusServicer, status_registration
+from common.audio.access import AUDIO_SERVICE_NAME
+from common.audio.shm import host_id
+from common.machine.startup import plan_machine
+from common.rpc import metrics
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, SettingChoice, StatusServicer, status_registration
 from services.audio.config import AudioConfig
 from services.audio.engine import AudioEngine
 from services.audio.segments import SegmentStore

@@ -1,7 +1,7 @@
 """gRPC face of the audio engine: messages in, engine calls, messages out.
 
 Errors are raised as `common.errors` types and mapped to status codes by the
-interceptor of `common.server`. Decoding runs in a bounded executor (the
+interceptor of `common.rpc.server`. Decoding runs in a bounded executor (the
 service's decode workers); a decode whose RPC is cancelled is told to stop,
 and whatever it stored anyway is released.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import grpc
 
-from common.audio_access import audio_ref_to_proto
-from common.convert import datetime_to_timestamp, duration_to_seconds, seconds_to_duration, time_range_from_proto
+from common.audio.access import audio_ref_to_proto
 from common.errors import InvalidInputError, ResourceExhaustedError
-from common.uploads import check_file_name, ensure_upload_complete
+from common.rpc.convert import datetime_to_timestamp, duration_to_seconds, seconds_to_duration, time_range_from_proto
+from common.rpc.uploads import check_file_name, ensure_upload_complete
 from services.audio.engine import AudioEngine, DecodeResult
 from services.audio.live_source import check_url, live_samples
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc

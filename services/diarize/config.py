@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Self
 
 from common.config import env_float, env_int, env_path, env_str
-from common.server import ServerConfig
-from common.whisper_models import DEFAULT_CACHE_DIR
+from common.rpc.server import ServerConfig
+from common.speech.whisper_models import DEFAULT_CACHE_DIR
 
 DEFAULT_PORT = 50056
 ENV_PREFIX = "SUBTITLER_DIARIZE_"

@@ -120,7 +120,7 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     # No arena of onnxruntime's own: it never hands memory back, and the warm-up
     # alone left about 300 MB in it for good, where malloc's freed memory goes back
-    # when the service idles (common.memory); a diarization takes as long.
+    # when the service idles (common.machine.memory); a diarization takes as long.
     options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -170,7 +170,7 @@ class Diarizer:
 
     def calibrate(self, duration_s: float = CALIBRATION_AUDIO_S) -> float:
         """Seconds one diarization of `duration_s` of continuous speech takes
-        (the warm-up's measure, `common.capacity`): segmentation of every
+        (the warm-up's measure, `common.machine.capacity`): segmentation of every
         window, an embedding of every piece, the clustering. Noise stands in
         for the speech: segmentation costs the same whatever it hears, but
         it finds no speech in noise, and the embeddings, most of the cost,

@@ -7,12 +7,12 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from common.admission import AdmissionLimit
-from common.audio_access import AudioReader
-from common.capacity import WorkRate, slowest_on_every_worker
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.audio.access import AudioReader
+from common.machine.capacity import WorkRate, slowest_on_every_worker
+from common.machine.startup import plan_machine
+from common.rpc.admission import AdmissionLimit
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.diarize.config import DiarizeConfig
 from services.diarize.engine import CALIBRATION_AUDIO_S, Diarizer
 from services.diarize.servicer import SERVICE_NAME, DiarizeServicer

@@ -13,11 +13,11 @@ from concurrent.futures import Executor
 
 import grpc
 
-from common.admission import AdmissionLimit, run_blocking
-from common.audio_access import AudioReader, audio_ref_from_proto
-from common.capacity import WorkRate, timed
-from common.convert import seconds_to_duration
+from common.audio.access import AudioReader, audio_ref_from_proto
 from common.errors import InvalidInputError, UnavailableError
+from common.machine.capacity import WorkRate, timed
+from common.rpc.admission import AdmissionLimit, run_blocking
+from common.rpc.convert import seconds_to_duration
 from common.transcript import TimeRange
 from services.diarize.engine import SAMPLE_RATE_HERTZ, DiarizeOptions, Diarizer
 from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
@@ -35,7 +35,7 @@ class DiarizeServicer(diarize_pb2_grpc.DiarizeServiceServicer):
         rate: WorkRate | None = None,
     ) -> None:
         """`rate`: where each diarization's time in the executor is recorded,
-        per second of audio (common.capacity; the status reports it)."""
+        per second of audio (common.machine.capacity; the status reports it)."""
         self._diarizer = diarizer
         self.rate = rate or WorkRate()
         self._audio_reader = audio_reader

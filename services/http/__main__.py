@@ -12,9 +12,9 @@ from pathlib import Path
 from aiohttp import web
 
 from common.config import ConfigError
-from common.logs import configure_logging
-from common.memory import tune_malloc
-from common.server import ignore_late_signals
+from common.machine.memory import tune_malloc
+from common.rpc.logs import configure_logging
+from common.rpc.server import ignore_late_signals
 from services.http.app import HttpFront
 from services.http.config import HttpConfig
 

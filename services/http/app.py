@@ -33,8 +33,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common import metrics
-from common.convert import duration_to_seconds
+from common.rpc import metrics
+from common.rpc.convert import duration_to_seconds
 from services.http.errors import HTTP_STATUS, ApiError, auth_metadata, error_response, from_grpc
 from services.http.jobs_api import JobsApi, field_text, file_name_of, form_parts
 from services.http.live_api import LiveApi
@@ -135,7 +135,7 @@ class HttpFront:
         return web.FileResponse(STATIC_DIR / "live.html", headers={"Cache-Control": "no-cache"})
 
     async def prometheus_metrics(self, request: web.Request) -> web.Response:
-        """Prometheus metrics of this process (common.metrics)."""
+        """Prometheus metrics of this process (common.rpc.metrics)."""
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:

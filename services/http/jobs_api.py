@@ -34,7 +34,7 @@ from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from common.errors import InvalidInputError
-from common.uploads import check_file_name
+from common.rpc.uploads import check_file_name
 from services.http.errors import ApiError, auth_metadata
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 

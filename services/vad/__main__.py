@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from common.server import service_main
+from common.rpc.server import service_main
 from services.vad.config import VadConfig
 from services.vad.server import create
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Self
 
 from common.config import ConfigError, env_float, env_int, env_str
-from common.server import ServerConfig
+from common.rpc.server import ServerConfig
 
 DEFAULT_PORT = 50053
 ENV_PREFIX = "SUBTITLER_VAD_"

@@ -687,7 +687,7 @@ class SpeechDetector:
 
     def calibrate(self, duration_s: float = CALIBRATION_AUDIO_S) -> float:
         """Seconds one detection takes over `duration_s` of audio, block by
-        block as a request's (the warm-up's measure, `common.capacity`).
+        block as a request's (the warm-up's measure, `common.machine.capacity`).
         Noise will do: silero scores every frame alike, whatever it holds
         (60 s took 0.12 s of noise, 0.10 s of speech and 0.10 s of silence
         on one core). The first second is detected untimed, to warm the

@@ -7,13 +7,13 @@ import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from common.admission import AdmissionLimit
-from common.audio_access import AudioReader
-from common.capacity import WorkRate, slowest_on_every_worker
+from common.audio.access import AudioReader
 from common.errors import NotFoundError
-from common.machine import plan_machine
-from common.server import RunningServer, create_server
-from common.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.machine.capacity import WorkRate, slowest_on_every_worker
+from common.machine.startup import plan_machine
+from common.rpc.admission import AdmissionLimit
+from common.rpc.server import RunningServer, create_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.vad.config import VadConfig
 from services.vad.engine import CALIBRATION_AUDIO_S, SpeechDetector, bundled_model_path
 from services.vad.servicer import SERVICE_NAME, VadServicer

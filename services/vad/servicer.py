@@ -13,12 +13,12 @@ from concurrent.futures import Executor
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from common.admission import AdmissionLimit, run_blocking
-from common.audio_access import AudioReader, audio_ref_from_proto
-from common.capacity import WorkRate, timed
-from common.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
+from common.audio.access import AudioReader, audio_ref_from_proto
+from common.audio.pcm import float32_samples
 from common.errors import InvalidInputError, ResourceExhaustedError
-from common.pcm import float32_samples
+from common.machine.capacity import WorkRate, timed
+from common.rpc.admission import AdmissionLimit, run_blocking
+from common.rpc.convert import duration_to_seconds, seconds_to_duration, time_range_to_proto
 from common.transcript import TimeRange
 from services.vad.engine import (
     SAMPLE_RATE_HERTZ,
@@ -47,7 +47,7 @@ class VadServicer(vad_pb2_grpc.VadServiceServicer):
         rate: WorkRate | None = None,
     ) -> None:
         """`rate`: where each detection's time in the executor is recorded,
-        per second of audio searched (common.capacity; the status reports it)."""
+        per second of audio searched (common.machine.capacity; the status reports it)."""
         self._detector = detector
         self.rate = rate or WorkRate()
         # Live streams are cheap (a few frames a block) but long: their own bound.

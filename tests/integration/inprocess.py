@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.audio_access import AudioRef, audio_ref_to_proto
-from common.server import RunningServer
-from common.shm import SharedSamples, host_id
+from common.audio.access import AudioRef, audio_ref_to_proto
+from common.audio.shm import SharedSamples, host_id
+from common.rpc.server import RunningServer
 from subtitler.common.v1 import common_pb2
 from tests.speech import SAMPLE_RATE_HERTZ
 

@@ -11,10 +11,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
-from common.convert import segment_from_proto, segment_to_proto
-from common.server import ServerConfig
+from common.rpc.convert import segment_from_proto, segment_to_proto
+from common.rpc.server import ServerConfig
+from common.speech.whisper_models import ModelLoadOptions, WhisperModelConfig
 from common.transcript import Segment
-from common.whisper_models import ModelLoadOptions, WhisperModelConfig
 from services.align.config import AlignConfig
 from services.align.server import create
 from services.align.servicer import SERVICE_NAME

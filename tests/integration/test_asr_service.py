@@ -15,10 +15,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
-from common.convert import duration_to_seconds, time_range_to_proto
-from common.server import RETRY_AFTER_KEY, ServerConfig
+from common.rpc.convert import duration_to_seconds, time_range_to_proto
+from common.rpc.server import RETRY_AFTER_KEY, ServerConfig
+from common.speech.whisper_models import ModelLoadOptions, WhisperModelConfig
 from common.transcript import TimeRange
-from common.whisper_models import ModelLoadOptions, WhisperModelConfig
 from services.asr.config import AsrConfig
 from services.asr.server import create
 from services.asr.servicer import SERVICE_NAME

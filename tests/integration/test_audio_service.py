@@ -15,11 +15,11 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.audio_access import AUDIO_SERVICE_NAME, AudioReader, audio_ref_from_proto
-from common.convert import duration_to_seconds, time_range_to_proto, timestamp_to_epoch
+from common.audio.access import AUDIO_SERVICE_NAME, AudioReader, audio_ref_from_proto
+from common.audio.shm import SEGMENT_NAME_PREFIX, SHM_DIR, attach_samples, host_id, segment_exists
 from common.errors import MAX_MESSAGE_BYTES, InvalidInputError, NotFoundError, PermissionDeniedError
-from common.server import RunningServer, ServerConfig
-from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, attach_samples, host_id, segment_exists
+from common.rpc.convert import duration_to_seconds, time_range_to_proto, timestamp_to_epoch
+from common.rpc.server import RunningServer, ServerConfig
 from common.transcript import TimeRange
 from services.audio.config import AudioConfig
 from services.audio.decode import decode_file

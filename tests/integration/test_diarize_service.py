@@ -10,8 +10,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
-from common.convert import duration_to_seconds
-from common.server import ServerConfig
+from common.rpc.convert import duration_to_seconds
+from common.rpc.server import ServerConfig
 from services.diarize.config import DiarizeConfig
 from services.diarize.server import create
 from services.diarize.servicer import SERVICE_NAME

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.common.v1 import common_pb2

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from gateway.cli.main import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc

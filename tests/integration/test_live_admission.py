@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from gateway.live.admission import LIVE_LOAD
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.status.v1 import status_pb2, status_pb2_grpc

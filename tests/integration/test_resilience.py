@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from gateway.asr_capacity import CALLS_PER_WORKER
 from gateway.store.database import open_database, schema_sql
 from gateway.store.job_store import JobStore

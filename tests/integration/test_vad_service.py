@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
-from common.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
-from common.server import ServerConfig
-from common.shm import attach_samples, host_id
+from common.audio.shm import attach_samples, host_id
+from common.rpc.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
+from common.rpc.server import ServerConfig
 from services.audio.config import AudioConfig
 from services.audio.server import create as create_audio
 from services.vad.config import VadConfig

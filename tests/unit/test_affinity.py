@@ -5,7 +5,7 @@ from typing import cast
 import psutil
 import pytest
 
-from common.affinity import (
+from common.machine.affinity import (
     SERVICES,
     apply_affinity,
     format_cpu_list,
@@ -13,7 +13,7 @@ from common.affinity import (
     plan_auto_affinity,
     validate_affinity_spec,
 )
-from common.hardware import BYTES_PER_GIB, HardwareInfo
+from common.machine.hardware import BYTES_PER_GIB, HardwareInfo
 
 
 def _hardware(usable_cpus: tuple[int, ...]) -> HardwareInfo:

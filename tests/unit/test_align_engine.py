@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from common.errors import InvalidInputError, NotFoundError
+from common.speech.whisper_models import DEFAULT_MODEL, EMBEDDED_BASE, ModelCache, ModelLoadOptions
+from common.speech.word_timing import WordPlacement, split_tokens, words_from_placements
 from common.transcript import Segment, Word
-from common.whisper_models import DEFAULT_MODEL, EMBEDDED_BASE, ModelCache, ModelLoadOptions
-from common.word_timing import WordPlacement, split_tokens, words_from_placements
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import (
     CALIBRATION_AUDIO_S,

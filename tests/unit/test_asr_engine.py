@@ -14,15 +14,15 @@ import pytest
 from faster_whisper import BatchedInferencePipeline
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError
-from common.languages import to_bcp47, to_whisper_language
-from common.transcript import TimeRange
-from common.whisper_models import (
+from common.speech.languages import to_bcp47, to_whisper_language
+from common.speech.whisper_models import (
     EMBEDDED_BASE,
     EMBEDDED_TINY_EN,
     ModelCache,
     ModelLoadOptions,
     build_embedded_base,
 )
+from common.transcript import TimeRange
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
     ChunkTranscript,

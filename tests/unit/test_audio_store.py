@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.audio_access import sample_range
+from common.audio.access import sample_range
+from common.audio.shm import SEGMENT_NAME_PREFIX, SHM_DIR, SharedSamples, attach_samples, segment_exists
 from common.config import ConfigError
 from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError, ResourceExhaustedError
-from common.shm import SEGMENT_NAME_PREFIX, SHM_DIR, SharedSamples, attach_samples, segment_exists
 from common.transcript import TimeRange
 from services.audio.config import AudioConfig
 from services.audio.decode import DecodeOptions

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from common.convert import seconds_to_duration
+from common.rpc.convert import seconds_to_duration
 from gateway.cli.batch.progress import (
     BatchProgress,
     BatchTotals,

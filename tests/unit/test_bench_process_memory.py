@@ -20,7 +20,7 @@ from bench.process_memory import (
     proportional_memory,
     shared_audio_bytes,
 )
-from common.shm import SharedSamples
+from common.audio.shm import SharedSamples
 
 ROLLUP = """\
 55d0c8a1e000-7ffd2b5e5000 ---p 00000000 00:00 0                          [rollup]

@@ -1,4 +1,4 @@
-"""common.capacity: the measured work rate every service reports and the
+"""common.machine.capacity: the measured work rate every service reports and the
 live streams the gateway derives from it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from common.capacity import LiveLoadModel, WorkRate, describe_source, slowest_on_every_worker, timed
-from common.status import MeasuredFigures
+from common.machine.capacity import LiveLoadModel, WorkRate, describe_source, slowest_on_every_worker, timed
+from common.rpc.status import MeasuredFigures
 
 
 class FakeClock:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.channels import channel_target
 from common.config import ConfigError
+from common.rpc.channels import channel_target
 from gateway.config import GatewayConfig
 
 

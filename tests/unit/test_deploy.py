@@ -72,7 +72,7 @@ def test_the_dashboard_shows_only_metrics_the_services_export() -> None:
     import json
     import re
 
-    from common import metrics
+    from common.rpc import metrics
 
     dashboard = json.loads((DEPLOY / "grafana" / "subtitler.json").read_text())
     exported = {

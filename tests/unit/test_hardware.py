@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common import hardware
-from common.hardware import BYTES_PER_GIB, GpuInfo, HardwareInfo, detect_hardware
+from common.machine import hardware
+from common.machine.hardware import BYTES_PER_GIB, GpuInfo, HardwareInfo, detect_hardware
 
 _NO_MEMBERSHIP = Path("/nonexistent/proc/self/cgroup")
 

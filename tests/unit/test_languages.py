@@ -4,7 +4,7 @@ import pytest
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 
 from common.errors import InvalidInputError, NotFoundError
-from common.languages import WHISPER_LANGUAGES, to_bcp47, to_whisper_language
+from common.speech.languages import WHISPER_LANGUAGES, to_bcp47, to_whisper_language
 
 
 def test_the_gateway_knows_the_languages_faster_whisper_knows() -> None:

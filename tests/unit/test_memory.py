@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from common.memory import DEFAULT_MALLOC_ARENAS, DEFAULT_MALLOC_KEEP_BYTES, IdleMemoryRelease, release_free_memory
+from common.machine.memory import (
+    DEFAULT_MALLOC_ARENAS,
+    DEFAULT_MALLOC_KEEP_BYTES,
+    IdleMemoryRelease,
+    release_free_memory,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 # of the last four.
 _CHILD = """
 import ctypes, json, resource, sys, threading
-from common.memory import tune_malloc
+from common.machine.memory import tune_malloc
 settings = tune_malloc(json.loads(sys.argv[1]))
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

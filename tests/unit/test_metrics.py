@@ -1,4 +1,4 @@
-"""The metrics every service exports (common/metrics.py): load figures and
+"""The metrics every service exports (common/rpc/metrics.py): load figures and
 gauges read at scrape time, the endpoint, and the settings that turn it on."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import urllib.request
 
 from prometheus_client import REGISTRY
 
-from common import metrics
-from common.server import ServerConfig
-from common.status import LoadFigures
+from common.rpc import metrics
+from common.rpc.server import ServerConfig
+from common.rpc.status import LoadFigures
 
 
 def test_figures_and_gauges_are_read_at_each_scrape() -> None:

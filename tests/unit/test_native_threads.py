@@ -1,4 +1,4 @@
-"""One BLAS thread per service (common.native_threads), applied at start."""
+"""One BLAS thread per service (common.machine.native_threads), applied at start."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.native_threads import DEFAULT_BLAS_THREADS, blas_threads_setting
+from common.machine.native_threads import DEFAULT_BLAS_THREADS, blas_threads_setting
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ _CHILD = """
 import json, os, sys, time
 import numpy as np
 from threadpoolctl import threadpool_info
-from common.native_threads import limit_blas_threads
+from common.machine.native_threads import limit_blas_threads
 environ = dict(json.loads(sys.argv[1]))
 applied = limit_blas_threads(environ)
 blas = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from common.convert import segment_to_proto, time_range_from_proto
-from common.server import ServerConfig
+from common.rpc.convert import segment_to_proto, time_range_from_proto
+from common.rpc.server import ServerConfig
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig, RetryPolicy

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
-from common.shm import (
+from common.audio.shm import (
     SEGMENT_NAME_PREFIX,
     SHM_DIR,
     SegmentWriter,
@@ -25,6 +24,7 @@ from common.shm import (
     host_id,
     segment_exists,
 )
+from common.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,7 +209,7 @@ def test_attaching_process_neither_unlinks_nor_warns() -> None:
         segment.write(0, samples)
         result = _run_python(
             f"""
-            from common.shm import attach_samples
+            from common.audio.shm import attach_samples
             with attach_samples({segment.name!r}, {samples.size}) as samples:
                 print(float(samples.sum()))
             """
@@ -230,7 +230,7 @@ def test_releasing_owner_exits_cleanly() -> None:
     result = _run_python(
         """
         import numpy as np
-        from common.shm import SharedSamples, segment_exists
+        from common.audio.shm import SharedSamples, segment_exists
         segment = SharedSamples.create(100)
         segment.write(0, np.ones(100, dtype=np.float32))
         segment.release()
@@ -249,7 +249,7 @@ def test_segments_of_a_killed_owner_are_unlinked_by_the_resource_tracker() -> No
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from common.shm import SharedSamples\n"
+            "from common.audio.shm import SharedSamples\n"
             "segment = SharedSamples.create(1000)\n"
             "print(segment.name, flush=True)\n"
             "time.sleep(60)\n",

@@ -1,4 +1,4 @@
-"""Word times snapped out of silence (common.silence_snap): synthetic tone
+"""Word times snapped out of silence (common.speech.silence_snap): synthetic tone
 bursts for the rules, real recorded words (tests/word_reference.py) with the
 real tiny.en model for the accuracy it buys."""
 
@@ -18,9 +18,9 @@ import pytest
 
 import tests.word_reference
 from common.errors import InvalidInputError
-from common.silence_snap import SAMPLE_RATE_HERTZ, SnapOptions, find_silences, snap_words_to_sound
+from common.speech.silence_snap import SAMPLE_RATE_HERTZ, SnapOptions, find_silences, snap_words_to_sound
+from common.speech.whisper_models import EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
 from common.transcript import Segment, Word
-from common.whisper_models import EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
 from services.asr.engine import Transcriber, TranscriptionOptions
 from tests.word_reference import build_word_reference, raw_word_timestamps, start_errors_s, timed_tokens
 

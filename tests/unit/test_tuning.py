@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from common.hardware import BYTES_PER_GIB, GpuInfo, HardwareInfo
-from common.tuning import Tuning, tune
+from common.machine.hardware import BYTES_PER_GIB, GpuInfo, HardwareInfo
+from common.machine.tuning import Tuning, tune
 
 
 def _hardware(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from common.convert import duration_to_seconds
+from common.rpc.convert import duration_to_seconds
 from gateway.cli.main import bar_text, clock
 from subtitler.gateway.v1 import gateway_pb2
 

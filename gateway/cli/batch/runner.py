@@ -25,8 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from common.convert import duration_to_seconds
-from common.retry_hint import is_busy, retry_after_s
+from common.rpc.convert import duration_to_seconds
+from common.rpc.retry_hint import is_busy, retry_after_s
 from gateway.cli.batch.progress import BatchProgress
 from gateway.cli.main import FORMATS, MAX_WATCH_RECONNECTS, upload_requests, write_output
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc

@@ -152,7 +152,7 @@ REGISTRY.register(_FIGURES)
 
 
 def track_figures(service: str, figures: Callable[[], Any]) -> None:
-    """Exports `figures()` (a `common.status.LoadFigures`) of `service` at each scrape."""
+    """Exports `figures()` (a `common.rpc.status.LoadFigures`) of `service` at each scrape."""
     _FIGURES.track(service, figures)
 
 

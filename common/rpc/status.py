@@ -17,10 +17,10 @@ from typing import Any
 
 import grpc
 
-from common import metrics
-from common.admission import AdmissionLimit
-from common.capacity import WorkRate, describe_source
-from common.server import Registration
+from common.machine.capacity import WorkRate, describe_source
+from common.rpc import metrics
+from common.rpc.admission import AdmissionLimit
+from common.rpc.server import Registration
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 
 SERVICE_NAME = status_pb2.DESCRIPTOR.services_by_name["StatusService"].full_name
@@ -98,7 +98,7 @@ class LoadFigures:
     loaded_models: tuple[str, ...] = ()
     live_streams: int = 0
     live_buffered_samples: int = 0
-    # What the service measured it gets through (common.capacity); None: nothing measured.
+    # What the service measured it gets through (common.machine.capacity); None: nothing measured.
     measured: MeasuredFigures | None = None
     # Gateway: seconds a job submitted now is expected to wait for its turn (gateway.jobs.admission).
     queue_wait_s: float = 0.0
@@ -164,5 +164,5 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
 
 
 def status_registration(servicer: status_pb2_grpc.StatusServiceServicer) -> Registration:
-    """The registration tuple `common.server.create_server` takes."""
+    """The registration tuple `common.rpc.server.create_server` takes."""
     return (status_pb2_grpc.add_StatusServiceServicer_to_server, servicer, SERVICE_NAME)

@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 
-from common.channels import open_channel
-from common.convert import datetime_to_timestamp, seconds_to_duration, time_range_to_proto
+from common.audio.shm import BYTES_PER_SAMPLE, SAMPLE_DTYPE, SEGMENT_NAME_PREFIX, Samples, attach_samples, host_id
 from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError, UnavailableError
-from common.shm import BYTES_PER_SAMPLE, SAMPLE_DTYPE, SEGMENT_NAME_PREFIX, Samples, attach_samples, host_id
+from common.rpc.channels import open_channel
+from common.rpc.convert import datetime_to_timestamp, seconds_to_duration, time_range_to_proto
 from common.transcript import TimeRange
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
@@ -56,7 +56,7 @@ class AudioRef:
     segment_name: str
     sample_count: int
     sample_rate_hertz: int
-    # `common.shm.host_id()` of the host whose /dev/shm holds the segment.
+    # `common.audio.shm.host_id()` of the host whose /dev/shm holds the segment.
     host_id: str
     # When the audio service frees it unless the lease is renewed.
     lease_expire_time: datetime | None
@@ -135,7 +135,7 @@ class AudioReader:
 
     `default_target` is the audio service used for handles without an
     `audio_service_target` (the SUBTITLER_AUDIO_TARGET of the consumer).
-    Channels are opened with `channel_factory` (default: `common.channels`,
+    Channels are opened with `channel_factory` (default: `common.rpc.channels`,
     round robin, UNAVAILABLE retried) once per target, lazily, and closed by
     `close()`. `local_host_id` defaults to this host's `host_id()`;
     `map_local=False` always reads over gRPC (e.g. when services share a

@@ -17,7 +17,7 @@ that the CPUs are shared out as threads per worker.
 
 Batches on CPU: the ASR encodes and aligns a batch's chunks one at a time
 and decodes them together (services/asr/engine.py, `_StagedWhisper`), and
-its allocator keeps freed buffers (common/memory.py). Then the beam search
+its allocator keeps freed buffers (common/machine/memory.py). Then the beam search
 gets cheaper per chunk as the batch grows (one thread, tiny.en: 0.21 s a
 chunk alone, 0.17 in 2, 0.14 in 4, 0.13 in 8), and through the suite a
 10-minute job took 5.4 s with batches of 2, 5.0 s with 4 and 4.8 s with 8
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.hardware import BYTES_PER_GIB, HardwareInfo, format_bytes
+from common.machine.hardware import BYTES_PER_GIB, HardwareInfo, format_bytes
 
 DEVICE_CPU = "cpu"
 DEVICE_CUDA = "cuda"

@@ -1,5 +1,5 @@
 """How a service tells a caller when to try again, in one place for the
-servers that send the hint (common.server) and the clients that read it (the
+servers that send the hint (common.rpc.server) and the clients that read it (the
 gateway's stage calls, the CLI's batch). No heavy imports: the CLI loads it."""
 
 from __future__ import annotations

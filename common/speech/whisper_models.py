@@ -53,7 +53,7 @@ from common.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
-from common.model_names import DEFAULT_MODEL, EMBEDDED_BASE, EMBEDDED_MODELS, EMBEDDED_PREFIX, EMBEDDED_TINY_EN
+from common.speech.model_names import DEFAULT_MODEL, EMBEDDED_BASE, EMBEDDED_MODELS, EMBEDDED_PREFIX, EMBEDDED_TINY_EN
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:
 # filter then costs 0.014 s of a 30 s chunk's 0.031 s alignment (tiny.en, one
 # thread, 39 tokens), more with more words: about 6% of the chunk's decoding.
 # The suite snaps words out of silence with the audio itself
-# (common.silence_snap), and with no filter words are placed as well:
+# (common.speech.silence_snap), and with no filter words are placed as well:
 # `bench/word_timing.py`, median start error after snapping 4/5/4/3/3 ms in
 # English, French, Spanish, Italian and Russian, as with 7 and 3; on 4
 # minutes of connected English speech, against pocketsphinx, 57.8% of word

@@ -2,8 +2,8 @@
 tune its settings to it, pin its CPUs as configured, and log all three.
 
 Never fatal: detection falls back to conservative values with a warning, and
-a pin that fails is logged and skipped (see `common.hardware`,
-`common.tuning`, `common.affinity`).
+a pin that fails is logged and skipped (see `common.machine.hardware`,
+`common.machine.tuning`, `common.machine.affinity`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.affinity import AffinityResult, apply_affinity, format_cpu_list
-from common.hardware import HardwareInfo, detect_hardware
-from common.status import SettingChoice, StatusReport
-from common.tuning import Tuning, tune
+from common.machine.affinity import AffinityResult, apply_affinity, format_cpu_list
+from common.machine.hardware import HardwareInfo, detect_hardware
+from common.machine.tuning import Tuning, tune
+from common.rpc.status import SettingChoice, StatusReport
 
 logger = logging.getLogger(__name__)
 

@@ -44,12 +44,13 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common import errors, metrics
-from common.affinity import validate_affinity_spec
+from common import errors
 from common.config import ConfigError, env_choice, env_float, env_int, env_path, env_str
-from common.memory import IdleMemoryRelease
-from common.retry_hint import RETRY_AFTER_KEY
-from common.tls import TlsConfig
+from common.machine.affinity import validate_affinity_spec
+from common.machine.memory import IdleMemoryRelease
+from common.rpc import metrics
+from common.rpc.retry_hint import RETRY_AFTER_KEY
+from common.rpc.tls import TlsConfig
 
 log = structlog.get_logger(__name__)
 
@@ -90,9 +91,9 @@ class ServerConfig:
     # CPUs to run on: "auto" (the ASR's cores kept apart from the others' on
     # machines with 4 or more), "none", or a list like "0-3,6".
     cpu_affinity: str = "auto"
-    # TLS of the listener and of the channels to peers (common.tls); default plaintext.
+    # TLS of the listener and of the channels to peers (common.rpc.tls); default plaintext.
     tls: TlsConfig = field(default_factory=TlsConfig)
-    # Prometheus metrics over HTTP on this port (common.metrics); None: none; 0: a free port.
+    # Prometheus metrics over HTTP on this port (common.rpc.metrics); None: none; 0: a free port.
     metrics_port: int | None = None
     metrics_port_file: Path | None = None
 
@@ -498,9 +499,9 @@ def ignore_late_signals(loop: asyncio.AbstractEventLoop) -> None:
 def run_service(name: str, config: ServerConfig, create: Callable[[], Awaitable[RunningServer]]) -> None:
     """Entry point of a service process: logs, start, wait for SIGTERM or
     SIGINT, graceful stop, exit 0."""
-    from common.logs import configure_logging
-    from common.memory import tune_malloc
-    from common.native_threads import limit_blas_threads
+    from common.machine.memory import tune_malloc
+    from common.machine.native_threads import limit_blas_threads
+    from common.rpc.logs import configure_logging
 
     malloc = tune_malloc(os.environ)
     configure_logging(name, level=config.log_level)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-if TYPE_CHECKING:  # common.hardware imports this module for format_cpu_list
-    from common.hardware import HardwareInfo
+if TYPE_CHECKING:  # common.machine.hardware imports this module for format_cpu_list
+    from common.machine.hardware import HardwareInfo
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ or puts the boundary between two words near the end of the first one.
    where that word now does; other segments keep their bounds.
 
 The input words are expected in order and not overlapping (as
-`common.word_timing.words_from_placements` gives them). Words outside the
+`common.speech.word_timing.words_from_placements` gives them). Words outside the
 samples are left alone. Pure numpy: the framing is vectorised and the words
 are visited once, about 0.1 ms per second of audio.
 

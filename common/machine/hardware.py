@@ -3,7 +3,7 @@
 `detect_hardware` runs once at start-up and never raises: every probe that
 fails adds a sentence to `HardwareInfo.warnings` (the details are logged at
 DEBUG) and falls back to a conservative value (one CPU, no GPUs...). The
-result feeds `common.tuning.tune` and the start-up log / status RPC through
+result feeds `common.machine.tuning.tune` and the start-up log / status RPC through
 `HardwareInfo.as_fields`.
 
 What is read
@@ -44,7 +44,7 @@ from typing import TypeVar
 
 import psutil
 
-from common.affinity import format_cpu_list
+from common.machine.affinity import format_cpu_list
 
 logger = logging.getLogger(__name__)
 
