@@ -1,5 +1,5 @@
 """faster-whisper's own speech detection, the reference the VAD engine is
-checked (tests/unit/test_vad_engine.py) and timed (bench/vad_backends.py)
+checked (tests/unit/services/vad/test_engine.py) and timed (bench/vad_backends.py)
 against: its `get_speech_timestamps` followed by the merge that
 faster-whisper 1.1's `merge_segments` (WhisperX's `merge_chunks`) did, or
 by faster-whisper 1.2's speech packing (`collect_chunks`)."""

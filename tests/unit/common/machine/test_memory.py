@@ -16,7 +16,7 @@ from common.machine.memory import (
     release_free_memory,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 # In a child process (the settings are process-wide): applies them, then in
 # a worker thread (as a model's) mallocs, fills and frees a 52 MB buffer five

@@ -26,7 +26,7 @@ from common.audio.shm import (
 )
 from common.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:

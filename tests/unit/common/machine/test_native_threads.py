@@ -11,7 +11,7 @@ from typing import Any
 
 from common.machine.native_threads import DEFAULT_BLAS_THREADS, blas_threads_setting
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 # In a child process (the limit is process-wide): numpy loaded first, as a
 # service's modules load it, then the limit; then one product the size of
