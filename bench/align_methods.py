@@ -27,12 +27,13 @@ from collections.abc import Sequence
 from faster_whisper import WhisperModel
 
 from bench.machine import print_machine_line
+from common.limits import SAMPLE_RATE_HERTZ
 from common.speech.whisper_models import DEFAULT_MODEL, ModelCache, ModelLoadOptions
 from common.transcript import Segment, Word
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod, AlignOptions
 from services.align.phonetic import PhoneticAligner
-from services.align.placement import SAMPLE_RATE_HERTZ, Samples
+from services.align.placement import Samples
 from tests.speech import build_long_recording, clear_prompts, load_pcm16k
 
 # Longest prompt used alone (one encoder window).

@@ -28,13 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.audio.shm import SEGMENT_NAME_PREFIX
+from common.audio.shm import SEGMENT_NAME_PREFIX, SHM_DIR
 
 MIB = 2**20
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-SHM_DIR = Path("/dev/shm")
-# The name of our segments in SHM_DIR begins with this (common.audio.shm.SEGMENT_NAME_PREFIX).
-SEGMENT_PREFIX = SEGMENT_NAME_PREFIX
 # RSS (statm) is read this often.
 RSS_INTERVAL_S = 0.05
 # PSS is read at most this share of one core's time, and at least every PSS_MAX_INTERVAL_S.
@@ -128,7 +125,7 @@ def process_tree(pid: int) -> list[int]:
 
 def mapped_segments(pid: int) -> set[Path]:
     """The suite's audio segments a process maps (/proc/<pid>/maps)."""
-    prefix = f"{SHM_DIR}/{SEGMENT_PREFIX}"
+    prefix = f"{SHM_DIR}/{SEGMENT_NAME_PREFIX}"
     try:
         lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError, PermissionError):

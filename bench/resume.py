@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from bench.machine import print_machine_line
+from gateway.records import JobState
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -36,8 +37,6 @@ from subtitler.vad.v1 import vad_pb2
 from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording, write_wav
 from tools.asr_log import asr_requests, requested_chunks
 from tools.suite import Suite
-
-FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
 
 
 def transcribe_fraction(event: gateway_pb2.JobEvent) -> float:
@@ -50,7 +49,7 @@ def wait_finished(gateway: gateway_pb2_grpc.GatewayServiceStub, job_id: str, tim
     deadline = time.monotonic() + timeout_s
     while True:
         job = gateway.GetJob(gateway_pb2.GetJobRequest(job_id=job_id), wait_for_ready=True, timeout=30)
-        if job.state in FINISHED:
+        if JobState(job.state).finished:
             if job.state != gateway_pb2.JOB_STATE_SUCCEEDED:
                 raise RuntimeError(f"job {job_id} ended {gateway_pb2.JobState.Name(job.state)}: {job.error}")
             return job

@@ -40,8 +40,6 @@ from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording, write_with_video
 from tests.wer import word_error_rate
 
-FINISHED = (gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JOB_STATE_FAILED, gateway_pb2.JOB_STATE_CANCELLED)
-
 
 def make_clips(directory: Path, count: int, clip_s: float) -> list[tuple[Path, str]]:
     """`count` clips of about `clip_s` seconds, each a different stretch of

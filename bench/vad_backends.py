@@ -46,7 +46,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.machine import print_machine_line
-from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE_HERTZ, SpeechChunk, SpeechDetector, VadOptions
+from common.limits import SAMPLE_RATE_HERTZ, VAD_FRAME_SAMPLES
+from services.vad.engine import SpeechChunk, SpeechDetector, VadOptions
 from services.vad.engine import bundled_model_path as faster_whisper_model_path
 from tests.speech import ASTERISK_SOUNDS_DIR, load_pcm16k
 from tests.vad_reference import faster_whisper_chunks
@@ -97,7 +98,7 @@ def faster_whisper_baseline(audio: Samples, repeats: int) -> Result:
     started = time.perf_counter()
     model = SileroVADModel(str(faster_whisper_model_path()))
     load_s = time.perf_counter() - started
-    padded = np.pad(audio, (0, FRAME_SAMPLES - audio.shape[0] % FRAME_SAMPLES))
+    padded = np.pad(audio, (0, VAD_FRAME_SAMPLES - audio.shape[0] % VAD_FRAME_SAMPLES))
     best_s, probabilities = timed(lambda: np.asarray(model(padded), dtype=np.float32).reshape(-1), repeats)
     return Result("faster-whisper v6 ONNX (baseline)", load_s, best_s, probabilities)
 
@@ -134,14 +135,14 @@ def silero_frame_loop(audio: Samples, repeats: int, *, onnx: bool) -> Result:
     started = time.perf_counter()
     model: Any = load_silero_vad(onnx=onnx)
     load_s = time.perf_counter() - started
-    tensor = torch.from_numpy(np.pad(audio, (0, FRAME_SAMPLES - audio.shape[0] % FRAME_SAMPLES)))
+    tensor = torch.from_numpy(np.pad(audio, (0, VAD_FRAME_SAMPLES - audio.shape[0] % VAD_FRAME_SAMPLES)))
 
     def run() -> Samples:
         model.reset_states()
         with torch.inference_mode():
             values = [
-                model(tensor[start : start + FRAME_SAMPLES], SAMPLE_RATE_HERTZ).item()
-                for start in range(0, tensor.shape[0], FRAME_SAMPLES)
+                model(tensor[start : start + VAD_FRAME_SAMPLES], SAMPLE_RATE_HERTZ).item()
+                for start in range(0, tensor.shape[0], VAD_FRAME_SAMPLES)
             ]
         return np.asarray(values, dtype=np.float32)
 

@@ -24,13 +24,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from common.limits import CALLS_PER_WORKER
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-# Calls kept in flight per ASR worker: one decoding, one on its way, so a
-# worker never waits for the gateway between batches.
-CALLS_PER_WORKER = 2
 STATUS_TIMEOUT_S = 2.0
 # How often the ASR is asked while it has measured nothing yet.
 UNMEASURED_REFRESH_S = 2.0

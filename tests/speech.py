@@ -28,7 +28,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE_HERTZ = 16_000
+from common.limits import SAMPLE_RATE_HERTZ
+
 ASTERISK_SOUNDS_DIR = Path("/usr/share/asterisk/sounds/en")
 ASTERISK_TRANSCRIPTS_PATH = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 # Canadian French (asterisk-core-sounds-fr-wav installs the voice as fr_CA_f_June;

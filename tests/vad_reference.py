@@ -11,7 +11,8 @@ import numpy.typing as npt
 from faster_whisper.vad import VadOptions as FasterWhisperVadOptions
 from faster_whisper.vad import collect_chunks, get_speech_timestamps
 
-from services.vad.engine import SAMPLE_RATE_HERTZ, VadOptions
+from common.limits import SAMPLE_RATE_HERTZ
+from services.vad.engine import VadOptions
 
 
 def faster_whisper_chunks(audio: npt.NDArray[np.float32], options: VadOptions) -> list[tuple[int, int]]:

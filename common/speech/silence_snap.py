@@ -64,10 +64,9 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidInputError
+from common.limits import SAMPLE_RATE_HERTZ
 from common.transcript import Segment, Word
 
-# The rate of the samples given (the suite's audio format).
-SAMPLE_RATE_HERTZ = 16_000
 # Energy of an all-zero frame, in dB relative to full scale: below any real signal.
 _ENERGY_FLOOR = 1e-12
 # Word times this close outside the chunk count as at its edge (they are rounded to the millisecond).

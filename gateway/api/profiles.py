@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.limits import DEFAULT_BEAM_SIZE
 from common.speech.model_names import EMBEDDED_BASE
 from subtitler.align.v1 import align_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -35,8 +36,8 @@ class ProfilePreset:
 
 PRESETS: dict[gateway_pb2.Profile.ValueType, ProfilePreset] = {
     gateway_pb2.PROFILE_FAST: ProfilePreset(1, "", align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
-    gateway_pb2.PROFILE_BALANCED: ProfilePreset(5, "", align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
-    gateway_pb2.PROFILE_ACCURATE: ProfilePreset(5, EMBEDDED_BASE, align_pb2.ALIGN_METHOD_PHONETIC),
+    gateway_pb2.PROFILE_BALANCED: ProfilePreset(DEFAULT_BEAM_SIZE, "", align_pb2.ALIGN_METHOD_CROSS_ATTENTION),
+    gateway_pb2.PROFILE_ACCURATE: ProfilePreset(DEFAULT_BEAM_SIZE, EMBEDDED_BASE, align_pb2.ALIGN_METHOD_PHONETIC),
 }
 
 

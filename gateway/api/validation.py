@@ -9,6 +9,16 @@ import re
 import unicodedata
 
 from common.errors import InvalidInputError, NotFoundError
+from common.limits import (
+    DEFAULT_BEAM_SIZE,
+    DEFAULT_MAX_BATCH_SIZE,
+    LIVE_MAX_MIN_SILENCE_S,
+    MAX_BEAM_SIZE,
+    MAX_CHUNK_DURATION_S,
+    MAX_SPEAKERS,
+    MAX_TEMPERATURE,
+    VAD_FRAME_S,
+)
 from common.rpc.convert import duration_to_seconds
 from common.speech.languages import WHISPER_LANGUAGES, to_whisper_language
 from gateway.output.subtitle_config import subtitle_options
@@ -17,24 +27,12 @@ from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
 
-# The ASR service's default SUBTITLER_ASR_MAX_BATCH_SIZE, and its beam limit.
-MAX_BATCH_SIZE = 32
-MAX_BEAM_SIZE = 16
-# Chunks one Transcribe request may carry (services.asr.engine.MAX_CHUNKS_PER_REQUEST).
-MAX_CHUNKS_PER_TRANSCRIBE = 32
-# Whisper's sampling temperatures that make sense.
-MAX_TEMPERATURE = 1.0
 # Speech chunks: at most Whisper's window, at least long enough to hold a word.
 MIN_CHUNK_S = 1.0
-MAX_CHUNK_S = 30.0
 # Silence and speech lengths of the VAD options, and the padding around speech.
 MAX_VAD_DURATION_S = 30.0
 MAX_SPEECH_PAD_S = 5.0
 DEFAULT_SPEECH_PAD_S = 0.4
-# The silence that ends a live utterance, at most (services.vad.engine.LIVE_MAX_MIN_SILENCE_S).
-MAX_LIVE_SILENCE_S = 10.0
-# One silero frame (32 ms): a chunk holds the padding on both sides and at least one.
-VAD_FRAME_S = 0.032
 
 
 def validate_job_config(config: gateway_pb2.JobConfig) -> None:
@@ -43,10 +41,6 @@ def validate_job_config(config: gateway_pb2.JobConfig) -> None:
     _validate_vad(config.speech_detection)
     _validate_job_choices(config)
     _validate_speakers(config.diarization)
-
-
-# As services/diarize/engine.py (the gateway does not import the engines).
-MAX_SPEAKERS = 20
 
 
 def _validate_speakers(diarization: gateway_pb2.DiarizationOptions) -> None:
@@ -74,11 +68,12 @@ def validate_transcription(transcription: asr_pb2.TranscriptionOptions) -> None:
         raise InvalidInputError(f"unknown task {transcription.task}")
     if transcription.beam_size < 0 or transcription.beam_size > MAX_BEAM_SIZE:
         raise InvalidInputError(
-            f"beam_size {transcription.beam_size} must be between 1 and {MAX_BEAM_SIZE} (0: the default, 5)"
+            f"beam_size {transcription.beam_size} must be between 1 and {MAX_BEAM_SIZE}"
+            f" (0: the default, {DEFAULT_BEAM_SIZE})"
         )
-    if transcription.batch_size < 0 or transcription.batch_size > MAX_BATCH_SIZE:
+    if transcription.batch_size < 0 or transcription.batch_size > DEFAULT_MAX_BATCH_SIZE:
         raise InvalidInputError(
-            f"batch_size {transcription.batch_size} must be between 1 and {MAX_BATCH_SIZE} (0: the default)"
+            f"batch_size {transcription.batch_size} must be between 1 and {DEFAULT_MAX_BATCH_SIZE} (0: the default)"
         )
     if not (math.isfinite(transcription.temperature) and 0 <= transcription.temperature <= MAX_TEMPERATURE):
         raise InvalidInputError(f"temperature {transcription.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
@@ -95,8 +90,10 @@ def validate_live_vad(vad: vad_pb2.LiveVadOptions) -> None:
     """The live VAD options of a stream, as the VAD service checks them."""
     _validate_threshold(vad.threshold)
     silence_s = duration_to_seconds(vad.min_silence_duration)
-    if not 0 <= silence_s <= MAX_LIVE_SILENCE_S:
-        raise InvalidInputError(f"min_silence_duration {silence_s:g} s must be between 0 and {MAX_LIVE_SILENCE_S:g} s")
+    if not 0 <= silence_s <= LIVE_MAX_MIN_SILENCE_S:
+        raise InvalidInputError(
+            f"min_silence_duration {silence_s:g} s must be between 0 and {LIVE_MAX_MIN_SILENCE_S:g} s"
+        )
 
 
 def _validate_vad(vad: vad_pb2.VadOptions) -> None:
@@ -105,9 +102,9 @@ def _validate_vad(vad: vad_pb2.VadOptions) -> None:
         raise InvalidInputError(f"unknown chunking method {vad.chunking}: use PACK or MERGE")
     max_chunk_s = duration_to_seconds(vad.max_chunk_duration)
     # As the VAD service reads them: a zero duration takes the default.
-    if max_chunk_s and not MIN_CHUNK_S <= max_chunk_s <= MAX_CHUNK_S:
+    if max_chunk_s and not MIN_CHUNK_S <= max_chunk_s <= MAX_CHUNK_DURATION_S:
         raise InvalidInputError(
-            f"max_chunk_duration {max_chunk_s:g} s must be between {MIN_CHUNK_S:g} s and {MAX_CHUNK_S:g} s"
+            f"max_chunk_duration {max_chunk_s:g} s must be between {MIN_CHUNK_S:g} s and {MAX_CHUNK_DURATION_S:g} s"
             " (Whisper's window)"
         )
     for name, limit_s in (
@@ -119,7 +116,7 @@ def _validate_vad(vad: vad_pb2.VadOptions) -> None:
         if not 0 <= value_s <= limit_s:
             raise InvalidInputError(f"{name} {value_s:g} s must be between 0 and {limit_s:g} s")
     pad_s = duration_to_seconds(vad.speech_pad) or DEFAULT_SPEECH_PAD_S
-    chunk_s = max_chunk_s or MAX_CHUNK_S
+    chunk_s = max_chunk_s or MAX_CHUNK_DURATION_S
     if 2 * pad_s + VAD_FRAME_S >= chunk_s:
         raise InvalidInputError(
             f"speech_pad {pad_s:g} s on both sides leaves no room for speech in chunks of {chunk_s:g} s"

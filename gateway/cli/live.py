@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
+from common.limits import SAMPLE_RATE_HERTZ
 from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from gateway.output.subtitles import timestamp
 from subtitler.asr.v1 import asr_pb2
@@ -29,7 +30,6 @@ from subtitler.vad.v1 import vad_pb2
 
 # Audio sent per message.
 BLOCK_S = 0.1
-FILE_SAMPLE_RATE_HERTZ = 16_000
 ENCODINGS = {"s16le": gateway_pb2.AUDIO_ENCODING_LINEAR16, "f32le": gateway_pb2.AUDIO_ENCODING_FLOAT32}
 _SAMPLE_BYTES = {"s16le": 2, "f32le": 4}
 
@@ -89,7 +89,7 @@ def _file_blocks(path: str, fast: bool) -> Iterator[bytes]:
             "decoding a media file needs PyAV (pip install av); or pipe raw PCM: "
             "ffmpeg -i FILE -f s16le -ac 1 -ar 16000 - | subtitler live -"
         ) from None
-    block_bytes = round(BLOCK_S * FILE_SAMPLE_RATE_HERTZ) * 2
+    block_bytes = round(BLOCK_S * SAMPLE_RATE_HERTZ) * 2
     try:
         container = av.open(path)
     except (OSError, av.error.FFmpegError) as error:
@@ -97,7 +97,7 @@ def _file_blocks(path: str, fast: bool) -> Iterator[bytes]:
     with container:
         if not container.streams.audio:
             raise LiveError(f"{path} has no audio track")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=FILE_SAMPLE_RATE_HERTZ)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE_HERTZ)
         pending = b""
         sent_s = 0.0
         started = time.monotonic()
@@ -108,7 +108,7 @@ def _file_blocks(path: str, fast: bool) -> Iterator[bytes]:
                 delay = sent_s - (time.monotonic() - started)
                 if delay > 0:
                     time.sleep(delay)
-            sent_s += len(data) / 2 / FILE_SAMPLE_RATE_HERTZ
+            sent_s += len(data) / 2 / SAMPLE_RATE_HERTZ
             yield data
 
         frames = (frame for packet in container.demux(container.streams.audio[0]) for frame in packet.decode())
@@ -147,7 +147,7 @@ def _config(options: argparse.Namespace) -> gateway_pb2.StreamingConfig:
             model=options.model or "", language_code=options.language or "", beam_size=options.beam_size or 0
         ),
         encoding=ENCODINGS[options.encoding] if from_stdin else gateway_pb2.AUDIO_ENCODING_LINEAR16,
-        sample_rate_hertz=options.rate if from_stdin else FILE_SAMPLE_RATE_HERTZ,
+        sample_rate_hertz=options.rate if from_stdin else SAMPLE_RATE_HERTZ,
         channel_count=options.channels if from_stdin else 1,
         interim_results=not options.no_interim,
         speech_detection=vad_pb2.LiveVadOptions(),

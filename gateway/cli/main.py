@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import grpc
 
 from common.config import ConfigError
+from common.limits import UPLOAD_CHUNK_BYTES
 from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from common.rpc.tls import TlsConfig
 from gateway.cli import live as live_cli
@@ -35,7 +36,6 @@ from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc
 from subtitler.vad.v1 import vad_pb2
 
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 # "srt", "vtt", "json", "text", "ass", "rttm": the proto's enum without its prefix.
 FORMATS = {
     name.removeprefix("RESULT_FORMAT_").lower(): value

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from common.limits import UPLOAD_CHUNK_BYTES
 from common.rpc.convert import timestamp_to_epoch
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
 from gateway.records import JobRecord, Stage
@@ -28,7 +29,6 @@ from subtitler.common.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 # A running job renews its audio's lease at half of what is left, at least this often.
 MAX_LEASE_RENEWAL_INTERVAL_S = 300.0
 RELEASE_TIMEOUT_S = 10.0

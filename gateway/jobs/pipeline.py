@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from common.limits import MAX_CHUNKS_PER_REQUEST
 from common.rpc import metrics
 from common.rpc.convert import (
     duration_to_seconds,
@@ -42,7 +43,6 @@ from common.rpc.convert import (
 )
 from common.rpc.server import JOB_ID_KEY, REQUEST_ID_KEY
 from common.transcript import Segment, TimeRange
-from gateway.api.validation import MAX_CHUNKS_PER_TRANSCRIBE
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
 from gateway.jobs.audio_lease import AudioLease
@@ -584,8 +584,8 @@ class JobPipeline:
         coverage check's second look), numbered as their chunks."""
         assert self._handle is not None
         found: list[Segment] = []
-        for start in range(0, len(windows), MAX_CHUNKS_PER_TRANSCRIBE):
-            part = windows[start : start + MAX_CHUNKS_PER_TRANSCRIBE]
+        for start in range(0, len(windows), MAX_CHUNKS_PER_REQUEST):
+            part = windows[start : start + MAX_CHUNKS_PER_REQUEST]
             stream = self._peers.asr.Transcribe(
                 asr_pb2.TranscribeRequest(
                     audio=self._handle,

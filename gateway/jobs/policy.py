@@ -8,9 +8,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from common.limits import MAX_CHUNK_DURATION_S
 from common.speech.languages import primary_language
 from common.transcript import Segment, TimeRange, doubt_flags
-from gateway.api.validation import MAX_CHUNK_S
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -98,11 +98,11 @@ def uncovered_speech(speech: Sequence[TimeRange], segments: Sequence[Segment], c
             else:
                 end_s = min(end_s, segment.start_s)
         if windows and start_s < windows[-1].end_s:
-            if max(windows[-1].end_s, end_s) - windows[-1].start_s <= MAX_CHUNK_S:
+            if max(windows[-1].end_s, end_s) - windows[-1].start_s <= MAX_CHUNK_DURATION_S:
                 windows[-1] = TimeRange(windows[-1].start_s, max(windows[-1].end_s, end_s))
                 continue
             start_s = windows[-1].end_s
-        end_s = min(end_s, start_s + MAX_CHUNK_S)
+        end_s = min(end_s, start_s + MAX_CHUNK_DURATION_S)
         if end_s - start_s >= MIN_UNCOVERED_SPEECH_S:
             windows.append(TimeRange(start_s, end_s))
     return windows

@@ -17,9 +17,9 @@ import soxr
 
 from common.audio.pcm import float32_samples
 from common.errors import InvalidInputError
+from common.limits import SAMPLE_RATE_HERTZ
 from subtitler.gateway.v1 import gateway_pb2
 
-SAMPLE_RATE_HERTZ = 16_000
 MIN_SAMPLE_RATE_HERTZ = 8_000
 MAX_SAMPLE_RATE_HERTZ = 192_000
 MAX_CHANNELS = 8

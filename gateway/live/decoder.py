@@ -42,6 +42,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from common.limits import SAMPLE_RATE_HERTZ
 from common.rpc.convert import duration_to_seconds, seconds_to_duration
 from common.transcript import Word
 from gateway.asr_capacity import AsrCapacity
@@ -50,7 +51,6 @@ from subtitler.common.v1 import common_pb2
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HERTZ = 16_000
 # Inline audio one call carries at most (the ASR service takes 4 MiB).
 MAX_CALL_BYTES = 3 * 1024 * 1024
 # Retries of a call the ASR service refused for now (UNAVAILABLE, RESOURCE_EXHAUSTED).

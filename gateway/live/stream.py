@@ -49,6 +49,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from common.limits import SAMPLE_RATE_HERTZ
 from common.rpc.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
 from gateway.live.decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
@@ -56,7 +57,6 @@ from gateway.output.subtitles import punctuation_end
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
-SAMPLE_RATE_HERTZ = 16_000
 MAX_PENDING_FINALS = 4
 # Whisper's window, less the audio kept around an utterance.
 MAX_UTTERANCE_S = 28.0

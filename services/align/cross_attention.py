@@ -31,10 +31,11 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import merge_punctuations
 
 from common.errors import SuiteError
+from common.limits import SAMPLE_RATE_HERTZ
 from common.speech.languages import to_whisper_language
 from common.speech.whisper_models import ATTENTION_MEDIAN_FILTER_WIDTH
 from common.speech.word_timing import WordPlacement, placements_by_position
-from services.align.placement import SAMPLE_RATE_HERTZ, Samples
+from services.align.placement import Samples
 
 logger = logging.getLogger(__name__)
 

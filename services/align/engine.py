@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from common.errors import InvalidInputError, SuiteError
+from common.limits import SAMPLE_RATE_HERTZ
 from common.speech.silence_snap import snap_words_to_sound
 from common.speech.word_timing import WordPlacement, split_tokens, words_from_placements
 from common.transcript import Segment
-from services.align.placement import SAMPLE_RATE_HERTZ, Samples, WordAligner
+from services.align.placement import Samples, WordAligner
 
 logger = logging.getLogger(__name__)
 

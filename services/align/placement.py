@@ -17,9 +17,6 @@ import numpy.typing as npt
 
 from common.speech.word_timing import WordPlacement
 
-SAMPLE_RATE_HERTZ = 16_000
-"""Every aligner takes 16 kHz mono float32 samples."""
-
 Samples = npt.NDArray[np.float32]
 
 

@@ -14,13 +14,13 @@ import grpc
 
 from common.audio.access import AudioReader, AudioRef, audio_ref_from_proto, sample_range
 from common.errors import InvalidInputError, UnavailableError
+from common.limits import SAMPLE_RATE_HERTZ
 from common.machine.capacity import WorkRate, timed
 from common.rpc.admission import AdmissionLimit, run_blocking
 from common.rpc.convert import segments_from_proto, segments_to_proto
 from common.speech.word_timing import split_tokens
 from common.transcript import Segment, TimeRange
 from services.align.engine import AlignEngine, AlignMethod, validate_segments
-from services.align.placement import SAMPLE_RATE_HERTZ
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 
 SERVICE_NAME = align_pb2.DESCRIPTOR.services_by_name["AlignService"].full_name

@@ -52,9 +52,6 @@ from services.asr.engine import Calibration, ChunkTranscript, PendingWords, Prep
 
 logger = logging.getLogger(__name__)
 
-# Batches a replica holds per model worker: one decoding, one on its way (the
-# gateway keeps as many chunks in flight: gateway/asr_capacity.py).
-CALLS_PER_WORKER = 2
 # Chunks whose words wait to be timed while chunks wait to be decoded, per
 # model worker, at most (a CPU batch; each holds its audio and encoder output,
 # about 4 MB for tiny.en, 10 MB for large-v3).

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from common.config import ConfigError, env_bool, env_float, env_int, env_str
+from common.limits import DEFAULT_MAX_BATCH_SIZE, MAX_CHUNK_DURATION_S
 from common.rpc.server import ServerConfig
 from common.speech.whisper_models import WhisperModelConfig
-from services.asr.engine import DEFAULT_MIN_WINDOW_S, MAX_CHUNK_DURATION_S
+from services.asr.engine import DEFAULT_MIN_WINDOW_S
 
 DEFAULT_PORT = 50054
 
@@ -28,7 +29,7 @@ class AsrConfig:
     # padding; from GPU memory on CUDA).
     batch_size: int = 0
     # Largest batch a request may ask for.
-    max_batch_size: int = 32
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     # Transcriptions (and language detections) running at once; 0: one per model worker.
     max_concurrent_transcriptions: int = 0
     # Requests that may wait for a slot; more are refused with RESOURCE_EXHAUSTED.

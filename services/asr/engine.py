@@ -32,6 +32,16 @@ from faster_whisper.transcribe import BatchedInferencePipeline, WhisperModel, ge
 from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 
 from common.errors import CancelledError, InvalidInputError
+from common.limits import (
+    DEFAULT_BEAM_SIZE,
+    MAX_BEAM_SIZE,
+    MAX_CHUNK_DURATION_S,
+    MAX_CHUNKS_PER_REQUEST,
+    MAX_CONTEXT_CHARS,
+    MAX_PREFIX_CHARS,
+    MAX_TEMPERATURE,
+    SAMPLE_RATE_HERTZ,
+)
 from common.speech.languages import to_bcp47, to_whisper_language
 from common.speech.silence_snap import snap_words_to_sound
 from common.speech.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
@@ -40,25 +50,11 @@ from common.transcript import Segment, TimeRange, Word
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HERTZ = 16_000
-# Whisper's window: a chunk longer than this would be cut.
-MAX_CHUNK_DURATION_S = 30.0
 # Ranges may end this far past the end of the audio (rounding of offsets); they are clipped.
 RANGE_TOLERANCE_S = 0.01
 TASKS = ("transcribe", "translate")
-MAX_BEAM_SIZE = 16
-# Sampling temperatures worth asking for (faster-whisper's own fallback goes up to 1).
-MAX_TEMPERATURE = 1.0
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
-# Chunks one Transcribe request may carry (16 minutes of 30 s chunks).
-MAX_CHUNKS_PER_REQUEST = 32
-# Characters of text said before a chunk (`prepare`'s contexts) a request may give.
-MAX_CONTEXT_CHARS = 2000
-# Characters of text a chunk's audio is known to begin with (`prepare`'s prefixes):
-# forced as the start of its transcript, it must fit the first half of Whisper's
-# 448-token window with room to spare.
-MAX_PREFIX_CHARS = 600
 # Parts a packed chunk may have (a 30 s chunk of 32 ms speech regions).
 MAX_CHUNK_PARTS = 1024
 # The warm-up's calibrated decodes (`_calibration_decode`): a file chunk is
@@ -89,7 +85,7 @@ class TranscriptionOptions:
     # "transcribe" in the spoken language, or "translate" to English.
     task: str = "transcribe"
     # Beam size of the beam search.
-    beam_size: int = 5
+    beam_size: int = DEFAULT_BEAM_SIZE
     # Chunks decoded together.
     batch_size: int = 8
     # Text given to the model as previous context (names, spelling); empty: none.
@@ -843,7 +839,12 @@ def _calibration_decode(loaded: LoadedModel, window_s: float, tokens: int) -> fl
     tokenizer = Tokenizer(whisper.hf_tokenizer, loaded.is_multilingual, task="transcribe", language="en")
     prompt = whisper.get_prompt(tokenizer, [], without_timestamps=True)
     result = whisper.model.generate(
-        encoded, [prompt], beam_size=5, max_length=tokens, suppress_tokens=[-1, tokenizer.eot], suppress_blank=False
+        encoded,
+        [prompt],
+        beam_size=DEFAULT_BEAM_SIZE,
+        max_length=tokens,
+        suppress_tokens=[-1, tokenizer.eot],
+        suppress_blank=False,
     )[0]
     text_tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
     if text_tokens:

@@ -9,13 +9,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from common.audio.access import AudioReader
+from common.limits import CALLS_PER_WORKER
 from common.machine.capacity import describe_source
 from common.machine.startup import plan_machine
 from common.rpc.admission import AdmissionLimit
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from common.speech.whisper_models import ModelCache, resolve_model_path
-from services.asr.batcher import CALLS_PER_WORKER, BatchPool, WorkRates
+from services.asr.batcher import BatchPool, WorkRates
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
 from services.asr.servicer import SERVICE_NAME, AsrServicer

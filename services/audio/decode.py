@@ -61,11 +61,10 @@ from common.errors import (
     ResourceExhaustedError,
     SuiteError,
 )
+from common.limits import SAMPLE_RATE_HERTZ
 
 logger = logging.getLogger(__name__)
 
-TARGET_SAMPLE_RATE_HERTZ = 16_000
-"""The rate every service of the suite works at."""
 
 # A container header may round or estimate its duration (e.g. VBR MP3 without
 # a Xing header), so it is trusted to reject a file early only when it is
@@ -90,7 +89,7 @@ class DecodeOptions:
     """How to decode."""
 
     # Rate of the decoded samples.
-    sample_rate_hertz: int = TARGET_SAMPLE_RATE_HERTZ
+    sample_rate_hertz: int = SAMPLE_RATE_HERTZ
     # Longest audio accepted (4 h); longer input fails early.
     max_duration_s: float = 4 * 3600.0
     # FFmpeg demuxers a file may be read with (FFmpeg's format_whitelist):

@@ -31,10 +31,10 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidInputError, NotFoundError, PermissionDeniedError, UnavailableError
+from common.limits import SAMPLE_RATE_HERTZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HERTZ = 16_000
 SCHEMES = {"http": "http,https,tcp,tls,crypto", "https": "http,https,tcp,tls,crypto", "rtsp": "rtsp,rtp,udp,tcp"}
 MAX_URL_BYTES = 4096
 # Largest playlist or segment fetched.

@@ -37,10 +37,10 @@ import onnxruntime as ort
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from common.errors import CancelledError, InvalidInputError
+from common.limits import MAX_SPEAKERS, SAMPLE_RATE_HERTZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HERTZ = 16_000
 # segmentation-3.0's geometry: 10 s windows; frame k covers samples [270k, 270k + 991).
 WINDOW_SAMPLES = 160_000
 FRAME_STEP_S = 270 / SAMPLE_RATE_HERTZ
@@ -50,9 +50,8 @@ FBANK_SHIFT = 160
 FBANK_LENGTH = 400
 FBANK_BINS = 80
 EMBEDDING_DIM = 192
-MAX_SPEAKERS = 20
 # The warm-up's calibrated diarization (`Diarizer.calibrate`): 30 s of speech.
-CALIBRATION_AUDIO_S = 30.0
+CALIBRATION_SPEECH_S = 30.0
 
 Samples = npt.NDArray[np.float32]
 
@@ -168,7 +167,7 @@ class Diarizer:
         )
         return turns
 
-    def calibrate(self, duration_s: float = CALIBRATION_AUDIO_S) -> float:
+    def calibrate(self, duration_s: float = CALIBRATION_SPEECH_S) -> float:
         """Seconds one diarization of `duration_s` of continuous speech takes
         (the warm-up's measure, `common.machine.capacity`): segmentation of every
         window, an embedding of every piece, the clustering. Noise stands in

@@ -14,7 +14,7 @@ from common.rpc.admission import AdmissionLimit
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.diarize.config import DiarizeConfig
-from services.diarize.engine import CALIBRATION_AUDIO_S, Diarizer
+from services.diarize.engine import CALIBRATION_SPEECH_S, Diarizer
 from services.diarize.servicer import SERVICE_NAME, DiarizeServicer
 from services.diarize.weights import build_models, package_root
 from subtitler.diarize.v1 import diarize_pb2_grpc
@@ -68,10 +68,10 @@ async def create(config: DiarizeConfig) -> RunningServer:
     async def load_models() -> None:
         diarizer = await loop.run_in_executor(executor, load)
         busy_s = await loop.run_in_executor(None, slowest_on_every_worker, diarizer.calibrate, int(concurrent))
-        rate.prime(CALIBRATION_AUDIO_S, busy_s)
+        rate.prime(CALIBRATION_SPEECH_S, busy_s)
         logger.info(
             "calibrated: %g s of speech diarized in %.2f s on each of %s slots at once (%.0f s of audio a second)",
-            CALIBRATION_AUDIO_S,
+            CALIBRATION_SPEECH_S,
             busy_s,
             concurrent,
             rate.units_per_second(int(concurrent)),

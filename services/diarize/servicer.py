@@ -15,11 +15,12 @@ import grpc
 
 from common.audio.access import AudioReader, audio_ref_from_proto
 from common.errors import InvalidInputError, UnavailableError
+from common.limits import SAMPLE_RATE_HERTZ
 from common.machine.capacity import WorkRate, timed
 from common.rpc.admission import AdmissionLimit, run_blocking
 from common.rpc.convert import seconds_to_duration
 from common.transcript import TimeRange
-from services.diarize.engine import SAMPLE_RATE_HERTZ, DiarizeOptions, Diarizer
+from services.diarize.engine import DiarizeOptions, Diarizer
 from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
 
 SERVICE_NAME = diarize_pb2.DESCRIPTOR.services_by_name["DiarizeService"].full_name

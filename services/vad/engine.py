@@ -32,6 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import InvalidInputError, NotFoundError
+from common.limits import (
+    LIVE_MAX_MIN_SILENCE_S,
+    MAX_CHUNK_DURATION_S,
+    SAMPLE_RATE_HERTZ,
+    VAD_FRAME_S,
+    VAD_FRAME_SAMPLES,
+)
 from common.transcript import TimeRange
 
 if TYPE_CHECKING:
@@ -39,12 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HERTZ = 16_000
-"""The only sample rate the model (and the suite) uses."""
-FRAME_SAMPLES = 512
-"""Samples per model frame (32 ms): the time resolution of every boundary."""
-FRAME_DURATION_S = FRAME_SAMPLES / SAMPLE_RATE_HERTZ
-MAX_CHUNK_DURATION_S = 30.0
 # The most audio a packed chunk spans, silences between its speech included:
 # a segment decoded without word times spans its whole chunk, and whatever
 # reads or aligns such a segment reads all of that audio.
@@ -138,7 +139,7 @@ class VadOptions:
     def max_speech_samples(self) -> int:
         """Longest unpadded speech region before it is split (faster-whisper's rule:
         the chunk length less one frame and the padding on both sides)."""
-        return _to_samples(self.max_chunk_duration_s) - FRAME_SAMPLES - 2 * _to_samples(self.speech_pad_s)
+        return _to_samples(self.max_chunk_duration_s) - VAD_FRAME_SAMPLES - 2 * _to_samples(self.speech_pad_s)
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,13 @@ class _FrameScorer:
 
     def score(self, samples: Samples) -> npt.NDArray[np.float32]:
         buffered = np.concatenate((self._remainder, samples)) if self._remainder.size else samples
-        frame_count = buffered.shape[0] // FRAME_SAMPLES
-        whole_samples = frame_count * FRAME_SAMPLES
+        frame_count = buffered.shape[0] // VAD_FRAME_SAMPLES
+        whole_samples = frame_count * VAD_FRAME_SAMPLES
         self._remainder = np.array(buffered[whole_samples:], dtype=np.float32)
-        return self._run(buffered[:whole_samples].reshape(frame_count, FRAME_SAMPLES))
+        return self._run(buffered[:whole_samples].reshape(frame_count, VAD_FRAME_SAMPLES))
 
     def finish(self) -> npt.NDArray[np.float32]:
-        last = np.zeros((1, FRAME_SAMPLES), dtype=np.float32)
+        last = np.zeros((1, VAD_FRAME_SAMPLES), dtype=np.float32)
         last[0, : self._remainder.shape[0]] = self._remainder
         last[0, -_CONTEXT_SAMPLES:] = 0.0
         self._remainder = np.zeros(0, dtype=np.float32)
@@ -209,7 +210,7 @@ class _FrameScorer:
         frame_count = frames.shape[0]
         if frame_count == 0:
             return np.zeros(0, dtype=np.float32)
-        inputs = np.empty((frame_count, _CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        inputs = np.empty((frame_count, _CONTEXT_SAMPLES + VAD_FRAME_SAMPLES), dtype=np.float32)
         inputs[0, :_CONTEXT_SAMPLES] = self._context
         inputs[1:, :_CONTEXT_SAMPLES] = frames[:-1, -_CONTEXT_SAMPLES:]
         inputs[:, _CONTEXT_SAMPLES:] = frames
@@ -241,7 +242,7 @@ class _RegionTracker:
 
     @property
     def analysed_samples(self) -> int:
-        return self._frame_index * FRAME_SAMPLES
+        return self._frame_index * VAD_FRAME_SAMPLES
 
     @property
     def next_start_lower_bound(self) -> int:
@@ -258,7 +259,7 @@ class _RegionTracker:
         return ended
 
     def _step(self, speech: bool, silence: bool, ended: list[_Region]) -> None:
-        position = self._frame_index * FRAME_SAMPLES
+        position = self._frame_index * VAD_FRAME_SAMPLES
         if speech and self._temp_end:
             self._temp_end = 0
             if self._next_start < self._prev_end:
@@ -410,7 +411,7 @@ class _SpeechPacker:
     def flush_full(self, next_end_lower_bound: int) -> list[list[_Region]]:
         """The open chunk, if no region still to come fits: none (a frame
         long at least) would fit its speech, or none could end within its span."""
-        full = self._max_speech_samples - self._speech_samples < FRAME_SAMPLES
+        full = self._max_speech_samples - self._speech_samples < VAD_FRAME_SAMPLES
         if self._regions and (full or next_end_lower_bound - self._regions[0].start > self._max_span_samples):
             finished, self._regions, self._speech_samples = self._regions, [], 0
             return [finished]
@@ -485,7 +486,6 @@ class StreamingDetection:
         return events or [DetectionProgress(analysed_s)]
 
 
-LIVE_MAX_MIN_SILENCE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -556,7 +556,7 @@ class LiveSpeechDetection:
         starts: list[float] = []
         ends: list[TimeRange] = []
         for probability in probabilities.tolist():
-            position = self._frame_index * FRAME_SAMPLES
+            position = self._frame_index * VAD_FRAME_SAMPLES
             self._frame_index += 1
             if probability >= self._threshold:
                 if not self._in_speech:
@@ -567,11 +567,11 @@ class LiveSpeechDetection:
             elif probability < self._neg_threshold and self._in_speech:
                 if self._silence_since is None:
                     self._silence_since = position
-                if position + FRAME_SAMPLES - self._silence_since >= self._min_silence_samples:
+                if position + VAD_FRAME_SAMPLES - self._silence_since >= self._min_silence_samples:
                     ends.append(TimeRange(self._start / SAMPLE_RATE_HERTZ, self._silence_since / SAMPLE_RATE_HERTZ))
                     self._in_speech = False
                     self._silence_since = None
-        analysed = self._frame_index * FRAME_SAMPLES
+        analysed = self._frame_index * VAD_FRAME_SAMPLES
         trailing = analysed - self._silence_since if self._in_speech and self._silence_since is not None else 0
         return LiveUpdate(
             speech_starts=tuple(starts),
@@ -611,7 +611,7 @@ class SpeechDetector:
         self._intra_op_threads = intra_op_threads
         self._session_options = session_options
         # A whole number of frames, so blocks start on frame boundaries.
-        self._block_samples = max(1, round(block_duration_s / FRAME_DURATION_S)) * FRAME_SAMPLES
+        self._block_samples = max(1, round(block_duration_s / VAD_FRAME_S)) * VAD_FRAME_SAMPLES
         self._session: onnxruntime.InferenceSession | None = None
         self._load_lock = threading.Lock()
 

@@ -14,12 +14,13 @@ import pytest
 from grpc_health.v1 import health_pb2_grpc
 
 from common.audio.shm import attach_samples, host_id
+from common.limits import SAMPLE_RATE_HERTZ
 from common.rpc.convert import duration_to_seconds, seconds_to_duration, time_range_from_proto
 from common.rpc.server import ServerConfig
 from services.audio.config import AudioConfig
 from services.audio.server import create as create_audio
 from services.vad.config import VadConfig
-from services.vad.engine import SAMPLE_RATE_HERTZ, SpeechDetector, VadOptions, bundled_model_path
+from services.vad.engine import SpeechDetector, VadOptions, bundled_model_path
 from services.vad.server import create as create_vad
 from services.vad.servicer import SERVICE_NAME, vad_options_from_proto
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc

@@ -70,27 +70,12 @@ def test_a_page_of_jobs_ends_before_the_byte_bound() -> None:
     assert len(fill_page(jobs[:1], 10)) == 1  # one job always goes out, so paging moves on
 
 
-def test_the_gateways_copies_of_the_services_limits_agree_with_them() -> None:
-    """The gateway refuses at create what a stage service would refuse later,
-    from copies of the services' limits (it imports no engine: no numpy, no
-    models); the engines are the source, and this keeps the copies true."""
-    from gateway.api import validation
+def test_a_live_decode_fits_what_the_asr_takes() -> None:
+    """A live decode's previous text, lead-in text and window fit the limits
+    of a Transcribe request (common/limits.py)."""
+    from common import limits
     from gateway.live import stream as live_stream
-    from services.asr import engine as asr_engine
-    from services.asr.config import AsrConfig
-    from services.asr.engine import MAX_BEAM_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_TEMPERATURE
-    from services.diarize.engine import MAX_SPEAKERS
-    from services.vad.engine import FRAME_DURATION_S, LIVE_MAX_MIN_SILENCE_S, MAX_CHUNK_DURATION_S
 
-    assert validation.MAX_BEAM_SIZE == MAX_BEAM_SIZE
-    assert validation.MAX_TEMPERATURE == MAX_TEMPERATURE
-    assert AsrConfig.max_batch_size == validation.MAX_BATCH_SIZE
-    assert validation.MAX_CHUNK_S == MAX_CHUNK_DURATION_S
-    assert validation.MAX_LIVE_SILENCE_S == LIVE_MAX_MIN_SILENCE_S
-    assert validation.VAD_FRAME_S == FRAME_DURATION_S
-    assert validation.MAX_SPEAKERS == MAX_SPEAKERS
-    assert validation.MAX_CHUNKS_PER_TRANSCRIBE == MAX_CHUNKS_PER_REQUEST
-    # A live decode's previous text, lead-in text and window fit what the ASR takes.
-    assert live_stream.CONTEXT_CHARS <= asr_engine.MAX_CONTEXT_CHARS
-    assert live_stream.MAX_LEAD_IN_CHARS <= asr_engine.MAX_PREFIX_CHARS
-    assert live_stream.MAX_WINDOW_S <= asr_engine.MAX_CHUNK_DURATION_S
+    assert live_stream.CONTEXT_CHARS <= limits.MAX_CONTEXT_CHARS
+    assert live_stream.MAX_LEAD_IN_CHARS <= limits.MAX_PREFIX_CHARS
+    assert live_stream.MAX_WINDOW_S <= limits.MAX_CHUNK_DURATION_S

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError, ResourceExhaustedError
+from common.limits import SAMPLE_RATE_HERTZ
 from services.audio import decode as decode_module
-from services.audio.decode import TARGET_SAMPLE_RATE_HERTZ, DecodeOptions, decode_file
+from services.audio.decode import DecodeOptions, decode_file
 from tests.media import (
     MEDIA_SPECS,
     TONE_AMPLITUDE,
@@ -48,12 +49,12 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_format_decodes_to_16k_mono_float32(media_dir: Path, spec: MediaSpec) -> None:
     decoded = decode_file(media_dir / spec.file_name)
     samples = decoded.samples()
-    assert decoded.sample_rate_hertz == TARGET_SAMPLE_RATE_HERTZ
+    assert decoded.sample_rate_hertz == SAMPLE_RATE_HERTZ
     assert samples.dtype == np.float32 and samples.ndim == 1
     assert decoded.sample_count == samples.size == sum(chunk.size for chunk in decoded.chunks)
-    expected = TONE_DURATION_S * TARGET_SAMPLE_RATE_HERTZ
-    assert expected - 1 <= samples.size <= expected + LENGTH_SLACK_S * TARGET_SAMPLE_RATE_HERTZ
-    assert abs(dominant_frequency_hertz(samples, TARGET_SAMPLE_RATE_HERTZ) - TONE_FREQUENCY_HERTZ) < 2
+    expected = TONE_DURATION_S * SAMPLE_RATE_HERTZ
+    assert expected - 1 <= samples.size <= expected + LENGTH_SLACK_S * SAMPLE_RATE_HERTZ
+    assert abs(dominant_frequency_hertz(samples, SAMPLE_RATE_HERTZ) - TONE_FREQUENCY_HERTZ) < 2
     # The channels carry the same tone: the normalised down-mix keeps its level.
     peak = float(np.abs(samples).max())
     assert TONE_AMPLITUDE * 0.85 < peak < TONE_AMPLITUDE * 1.2
@@ -76,7 +77,7 @@ def test_codec_names_are_ffmpeg_decoder_names(media_dir: Path) -> None:
 def test_audio_starts_at_the_start(media_dir: Path) -> None:
     """No decoder delay shifts the audio (subtitles would drift)."""
     samples = decode_file(media_dir / "video.mp4").samples()
-    reference = np.sin(2 * np.pi * TONE_FREQUENCY_HERTZ * np.arange(8000) / TARGET_SAMPLE_RATE_HERTZ)
+    reference = np.sin(2 * np.pi * TONE_FREQUENCY_HERTZ * np.arange(8000) / SAMPLE_RATE_HERTZ)
     lags = [float(np.dot(samples[lag : lag + 8000], reference)) for lag in range(0, 80)]
     assert int(np.argmax(lags)) <= 2
 
@@ -152,7 +153,7 @@ def test_mp3_with_damaged_frames_decodes_the_rest(media_dir: Path, tmp_path: Pat
     path = tmp_path / "damaged.mp3"
     path.write_bytes(bytes(damaged))
     decoded = decode_file(path)
-    assert decoded.sample_count > 0.5 * TONE_DURATION_S * TARGET_SAMPLE_RATE_HERTZ
+    assert decoded.sample_count > 0.5 * TONE_DURATION_S * SAMPLE_RATE_HERTZ
 
 
 def test_display_name_is_used_in_messages(tmp_path: Path) -> None:

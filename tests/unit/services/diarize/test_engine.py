@@ -6,7 +6,8 @@ import kaldi_native_fbank as knf
 import numpy as np
 import pytest
 
-from services.diarize.engine import FBANK_BINS, SAMPLE_RATE_HERTZ, _fbank_frame_count, _fbank_frames
+from common.limits import SAMPLE_RATE_HERTZ
+from services.diarize.engine import FBANK_BINS, _fbank_frame_count, _fbank_frames
 
 
 def _whole_fbank(samples: np.ndarray) -> np.ndarray:

@@ -12,10 +12,9 @@ import numpy.typing as npt
 import pytest
 
 from common.errors import InvalidInputError, NotFoundError
+from common.limits import SAMPLE_RATE_HERTZ, VAD_FRAME_SAMPLES
 from services.vad.engine import (
-    FRAME_SAMPLES,
     MAX_PACKED_SPAN_S,
-    SAMPLE_RATE_HERTZ,
     DetectionProgress,
     SpeechChunk,
     SpeechDetector,
@@ -102,8 +101,8 @@ def test_same_chunks_as_faster_whisper(detector: SpeechDetector, recording: Long
     ]
     assert len(found) == len(expected)
     for (start, end), (expected_start, expected_end) in zip(found, expected, strict=True):
-        assert abs(start - expected_start) <= FRAME_SAMPLES
-        assert abs(end - expected_end) <= FRAME_SAMPLES
+        assert abs(start - expected_start) <= VAD_FRAME_SAMPLES
+        assert abs(end - expected_end) <= VAD_FRAME_SAMPLES
 
 
 @pytest.mark.parametrize("max_chunk_duration_s", [10.0, 30.0])
@@ -120,7 +119,7 @@ def test_packed_chunks_hold_the_speech_faster_whisper_packs(
             for speech in chunk.speech_ranges
         )
         assert speech_samples <= max_chunk_duration_s * SAMPLE_RATE_HERTZ
-        assert abs(speech_samples - expected_samples) <= FRAME_SAMPLES * len(chunk.speech_ranges)
+        assert abs(speech_samples - expected_samples) <= VAD_FRAME_SAMPLES * len(chunk.speech_ranges)
     # The same speech as merging, in fewer chunks that may span more than the maximum.
     merged = detector.speech_chunks(recording.samples, VadOptions(max_chunk_duration_s=max_chunk_duration_s))
     assert [s for c in chunks for s in c.speech_ranges] == [s for c in merged for s in c.speech_ranges]
@@ -149,7 +148,7 @@ def test_probabilities_equal_faster_whisper_one_shot(detector: SpeechDetector, r
     from faster_whisper.vad import get_vad_model
 
     audio = recording.samples[: 25 * SAMPLE_RATE_HERTZ]
-    padded = np.pad(audio, (0, FRAME_SAMPLES - audio.shape[0] % FRAME_SAMPLES))
+    padded = np.pad(audio, (0, VAD_FRAME_SAMPLES - audio.shape[0] % VAD_FRAME_SAMPLES))
     expected = np.asarray(get_vad_model()(padded)).reshape(-1)
     np.testing.assert_allclose(detector.speech_probabilities(audio), expected, atol=1e-5)
 
