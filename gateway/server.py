@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import grpc
 
-from common.machine.startup import plan_machine
 from common.rpc import metrics
 from common.rpc.channels import open_channel
+from common.rpc.machine_plan import plan_machine
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
 from gateway.api.auth import Authenticator, TokenTable

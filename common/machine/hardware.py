@@ -44,7 +44,7 @@ from typing import TypeVar
 
 import psutil
 
-from common.machine.affinity import format_cpu_list
+from common.machine.cpu_lists import format_cpu_list
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from faster_whisper import WhisperModel
 
 from common.audio.access import AudioReader
 from common.machine.capacity import WorkRate, slowest_on_every_worker
-from common.machine.startup import plan_machine
 from common.rpc.admission import AdmissionLimit
+from common.rpc.machine_plan import plan_machine
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from common.speech.whisper_models import ModelCache, resolve_model_path

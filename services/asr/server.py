@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from common.audio.access import AudioReader
 from common.limits import CALLS_PER_WORKER
 from common.machine.capacity import describe_source
-from common.machine.startup import plan_machine
 from common.rpc.admission import AdmissionLimit
+from common.rpc.machine_plan import plan_machine
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from common.speech.whisper_models import ModelCache, resolve_model_path

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from common.audio.access import AUDIO_SERVICE_NAME
 from common.audio.shm import host_id
-from common.machine.startup import plan_machine
 from common.rpc import metrics
+from common.rpc.machine_plan import plan_machine
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, SettingChoice, StatusServicer, status_registration
 from services.audio.config import AudioConfig

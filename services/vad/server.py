@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from common.audio.access import AudioReader
 from common.errors import NotFoundError
 from common.machine.capacity import WorkRate, slowest_on_every_worker
-from common.machine.startup import plan_machine
 from common.rpc.admission import AdmissionLimit
+from common.rpc.machine_plan import plan_machine
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
 from services.vad.config import VadConfig

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.machine.affinity import AffinityResult, apply_affinity, format_cpu_list
+from common.machine.affinity import AffinityResult, apply_affinity
+from common.machine.cpu_lists import format_cpu_list
 from common.machine.hardware import HardwareInfo, detect_hardware
 from common.machine.tuning import Tuning, tune
 from common.rpc.status import SettingChoice, StatusReport
