@@ -56,9 +56,10 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from what `make prot
 	$(PY) tools/genproto.py --check
 
 .PHONY: lint
-lint: $(STAMP) test-data $(NODE_TOOLS) ## ruff, mypy, buf lint of protos/, gofmt, and the stale-stub check
+lint: $(STAMP) test-data $(NODE_TOOLS) ## ruff, mypy, import layering (import-linter), buf lint of protos/, gofmt, and the stale-stub check
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	tools/node/node_modules/.bin/buf lint
 	test -z "$$(gofmt -l clients/go)" || { gofmt -l clients/go; exit 1; }
 	$(PY) tools/genproto.py --check
@@ -72,6 +73,7 @@ test: $(STAMP) test-data $(NODE_TOOLS) clients ## Lint, then unit and integratio
 	$(PY) tools/genproto.py --check
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	tools/node/node_modules/.bin/buf lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
