@@ -1,4 +1,5 @@
-"""Subtitles and transcripts from segments: SubRip, WebVTT, JSON and plain text.
+"""Subtitles and transcripts from segments: SubRip, WebVTT, ASS (karaoke word
+highlighting in both), JSON and plain text. (RTTM speaker turns: speakers.py.)
 
 Pure Python: no gRPC, no numpy. `build_cues` cuts a transcript into cues that
 follow common broadcast guidelines (BBC, Netflix): at most `max_lines` lines of
