@@ -10,7 +10,9 @@ import pytest
 
 from common.transcript import Segment, TimeRange, Word
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
+from gateway.store.errors import CorruptRecordError, LeaseLostError
+from gateway.store.job_store import JobStore
+from gateway.store.schema import SCHEMA_VERSION
 from subtitler.gateway.v1 import gateway_pb2
 from tests.postgres import fresh_database
 
@@ -281,7 +283,7 @@ def test_two_gateways_creating_one_request_at_once_make_one_job(location: str | 
         # The other gateway's insert landed between this one's check and its insert.
         raise sqlite3.IntegrityError("UNIQUE constraint failed: jobs.owner, jobs.request_id")
 
-    second._insert_job = raced  # type: ignore[method-assign]
+    second.jobs._insert_job = raced  # type: ignore[method-assign]
     assert second.insert_job(new_job("b", request_id="r1")).job_id == "a"
     first.close()
     second.close()
