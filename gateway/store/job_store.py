@@ -12,26 +12,23 @@ from, gateway/store/stage_outputs.py). Its methods of the same names are
 the parts' own, for the callers that use them through the store.
 
 The store is synchronous and not thread-safe by itself: the gateway calls it
-from one dedicated thread (`JobStore.run`), so the event loop never blocks
-on disk and writes are serialised.
+from one dedicated thread (`JobStore.run`, gateway/store/store_thread.py),
+so the event loop never blocks on disk and writes are serialised.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from common.transcript import Segment, TimeRange
 from gateway.records import JobRecord, JobState
-from gateway.store.database import DATABASE_ERRORS, open_database
+from gateway.store.database import open_database
 from gateway.store.errors import CorruptRecordError, LeaseLostError, StoreUnavailableError
 from gateway.store.event_log import EventLog
 from gateway.store.job_queue import Claim, JobQueue
@@ -39,6 +36,7 @@ from gateway.store.job_table import JobTable
 from gateway.store.schema import migrate
 from gateway.store.session import StoreSession
 from gateway.store.stage_outputs import Checkpoint, StageOutputs
+from gateway.store.store_thread import StoreThread
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -47,8 +45,6 @@ from subtitler.gateway.v1 import gateway_pb2
 __all__ = ["Checkpoint", "Claim", "CorruptRecordError", "JobStore", "LeaseLostError", "StoreUnavailableError"]
 
 T = TypeVar("T")
-
-logger = logging.getLogger(__name__)
 
 
 class JobStore:
@@ -65,7 +61,8 @@ class JobStore:
         self.shared = self.dialect == "postgresql"
         # This gateway, as the holder of its jobs' leases.
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
+        # The one thread the connection is used on (`run`).
+        self.thread = StoreThread(self._connection)
         session = StoreSession(self._connection, self.owner_id)
         migrate(session)
         self.events = EventLog(session)
@@ -92,29 +89,13 @@ class JobStore:
         await self.run(self.finish_job, job.snapshot(), segments)
 
     async def run(self, operation: Callable[..., T], *args: Any) -> T:
-        """Runs a store operation on the store's own thread. An operation
-        that met a connection the server had dropped (a restart, a failover)
-        is tried once more on a new one: each is one transaction, undone
-        when it failed. StoreUnavailableError: the database cannot be
-        reached."""
-
-        def attempt() -> T:
-            try:
-                return operation(*args)
-            except DATABASE_ERRORS:
-                if not self._connection.lost():
-                    raise
-                logger.warning("the job store's connection was lost; connecting again")
-                return operation(*args)
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, attempt)
-        except DATABASE_ERRORS as error:
-            logger.warning("job store operation %s failed: %s", getattr(operation, "__name__", operation), error)
-            raise StoreUnavailableError("the job store is unavailable; try again shortly") from error
+        """Runs a store operation on the store's own thread (`StoreThread.run`:
+        tried once more on a dropped connection; StoreUnavailableError when
+        the database cannot be reached)."""
+        return await self.thread.run(operation, *args)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.thread.close()
         self._connection.close()
 
     # Leases and the queue (JobQueue)
