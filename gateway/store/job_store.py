@@ -13,7 +13,10 @@ the parts' own, for the callers that use them through the store.
 
 The store is synchronous and not thread-safe by itself: the gateway calls it
 from one dedicated thread (`JobStore.run`, gateway/store/store_thread.py),
-so the event loop never blocks on disk and writes are serialised.
+so the event loop never blocks on disk and writes are serialised. Async code
+is to use it through `AsyncJobStore` (gateway/store/async_store.py), whose
+operations all run on that thread; `run`, `save` and `save_finished` here
+serve the callers not yet moved to it.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class JobStore:
         self.shared = self.dialect == "postgresql"
         # This gateway, as the holder of its jobs' leases.
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # The one thread the connection is used on (`run`).
+        # The one thread the connection is used on (`run`, and AsyncJobStore's operations).
         self.thread = StoreThread(self._connection)
         session = StoreSession(self._connection, self.owner_id)
         migrate(session)
