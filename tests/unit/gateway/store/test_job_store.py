@@ -1,67 +1,19 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from common.transcript import Segment, TimeRange, Word
-from gateway.records import JobRecord, JobState
-from gateway.store.job_store import SCHEMA_VERSION, CorruptRecordError, JobStore, LeaseLostError
+from common.transcript import Segment, TimeRange
+from gateway.records import JobState
+from gateway.store.errors import CorruptRecordError
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 from tests.postgres import fresh_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
-    """Where a fresh store lives: a SQLite file, or a new database on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        return tmp_path / "jobs.sqlite3"
-    return fresh_database(request.getfixturevalue("postgres"))
-
-
-def new_job(job_id: str, **fields: object) -> JobRecord:
-    now = time.time()
-    return JobRecord(
-        job_id=job_id,
-        state=JobState.QUEUED,
-        config=gateway_pb2.JobConfig(),
-        source="talk.wav",
-        created_s=now,
-        updated_s=now,
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def test_stage_outputs_make_a_checkpoint(location: str | Path) -> None:
-    store = JobStore(location)
-    store.insert_job(new_job("a"))
-    store.save_speech_chunk("a", 0, TimeRange(0.5, 29.0))
-    store.save_speech_chunk("a", 1, TimeRange(30.0, 41.0))
-    words = (Word("Hello", 0.5, 0.9, 0.8), Word("world.", 1.0, 1.4, 0.7, interpolated=True))
-    store.save_chunk_transcript("a", 0, "en", [Segment("Hello world.", 0.5, 1.4, chunk_index=0)])
-    store.save_chunk_alignment("a", 0, 2, [Segment("Hello world.", 0.5, 1.4, words=words)])
-    checkpoint = store.checkpoint("a")
-    assert not checkpoint.detection_complete
-    assert checkpoint.speech_chunks == {0: TimeRange(0.5, 29.0), 1: TimeRange(30.0, 41.0)}
-    assert checkpoint.transcripts[0][0] == "en"
-    assert checkpoint.alignments[0][1][0].words == words
-    store.mark_detection_complete("a")
-    assert store.checkpoint("a").detection_complete
-    store.close()
-
-
-def test_a_request_id_names_one_job(location: str | Path) -> None:
-    store = JobStore(location)
-    first = store.insert_job(new_job("a", request_id="r1"))
-    again = store.insert_job(new_job("b", request_id="r1"))
-    assert first.job_id == again.job_id == "a"
-    assert store.job_by_request_id("r1") is not None
-    assert [job.job_id for job in store.unfinished_jobs()] == ["a"]
-    store.close()
+from tests.unit.gateway.store.store_fixtures import new_job
 
 
 def test_unreadable_records_fail_their_job_only(tmp_path: Path) -> None:
@@ -83,29 +35,6 @@ def test_unreadable_records_fail_their_job_only(tmp_path: Path) -> None:
     with pytest.raises(CorruptRecordError, match="cannot be read"):
         store.checkpoint("bad-output")
     assert store.checkpoint("good").transcripts == {}
-    store.close()
-
-
-def test_a_store_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    JobStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer gateway"):
-        JobStore(path)
-
-
-def test_expired_jobs_are_the_finished_ones_past_retention(location: str | Path) -> None:
-    store = JobStore(location)
-    old = store.insert_job(new_job("old"))
-    store.insert_job(new_job("running"))
-    old.state = JobState.SUCCEEDED
-    old.finished_s = time.time()
-    store.finish_job(old, [])
-    assert [job.job_id for job in store.expired_jobs(time.time() + 1)] == ["old"]
-    assert store.expired_jobs(time.time() - 60) == []
-    store.delete_job("old")
-    assert [job.job_id for job in store.unfinished_jobs()] == ["running"]
     store.close()
 
 
@@ -162,69 +91,6 @@ def test_every_operation_on_both_stores(location: str | Path) -> None:
     reopened.close()
 
 
-def test_gateways_lease_each_job_to_one_of_them(location: str | Path) -> None:
-    first, second = JobStore(location), JobStore(location)
-    assert first.owner_id != second.owner_id
-    first.insert_job(new_job("low"), gateway_pb2.JobEvent(job_id="low", state=gateway_pb2.JOB_STATE_QUEUED))
-    first.insert_job(new_job("high", priority=5))
-    assert [(job.job_id, published) for job, published in second.queued_jobs()] == [("high", 0), ("low", 0)]
-    assert second.queued_count() == 2
-    # Claimed in queue order, each by one gateway only.
-    taken = first.claim_next(lease_s=30)
-    assert taken is not None and taken.job.job_id == "high" and not taken.cancel_requested
-    other = second.claim_next(lease_s=30)
-    assert other is not None and other.job.job_id == "low"
-    assert first.claim_next(lease_s=30) is None and second.claim("high", lease_s=30) is None
-    assert first.queued_count() == 0
-    # Only the holder writes the job's state and events; the first event came with the job.
-    assert [event.sequence for event in first.events_after("low", 0)] == [1]
-    low = second.get_job("low")
-    low.state = JobState.RUNNING
-    second.update_job(low)
-    second.append_event(gateway_pb2.JobEvent(job_id="low", state=gateway_pb2.JOB_STATE_RUNNING))
-    with pytest.raises(LeaseLostError):
-        first.update_job(low)
-    with pytest.raises(LeaseLostError):
-        first.append_event(gateway_pb2.JobEvent(job_id="low"))
-    with pytest.raises(LeaseLostError):
-        first.finish_job(low, [])
-    # A queue position is published only for a job still waiting, and once.
-    first.insert_job(new_job("waiting"))
-    first.insert_job(new_job("urgent", priority=9))
-    published = first.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting"))
-    assert published is not None and published.queue_position == 2  # behind "urgent"
-    assert second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting")) is None  # published already
-    assert first.publish_queue_position(gateway_pb2.JobEvent(job_id="low")) is None  # leased: not waiting
-    urgent = first.claim("urgent", lease_s=30)
-    assert urgent is not None
-    moved = second.publish_queue_position(gateway_pb2.JobEvent(job_id="waiting"))
-    assert moved is not None and moved.queue_position == 1
-    # A gateway's own running jobs are never claimed again, even when their lease lapsed.
-    first.renew_leases(["urgent"], lease_s=-1)
-    again = first.claim_next(lease_s=30, running=["urgent"])
-    assert again is not None and again.job.job_id == "waiting"
-    first.release_leases(["waiting"])
-    first.renew_leases(["urgent"], lease_s=30)
-    # Renewal: the holder keeps its jobs and learns of a cancel asked on any gateway.
-    first.request_cancel("high")
-    assert first.renew_leases(["high", "low"], lease_s=30) == ({"high"}, {"high"})
-    # A lease that lapses (its gateway died) lets another gateway take the job over.
-    second.renew_leases(["low"], lease_s=-1)
-    over = first.claim_next(lease_s=30)
-    assert over is not None and over.job.job_id == "low" and over.job.state == JobState.RUNNING
-    assert second.renew_leases(["low"], lease_s=30) == (set(), set())
-    with pytest.raises(LeaseLostError):
-        second.append_event(gateway_pb2.JobEvent(job_id="low"))
-    # Leases given up are free at once; a gateway alone on its store drops its earlier runs' leases.
-    first.release_leases(["low"])
-    claimed = second.claim("low", lease_s=30)
-    assert claimed is not None
-    assert second.clear_leases() == 3  # "high", "low" and "urgent"
-    assert first.claim("low", lease_s=30) is not None
-    first.close()
-    second.close()
-
-
 def test_a_postgresql_store_connects_again_after_the_server_drops_it(postgres: str) -> None:
     import psycopg
 
@@ -247,41 +113,3 @@ def test_a_postgresql_store_connects_again_after_the_server_drops_it(postgres: s
     # Through `run`, as the gateway calls it, the operation is tried again on a new connection.
     assert asyncio.run(store.run(store.get_job, "a")).job_id == "a"
     store.close()
-
-
-def test_a_postgresql_store_tells_the_other_gateways_of_each_event(postgres: str, tmp_path: Path) -> None:
-    url = fresh_database(postgres)
-    writer, reader = JobStore(url), JobStore(url)
-    heard: queue.Queue[str] = queue.Queue()
-    stop = reader.listen_for_events(heard.put)
-    assert stop is not None
-    try:
-        time.sleep(0.5)  # listening
-        writer.insert_job(new_job("a"), gateway_pb2.JobEvent(job_id="a"))
-        writer.append_event(gateway_pb2.JobEvent(job_id="a"))
-        assert [heard.get(timeout=5), heard.get(timeout=5)] == ["a", "a"]
-        reader.claim("a", lease_s=30)
-        reader.append_event(gateway_pb2.JobEvent(job_id="a"))  # its own: its watchers have it already
-        time.sleep(0.5)
-        assert heard.empty()
-    finally:
-        stop()
-        writer.close()
-        reader.close()
-    sqlite = JobStore(tmp_path / "jobs.sqlite3")
-    assert sqlite.listen_for_events(heard.put) is None  # one gateway's file: nobody else writes
-    sqlite.close()
-
-
-def test_two_gateways_creating_one_request_at_once_make_one_job(location: str | Path) -> None:
-    first, second = JobStore(location), JobStore(location)
-    first.insert_job(new_job("a", request_id="r1"))
-
-    def raced(job: JobRecord, event: object) -> JobRecord:
-        # The other gateway's insert landed between this one's check and its insert.
-        raise sqlite3.IntegrityError("UNIQUE constraint failed: jobs.owner, jobs.request_id")
-
-    second._insert_job = raced  # type: ignore[method-assign]
-    assert second.insert_job(new_job("b", request_id="r1")).job_id == "a"
-    first.close()
-    second.close()
