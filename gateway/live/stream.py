@@ -41,8 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,21 +51,18 @@ import numpy.typing as npt
 from common.limits import SAMPLE_RATE_HERTZ
 from common.rpc.convert import seconds_to_duration, word_to_proto
 from common.transcript import TimeRange, Word
+from gateway.live.agreement import agreed_prefix, cut_position, sentence_to_commit
 from gateway.live.decoder import PRIORITY_FINAL, PRIORITY_FIRST_STEP, PRIORITY_INTERIM, Hypothesis
-from gateway.output.subtitles import punctuation_end
+from gateway.live.settings import StreamSettings
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
 MAX_PENDING_FINALS = 4
-# Whisper's window, less the audio kept around an utterance.
-MAX_UTTERANCE_S = 28.0
 # Text of the stream's last finals given to each decode as what came before
 # (whisper_streaming's 200 characters).
 CONTEXT_CHARS = 200
 # Whisper's window less a margin: a lead-in and its utterance fit in it.
 MAX_WINDOW_S = 29.0
-# The longest lead-in a stream may ask for (StreamingConfig.context_audio_duration).
-MAX_CONTEXT_AUDIO_S = 20.0
 # Text of the finals a lead-in holds at most (the ASR service takes 600 characters).
 MAX_LEAD_IN_CHARS = 500
 
@@ -104,33 +100,6 @@ class Decoder(Protocol):
         context: str = "",
         prefix: str = "",
     ) -> Hypothesis: ...
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    interim_results: bool = False
-    # An utterance is made final at this length even if speech goes on.
-    max_utterance_s: float = 15.0
-    # New audio between two decodes of a growing utterance.
-    step_s: float = 1.0
-    # ... and when the workers are behind (`Decoder.pressure` 1 or more): the
-    # step grows towards this with the pressure, so long speech costs fewer
-    # decodes and the stream catches up instead of queueing.
-    max_step_s: float = 3.0
-    # Speech before the first decode of an utterance.
-    first_step_s: float = 0.4
-    # Audio kept before the start of speech and after its end.
-    pre_roll_s: float = 0.2
-    post_roll_s: float = 0.2
-    # Silence at the end of the audio after which the utterance is decoded
-    # at once, as a likely final.
-    final_silence_s: float = 0.2
-    # An utterance at least this long makes every sentence two steps agreed
-    # on final at once (long speech without pauses).
-    sentence_commit_s: float = 6.0
-    # Audio of the last finals decoded again before each utterance, their
-    # text forced as the transcript's start (0: none).
-    context_audio_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -183,10 +152,6 @@ class _Utterance:
     steps: list[_Step] = field(default_factory=list)
 
 
-def _norm(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.lower())
-
-
 # Audio searched for a quiet point on each side of the gap where an utterance is cut.
 _CUT_MARGIN = SAMPLE_RATE_HERTZ // 10
 # Audio an utterance needs to be decoded for its final (less holds no word).
@@ -207,25 +172,6 @@ def _last_chars(text: str, limit: int) -> str:
     return tail[space + 1 :] if space >= 0 else tail
 
 
-def cut_position(words: Sequence[Word], agreed: int) -> int:
-    """How many of the agreed leading `words` to make final when an
-    utterance is cut: at the last sentence end among the later half of them,
-    else at the last clause end, else at the widest pause between words,
-    else all of them."""
-    candidates = range(max(1, (agreed + 1) // 2), agreed + 1)
-
-    def gap(kept: int) -> float:
-        return words[kept].start_s - words[kept - 1].end_s if kept < len(words) else 0.0
-
-    def score(kept: int) -> tuple[int, float, int]:
-        text = words[kept - 1].text
-        ending = {"sentence": 2, "clause": 1}.get(punctuation_end(text), 0)
-        return ending, gap(kept) if ending == 0 else 0.0, kept
-
-    best = max(candidates, key=score)
-    return best if score(best)[:2] != (0, 0.0) else agreed
-
-
 def heard_until(hypothesis: Hypothesis) -> float:
     """Where its last word ends (0 without words)."""
     return hypothesis.words[-1].end_s if hypothesis.words else 0.0
@@ -235,26 +181,6 @@ def lost_tail(hypothesis: Hypothesis, speech_s: float) -> bool:
     """Whether a final's words stop well before the end of its speech
     (`speech_s` from the start of its audio)."""
     return heard_until(hypothesis) < speech_s - _LOST_TAIL_S
-
-
-def agreed_sentence_end(words: Sequence[Word], agreed: int) -> int:
-    """How many leading `words` end at the last sentence end among the
-    `agreed` ones that a word follows; 0 when there is none."""
-    for kept in range(min(agreed, len(words) - 1), 0, -1):
-        if punctuation_end(words[kept - 1].text) == "sentence":
-            return kept
-    return 0
-
-
-def agreed_prefix(previous: Sequence[Word], current: Sequence[Word]) -> int:
-    """How many leading words of `current` `previous` has too (case and
-    punctuation aside)."""
-    count = 0
-    for before, now in zip(previous, current, strict=False):
-        if _norm(before.text) != _norm(now.text):
-            break
-        count += 1
-    return count
 
 
 class LiveTranscriber:
@@ -558,9 +484,8 @@ class LiveTranscriber:
         self._next_index += 1
 
     def _agreed_sentence(self, utterance: _Utterance) -> int:
-        """Words up to the last agreed sentence end of a long utterance, when
-        a word follows it, or all of them when a step at a pause ends a
-        sentence; 0 when there is none."""
+        """Words of a long utterance's latest hypothesis to make final now
+        (`agreement.sentence_to_commit`); 0 when there are none."""
         latest = utterance.latest
         if (
             latest is None
@@ -568,16 +493,7 @@ class LiveTranscriber:
             or self._total - utterance.start < self._settings.sentence_commit_s * SAMPLE_RATE_HERTZ
         ):
             return 0
-        words = latest.hypothesis.words
-        if latest.at_pause and words and punctuation_end(words[-1].text) == "sentence":
-            # Decoded at a pause and ending a sentence: made final at once.
-            # (Now and then the speaker goes on: "have at least. A 28.8 kilobit
-            # modem" became "have it leased."; waiting for the next step to
-            # agree cost long speech's sentences 1.7 s of latency, and the
-            # first results of other streams 0.5 s at p95, for no gain in WER
-            # on bench.streaming.)
-            return len(words)
-        return agreed_sentence_end(words, utterance.agreed)
+        return sentence_to_commit(latest.hypothesis.words, utterance.agreed, at_pause=latest.at_pause)
 
     def _quietest(self, start: int, end: int) -> int:
         """The middle of the quietest 10 ms window of samples [start, end) held."""
