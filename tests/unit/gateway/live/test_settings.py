@@ -3,8 +3,8 @@ client may ask for."""
 
 from __future__ import annotations
 
+from gateway.live.context import MAX_WINDOW_S
 from gateway.live.settings import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, StreamSettings
-from gateway.live.stream import MAX_WINDOW_S
 
 
 def test_the_defaults_are_within_the_bounds() -> None:

@@ -1,6 +1,6 @@
 """The live-caption engine: audio conversion, one stream's transcriber (with
 a fake decoder and VAD), the streaming VAD on real speech. Its parts have
-tests of their own (test_agreement, test_settings)."""
+tests of their own (test_agreement, test_pacing, test_context, ...)."""
 
 from __future__ import annotations
 
@@ -224,14 +224,6 @@ def test_without_lead_in_decodes_get_what_was_said_as_context() -> None:
     contexts = [context for _, _, context in decoder.asked]
     assert contexts[0] == "" and contexts[-1] == finals[0].text
     assert most_buffered <= 5.0 * RATE
-
-
-def test_the_context_is_the_end_of_what_was_said_from_a_word_start() -> None:
-    from gateway.live.stream import _last_chars
-
-    assert _last_chars("one two three", 100) == "one two three"
-    assert _last_chars("one two three", 9) == "three"
-    assert _last_chars("abcdefghij", 4) == "ghij"
 
 
 def test_without_interim_results_a_short_utterance_costs_one_decode() -> None:
