@@ -34,7 +34,8 @@ from gateway.config import LiveConfig
 from gateway.live.admission import REPORT_EVERY_S, StreamAdmission
 from gateway.live.audio import SAMPLE_RATE_HERTZ, AudioConverter, AudioFormat, Samples
 from gateway.live.decoder import LiveDecoder
-from gateway.live.stream import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, LiveTranscriber, StreamSettings, VadUpdate
+from gateway.live.settings import MAX_CONTEXT_AUDIO_S, MAX_UTTERANCE_S, StreamSettings
+from gateway.live.stream import LiveTranscriber, VadUpdate
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2

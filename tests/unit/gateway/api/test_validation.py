@@ -74,8 +74,8 @@ def test_a_live_decode_fits_what_the_asr_takes() -> None:
     """A live decode's previous text, lead-in text and window fit the limits
     of a Transcribe request (common/limits.py)."""
     from common import limits
-    from gateway.live import stream as live_stream
+    from gateway.live import context as live_context
 
-    assert live_stream.CONTEXT_CHARS <= limits.MAX_CONTEXT_CHARS
-    assert live_stream.MAX_LEAD_IN_CHARS <= limits.MAX_PREFIX_CHARS
-    assert live_stream.MAX_WINDOW_S <= limits.MAX_CHUNK_DURATION_S
+    assert live_context.CONTEXT_CHARS <= limits.MAX_CONTEXT_CHARS
+    assert live_context.MAX_LEAD_IN_CHARS <= limits.MAX_PREFIX_CHARS
+    assert live_context.MAX_WINDOW_S <= limits.MAX_CHUNK_DURATION_S

@@ -1,5 +1,6 @@
-"""The live-caption engine's parts: audio conversion, LocalAgreement, the
-utterance buffer (with a fake decoder and VAD), the streaming VAD on real speech."""
+"""The live-caption engine: audio conversion, one stream's transcriber (with
+a fake decoder and VAD), the streaming VAD on real speech. Its parts have
+tests of their own (test_agreement, test_pacing, test_context, ...)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from common.errors import InvalidInputError
 from common.transcript import TimeRange, Word
 from gateway.live.audio import AudioConverter, AudioFormat
 from gateway.live.decoder import PRIORITY_FINAL, Hypothesis
-from gateway.live.stream import LiveTranscriber, StreamSettings, VadUpdate, agreed_prefix, agreed_sentence_end
+from gateway.live.settings import StreamSettings
+from gateway.live.stream import LiveTranscriber, VadUpdate
 from services.vad.engine import LiveVadOptions, SpeechDetector, bundled_model_path
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
@@ -54,25 +56,6 @@ def test_formats_the_suite_cannot_read_are_refused(field: str, value: int, messa
     values[field] = value
     with pytest.raises(InvalidInputError, match=message):
         AudioFormat.from_config(gateway_pb2.StreamingConfig(**values))  # type: ignore[arg-type]
-
-
-def words(*texts: str) -> tuple[Word, ...]:
-    return tuple(Word(text, index * 0.5, index * 0.5 + 0.4) for index, text in enumerate(texts))
-
-
-def test_local_agreement_ignores_case_and_punctuation() -> None:
-    assert agreed_prefix(words("Please", "enter"), words("please", "enter,", "your")) == 2
-    assert agreed_prefix(words("Please", "and"), words("Please", "enter", "your")) == 1
-    assert agreed_prefix((), words("Please")) == 0
-
-
-def test_a_sentence_inside_long_speech_is_final_once_agreed_and_followed() -> None:
-    heard = words("One", "two.", "Three", "four.", "Five")
-    assert agreed_sentence_end(heard, 5) == 4
-    # Only agreed words, and only where a word follows.
-    assert agreed_sentence_end(heard, 3) == 2
-    assert agreed_sentence_end(heard, 1) == 0
-    assert agreed_sentence_end(heard[:4], 4) == 2
 
 
 class FakeDecoder:
@@ -243,14 +226,6 @@ def test_without_lead_in_decodes_get_what_was_said_as_context() -> None:
     assert most_buffered <= 5.0 * RATE
 
 
-def test_the_context_is_the_end_of_what_was_said_from_a_word_start() -> None:
-    from gateway.live.stream import _last_chars
-
-    assert _last_chars("one two three", 100) == "one two three"
-    assert _last_chars("one two three", 9) == "three"
-    assert _last_chars("abcdefghij", 4) == "ghij"
-
-
 def test_without_interim_results_a_short_utterance_costs_one_decode() -> None:
     responses, decoder, _, _ = asyncio.run(run_engine(ScriptedVad(1.0, 4.0), 6.0, StreamSettings()))
     assert "interim" not in kinds(responses)
@@ -282,25 +257,6 @@ def test_the_streaming_vad_finds_each_utterance_of_real_speech() -> None:
     for utterance, start, end in zip(recording.utterances, starts, ends, strict=True):
         assert utterance.start_s - 0.1 <= start < end.end_s <= utterance.end_s + 0.1
         assert end.end_s - start > 0.3
-
-
-def test_a_long_utterance_is_cut_at_a_sentence_end_else_a_clause_else_the_widest_pause() -> None:
-    from gateway.live.stream import cut_position
-
-    def timed(*items: tuple[str, float]) -> tuple[Word, ...]:
-        at, out = 0.0, []
-        for text, pause in items:
-            out.append(Word(text, at, at + 0.3))
-            at += 0.3 + pause
-        return tuple(out)
-
-    sentence = timed(("One", 0), ("two.", 0), ("Three", 0), ("four,", 0), ("five", 0), ("six", 0))
-    assert cut_position(sentence, 6) == 4  # "four," is in the later half; "two." is not
-    assert cut_position(sentence, 4) == 2 or cut_position(sentence, 4) == 4
-    paused = timed(("a", 0), ("b", 0), ("c", 0.3), ("d", 0), ("e", 0.05), ("f", 0))
-    assert cut_position(paused, 6) == 3
-    flat = timed(("a", 0), ("b", 0), ("c", 0))
-    assert cut_position(flat, 2) == 2
 
 
 def test_behind_a_stream_sheds_work_steps_longer_and_without_lead_in() -> None:
