@@ -35,7 +35,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,11 @@ class ServerConfig:
             cpu_affinity=cpu_affinity,
             tls=TlsConfig.from_env(env, prefix),
         )
+
+    def with_more_rpcs(self, rpcs: int) -> ServerConfig:
+        """This config with room for `rpcs` more at once: streams that hold
+        an RPC each for as long as they run, beside the ordinary calls."""
+        return replace(self, max_concurrent_rpcs=self.max_concurrent_rpcs + rpcs)
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
