@@ -15,7 +15,10 @@ A service's `server.py` does::
         running.serve_when_ready(load_model)   # health SERVING once loaded
         return running
 
-and its `__main__.py` does::
+(the stage services, VAD among them, do it through
+`common.rpc.stage.start_stage_server`, which adds the status service and
+releases their audio reader and model threads on stop), and its
+`__main__.py` does::
 
     config = VadConfig.from_env(os.environ)
     run_service("vad", config.server, lambda: create(config))
