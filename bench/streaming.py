@@ -57,7 +57,7 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.end_to_end import start_suite
+from bench.end_to_end import Suite, start_suite
 from bench.machine import print_machine_line
 from bench.media import realistic_media
 from common.rpc.convert import duration_to_seconds, seconds_to_duration
@@ -334,6 +334,28 @@ def held(runs: list[StreamRun]) -> bool:
 
 
 def main() -> None:
+    options = arguments()
+    print_machine_line()
+    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
+        workdir = Path(workdir_name)
+        media = workdir / "media"
+        media.mkdir()
+        suite = None
+        if options.gateway:
+            target = options.gateway
+        else:
+            limit = {"SUBTITLER_GATEWAY_MAX_STREAMS": str(options.max_streams)} if options.max_streams else {}
+            suite = start_suite(workdir, media, limit)
+            target = suite.target("gateway")
+        try:
+            with grpc.insecure_channel(target) as channel:
+                measure(channel, options, media, suite)
+        finally:
+            if suite is not None:
+                suite.stop()
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--duration-s", type=float, default=300.0, help="audio per stream")
@@ -362,101 +384,109 @@ def main() -> None:
         "--overload", action="store_true", help="offer twice the streams the gateway holds: refusals and latencies"
     )
     parser.add_argument("--texts", default="", help="folder to write each stream's reference, live and file text to")
-    options = parser.parse_args()
-    print_machine_line()
-    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as workdir_name:
-        workdir = Path(workdir_name)
-        media = workdir / "media"
-        media.mkdir()
-        suite = None
-        if options.gateway:
-            target = options.gateway
-        else:
-            limit = {"SUBTITLER_GATEWAY_MAX_STREAMS": str(options.max_streams)} if options.max_streams else {}
-            suite = start_suite(workdir, media, limit)
-            target = suite.target("gateway")
-        try:
-            with grpc.insecure_channel(target) as channel:
-                gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-                held_streams, decode_s = measured_streams(channel)
-                print(
-                    f"the gateway holds {held_streams} live streams on this machine "
-                    f"({'SUBTITLER_GATEWAY_MAX_STREAMS' if options.max_streams else 'measured'}; "
-                    f"the ASR measured {decode_s:.3f} s a live decode)"
-                )
-                for count in [int(item) for item in options.counts.split(",") if item.strip()]:
-                    few = run_streams(
-                        gateway, [recording(100 + number, options.ramp_s, options.media) for number in range(count)]
-                    )
-                    report(f"{count} streams of {options.ramp_s:g} s at real-time pace", few)
-                recordings = [
-                    recording(200 + number, options.duration_s, options.media) for number in range(options.streams)
-                ]
-                for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
-                    compared = run_streams(gateway, recordings, min_silence_s=silence_s)
-                    report(f"{options.streams} streams, utterances ended by {silence_s:g} s of silence", compared)
-                runs = run_streams(gateway, recordings)
-                report(f"{options.streams} streams of {options.duration_s:g} s at real-time pace", runs)
-                first_p95, last_p95 = minute_p95s(runs)
-                print(
-                    f"  drift: p95 of the first minute's finals {first_p95:.2f} s, of the last minute's "
-                    f"{last_p95:.2f} s (target: at most the first + 0.5 s)"
-                )
-                live_wers = [
-                    word_error_rate(rec.reference_text, run.text) for rec, run in zip(recordings, runs, strict=True)
-                ]
-                file_wers = []
-                for number, rec in enumerate(recordings):
-                    path = write_wav(media / f"stream-{number}.wav", rec.samples)
-                    text = file_text(gateway, path)
-                    file_wers.append(word_error_rate(rec.reference_text, text))
-                    if options.texts:
-                        folder = Path(options.texts)
-                        folder.mkdir(parents=True, exist_ok=True)
-                        for kind, content in (
-                            ("reference", rec.reference_text),
-                            ("live", runs[number].text),
-                            ("file", text),
-                        ):
-                            (folder / f"stream-{number}.{kind}.txt").write_text(content + "\n", encoding="utf-8")
-                        # Each final on its own line: where it ended, and whether speech ended there.
-                        (folder / f"stream-{number}.finals.txt").write_text(
-                            "".join(
-                                f"{end:8.2f} {'pause   ' if runs[number].ends_speech(end) else 'sentence'} {line}\n"
-                                for end, _, line in runs[number].finals
-                            ),
-                            encoding="utf-8",
-                        )
-                live_wer, file_wer = statistics.mean(live_wers), statistics.mean(file_wers)
-                print(
-                    f"WER: live finals {live_wer:.3f}, the same audio as files {file_wer:.3f}: "
-                    f"{live_wer / file_wer if file_wer else float('inf'):.2f}x (target <= 1.15x)"
-                )
-                if options.overload:
-                    overload(gateway, measured_streams(channel)[0], options.ramp_s, options.media)
-                if options.ramp:
-                    most = 0
-                    for count in [int(item) for item in options.ramp.split(",") if item.strip()]:
-                        ramp_runs = run_streams(
-                            gateway,
-                            [recording(300 + number, options.ramp_s, options.media) for number in range(count)],
-                            allow_refusals=True,
-                        )
-                        refused = sum(run.refused_after_s is not None for run in ramp_runs)
-                        if refused:
-                            print(f"ramp: {count} streams: {refused} refused by the gateway's admission")
-                            break
-                        ok = held(ramp_runs)
-                        report(f"ramp: {count} streams ({'held' if ok else 'NOT held'})", ramp_runs)
-                        if not ok:
-                            break
-                        most = count
-                    print(f"most streams held in real time: {most}")
-                if options.memory_s and suite is not None:
-                    memory_check(gateway, suite.processes["gateway"].pid, options.memory_s, options.media)
-        finally:
-            if suite is not None:
-                suite.stop()
+    return parser.parse_args()
+
+
+def measure(channel: grpc.Channel, options: argparse.Namespace, media: Path, suite: Suite | None) -> None:
+    """What the options ask for, in turn: latency by load, the streams at
+    real-time pace (with drift and WER against the same audio as files),
+    overload, the ramp and the memory check (only of a suite started here)."""
+    gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+    held_streams, decode_s = measured_streams(channel)
+    print(
+        f"the gateway holds {held_streams} live streams on this machine "
+        f"({'SUBTITLER_GATEWAY_MAX_STREAMS' if options.max_streams else 'measured'}; "
+        f"the ASR measured {decode_s:.3f} s a live decode)"
+    )
+    latency_by_load(gateway, options)
+    recordings = [recording(200 + number, options.duration_s, options.media) for number in range(options.streams)]
+    for silence_s in [float(item) for item in options.min_silence_s.split(",") if item.strip()]:
+        compared = run_streams(gateway, recordings, min_silence_s=silence_s)
+        report(f"{options.streams} streams, utterances ended by {silence_s:g} s of silence", compared)
+    runs = run_streams(gateway, recordings)
+    report(f"{options.streams} streams of {options.duration_s:g} s at real-time pace", runs)
+    first_p95, last_p95 = minute_p95s(runs)
+    print(
+        f"  drift: p95 of the first minute's finals {first_p95:.2f} s, of the last minute's "
+        f"{last_p95:.2f} s (target: at most the first + 0.5 s)"
+    )
+    compare_with_files(gateway, options, recordings, runs, media)
+    if options.overload:
+        overload(gateway, measured_streams(channel)[0], options.ramp_s, options.media)
+    if options.ramp:
+        ramp(gateway, options)
+    if options.memory_s and suite is not None:
+        memory_check(gateway, suite.processes["gateway"].pid, options.memory_s, options.media)
+
+
+def latency_by_load(gateway: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> None:
+    """The --counts: fewer streams first, --ramp-s each, each count's latencies."""
+    for count in [int(item) for item in options.counts.split(",") if item.strip()]:
+        few = run_streams(gateway, [recording(100 + number, options.ramp_s, options.media) for number in range(count)])
+        report(f"{count} streams of {options.ramp_s:g} s at real-time pace", few)
+
+
+def compare_with_files(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    options: argparse.Namespace,
+    recordings: list[LongRecording],
+    runs: list[StreamRun],
+    media: Path,
+) -> None:
+    """WER of the live finals against that of the same audio sent as files;
+    with --texts, each stream's texts written out."""
+    live_wers = [word_error_rate(rec.reference_text, run.text) for rec, run in zip(recordings, runs, strict=True)]
+    file_wers = []
+    for number, rec in enumerate(recordings):
+        path = write_wav(media / f"stream-{number}.wav", rec.samples)
+        text = file_text(gateway, path)
+        file_wers.append(word_error_rate(rec.reference_text, text))
+        if options.texts:
+            write_texts(Path(options.texts), number, rec, runs[number], text)
+    live_wer, file_wer = statistics.mean(live_wers), statistics.mean(file_wers)
+    print(
+        f"WER: live finals {live_wer:.3f}, the same audio as files {file_wer:.3f}: "
+        f"{live_wer / file_wer if file_wer else float('inf'):.2f}x (target <= 1.15x)"
+    )
+
+
+def write_texts(folder: Path, number: int, rec: LongRecording, run: StreamRun, text: str) -> None:
+    """Stream `number`'s reference, live and file texts, and its finals, into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, content in (
+        ("reference", rec.reference_text),
+        ("live", run.text),
+        ("file", text),
+    ):
+        (folder / f"stream-{number}.{kind}.txt").write_text(content + "\n", encoding="utf-8")
+    # Each final on its own line: where it ended, and whether speech ended there.
+    (folder / f"stream-{number}.finals.txt").write_text(
+        "".join(
+            f"{end:8.2f} {'pause   ' if run.ends_speech(end) else 'sentence'} {line}\n" for end, _, line in run.finals
+        ),
+        encoding="utf-8",
+    )
+
+
+def ramp(gateway: gateway_pb2_grpc.GatewayServiceStub, options: argparse.Namespace) -> None:
+    """The --ramp: more streams at each count until one is refused or not held; the most held."""
+    most = 0
+    for count in [int(item) for item in options.ramp.split(",") if item.strip()]:
+        ramp_runs = run_streams(
+            gateway,
+            [recording(300 + number, options.ramp_s, options.media) for number in range(count)],
+            allow_refusals=True,
+        )
+        refused = sum(run.refused_after_s is not None for run in ramp_runs)
+        if refused:
+            print(f"ramp: {count} streams: {refused} refused by the gateway's admission")
+            break
+        ok = held(ramp_runs)
+        report(f"ramp: {count} streams ({'held' if ok else 'NOT held'})", ramp_runs)
+        if not ok:
+            break
+        most = count
+    print(f"most streams held in real time: {most}")
 
 
 def memory_check(gateway: gateway_pb2_grpc.GatewayServiceStub, pid: int, duration_s: float, media: str) -> None:

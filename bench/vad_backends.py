@@ -163,11 +163,7 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration-s", type=float, default=600.0, help="seconds of speech and gaps (default 600)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per backend; the best counts (default 3)")
-    parser.add_argument("--sounds-dir", type=Path, default=ASTERISK_SOUNDS_DIR, help="folder of .wav recordings")
-    args = parser.parse_args()
+    args = arguments()
     print_machine_line()
 
     audio = speech_with_gaps(args.sounds_dir, args.duration_s)
@@ -177,31 +173,51 @@ def main() -> None:
         f"best of {args.repeats}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )
 
-    baseline = faster_whisper_baseline(audio, args.repeats)
+    baseline, results = measure_backends(audio, args.repeats)
+    options = VadOptions()
+    print_probabilities(results, baseline, audio_s, options)
+    compare_whole_detection(audio, audio_s, options, args.repeats)
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration-s", type=float, default=600.0, help="seconds of speech and gaps (default 600)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per backend; the best counts (default 3)")
+    parser.add_argument("--sounds-dir", type=Path, default=ASTERISK_SOUNDS_DIR, help="folder of .wav recordings")
+    return parser.parse_args()
+
+
+def measure_backends(audio: Samples, repeats: int) -> tuple[Result, list[Result]]:
+    """Each backend's speech probabilities of every frame of `audio`, timed:
+    faster-whisper's (the baseline), then the others, the baseline among them."""
+    baseline = faster_whisper_baseline(audio, repeats)
     results = [
-        silero_frame_loop(audio, args.repeats, onnx=False),
-        silero_frame_loop(audio, args.repeats, onnx=True),
+        silero_frame_loop(audio, repeats, onnx=False),
+        silero_frame_loop(audio, repeats, onnx=True),
     ]
     package = silero_package_path()
     sequence_model = package / "data" / "silero_vad_16k_sequence.onnx" if package else None
     if sequence_model is not None and sequence_model.is_file():
         results.append(
-            engine_backend("silero-vad sequence ONNX, engine 15 s blocks", sequence_model, audio, args.repeats, 15.0)
+            engine_backend("silero-vad sequence ONNX, engine 15 s blocks", sequence_model, audio, repeats, 15.0)
         )
     else:
         results.append(Result("silero-vad sequence ONNX", note="not installed (pip install silero-vad)"))
     results.append(baseline)
     for block_s in (5.0, 15.0, 30.0, 60.0):
         name = f"engine, {block_s:g} s blocks (fw v6 ONNX)"
-        results.append(engine_backend(name, faster_whisper_model_path(), audio, args.repeats, block_s))
+        results.append(engine_backend(name, faster_whisper_model_path(), audio, repeats, block_s))
     results.append(
         engine_backend(
-            "engine, 15 s blocks, 2 threads", faster_whisper_model_path(), audio, args.repeats, 15.0, intra_op_threads=2
+            "engine, 15 s blocks, 2 threads", faster_whisper_model_path(), audio, repeats, 15.0, intra_op_threads=2
         )
     )
+    return baseline, results
 
+
+def print_probabilities(results: list[Result], baseline: Result, audio_s: float, options: VadOptions) -> None:
+    """The table of the backends' speeds and how far their probabilities are from the baseline's."""
     assert baseline.best_s is not None and baseline.probabilities is not None
-    options = VadOptions()
     rows: list[tuple[str, ...]] = []
     for result in results:
         if result.best_s is None or result.probabilities is None:
@@ -230,30 +246,18 @@ def main() -> None:
         rows,
     )
 
-    # Whole detection: regions, padding, merge into chunks.
+
+def compare_whole_detection(audio: Samples, audio_s: float, options: VadOptions, repeats: int) -> None:
+    """Whole detection (regions, padding, merge into chunks), faster-whisper's against the engine's."""
     # faster-whisper with the same options (the engine's defaults are its
     # BatchedInferencePipeline's: max_speech_duration_s=30, min_silence_duration_ms=160).
     reference: list[tuple[int, int]] = []
     reference_s = float("inf")
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         started = time.perf_counter()
         reference = faster_whisper_chunks(audio, options)
         reference_s = min(reference_s, time.perf_counter() - started)
-    detector = SpeechDetector(faster_whisper_model_path())
-    detector.load()
-    chunks: list[SpeechChunk] = []
-    detect_s = float("inf")
-    first_chunk_s = float("inf")
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        chunks = []
-        for event in detector.detect(audio, options):
-            if isinstance(event, SpeechChunk):
-                if not chunks:
-                    first_chunk_s = min(first_chunk_s, time.perf_counter() - started)
-                chunks.append(event)
-        detect_s = min(detect_s, time.perf_counter() - started)
-    found = [(round(c.range.start_s * SAMPLE_RATE_HERTZ), round(c.range.end_s * SAMPLE_RATE_HERTZ)) for c in chunks]
+    found, detect_s, first_chunk_s = engine_detection(audio, options, repeats)
     print_table(
         "whole detection (defaults: threshold 0.5, min silence 160 ms, pad 400 ms, chunks <= 30 s)",
         ("pipeline", "run s", "RTF", "first chunk after s", "chunks", "same chunks as faster-whisper"),
@@ -276,6 +280,26 @@ def main() -> None:
             ),
         ],
     )
+
+
+def engine_detection(audio: Samples, options: VadOptions, repeats: int) -> tuple[list[tuple[int, int]], float, float]:
+    """The engine's chunks of `audio` (in samples), its best time and its best time to the first chunk."""
+    detector = SpeechDetector(faster_whisper_model_path())
+    detector.load()
+    chunks: list[SpeechChunk] = []
+    detect_s = float("inf")
+    first_chunk_s = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        chunks = []
+        for event in detector.detect(audio, options):
+            if isinstance(event, SpeechChunk):
+                if not chunks:
+                    first_chunk_s = min(first_chunk_s, time.perf_counter() - started)
+                chunks.append(event)
+        detect_s = min(detect_s, time.perf_counter() - started)
+    found = [(round(c.range.start_s * SAMPLE_RATE_HERTZ), round(c.range.end_s * SAMPLE_RATE_HERTZ)) for c in chunks]
+    return found, detect_s, first_chunk_s
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
@@ -12,8 +13,8 @@ import grpc
 
 from common.rpc import metrics
 from common.rpc.channels import open_channel
-from common.rpc.machine_plan import plan_machine
-from common.rpc.server import RunningServer, create_server
+from common.rpc.machine_plan import plan_machine_in_thread
+from common.rpc.server import RunningServer, ServerConfig, create_server
 from common.rpc.status import LoadFigures, MeasuredFigures, StatusReport, StatusServicer, choose, status_registration
 from gateway.api.auth import Authenticator, TokenTable
 from gateway.api.live_servicer import LiveCaptioner
@@ -90,7 +91,7 @@ class GatewayStatusServicer(StatusServicer):
 async def create(config: GatewayConfig) -> RunningServer:
     """Starts the gateway on `config.server` and recovers unfinished jobs."""
     loop = asyncio.get_running_loop()
-    plan = await loop.run_in_executor(None, plan_machine, "gateway", config.server.cpu_affinity, [config.data_dir])
+    plan = await plan_machine_in_thread("gateway", config.server.cpu_affinity, [config.data_dir])
     jobs, jobs_choice = choose(
         "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS",
         config.max_concurrent_jobs,
@@ -103,17 +104,7 @@ async def create(config: GatewayConfig) -> RunningServer:
     # and read the store now and then in case a notice was missed.
     events = EventHub(store, max_watchers=config.max_watchers, poll_s=WATCH_FALLBACK_READ_S if store.shared else None)
     events.listen()
-    targets = {
-        "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
-        "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
-        "asr": (config.asr_target, _service_name(asr_pb2, "AsrService")),
-        "align": (config.align_target, _service_name(align_pb2, "AlignService")),
-        "diarize": (config.diarize_target, _service_name(diarize_pb2, "DiarizeService")),
-    }
-    credentials = config.server.tls.channel_credentials()
-    channels = {
-        name: open_channel(target, service, credentials=credentials) for name, (target, service) in targets.items()
-    }
+    channels = _open_channels(config)
     status_stubs = {name: status_pb2_grpc.StatusServiceStub(channel) for name, channel in channels.items()}
     asr_capacity = AsrCapacity(
         status_stubs["asr"],
@@ -121,14 +112,7 @@ async def create(config: GatewayConfig) -> RunningServer:
         fixed_workers=config.asr_workers,
         fixed_batch_size=config.asr_batch_size,
     )
-    peers = Peers(
-        audio=audio_pb2_grpc.AudioServiceStub(channels["audio"]),
-        vad=vad_pb2_grpc.VadServiceStub(channels["vad"]),
-        asr=asr_pb2_grpc.AsrServiceStub(channels["asr"]),
-        align=align_pb2_grpc.AlignServiceStub(channels["align"]),
-        diarize=diarize_pb2_grpc.DiarizeServiceStub(channels["diarize"]),
-        asr_capacity=asr_capacity,
-    )
+    peers = _peers(channels, asr_capacity)
     scheduler = JobScheduler(store, events, peers, config)
     auth = Authenticator(TokenTable.from_file(config.tokens_file) if config.tokens_file else None)
     decoder = LiveDecoder(peers.asr, asr_capacity)
@@ -136,46 +120,11 @@ async def create(config: GatewayConfig) -> RunningServer:
     live = LiveCaptioner(peers.vad, peers.asr, decoder, config.live, admission, peers.audio)
     servicer = GatewayServicer(store, events, scheduler, config.max_upload_bytes, auth, live, peers.asr)
     report = plan.report([jobs_choice])
-    metrics.gauge(
-        "gateway",
-        "jobs",
-        "Jobs by state now (queued: the queue's length)",
-        lambda: {"queued": float(scheduler.queued_count), "running": float(scheduler.running_count)},
-    )
-    metrics.gauge(
-        "gateway",
-        "queue_wait_seconds",
-        "Seconds a job submitted now is expected to wait for its turn, at the ASR's measured rate",
-        lambda: scheduler.queue_wait.wait_s,
-    )
-
-    def figures() -> LoadFigures:
-        return LoadFigures(
-            capacity=config.max_concurrent_jobs,
-            running=scheduler.running_count,
-            queued=scheduler.queued_count,
-            preferred_batch_size=asr_capacity.figures.preferred_batch_size,
-            live_streams=live.open_streams,
-            live_buffered_samples=live.buffered_samples,
-            measured=MeasuredFigures(
-                audio_seconds_per_second=asr_capacity.figures.audio_seconds_per_second,
-                live_decode_s=asr_capacity.figures.live_decode_s,
-                live_streams=admission.current().streams,
-                source="the ASR's measure" if asr_capacity.figures.live_decode_s else "not measured yet",
-            ),
-            queue_wait_s=scheduler.queue_wait.wait_s,
-        )
-
+    _track_jobs(scheduler)
+    figures = functools.partial(_figures, config, scheduler, asr_capacity, live, admission)
     status = GatewayStatusServicer(report, figures, status_stubs, auth)
-    # Watch and live streams count against gRPC's limit too: give them room of their own.
-    server_config = dataclasses.replace(
-        config.server,
-        max_concurrent_rpcs=config.server.max_concurrent_rpcs
-        + config.max_watchers
-        + (config.live.max_streams or MAX_STREAMS_CEILING),
-    )
     running = create_server(
-        server_config,
+        _server_config(config),
         "gateway",
         [
             (
@@ -186,6 +135,23 @@ async def create(config: GatewayConfig) -> RunningServer:
             status_registration(status),
         ],
     )
+    await _recover_jobs_and_serve(running, store, events, channels, scheduler, asr_capacity, decoder)
+    return running
+
+
+async def _recover_jobs_and_serve(
+    running: RunningServer,
+    store: JobStore,
+    events: EventHub,
+    channels: dict[str, grpc.aio.Channel],
+    scheduler: JobScheduler,
+    asr_capacity: AsrCapacity,
+    decoder: LiveDecoder,
+) -> None:
+    """Takes the jobs left unfinished, starts the server, the sweeper and the
+    ASR capacity's refresh, and turns SERVING; on stop, ends those and closes
+    the decoder, the scheduler, the event hub, the channels and the store."""
+    loop = asyncio.get_running_loop()
 
     async def stop_jobs_and_close() -> None:
         sweeper.cancel()
@@ -206,4 +172,75 @@ async def create(config: GatewayConfig) -> RunningServer:
     sweeper = loop.create_task(scheduler.sweep_forever())
     capacity_watch = loop.create_task(asr_capacity.keep_fresh())
     await running.set_serving(True)
-    return running
+
+
+def _open_channels(config: GatewayConfig) -> dict[str, grpc.aio.Channel]:
+    """A channel to each stage service, by its name ("audio", "vad", "asr", "align", "diarize")."""
+    targets = {
+        "audio": (config.audio_target, _service_name(audio_pb2, "AudioService")),
+        "vad": (config.vad_target, _service_name(vad_pb2, "VadService")),
+        "asr": (config.asr_target, _service_name(asr_pb2, "AsrService")),
+        "align": (config.align_target, _service_name(align_pb2, "AlignService")),
+        "diarize": (config.diarize_target, _service_name(diarize_pb2, "DiarizeService")),
+    }
+    credentials = config.server.tls.channel_credentials()
+    return {name: open_channel(target, service, credentials=credentials) for name, (target, service) in targets.items()}
+
+
+def _peers(channels: dict[str, grpc.aio.Channel], asr_capacity: AsrCapacity) -> Peers:
+    """The stage services' stubs on `channels`, which the jobs and live captions call."""
+    return Peers(
+        audio=audio_pb2_grpc.AudioServiceStub(channels["audio"]),
+        vad=vad_pb2_grpc.VadServiceStub(channels["vad"]),
+        asr=asr_pb2_grpc.AsrServiceStub(channels["asr"]),
+        align=align_pb2_grpc.AlignServiceStub(channels["align"]),
+        diarize=diarize_pb2_grpc.DiarizeServiceStub(channels["diarize"]),
+        asr_capacity=asr_capacity,
+    )
+
+
+def _track_jobs(scheduler: JobScheduler) -> None:
+    """The gateway's own Prometheus gauges: jobs by state, and the expected wait of a job submitted now."""
+    metrics.gauge(
+        "gateway",
+        "jobs",
+        "Jobs by state now (queued: the queue's length)",
+        lambda: {"queued": float(scheduler.queued_count), "running": float(scheduler.running_count)},
+    )
+    metrics.gauge(
+        "gateway",
+        "queue_wait_seconds",
+        "Seconds a job submitted now is expected to wait for its turn, at the ASR's measured rate",
+        lambda: scheduler.queue_wait.wait_s,
+    )
+
+
+def _figures(
+    config: GatewayConfig,
+    scheduler: JobScheduler,
+    asr_capacity: AsrCapacity,
+    live: LiveCaptioner,
+    admission: StreamAdmission,
+) -> LoadFigures:
+    """What the status reports now: jobs running and queued, live streams, the ASR's measured capacity."""
+    return LoadFigures(
+        capacity=config.max_concurrent_jobs,
+        running=scheduler.running_count,
+        queued=scheduler.queued_count,
+        preferred_batch_size=asr_capacity.figures.preferred_batch_size,
+        live_streams=live.open_streams,
+        live_buffered_samples=live.buffered_samples,
+        measured=MeasuredFigures(
+            audio_seconds_per_second=asr_capacity.figures.audio_seconds_per_second,
+            live_decode_s=asr_capacity.figures.live_decode_s,
+            live_streams=admission.current().streams,
+            source="the ASR's measure" if asr_capacity.figures.live_decode_s else "not measured yet",
+        ),
+        queue_wait_s=scheduler.queue_wait.wait_s,
+    )
+
+
+def _server_config(config: GatewayConfig) -> ServerConfig:
+    """`config.server`, with room for the watch and live streams."""
+    # Watch and live streams count against gRPC's limit too: give them room of their own.
+    return config.server.with_more_rpcs(config.max_watchers + (config.live.max_streams or MAX_STREAMS_CEILING))

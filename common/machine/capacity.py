@@ -19,6 +19,7 @@ the gateway and every service use it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -161,6 +162,15 @@ def slowest_on_every_worker(work: Callable[[], float], workers: int) -> float:
     if errors:
         raise errors[0]
     return max(times)
+
+
+async def calibrate(rate: WorkRate, work: Callable[[], float], units: float, workers: int) -> float:
+    """A service's warm-up: `slowest_on_every_worker(work, workers)` off the
+    event loop, then `rate` primed with `units` done in the slowest's
+    seconds, which it returns (for the service's log line)."""
+    busy_s = await asyncio.get_running_loop().run_in_executor(None, slowest_on_every_worker, work, workers)
+    rate.prime(units, busy_s)
+    return busy_s
 
 
 def describe_source(figures: RateFigures) -> str:

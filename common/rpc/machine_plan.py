@@ -8,6 +8,7 @@ a pin that fails is logged and skipped (see `common.machine.hardware`,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,3 +62,9 @@ def plan_machine(service_name: str, cpu_affinity: str, paths: Sequence[Path] = (
         affinity.message,
     )
     return MachinePlan(service_name, hardware, tuning, affinity)
+
+
+async def plan_machine_in_thread(service_name: str, cpu_affinity: str, paths: Sequence[Path] = ()) -> MachinePlan:
+    """`plan_machine` on the event loop's default executor, off the loop:
+    detecting the hardware reads the system's files."""
+    return await asyncio.get_running_loop().run_in_executor(None, plan_machine, service_name, cpu_affinity, paths)

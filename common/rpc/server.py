@@ -15,7 +15,10 @@ A service's `server.py` does::
         running.serve_when_ready(load_model)   # health SERVING once loaded
         return running
 
-and its `__main__.py` does::
+(the stage services, VAD among them, do it through
+`common.rpc.stage.start_stage_server`, which adds the status service and
+releases their audio reader and model threads on stop), and its
+`__main__.py` does::
 
     config = VadConfig.from_env(os.environ)
     run_service("vad", config.server, lambda: create(config))
@@ -35,7 +38,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +127,11 @@ class ServerConfig:
             cpu_affinity=cpu_affinity,
             tls=TlsConfig.from_env(env, prefix),
         )
+
+    def with_more_rpcs(self, rpcs: int) -> ServerConfig:
+        """This config with room for `rpcs` more at once: streams that hold
+        an RPC each for as long as they run, beside the ordinary calls."""
+        return replace(self, max_concurrent_rpcs=self.max_concurrent_rpcs + rpcs)
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"

@@ -24,6 +24,7 @@ A local directory
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import importlib
@@ -36,6 +37,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
@@ -343,6 +345,18 @@ def resolve_model_path(name: str, options: ModelLoadOptions) -> Path:
                 f"use {EMBEDDED_TINY_EN!r}, {EMBEDDED_BASE!r} or a local CTranslate2 directory"
             ) from None
         raise NotFoundError(f"model {name!r} could not be downloaded: {error}") from None
+
+
+async def resolve_default_model(executor: ThreadPoolExecutor, name: str, options: ModelLoadOptions) -> Path:
+    """`resolve_model_path` on `executor`, the model threads a server is
+    being built with, so that a default model that cannot be found fails at
+    start, not at the first request. On failure the executor is shut down
+    (no server will) and the error goes on."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, resolve_model_path, name, options)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
 
 
 def _model_languages(whisper: WhisperModel, path: Path) -> tuple[str, ...]:

@@ -455,6 +455,20 @@ def open_gateway_channel(address: str, ca_file: str) -> grpc.Channel:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
+    _add_gateway_arguments(root)
+    commands = root.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("transcribe", help="transcribe media files and write subtitles")
+    _add_file_arguments(run)
+    _add_transcription_arguments(run)
+    _add_speaker_arguments(run)
+    _add_request_arguments(run)
+    add_subtitle_arguments(run)
+    _add_job_commands(commands)
+    return root
+
+
+def _add_gateway_arguments(root: argparse.ArgumentParser) -> None:
+    """Where the gateway is and how to reach it: address, TLS CA, token."""
     root.add_argument(
         "--gateway",
         default=os.environ.get("SUBTITLER_GATEWAY", "localhost:50051"),
@@ -470,9 +484,10 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("SUBTITLER_TOKEN", ""),
         help="bearer token, when the gateway has SUBTITLER_GATEWAY_TOKENS_FILE (default: $SUBTITLER_TOKEN)",
     )
-    commands = root.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("transcribe", help="transcribe media files and write subtitles")
+
+def _add_file_arguments(run: argparse.ArgumentParser) -> None:
+    """transcribe: the files, where the output goes and in what format."""
     run.add_argument(
         "files",
         nargs="+",
@@ -490,6 +505,10 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
     run.add_argument("--server-path", action="store_true", help="FILE is a path on the server; do not upload it")
+
+
+def _add_transcription_arguments(run: argparse.ArgumentParser) -> None:
+    """transcribe: language, model, decoding, chunking, profile and alignment."""
     run.add_argument("--language", help="BCP-47 language code (default: detect)")
     run.add_argument("--model", help="Whisper model: embedded:tiny.en (default), embedded:base, a name or a path")
     run.add_argument("--translate", action="store_true", help="translate to English")
@@ -520,11 +539,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave detected speech that got no words as it is (by default it is transcribed once more on its own)",
     )
+
+
+def _add_speaker_arguments(run: argparse.ArgumentParser) -> None:
+    """transcribe: diarization (who spoke when)."""
     speakers = run.add_argument_group("speakers (diarization: who spoke when)")
     speakers.add_argument("--diarize", action="store_true", help="name each segment's speaker (SPEAKER_00, ...)")
     speakers.add_argument("--num-speakers", type=int, help="exactly this many speakers (implies --diarize)")
     speakers.add_argument("--min-speakers", type=int, help="at least this many (implies --diarize)")
     speakers.add_argument("--max-speakers", type=int, help="at most this many (implies --diarize)")
+
+
+def _add_request_arguments(run: argparse.ArgumentParser) -> None:
+    """transcribe: priority, idempotency and progress display."""
     run.add_argument("--priority", type=int, default=0, help="higher runs first (-100 to 100)")
     run.add_argument(
         "--request-id",
@@ -532,8 +559,10 @@ def parser() -> argparse.ArgumentParser:
         " REQUEST_ID/ and a hash of its path)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar (a batch still lists its failures)")
-    add_subtitle_arguments(run)
 
+
+def _add_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The other commands: live, jobs, system, status, watch, cancel and result."""
     live_cli.add_parser(commands)
     commands.add_parser("jobs", help="list jobs, newest first")
     commands.add_parser("system", help="what every service detected about its machine and the settings it chose")
@@ -544,7 +573,6 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("-o", "--output", default="-")
     result.add_argument("-f", "--format", choices=sorted(FORMATS), default="srt")
     add_subtitle_arguments(result)
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from common.audio.access import AudioReader
 from common.limits import CALLS_PER_WORKER
 from common.machine.capacity import describe_source
 from common.rpc.admission import AdmissionLimit
-from common.rpc.machine_plan import plan_machine
-from common.rpc.server import RunningServer, create_server
-from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
-from common.speech.whisper_models import ModelCache, resolve_model_path
+from common.rpc.machine_plan import MachinePlan, plan_machine_in_thread
+from common.rpc.server import RunningServer
+from common.rpc.stage import start_stage_server
+from common.rpc.status import LoadFigures, MeasuredFigures, SettingChoice, StatusServicer, choose
+from common.speech.whisper_models import ModelCache, resolve_default_model
 from services.asr.batcher import BatchPool, WorkRates
 from services.asr.config import AsrConfig
 from services.asr.engine import Transcriber
@@ -35,9 +38,70 @@ async def create(config: AsrConfig) -> RunningServer:
     status service. A default model that cannot be found fails here, at start,
     not at the first request.
     """
-    loop = asyncio.get_running_loop()
+    plan = await plan_machine_in_thread("asr", config.server.cpu_affinity, [config.whisper.load_options.cache_dir])
+    settings = _choose_settings(config, plan)
+    models = _model_cache(config, settings)
+    executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="asr-model")
+    await resolve_default_model(executor, config.whisper.default_model, models.options)
+    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
+    admission = AdmissionLimit(
+        settings.max_transcriptions, config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
+    )
+    transcriber = Transcriber(models, max_batch_size=config.max_batch_size, min_window_s=config.min_window_s)
+    rates = WorkRates()
+    pool = BatchPool(
+        transcriber, executor, workers=settings.workers, preferred_batch_size=settings.batch_size, rates=rates
+    )
+    servicer = AsrServicer(
+        transcriber,
+        audio_reader,
+        admission,
+        executor,
+        pool,
+        default_model=config.whisper.default_model,
+        default_batch_size=settings.batch_size,
+    )
+    report = plan.report(settings.choices)
+    running = await start_stage_server(
+        config.server,
+        "asr",
+        (asr_pb2_grpc.add_AsrServiceServicer_to_server, servicer, SERVICE_NAME),
+        StatusServicer(report, functools.partial(_figures, settings, admission, models, rates)),
+        audio_reader,
+        executor,
+        load=functools.partial(_load_default_model, config, models, transcriber, rates, settings.workers),
+        close_first=pool.close,
+    )
+    logger.info(
+        "ASR service: default model %s, %s workers of %s threads, batches of %s, %s transcriptions at once, %d waiting",
+        config.whisper.default_model,
+        settings.workers,
+        settings.threads_per_worker,
+        settings.batch_size,
+        settings.max_transcriptions,
+        config.max_queued_transcriptions,
+    )
+    return running
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The settings the ASR runs with: each configured, else tuned to the
+    machine; `choices` says which, for the status."""
+
+    workers: int
+    threads_per_worker: int
+    solo_threads: int
+    batch_size: int
+    max_transcriptions: int
+    max_model_memory_bytes: int
+    choices: tuple[SettingChoice, ...]
+
+
+def _choose_settings(config: AsrConfig, plan: MachinePlan) -> _Settings:
+    """Workers, threads, solo replica, batch size, transcriptions at once and
+    model memory: what the environment set, else what suits `plan`'s machine."""
     load = config.whisper.load_options
-    plan = await loop.run_in_executor(None, plan_machine, "asr", config.server.cpu_affinity, [load.cache_dir])
     tuning = plan.tuning
     workers, workers_choice = choose(
         f"{PREFIX}NUM_WORKERS", load.num_workers, tuning.asr_workers, plan.tuning.reason("asr_workers")
@@ -76,84 +140,54 @@ async def create(config: AsrConfig) -> RunningServer:
         plan.hardware.effective_memory_bytes // 2,
         f"half of the {plan.hardware.effective_memory_bytes / 2**30:.1f} GiB this process may use",
     )
-    models = ModelCache(
+    return _Settings(
+        workers=int(workers),
+        threads_per_worker=int(threads),
+        solo_threads=int(solo_threads),
+        batch_size=int(batch_size),
+        max_transcriptions=int(running_limit),
+        max_model_memory_bytes=int(memory_bytes),
+        choices=(workers_choice, threads_choice, solo_choice, batch_choice, running_choice, memory_choice),
+    )
+
+
+def _model_cache(config: AsrConfig, settings: _Settings) -> ModelCache:
+    """The models, loaded with the chosen workers and threads, within the chosen memory."""
+    return ModelCache(
         dataclasses.replace(
-            load, num_workers=int(workers), cpu_threads=int(threads), solo_cpu_threads=int(solo_threads)
+            config.whisper.load_options,
+            num_workers=settings.workers,
+            cpu_threads=settings.threads_per_worker,
+            solo_cpu_threads=settings.solo_threads,
         ),
-        max_memory_bytes=int(memory_bytes),
+        max_memory_bytes=settings.max_model_memory_bytes,
         wait_timeout_s=config.model_wait_timeout_s,
     )
-    executor = ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="asr-model")
-    try:
-        await loop.run_in_executor(executor, resolve_model_path, config.whisper.default_model, models.options)
-    except BaseException:
-        executor.shutdown(wait=False)
-        raise
-    audio_reader = AudioReader(config.audio_target, credentials=config.server.tls.channel_credentials())
-    admission = AdmissionLimit(
-        int(running_limit), config.max_queued_transcriptions, config.retry_after_s, work_name="transcriptions"
-    )
-    transcriber = Transcriber(models, max_batch_size=config.max_batch_size, min_window_s=config.min_window_s)
-    rates = WorkRates()
-    pool = BatchPool(transcriber, executor, workers=int(workers), preferred_batch_size=int(batch_size), rates=rates)
-    servicer = AsrServicer(
-        transcriber,
-        audio_reader,
-        admission,
-        executor,
-        pool,
-        default_model=config.whisper.default_model,
-        default_batch_size=int(batch_size),
-    )
-    report = plan.report([workers_choice, threads_choice, solo_choice, batch_choice, running_choice, memory_choice])
 
-    def figures() -> LoadFigures:
-        # Capacity is in model workers (what the gateway sizes its calls by), not requests held.
-        return LoadFigures(
-            int(workers),
-            admission.running,
-            admission.waiting,
-            preferred_batch_size=int(batch_size),
-            loaded_models=tuple(models.loaded_names()),
-            measured=_measured(rates, int(workers)),
-        )
 
-    running = create_server(
-        config.server,
-        "asr",
-        [
-            (asr_pb2_grpc.add_AsrServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(StatusServicer(report, figures)),
-        ],
+def _figures(settings: _Settings, admission: AdmissionLimit, models: ModelCache, rates: WorkRates) -> LoadFigures:
+    """What the status reports now."""
+    # Capacity is in model workers (what the gateway sizes its calls by), not requests held.
+    return LoadFigures(
+        settings.workers,
+        admission.running,
+        admission.waiting,
+        preferred_batch_size=settings.batch_size,
+        loaded_models=tuple(models.loaded_names()),
+        measured=_measured(rates, settings.workers),
     )
 
-    async def release() -> None:
-        await pool.close()
-        await audio_reader.close()
-        executor.shutdown(wait=False, cancel_futures=True)
 
-    running.on_stop.append(release)
-    await running.start()
-
-    async def load_default_model() -> None:
-        await loop.run_in_executor(None, models.pin, config.whisper.default_model)
-        if config.warm_up:
-            calibration = await loop.run_in_executor(
-                None, transcriber.warm_up, config.whisper.default_model, int(workers)
-            )
-            rates.prime(calibration)
-
-    running.serve_when_ready(load_default_model)
-    logger.info(
-        "ASR service: default model %s, %s workers of %s threads, batches of %s, %s transcriptions at once, %d waiting",
-        config.whisper.default_model,
-        workers,
-        threads,
-        batch_size,
-        running_limit,
-        config.max_queued_transcriptions,
-    )
-    return running
+async def _load_default_model(
+    config: AsrConfig, models: ModelCache, transcriber: Transcriber, rates: WorkRates, workers: int
+) -> None:
+    """Loads and pins the default model; with warm-up on, primes `rates`
+    with the calibrated decodes of `Transcriber.warm_up` on every worker."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, models.pin, config.whisper.default_model)
+    if config.warm_up:
+        calibration = await loop.run_in_executor(None, transcriber.warm_up, config.whisper.default_model, workers)
+        rates.prime(calibration)
 
 
 def _measured(rates: WorkRates, workers: int) -> MeasuredFigures | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from common.audio.access import AUDIO_SERVICE_NAME
 from common.audio.shm import host_id
 from common.rpc import metrics
-from common.rpc.machine_plan import plan_machine
+from common.rpc.machine_plan import plan_machine_in_thread
 from common.rpc.server import RunningServer, create_server
 from common.rpc.status import LoadFigures, SettingChoice, StatusServicer, status_registration
 from services.audio.config import AudioConfig
@@ -38,9 +38,7 @@ async def create(config: AudioConfig) -> RunningServer:
     servicer = AudioServicer(
         engine, decode_executor, live_sources=config.live_sources, max_live_sources=config.max_live_sources
     )
-    plan = await asyncio.get_running_loop().run_in_executor(
-        None, plan_machine, "audio", config.server.cpu_affinity, [config.spool_dir, Path("/dev/shm")]
-    )
+    plan = await plan_machine_in_thread("audio", config.server.cpu_affinity, [config.spool_dir, Path("/dev/shm")])
     report = plan.report(
         [SettingChoice("SUBTITLER_AUDIO_DECODE_WORKERS", str(config.decode_workers), "environment or default")]
     )

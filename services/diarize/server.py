@@ -8,11 +8,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from common.audio.access import AudioReader
-from common.machine.capacity import WorkRate, slowest_on_every_worker
+from common.machine.capacity import WorkRate, calibrate
 from common.rpc.admission import AdmissionLimit
-from common.rpc.machine_plan import plan_machine
-from common.rpc.server import RunningServer, create_server
-from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.rpc.machine_plan import plan_machine_in_thread
+from common.rpc.server import RunningServer
+from common.rpc.stage import start_stage_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose
 from services.diarize.config import DiarizeConfig
 from services.diarize.engine import CALIBRATION_SPEECH_S, Diarizer
 from services.diarize.servicer import SERVICE_NAME, DiarizeServicer
@@ -28,7 +29,7 @@ async def create(config: DiarizeConfig) -> RunningServer:
     reports the slots get through, then updated by every diarization). A
     missing weights package fails here, at start."""
     loop = asyncio.get_running_loop()
-    plan = await loop.run_in_executor(None, plan_machine, "diarize", config.server.cpu_affinity, [config.cache_dir])
+    plan = await plan_machine_in_thread("diarize", config.server.cpu_affinity, [config.cache_dir])
     package_root()  # fails at start, with what to install, if the weights are missing
     reason = "a job diarizes while it transcribes: leave the other cores to the ASR"
     concurrent, concurrent_choice = choose("SUBTITLER_DIARIZE_MAX_CONCURRENT", config.max_concurrent, 1, reason)
@@ -45,30 +46,13 @@ async def create(config: DiarizeConfig) -> RunningServer:
     def figures() -> LoadFigures:
         return LoadFigures.of(admission, measured=MeasuredFigures.of_audio_rate(rate, int(concurrent)))
 
-    running = create_server(
-        config.server,
-        "diarize",
-        [
-            (diarize_pb2_grpc.add_DiarizeServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(StatusServicer(report, figures)),
-        ],
-    )
-
-    async def release() -> None:
-        await audio_reader.close()
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    running.on_stop.append(release)
-    await running.start()
-
     def load() -> Diarizer:
         models = build_models(config.cache_dir)
         return Diarizer(models.segmentation, models.embedding, threads=int(threads))
 
     async def load_models() -> None:
         diarizer = await loop.run_in_executor(executor, load)
-        busy_s = await loop.run_in_executor(None, slowest_on_every_worker, diarizer.calibrate, int(concurrent))
-        rate.prime(CALIBRATION_SPEECH_S, busy_s)
+        busy_s = await calibrate(rate, diarizer.calibrate, CALIBRATION_SPEECH_S, int(concurrent))
         logger.info(
             "calibrated: %g s of speech diarized in %.2f s on each of %s slots at once (%.0f s of audio a second)",
             CALIBRATION_SPEECH_S,
@@ -78,7 +62,15 @@ async def create(config: DiarizeConfig) -> RunningServer:
         )
         loaded.append(diarizer)
 
-    running.serve_when_ready(load_models)
+    running = await start_stage_server(
+        config.server,
+        "diarize",
+        (diarize_pb2_grpc.add_DiarizeServiceServicer_to_server, servicer, SERVICE_NAME),
+        StatusServicer(report, figures),
+        audio_reader,
+        executor,
+        load=load_models,
+    )
     logger.info(
         "diarize service: %s diarizations at once of %s threads, %d waiting", concurrent, threads, config.max_queued
     )

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from common.audio.access import AudioReader
 from common.errors import NotFoundError
-from common.machine.capacity import WorkRate, slowest_on_every_worker
+from common.machine.capacity import WorkRate, calibrate
 from common.rpc.admission import AdmissionLimit
-from common.rpc.machine_plan import plan_machine
-from common.rpc.server import RunningServer, create_server
-from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose, status_registration
+from common.rpc.machine_plan import plan_machine_in_thread
+from common.rpc.server import RunningServer
+from common.rpc.stage import start_stage_server
+from common.rpc.status import LoadFigures, MeasuredFigures, StatusServicer, choose
 from services.vad.config import VadConfig
 from services.vad.engine import CALIBRATION_AUDIO_S, SpeechDetector, bundled_model_path
 from services.vad.servicer import SERVICE_NAME, VadServicer
@@ -29,11 +31,8 @@ async def create(config: VadConfig) -> RunningServer:
 
     A missing model fails here, at start, not at the first request.
     """
-    model_path = config.model_path or bundled_model_path()
-    if not model_path.is_file():
-        raise NotFoundError(f"VAD model {model_path} does not exist")
-    loop = asyncio.get_running_loop()
-    plan = await loop.run_in_executor(None, plan_machine, "vad", config.server.cpu_affinity)
+    model_path = _model_path(config)
+    plan = await plan_machine_in_thread("vad", config.server.cpu_affinity)
     concurrent, concurrent_choice = choose(
         "SUBTITLER_VAD_MAX_CONCURRENT_DETECTIONS",
         config.max_concurrent_detections,
@@ -60,48 +59,17 @@ async def create(config: VadConfig) -> RunningServer:
         rate=rate,
     )
     report = plan.report([concurrent_choice])
-    # Live streams hold an RPC each for as long as they run: room of their own.
-    server_config = dataclasses.replace(
-        config.server, max_concurrent_rpcs=config.server.max_concurrent_rpcs + config.max_live_streams
-    )
-    running = create_server(
-        server_config,
+    status = StatusServicer(report, functools.partial(_figures, admission, servicer, rate, int(concurrent)))
+    running = await start_stage_server(
+        # Live streams hold an RPC each for as long as they run: room of their own.
+        config.server.with_more_rpcs(config.max_live_streams),
         "vad",
-        [
-            (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
-            status_registration(
-                StatusServicer(
-                    report,
-                    lambda: LoadFigures.of(
-                        admission,
-                        live_streams=servicer.live_streams,
-                        measured=MeasuredFigures.of_audio_rate(rate, int(concurrent)),
-                    ),
-                )
-            ),
-        ],
+        (vad_pb2_grpc.add_VadServiceServicer_to_server, servicer, SERVICE_NAME),
+        status,
+        audio_reader,
+        executor,
+        load=functools.partial(_load_and_calibrate, detector, executor, rate, int(concurrent)),
     )
-
-    async def release() -> None:
-        await audio_reader.close()
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    running.on_stop.append(release)
-    await running.start()
-
-    async def load_model() -> None:
-        await loop.run_in_executor(executor, detector.load)
-        busy_s = await loop.run_in_executor(None, slowest_on_every_worker, detector.calibrate, int(concurrent))
-        rate.prime(CALIBRATION_AUDIO_S, busy_s)
-        logger.info(
-            "calibrated: %g s of audio searched in %.3f s on each of %s slots at once (%.0f s of audio a second)",
-            CALIBRATION_AUDIO_S,
-            busy_s,
-            concurrent,
-            rate.units_per_second(int(concurrent)),
-        )
-
-    running.serve_when_ready(load_model)
     logger.info(
         "VAD service: model %s, %s detections at once, %d waiting, %g s blocks",
         model_path,
@@ -110,3 +78,36 @@ async def create(config: VadConfig) -> RunningServer:
         config.block_duration_s,
     )
     return running
+
+
+def _model_path(config: VadConfig) -> Path:
+    """The ONNX model the config names, else the bundled one; NotFoundError if it is not there."""
+    model_path = config.model_path or bundled_model_path()
+    if not model_path.is_file():
+        raise NotFoundError(f"VAD model {model_path} does not exist")
+    return model_path
+
+
+def _figures(admission: AdmissionLimit, servicer: VadServicer, rate: WorkRate, concurrent: int) -> LoadFigures:
+    """What the status reports now: detections running and waiting, live streams, the measured rate."""
+    return LoadFigures.of(
+        admission,
+        live_streams=servicer.live_streams,
+        measured=MeasuredFigures.of_audio_rate(rate, concurrent),
+    )
+
+
+async def _load_and_calibrate(
+    detector: SpeechDetector, executor: ThreadPoolExecutor, rate: WorkRate, concurrent: int
+) -> None:
+    """Loads the model on a model thread, then primes `rate` with a
+    calibrated detection run on each of the `concurrent` slots at once."""
+    await asyncio.get_running_loop().run_in_executor(executor, detector.load)
+    busy_s = await calibrate(rate, detector.calibrate, CALIBRATION_AUDIO_S, concurrent)
+    logger.info(
+        "calibrated: %g s of audio searched in %.3f s on each of %s slots at once (%.0f s of audio a second)",
+        CALIBRATION_AUDIO_S,
+        busy_s,
+        concurrent,
+        rate.units_per_second(concurrent),
+    )
