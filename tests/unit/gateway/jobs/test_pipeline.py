@@ -5,7 +5,6 @@ functions."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,36 +28,14 @@ from gateway.jobs.policy import (
     uncovered_speech,
 )
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
-from gateway.records import JobRecord, JobState, Stage
+from gateway.records import JobRecord, Stage
 from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.audio.v1 import audio_pb2
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
-
-FAST = RetryPolicy(max_retries=2, initial_backoff_s=0.01, max_backoff_s=0.02, max_unavailable_wait_s=0.2)
-
-
-def rpc_error(code: grpc.StatusCode, details: str = "", retry_after: str | None = None) -> grpc.aio.AioRpcError:
-    trailing = grpc.aio.Metadata(("retry-after-s", retry_after)) if retry_after else grpc.aio.Metadata()
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details or code.name)
-
-
-def new_job(store: JobStore, job_id: str = "job-1", **fields: Any) -> JobRecord:
-    now = time.time()
-    fields.setdefault("config", gateway_pb2.JobConfig())
-    job = JobRecord(
-        job_id=job_id,
-        state=JobState.RUNNING,
-        source="talk.wav",
-        created_s=now,
-        updated_s=now,
-        media_path="talk.wav",
-        **fields,
-    )
-    store.insert_job(job)
-    return job
+from tests.unit.gateway.jobs.job_fakes import FAST, FakeAudio, new_job, rpc_error
 
 
 def failing(*errors: grpc.aio.AioRpcError, result: str = "done") -> tuple[Callable[[], Awaitable[str]], list[int]]:
@@ -140,33 +117,6 @@ def test_unavailable_for_too_long_fails(store: JobStore) -> None:
     with pytest.raises(StageFailedError) as raised:
         asyncio.run(caller(store, job).call(Stage.DETECT_SPEECH, -1, attempt))
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE and "vad service was unavailable" in raised.value.message
-
-
-class FakeAudio:
-    """An AudioService stub: audio ids it holds, calls it got."""
-
-    def __init__(self) -> None:
-        self.held: set[str] = set()
-        self.decodes = 0
-        self.released: list[str] = []
-
-    async def DecodeFile(self, request: audio_pb2.DecodeFileRequest, **_: Any) -> audio_pb2.DecodeResponse:
-        self.decodes += 1
-        audio_id = f"audio-{self.decodes}"
-        self.held.add(audio_id)
-        handle = common_pb2.AudioHandle(audio_id=audio_id, sample_count=16_000, sample_rate_hertz=16_000)
-        handle.duration.FromSeconds(1)
-        return audio_pb2.DecodeResponse(audio=handle)
-
-    async def RenewLease(self, request: audio_pb2.RenewLeaseRequest, **_: Any) -> audio_pb2.RenewLeaseResponse:
-        if request.audio_id not in self.held:
-            raise rpc_error(grpc.StatusCode.NOT_FOUND, "no such audio")
-        return audio_pb2.RenewLeaseResponse()
-
-    async def ReleaseAudio(self, request: audio_pb2.ReleaseAudioRequest, **_: Any) -> audio_pb2.ReleaseAudioResponse:
-        self.held.discard(request.audio_id)
-        self.released.append(request.audio_id)
-        return audio_pb2.ReleaseAudioResponse()
 
 
 def lease(
