@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 
 from common.transcript import Word
-from gateway.output.subtitles import punctuation_end
+from gateway.output.cues import punctuation_end
 
 
 def _norm(word: str) -> str:

@@ -8,7 +8,7 @@ import math
 
 from common.errors import InvalidInputError
 from common.rpc.convert import duration_to_seconds
-from gateway.output.subtitles import PRESETS, SubtitleOptions
+from gateway.output.cues import PRESETS, SubtitleOptions
 from subtitler.gateway.v1 import gateway_pb2
 
 PRESET_NAMES = {

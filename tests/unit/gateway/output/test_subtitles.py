@@ -1,8 +1,6 @@
-"""Subtitle cues and renderers: limits, order, timing and format validity.
-
-Most checks are properties run over many generated transcripts; the SRT and
-WebVTT output is read back with small strict parsers written from the specs.
-"""
+"""Subtitle formats: SubRip, WebVTT, ASS, JSON and text rendered from cues,
+read back with small strict parsers written from the specs; most checks are
+properties run over many generated transcripts."""
 
 from __future__ import annotations
 
@@ -17,24 +15,24 @@ import pytest
 
 from common.errors import InvalidInputError
 from common.transcript import Segment, Word
-from gateway.output.subtitles import _GLUE_AFTER as GLUE_AFTER
+from gateway.output.cues import Cue, SubtitleOptions, build_cues
 from gateway.output.subtitles import (
     CONTENT_TYPES,
-    PRESETS,
-    Cue,
     SubtitleFormat,
-    SubtitleOptions,
-    build_cues,
     render,
     render_json,
     render_srt,
     render_text,
     render_vtt,
 )
-
-# --- strict parsers ---------------------------------------------------------
+from tests.unit.gateway.output.transcripts import (
+    random_transcript,
+    timed_segment,
+)
 
 _SRT_TIMING = re.compile(r"(\d{2,}):([0-5]\d):([0-5]\d),(\d{3}) --> (\d{2,}):([0-5]\d):([0-5]\d),(\d{3})")
+
+
 _VTT_TIMING = re.compile(r"(\d{2,}):([0-5]\d):([0-5]\d)\.(\d{3}) --> (\d{2,}):([0-5]\d):([0-5]\d)\.(\d{3})")
 
 
@@ -96,55 +94,6 @@ def parse_vtt(content: str) -> list[ParsedCue]:
     return cues
 
 
-# --- generated transcripts --------------------------------------------------
-
-_VOCABULARY = (
-    *("a", "I", "the", "of", "to", "and", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are"),
-    *("with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "word"),
-    *("but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use"),
-    *("your", "how", "said", "an", "each"),
-    *("extraordinary", "internationalisation", "telecommunications", "responsibilities"),
-)
-_SENTENCE_MARKS = (".", "!", "?", "\u2026")
-_CLAUSE_MARKS = (",", ";", ":")
-
-
-def _random_word(rng: random.Random) -> str:
-    roll = rng.random()
-    if roll < 0.01:
-        return "Pneumonoultramicroscopicsilicovolcanoconiosis-and-more"  # longer than a line
-    word = rng.choice(_VOCABULARY)
-    if roll < 0.03:
-        word = f"<{word}>&co"  # characters WebVTT must escape
-    elif roll < 0.1:
-        word += rng.choice(_SENTENCE_MARKS)
-    elif roll < 0.18:
-        word += rng.choice(_CLAUSE_MARKS)
-    return word
-
-
-def _random_transcript(rng: random.Random) -> list[Segment]:
-    """Segments in time order; words whisper-style (leading space) or bare, sometimes none."""
-    segments = []
-    time_s = rng.uniform(0.0, 3.0)
-    for _ in range(rng.randint(0, 6)):
-        seconds_per_word = rng.choice((0.05, 0.25, 0.4, 0.9))
-        texts = [_random_word(rng) for _ in range(rng.randint(1, 60))]
-        words = []
-        for text in texts:
-            duration_s = rng.choice((0.0, 0.001, seconds_per_word, rng.uniform(0, 2 * seconds_per_word)))
-            words.append(Word(text, round(time_s, 3), round(time_s + duration_s, 3), probability=rng.random()))
-            time_s += duration_s + rng.choice((0.0, 0.0, 0.05, 0.3, 0.7, 2.0))
-        segment_words = tuple(words)
-        if rng.random() < 0.5:
-            segment_words = tuple(Word(" " + word.text, word.start_s, word.end_s) for word in words)
-        if rng.random() < 0.15:
-            segment_words = ()
-        segments.append(Segment(" ".join(texts), words[0].start_s, words[-1].end_s, segment_words))
-        time_s += rng.choice((0.0, 0.5, 3.0))
-    return segments
-
-
 _OPTION_SETS = (
     SubtitleOptions(),
     SubtitleOptions(max_line_chars=20, max_lines=1, max_cue_duration_s=3.0, min_cue_duration_s=0.5),
@@ -160,7 +109,7 @@ def _all_words(segments: list[Segment]) -> list[str]:
 def test_cues_keep_limits_order_and_words_over_generated_transcripts(options: SubtitleOptions) -> None:
     rng = random.Random(20240601)
     for _ in range(150):
-        segments = _random_transcript(rng)
+        segments = random_transcript(rng)
         cues = build_cues(segments, options)
         for parsed in (parse_srt(render_srt(cues)), parse_vtt(render_vtt(cues))):
             assert [cue.lines for cue in parsed] == [list(cue.lines) for cue in cues]
@@ -185,127 +134,6 @@ def _check_cue_properties(cues: list[ParsedCue], segments: list[Segment], option
     ]
 
 
-def test_cue_times_come_from_word_times() -> None:
-    rng = random.Random(7)
-    options = SubtitleOptions()
-    for _ in range(100):
-        # Well-formed words: increasing, each at least a millisecond long.
-        segments = [
-            segment
-            for segment in _random_transcript(rng)
-            if segment.words and all(word.end_s > word.start_s for word in segment.words)
-        ]
-        words = [word for segment in segments for word in segment.words]
-        if any(later.start_s < earlier.end_s for earlier, later in itertools.pairwise(words)):
-            continue
-        cues = build_cues(segments, options)
-        position = 0
-        for index, cue in enumerate(cues):
-            count = len(" ".join(cue.lines).split())
-            first, last = words[position], words[position + count - 1]
-            position += count
-            assert cue.start_s == round(first.start_s, 3)
-            if last.end_s - first.start_s <= options.max_cue_duration_s:
-                assert cue.end_s >= round(last.end_s, 3)
-            if cue.end_s > round(last.end_s, 3):
-                # Lengthened to the minimum, never into the next cue.
-                assert cue.end_s - cue.start_s <= options.min_cue_duration_s + 1e-9
-                if index + 1 < len(cues):
-                    assert cue.end_s <= cues[index + 1].start_s
-        assert position == len(words)
-
-
-def test_two_line_cues_are_balanced() -> None:
-    rng = random.Random(11)
-    options = SubtitleOptions()
-    checked = 0
-    for _ in range(150):
-        for cue in build_cues(_random_transcript(rng), options):
-            if len(cue.lines) != 2:
-                continue
-            words = " ".join(cue.lines).split()
-            # Cuts that keep an article, determiner or pronoun with the next word.
-            allowed = [cut for cut in range(1, len(words)) if words[cut - 1].lower() not in GLUE_AFTER]
-            best_longest = min(
-                (max(len(" ".join(words[:cut])), len(" ".join(words[cut:]))) for cut in allowed),
-                default=len(" ".join(words)),
-            )
-            # Balanced, give or take a few characters for a break after punctuation.
-            assert max(map(len, cue.lines)) <= best_longest + 6, cue.lines
-            checked += 1
-    assert checked > 100
-
-
-# --- choices of cut ---------------------------------------------------------
-
-
-def _timed_segment(text: str, seconds_per_word: float = 0.3, start_s: float = 0.0) -> Segment:
-    words = []
-    for index, word in enumerate(text.split()):
-        word_start_s = start_s + index * seconds_per_word
-        words.append(Word(" " + word, word_start_s, word_start_s + seconds_per_word * 0.8, 0.9))
-    return Segment(text, start_s, words[-1].end_s, tuple(words))
-
-
-def test_short_transcript_is_one_cue_on_one_line() -> None:
-    cues = build_cues([_timed_segment("Hello world.")])
-    assert cues == [Cue(0.0, 0.833, ("Hello world.",))]  # lengthened to the minimum (5/6 s)
-
-
-def test_cue_breaks_at_sentence_end_first() -> None:
-    text = (
-        "We went to the market early in the morning, before the crowds. "
-        "Then we walked along the river, past the old mill, all the way home."
-    )
-    cues = build_cues([_timed_segment(text, seconds_per_word=0.2)])
-    assert [" ".join(cue.lines) for cue in cues] == [
-        "We went to the market early in the morning, before the crowds.",
-        "Then we walked along the river, past the old mill, all the way home.",
-    ]
-    # Balanced, the lower line longer, and never "in / the morning".
-    assert cues[0].lines == ("We went to the market early", "in the morning, before the crowds.")
-
-
-def test_cue_breaks_at_clause_when_no_sentence_ends() -> None:
-    text = (
-        "when the weather turns cold and the days grow short and dark, "
-        "the birds fly south to warmer lands across the sea and mountains"
-    )
-    cues = build_cues([_timed_segment(text, seconds_per_word=0.2)])
-    assert len(cues) == 2
-    assert cues[0].lines[-1].endswith("dark,")
-
-
-def test_long_word_has_a_line_of_its_own() -> None:
-    long_word = "Supercalifragilisticexpialidocious-and-then-some-more"
-    cues = build_cues([_timed_segment(f"It was {long_word} indeed.")])
-    lines = [line for cue in cues for line in cue.lines]
-    assert long_word in lines
-    assert all(len(line) <= 42 for line in lines if line != long_word)
-
-
-def test_slow_speech_is_cut_at_seven_seconds() -> None:
-    cues = build_cues([_timed_segment("one two three four five six seven eight nine ten", seconds_per_word=1.5)])
-    assert len(cues) >= 3
-    assert all(cue.end_s - cue.start_s <= 7.0 for cue in cues)
-
-
-def test_single_word_longer_than_the_maximum_is_cut_short() -> None:
-    cues = build_cues([Segment("Hmmmmm", 1.0, 20.0, (Word("Hmmmmm", 1.0, 20.0),))])
-    assert cues == [Cue(1.0, 8.0, ("Hmmmmm",))]
-
-
-def test_short_cue_lengthened_only_up_to_the_next_cue() -> None:
-    segments = [
-        Segment("Yes.", 1.0, 1.1, (Word("Yes.", 1.0, 1.1),)),
-        Segment("No.", 1.5, 1.6, (Word("No.", 1.5, 1.6),)),
-        Segment("Maybe.", 5.0, 5.2, (Word("Maybe.", 5.0, 5.2),)),
-    ]
-    cues = build_cues(segments)
-    # Two frames at 24 fps before the next cue; 5/6 s at least where there is room.
-    assert [(cue.start_s, cue.end_s) for cue in cues] == [(1.0, 1.417), (1.5, 2.333), (5.0, 5.833)]
-
-
 def test_zero_length_and_overlapping_words_still_give_increasing_cues() -> None:
     segments = [
         Segment("one", 2.0, 2.0, (Word("one", 2.0, 2.0),)),
@@ -320,38 +148,9 @@ def test_zero_length_and_overlapping_words_still_give_increasing_cues() -> None:
     parse_srt(render_srt(cues))
 
 
-def test_segment_without_words_shares_its_time_by_length() -> None:
-    cues = build_cues([Segment("aa bbbbbb", 10.0, 12.0)], SubtitleOptions(max_line_chars=4, max_lines=1))
-    # (A cue that starts the transcript starts with a capital.)
-    assert cues == [Cue(10.0, 10.417, ("Aa",)), Cue(10.5, 12.0, ("bbbbbb",))]
-
-
-def test_whisper_word_pieces_stay_together_and_cjk_has_no_spaces() -> None:
-    pieces = Segment(" It costs 3.5 dollars", 0.0, 2.0, (
-        Word(" It", 0.0, 0.3), Word(" costs", 0.3, 0.8), Word(" 3", 0.8, 1.0), Word(".5", 1.0, 1.2),
-        Word(" dollars", 1.2, 2.0),
-    ))  # fmt: skip
-    # "It costs 3" / ".5 dollars" would be better balanced, but cuts "3.5".
-    assert build_cues([pieces], SubtitleOptions(max_line_chars=11))[0].lines == ("It costs", "3.5 dollars")
-    chinese = Segment("我们今天去公园", 0.0, 2.0, (
-        Word("我们", 0.0, 0.5), Word("今天", 0.5, 1.0), Word("去", 1.0, 1.4), Word("公园", 1.4, 2.0),
-    ))  # fmt: skip
-    assert build_cues([chinese])[0].lines == ("我们今天去公园",)
-    # A CJK character is two columns wide: 8 columns hold four of them.
-    assert build_cues([chinese], SubtitleOptions(max_line_chars=8))[0].lines == ("我们今天", "去公园")
-
-
-def test_bare_words_are_joined_with_spaces() -> None:
-    segment = Segment("Hello world", 0.0, 1.0, (Word("Hello", 0.0, 0.4), Word("world", 0.5, 1.0)))
-    assert build_cues([segment])[0].lines == ("Hello world",)
-
-
-# --- renderers --------------------------------------------------------------
-
-
 def test_srt_and_vtt_text() -> None:
     segments = [
-        _timed_segment("Tom & Jerry <live> --> now.", start_s=3725.5),
+        timed_segment("Tom & Jerry <live> --> now.", start_s=3725.5),
     ]
     srt = render_srt(build_cues(segments))
     assert srt == "1\n01:02:05,500 --> 01:02:07,240\nTom & Jerry <live> -> now.\n\n"
@@ -420,7 +219,7 @@ def test_json_keys_in_a_fixed_order() -> None:
 
 @pytest.mark.parametrize("subtitle_format", list(SubtitleFormat))
 def test_render_gives_each_format_its_content_type(subtitle_format: SubtitleFormat) -> None:
-    content, content_type = render(subtitle_format.value, [_timed_segment("Hello world.")], "en", 1.0)
+    content, content_type = render(subtitle_format.value, [timed_segment("Hello world.")], "en", 1.0)
     assert content_type == CONTENT_TYPES[subtitle_format]
     assert "Hello world." in content
 
@@ -430,50 +229,15 @@ def test_unknown_format_is_invalid_input() -> None:
         render("docx", [], "en", 0.0)
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"max_line_chars": 0},
-        {"max_lines": 0},
-        {"max_cue_duration_s": 0.0},
-        {"min_cue_duration_s": -1.0},
-        {"min_cue_duration_s": 8.0},
-    ],
-)
-def test_bad_options_are_refused(fields: dict[str, float]) -> None:
-    with pytest.raises(InvalidInputError):
-        SubtitleOptions(**fields)  # type: ignore[arg-type]
-
-
-# --- rules and presets --------------------------------------------------------
-
-
-def test_short_gaps_are_closed_to_two_frames_and_longer_ones_kept() -> None:
-    from gateway.output.subtitles import check_cues
-
-    segments = [
-        _timed_segment("First one here.", start_s=0.0),  # ends 0.84
-        _timed_segment("Second right after.", start_s=1.2),  # 0.36 s later: closed
-        _timed_segment("Third much later.", start_s=5.0),
-    ]
-    cues = build_cues(segments)
-    assert round(cues[1].start_s - cues[0].end_s, 3) == 0.083
-    assert cues[2].start_s - cues[1].end_s > 0.5
-    assert check_cues(cues) == []
-    # The short-video preset keeps 0.8 s between cues.
-    wide = build_cues(segments, PRESETS["short-video"])
-    assert all(later.start_s - earlier.end_s >= 0.8 - 1e-9 for earlier, later in itertools.pairwise(wide))
-
-
 def test_fast_cues_are_lengthened_for_reading_or_reported() -> None:
-    from gateway.output.subtitles import check_cues
+    from gateway.output.cues import check_cues
 
-    fast = _timed_segment("Extraordinarily complicated vocabulary everywhere.", seconds_per_word=0.15)
+    fast = timed_segment("Extraordinarily complicated vocabulary everywhere.", seconds_per_word=0.15)
     alone = build_cues([fast])
     chars = sum(len(line) for line in alone[0].lines)
     assert chars / (alone[0].end_s - alone[0].start_s) <= 20.0 + 1e-6
     # With the next cue right behind it, it cannot be: the JSON lists it.
-    crowded = [fast, _timed_segment("Next.", start_s=0.7)]
+    crowded = [fast, timed_segment("Next.", start_s=0.7)]
     cues = build_cues(crowded)
     # (Nor can it last 5/6 s.)
     assert [violation.rule for violation in check_cues(cues)] == ["min_cue_duration", "max_chars_per_second"]
@@ -483,39 +247,16 @@ def test_fast_cues_are_lengthened_for_reading_or_reported() -> None:
     }  # fmt: skip
 
 
-def test_one_word_a_cue_and_word_limits() -> None:
-    segment = _timed_segment("one two three four five six")
-    assert [cue.text for cue in build_cues([segment], SubtitleOptions(max_words=1))] == [
-        "One", "two", "three", "four", "five", "six",
-    ]  # fmt: skip
-    assert all(len(cue.text.split()) <= 4 for cue in build_cues([segment], SubtitleOptions(max_words=4)))
-
-
-def test_lines_do_not_end_with_an_article_or_split_a_name() -> None:
-    text = "Yesterday I met the President of the Republic Emmanuel Macron at a dinner"
-    for width in range(40, 50):  # (at 36-39 only "of the / Republic" fits)
-        for cue in build_cues([_timed_segment(text, seconds_per_word=0.25)], SubtitleOptions(max_line_chars=width)):
-            for line in cue.lines[:-1]:
-                assert line.split()[-1].lower() not in {"the", "a", "i"}, (width, cue.lines)
-                assert not line.endswith("Emmanuel"), (width, cue.lines)
-
-
-def test_cues_that_start_a_sentence_start_with_a_capital() -> None:
-    segments = [_timed_segment("well this is it."), _timed_segment("and then more", start_s=3.0)]
-    cues = build_cues(segments)
-    assert [cue.text[0] for cue in cues] == ["W", "A"]
-
-
 def test_word_highlighting_and_ass() -> None:
     import re
 
     import pysubs2
 
-    cues = build_cues([_timed_segment("Hello there my friend.")])
+    cues = build_cues([timed_segment("Hello there my friend.")])
     vtt = render_vtt(cues, highlight_words=True)
     assert re.findall(r"<(\d\d:\d\d:\d\d\.\d{3})>", vtt) == ["00:00:00.300", "00:00:00.600", "00:00:00.900"]
     assert len(pysubs2.SSAFile.from_string(vtt, format_="vtt")) == 1
-    ass = render(SubtitleFormat.ASS, [_timed_segment("Hello {there}.")], "en", 1.0, highlight_words=True)[0]
+    ass = render(SubtitleFormat.ASS, [timed_segment("Hello {there}.")], "en", 1.0, highlight_words=True)[0]
     parsed = pysubs2.SSAFile.from_string(ass)
     assert len(parsed) == 1 and "\\k" in parsed[0].text and "{there}" not in parsed[0].text
     assert pysubs2.SSAFile.from_string(render(SubtitleFormat.ASS, [], "en", 0.0)[0]).events == []
@@ -524,15 +265,15 @@ def test_word_highlighting_and_ass() -> None:
 def test_doubtful_segments_are_flagged_and_left_out_of_subtitles_only_when_asked() -> None:
     from common.transcript import doubt_flags
 
-    good = _timed_segment("This is what was said.")
-    loop = _timed_segment("Thank you. Thank you. Thank you. Thank you.", start_s=3.0)
-    quiet = dataclasses.replace(_timed_segment("Hmm.", start_s=6.0), no_speech_prob=0.9, avg_logprob=-1.4)
-    squashed = dataclasses.replace(_timed_segment("la la la", start_s=8.0), compression_ratio=3.1)
+    good = timed_segment("This is what was said.")
+    loop = timed_segment("Thank you. Thank you. Thank you. Thank you.", start_s=3.0)
+    quiet = dataclasses.replace(timed_segment("Hmm.", start_s=6.0), no_speech_prob=0.9, avg_logprob=-1.4)
+    squashed = dataclasses.replace(timed_segment("la la la", start_s=8.0), compression_ratio=3.1)
     assert doubt_flags(good) == ()
     assert doubt_flags(loop) == ("repetition",)
     assert doubt_flags(quiet) == ("low_avg_logprob", "no_speech")
     assert "high_compression_ratio" in doubt_flags(squashed)
-    assert doubt_flags(_timed_segment("no, no, no, I said")) == ()  # speech, not a loop
+    assert doubt_flags(timed_segment("no, no, no, I said")) == ()  # speech, not a loop
     segments = [good, loop, quiet, squashed]
     assert len(build_cues(segments)) >= 4
     kept = build_cues(segments, SubtitleOptions(omit_doubtful=True))
@@ -574,8 +315,8 @@ def test_a_new_speaker_is_named_where_they_start_in_every_format() -> None:
 
 
 def test_fast_words_share_a_cue_with_slower_ones_rather_than_flash_by() -> None:
-    from gateway.output import subtitles
-    from gateway.output.subtitles import check_cues
+    from gateway.output import cues
+    from gateway.output.cues import check_cues
 
     def spoken(parts: list[tuple[str, float]], start_s: float = 0.0) -> Segment:
         words, at_s = [], start_s
@@ -600,12 +341,12 @@ def test_fast_words_share_a_cue_with_slower_ones_rather_than_flash_by() -> None:
         return max(v.value for v in check_cues(cues) if v.rule == "max_chars_per_second")
 
     shared = fastest(build_cues(segments, SubtitleOptions()))
-    original = subtitles._READING_COST
+    original = cues._READING_COST
     try:
-        subtitles._READING_COST = 0.0  # cuts chosen by punctuation and balance alone
+        cues._READING_COST = 0.0  # cuts chosen by punctuation and balance alone
         alone = build_cues(segments, SubtitleOptions())
     finally:
-        subtitles._READING_COST = original
+        cues._READING_COST = original
     assert alone[0].lines[-1].endswith("yesterday,")  # the fast clause alone: 80 characters a second
     assert fastest(alone) > 2.5 * shared
     assert "min_cue_duration" in {v.rule for v in check_cues(alone)}

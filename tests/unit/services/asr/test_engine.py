@@ -332,7 +332,7 @@ def test_what_whisper_makes_up_on_music_and_noise_is_flagged(transcriber: Transc
     segment stays, flagged by its own signals, and subtitles that omit
     doubtful segments leave it out."""
     from common.transcript import doubt_flags
-    from gateway.output.subtitles import SubtitleOptions, build_cues
+    from gateway.output.cues import SubtitleOptions, build_cues
 
     noise = np.random.default_rng(1).normal(0.0, 0.1, 12 * 16_000).astype(np.float32)
     for audio in (_tune(12.0), noise):
