@@ -86,7 +86,7 @@ class JobDispatcher:
         the waiting ones stand."""
         async with self.claiming:
             while len(self._running) < self._config.max_concurrent_jobs and not self._running.stopping:
-                claim = await self._store.run(self._store.claim_next, self._config.lease_s, self._running.job_ids())
+                claim = await self._store.run(self._store.claim_next, self._config.lease_s, list(self._running))
                 if claim is None:
                     break
                 await self._adopt(claim)

@@ -51,7 +51,7 @@ class LeaseKeeper:
         """One round of the heartbeat on the store connection `leases`;
         returns when leases were last renewed (`renewed_at`, the last time,
         if they could not be now)."""
-        job_ids = self._running.job_ids()
+        job_ids = list(self._running)
         try:
             kept, cancelled = await leases.run(leases.renew_leases, job_ids, self._config.lease_s)
         except StoreUnavailableError as error:

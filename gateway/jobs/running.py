@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -64,9 +64,9 @@ class RunningJobs:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._running
 
-    def job_ids(self) -> list[str]:
-        """The jobs running here now."""
-        return list(self._running)
+    def __iter__(self) -> Iterator[str]:
+        """The ids of the jobs running here now."""
+        return iter(self._running)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether this gateway was asked to stop `job_id` already."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,8 @@ class FakeRunning:
     def __len__(self) -> int:
         return len(self.started)
 
-    def job_ids(self) -> list[str]:
-        return [job_id for job_id, _ in self.started]
+    def __iter__(self) -> Iterator[str]:
+        return iter([job_id for job_id, _ in self.started])
 
     def start(self, job: JobRecord, checkpoint: Checkpoint | None = None) -> bool:
         self.started.append((job.job_id, checkpoint))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ class FakeRunning:
         self.dropped: list[str] = []
         self.asked: set[str] = set()
 
-    def job_ids(self) -> list[str]:
-        return list(self.ids)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self.ids

@@ -152,7 +152,7 @@ def test_a_dropped_job_is_cancelled(store: JobStore) -> None:
     async def main() -> None:
         harness = Harness(store)
         harness.running.start(leased_job(store))
-        assert "job-1" in harness.running and harness.running.job_ids() == ["job-1"]
+        assert "job-1" in harness.running and list(harness.running) == ["job-1"]
         assert not harness.running.start(store.get_job("job-1"))  # runs here already
         await asyncio.sleep(0.05)
         await harness.running.drop("job-1")
