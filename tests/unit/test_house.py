@@ -79,3 +79,21 @@ def test_the_shared_limits_import_nothing() -> None:
     tree = ast.parse((ROOT / "common" / "limits.py").read_text())
     imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
     assert [ast.unparse(node) for node in imports] == ["from __future__ import annotations"]
+
+
+MAX_CLASS_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_class_over_400_lines_and_no_function_over_80() -> None:
+    """A class that long is several units, and a function that long several
+    steps: split them along their seams (the project's tests included)."""
+    too_long = []
+    for path in [*source_files(), *sorted((ROOT / "tests").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+                if lines > limit:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not too_long
