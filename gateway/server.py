@@ -26,7 +26,7 @@ from gateway.jobs.pipeline import Peers
 from gateway.jobs.scheduler import JobScheduler
 from gateway.live.admission import MAX_STREAMS_CEILING, StreamAdmission
 from gateway.live.decoder import LiveDecoder
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -90,7 +90,6 @@ class GatewayStatusServicer(StatusServicer):
 
 async def create(config: GatewayConfig) -> RunningServer:
     """Starts the gateway on `config.server` and recovers unfinished jobs."""
-    loop = asyncio.get_running_loop()
     plan = await plan_machine_in_thread("gateway", config.server.cpu_affinity, [config.data_dir])
     jobs, jobs_choice = choose(
         "SUBTITLER_GATEWAY_MAX_CONCURRENT_JOBS",
@@ -99,11 +98,11 @@ async def create(config: GatewayConfig) -> RunningServer:
         plan.tuning.reason("gateway_max_concurrent_jobs"),
     )
     config = dataclasses.replace(config, max_concurrent_jobs=int(jobs))
-    store = await loop.run_in_executor(None, JobStore, config.store or config.data_dir / "jobs.sqlite3")
+    store = await AsyncJobStore.open(config.store or config.data_dir / "jobs.sqlite3")
     # On a shared store, watchers hear of other gateways' events (NOTIFY),
     # and read the store now and then in case a notice was missed.
     events = EventHub(store, max_watchers=config.max_watchers, poll_s=WATCH_FALLBACK_READ_S if store.shared else None)
-    events.listen()
+    await events.listen()
     channels = _open_channels(config)
     status_stubs = {name: status_pb2_grpc.StatusServiceStub(channel) for name, channel in channels.items()}
     asr_capacity = AsrCapacity(
@@ -141,7 +140,7 @@ async def create(config: GatewayConfig) -> RunningServer:
 
 async def _recover_jobs_and_serve(
     running: RunningServer,
-    store: JobStore,
+    store: AsyncJobStore,
     events: EventHub,
     channels: dict[str, grpc.aio.Channel],
     scheduler: JobScheduler,
@@ -158,10 +157,10 @@ async def _recover_jobs_and_serve(
         capacity_watch.cancel()
         await decoder.close()
         await scheduler.shutdown()
-        events.close()
+        await events.close()
         for channel in channels.values():
             await channel.close()
-        store.close()
+        await store.close()
 
     running.on_stop.append(stop_jobs_and_close)
     # Jobs left unfinished are taken before the server takes calls.

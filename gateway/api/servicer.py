@@ -39,7 +39,7 @@ from gateway.output.speakers import render_rttm, turns_from_proto
 from gateway.output.subtitle_config import subtitle_options
 from gateway.output.subtitles import render
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.asr.v1 import asr_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -94,7 +94,7 @@ def job_to_proto(job: JobRecord, queue_position: int = 0) -> gateway_pb2.Job:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
-        store: JobStore,
+        store: AsyncJobStore,
         events: EventHub,
         scheduler: JobScheduler,
         max_upload_bytes: int,
@@ -119,7 +119,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         an id the gateway never makes is INVALID_ARGUMENT."""
         caller = self._auth.caller(context)
         validate_job_id(job_id)
-        job = await self._store.run(self._store.get_job, job_id)
+        job = await self._store.get_job(job_id)
         if caller is not None and job.owner != caller:
             raise NotFoundError(f"no job {job_id!r}")
         return job
@@ -267,9 +267,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidInputError(f"unknown job state {request.state}")
         state = JobState(request.state) if request.state else None
         caller = self._auth.caller(context)
-        jobs = await self._store.run(
-            lambda: self._store.list_jobs(limit=size + 1, before=before, state=state, owner=caller)
-        )
+        jobs = await self._store.list_jobs(limit=size + 1, before=before, state=state, owner=caller)
         # A page also ends before it would pass MAX_PAGE_BYTES (jobs with long
         # retry lists are large): a reply never exceeds the message limit.
         page = fill_page([self._to_proto(job) for job in jobs[:size]], MAX_PAGE_BYTES)
@@ -295,10 +293,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidInputError(f"unknown result format {request.format}")
         rules = request.subtitles if request.HasField("subtitles") else job.config.subtitles
         options, highlight_words = subtitle_options(rules)
-        segments = await self._store.run(self._store.result, job.job_id)
+        segments = await self._store.result(job.job_id)
         if request.format == gateway_pb2.RESULT_FORMAT_RTTM:
             # The diarization's own turns, not the segments'.
-            turns = await self._store.run(self._store.speaker_turns, job.job_id)
+            turns = await self._store.speaker_turns(job.job_id)
             if turns is None:
                 raise FailedPreconditionError(
                     f"job {job.job_id} was not diarized: its RTTM exists for jobs made with diarization.enabled"

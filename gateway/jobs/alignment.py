@@ -47,7 +47,7 @@ class ChunkAlignment:
                 aligned, method = await self._run.call(
                     Stage.ALIGN, chunk_index, functools.partial(self._align_once, segments)
                 )
-            await self._store.run(self._store.save_chunk_alignment, self._job.job_id, chunk_index, method, aligned)
+            await self._store.save_chunk_alignment(self._job.job_id, chunk_index, method, aligned)
             state.aligned[chunk_index] = aligned
             await self._run.events.publish(
                 self._job,

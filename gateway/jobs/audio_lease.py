@@ -23,7 +23,7 @@ from common.limits import UPLOAD_CHUNK_BYTES
 from common.rpc.convert import timestamp_to_epoch
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
 from gateway.records import JobRecord, Stage
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc
 from subtitler.common.v1 import common_pb2
 
@@ -35,7 +35,7 @@ RELEASE_TIMEOUT_S = 10.0
 
 
 async def release_audio(
-    audio: audio_pb2_grpc.AudioServiceStub, store: JobStore, job_id: str, handle: common_pb2.AudioHandle
+    audio: audio_pb2_grpc.AudioServiceStub, store: AsyncJobStore, job_id: str, handle: common_pb2.AudioHandle
 ) -> None:
     """Gives a job's audio back and forgets its handle. Never fails: audio
     not given back is freed by its lease."""
@@ -44,7 +44,7 @@ async def release_audio(
     except grpc.aio.AioRpcError as error:
         logger.warning("could not release the audio of job %s: %s", job_id, error.details())
     with contextlib.suppress(Exception):
-        await store.run(store.save_audio_handle, job_id, None)
+        await store.save_audio_handle(job_id, None)
 
 
 class AudioLease:
@@ -55,7 +55,7 @@ class AudioLease:
         self,
         job: JobRecord,
         audio: audio_pb2_grpc.AudioServiceStub,
-        store: JobStore,
+        store: AsyncJobStore,
         calls: StageCaller,
         call_options: Callable[[], dict[str, Any]],
         enter_decode: Callable[[], Any],
@@ -136,7 +136,7 @@ class AudioLease:
 
         handle = (await self._calls.call(Stage.DECODE, -1, decode_once)).audio
         self._handle = handle  # released by `release` from now on, whatever happens next
-        await self._store.run(self._store.save_audio_handle, self._job.job_id, handle)
+        await self._store.save_audio_handle(self._job.job_id, handle)
         await self._decoded(handle)
         return handle
 

@@ -15,7 +15,8 @@ from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.running import RunningJobs, Spawn
 from gateway.jobs.uploads import discard_upload
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore, LeaseLostError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import LeaseLostError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class JobCanceller:
 
     def __init__(
         self,
-        store: JobStore,
+        store: AsyncJobStore,
         config: GatewayConfig,
         running: RunningJobs,
         dispatcher: JobDispatcher,
@@ -46,12 +47,12 @@ class JobCanceller:
     async def cancel(self, job_id: str) -> JobRecord:
         """Cancels a queued or running job, wherever it runs; a finished one
         is returned unchanged."""
-        job = await self._store.run(self._store.get_job, job_id)
+        job = await self._store.get_job(job_id)
         if job.state.finished:
             return job
         async with self._dispatcher.claiming:
             if job_id not in self._running:
-                claim = await self._store.run(self._store.claim, job_id, self._config.lease_s)
+                claim = await self._store.claim(job_id, self._config.lease_s)
                 if claim is not None:
                     # Waiting, or left by a gateway that is gone: nothing runs it.
                     if claim.job.state == JobState.RUNNING:
@@ -60,15 +61,15 @@ class JobCanceller:
                         await self._outcomes.cancelled(claim.job, time.monotonic())
                     self._dispatcher.forget(job_id)
                     self._wake.set()
-                    return await self._store.run(self._store.get_job, job_id)
+                    return await self._store.get_job(job_id)
         if job_id in self._running:
             await self._running.drop(job_id)
-            return await self._store.run(self._store.get_job, job_id)
+            return await self._store.get_job(job_id)
         # Another gateway runs it: its heartbeat reads the request.
-        await self._store.run(self._store.request_cancel, job_id)
+        await self._store.request_cancel(job_id)
         deadline = time.monotonic() + self._config.lease_s * 2
         while True:
-            job = await self._store.run(self._store.get_job, job_id)
+            job = await self._store.get_job(job_id)
             if job.state.finished or time.monotonic() > deadline:
                 return job
             await asyncio.sleep(min(0.2, self._config.poll_s))
@@ -84,7 +85,7 @@ class JobCanceller:
                 return
             await self.cancel(job.job_id)
             discard_upload(job)
-            await self._store.run(self._store.delete_job, job.job_id)
+            await self._store.delete_job(job.job_id)
             logger.info("withdrew job %s: its upload was cut off", job.job_id)
 
         self._spawn(withdraw())

@@ -33,7 +33,7 @@ class SpeechDetection:
             if not self._state.restored_detection:
                 await self._run.progress.enter(Stage.DETECT_SPEECH)
                 await self._run.call(Stage.DETECT_SPEECH, -1, lambda: self._detect_once(chunk_queue))
-                await self._store.run(self._store.mark_detection_complete, self._job.job_id)
+                await self._store.mark_detection_complete(self._job.job_id)
         finally:
             chunk_queue.put_nowait(None)
         self._state.detection_done = True
@@ -51,9 +51,7 @@ class SpeechDetection:
             if response.HasField("chunk") and response.chunk_index >= len(self._state.chunks):
                 speech = tuple(time_range_from_proto(item) for item in response.speech_ranges)
                 chunk = SpeechChunk(response.chunk_index, time_range_from_proto(response.chunk), speech)
-                await self._store.run(
-                    self._store.save_speech_chunk, self._job.job_id, chunk.index, chunk.time_range, chunk.speech
-                )
+                await self._store.save_speech_chunk(self._job.job_id, chunk.index, chunk.time_range, chunk.speech)
                 self._state.chunks.append(chunk)
                 chunk_queue.put_nowait(chunk)
             analysed_s = duration_to_seconds(response.analysed_duration)

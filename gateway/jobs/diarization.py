@@ -33,7 +33,7 @@ class Diarization:
         progress = self._run.progress
         await progress.report(Stage.DIARIZE, 0.0)
         turns = await self._run.call(Stage.DIARIZE, -1, self._diarize_once)
-        await self._store.run(self._store.save_speaker_turns, self._job.job_id, turns)
+        await self._store.save_speaker_turns(self._job.job_id, turns)
         self._run.state.speaker_turns = turns
         await progress.report(Stage.DIARIZE, 1.0, turns.speaker_count, turns.speaker_count)
 

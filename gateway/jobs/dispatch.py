@@ -19,7 +19,10 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.running import RunningJobs
 from gateway.records import JobFailure, JobState, Stage
-from gateway.store.job_store import Checkpoint, Claim, CorruptRecordError, JobStore, LeaseLostError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import CorruptRecordError, LeaseLostError
+from gateway.store.job_queue import Claim
+from gateway.store.stage_outputs import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class JobDispatcher:
 
     def __init__(
         self,
-        store: JobStore,
+        store: AsyncJobStore,
         events: EventHub,
         config: GatewayConfig,
         running: RunningJobs,
@@ -86,11 +89,11 @@ class JobDispatcher:
         the waiting ones stand."""
         async with self.claiming:
             while len(self._running) < self._config.max_concurrent_jobs and not self._running.stopping:
-                claim = await self._store.run(self._store.claim_next, self._config.lease_s, list(self._running))
+                claim = await self._store.claim_next(self._config.lease_s, list(self._running))
                 if claim is None:
                     break
                 await self._adopt(claim)
-            queued = await self._store.run(self._store.queued_jobs)
+            queued = await self._store.queued_jobs()
             self._positions = {job.job_id: position for position, (job, _) in enumerate(queued, start=1)}
             for position, (job, published) in enumerate(queued, start=1):
                 if published != position:  # the store counts it again, and publishes it once
@@ -113,7 +116,7 @@ class JobDispatcher:
                 failure = JobFailure(grpc.StatusCode.DATA_LOSS.name, "the uploaded file was lost", Stage.DECODE)
             if failure is None:
                 try:
-                    checkpoint = await self._store.run(self._store.checkpoint, job.job_id)
+                    checkpoint = await self._store.checkpoint(job.job_id)
                 except CorruptRecordError as error:
                     failure = JobFailure("DATA_LOSS", str(error), job.stage)
             if failure is not None or checkpoint is None:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from common.errors import ResourceExhaustedError
 from common.rpc.convert import epoch_to_timestamp
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 
@@ -20,7 +20,7 @@ class EventHub:
     later replays it), then handed to the live watchers of that job."""
 
     def __init__(
-        self, store: JobStore, *, max_watchers: int = 1000, retry_after_s: float = 5.0, poll_s: float | None = None
+        self, store: AsyncJobStore, *, max_watchers: int = 1000, retry_after_s: float = 5.0, poll_s: float | None = None
     ) -> None:
         """`max_watchers`: watch streams open at once over all jobs; more are
         refused (RESOURCE_EXHAUSTED with `retry_after_s`). `poll_s`: on a
@@ -32,7 +32,7 @@ class EventHub:
         # Each watcher's queue: events this gateway published, or None when
         # another gateway stored one (the watcher reads it from the store).
         self._watchers: dict[str, set[asyncio.Queue[gateway_pb2.JobEvent | None]]] = defaultdict(set)
-        self._stop_listening: Callable[[], None] | None = None
+        self._stop_listening: Callable[[], Awaitable[None]] | None = None
         self.max_watchers = max_watchers
         self._retry_after_s = retry_after_s
         self._watcher_count = 0
@@ -67,7 +67,7 @@ class EventHub:
         """Stores an event of `job` (see `make`) and hands it to the job's
         watchers. LeaseLostError: another gateway runs the job now."""
         event = self.make(job, state_changed=state_changed, previous_state=previous_state, **detail)
-        stored = await self._store.run(self._store.append_event, event)
+        stored = await self._store.append_event(event)
         self.deliver(stored)
         return stored
 
@@ -75,11 +75,11 @@ class EventHub:
         """Publishes a waiting job's place in the queue, unless a gateway has
         taken the job meanwhile or that place was published already."""
         event = self.make(job)
-        stored = await self._store.run(self._store.publish_queue_position, event)
+        stored = await self._store.publish_queue_position(event)
         if stored is not None:
             self.deliver(stored)
 
-    def listen(self) -> None:
+    async def listen(self) -> None:
         """On a shared store, wakes this gateway's watchers of a job as soon
         as another gateway stores one of its events (PostgreSQL's
         LISTEN/NOTIFY)."""
@@ -89,12 +89,13 @@ class EventHub:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is watching
                 loop.call_soon_threadsafe(self._wake_watchers, job_id)
 
-        self._stop_listening = self._store.listen_for_events(heard)
+        self._stop_listening = await self._store.listen_for_events(heard)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stops listening for other gateways' events (see `listen`)."""
         if self._stop_listening is not None:
-            self._stop_listening()
-            self._stop_listening = None
+            stop, self._stop_listening = self._stop_listening, None
+            await stop()
 
     def _wake_watchers(self, job_id: str) -> None:
         for queue in self._watchers.get(job_id, ()):
@@ -120,15 +121,15 @@ class EventHub:
         self._watcher_count += 1
         try:
             last = after_sequence
-            for event in await self._store.run(self._store.events_after, job_id, after_sequence):
+            for event in await self._store.events_after(job_id, after_sequence):
                 last = event.sequence
                 yield event
                 if _is_final(event):
                     return
-            job = await self._store.run(self._store.get_job, job_id)
+            job = await self._store.get_job(job_id)
             if job.state.finished:
                 # It finished while we replayed: its last events are stored.
-                for event in await self._store.run(self._store.events_after, job_id, last):
+                for event in await self._store.events_after(job_id, last):
                     yield event
                 return
             while True:
@@ -143,7 +144,7 @@ class EventHub:
                     for item in waiting:
                         if item is not None:
                             queue.put_nowait(item)
-                    batch = await self._store.run(self._store.events_after, job_id, last)
+                    batch = await self._store.events_after(job_id, last)
                 elif heard.sequence <= last:
                     if _is_final(heard):
                         return  # asked for events after the last one: the job has ended
@@ -151,11 +152,7 @@ class EventHub:
                 else:
                     # Normally the next one; after a gap (events published
                     # concurrently), the stored ones fill it in order.
-                    batch = (
-                        [heard]
-                        if heard.sequence == last + 1
-                        else await self._store.run(self._store.events_after, job_id, last)
-                    )
+                    batch = [heard] if heard.sequence == last + 1 else await self._store.events_after(job_id, last)
                 for item in batch:
                     last = item.sequence
                     yield item

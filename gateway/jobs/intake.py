@@ -16,7 +16,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.running import RunningJobs
 from gateway.jobs.uploads import discard_upload, upload_bytes
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 # How often the expected wait of a new job (the status's) is estimated again
@@ -31,7 +31,7 @@ class JobIntake:
 
     def __init__(
         self,
-        store: JobStore,
+        store: AsyncJobStore,
         events: EventHub,
         config: GatewayConfig,
         admission: JobAdmission,
@@ -83,7 +83,7 @@ class JobIntake:
         queue may not take it: its count is at SUBTITLER_GATEWAY_MAX_QUEUED_JOBS,
         or the job would wait longer than SUBTITLER_GATEWAY_MAX_QUEUE_WAIT_S
         at the ASR's measured rate (gateway.jobs.admission)."""
-        queued = await self._store.run(self._store.queued_count)
+        queued = await self._store.queued_count()
         if len(self._running) + queued < self._config.max_concurrent_jobs:
             return
         pending = await self._pending_jobs() if self._admission.measured else []
@@ -92,7 +92,7 @@ class JobIntake:
     async def _pending_jobs(self) -> list[PendingJob]:
         """Every unfinished job on the store (every gateway's), with the size
         of each upload not decoded yet."""
-        jobs = await self._store.run(self._store.unfinished_jobs)
+        jobs = await self._store.unfinished_jobs()
 
         def pending() -> list[PendingJob]:
             return [PendingJob.of(job, 0 if job.audio_duration_s else upload_bytes(job)) for job in jobs]
@@ -120,14 +120,14 @@ class JobIntake:
         """The job `owner` created with `request_id`, if any."""
         if not request_id:
             return None
-        return await self._store.run(self._store.job_by_request_id, request_id, owner)
+        return await self._store.job_by_request_id(request_id, owner)
 
     async def submit(self, job: JobRecord) -> JobRecord:
         """Stores a new job with its first event, for a gateway to take; with
         a request id already used, returns the job created with it instead."""
         await self.check_queue_space(job.priority)
         first = self._events.make(job, state_changed=True)
-        stored = await self._store.run(self._store.insert_job, job, first)
+        stored = await self._store.insert_job(job, first)
         if stored.job_id != job.job_id:
             discard_upload(job)
             return stored

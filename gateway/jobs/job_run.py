@@ -16,7 +16,7 @@ from gateway.jobs.progress import ProgressReporter
 from gateway.jobs.run_state import RunState, SpeechChunk
 from gateway.jobs.stage_calls import StageCaller
 from gateway.records import JobRecord, Stage
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.common.v1 import common_pb2
 from subtitler.vad.v1 import vad_pb2
 
@@ -28,7 +28,7 @@ class JobRun:
     """What every stage unit of one job's run is given."""
 
     job: JobRecord
-    store: JobStore
+    store: AsyncJobStore
     events: EventHub
     progress: ProgressReporter
     state: RunState

@@ -10,7 +10,8 @@ import time
 
 from gateway.config import GatewayConfig
 from gateway.jobs.running import RunningJobs, Spawn
-from gateway.store.job_store import JobStore, StoreUnavailableError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ class LeaseKeeper:
     `lease_s`; stops those another gateway took over (this one's lease
     lapsed) and cancels those a client asked, on any gateway, to cancel."""
 
-    def __init__(self, store: JobStore, config: GatewayConfig, running: RunningJobs, spawn: Spawn) -> None:
+    def __init__(self, store: AsyncJobStore, config: GatewayConfig, running: RunningJobs, spawn: Spawn) -> None:
         self._store = store
         self._config = config
         self._running = running
@@ -35,7 +36,7 @@ class LeaseKeeper:
         renewed_at = time.monotonic()
         while True:
             try:
-                leases = await asyncio.to_thread(self._store.companion)
+                leases = await self._store.companion()
                 break
             except Exception as error:  # noqa: BLE001 - the store out of reach: the heartbeat waits for it
                 logger.warning("the heartbeat cannot reach the job store (%s); trying again", error)
@@ -45,15 +46,15 @@ class LeaseKeeper:
                 await asyncio.sleep(interval_s)
                 renewed_at = await self.renew(leases, renewed_at)
         finally:
-            await asyncio.to_thread(leases.close)
+            await leases.close()
 
-    async def renew(self, leases: JobStore, renewed_at: float) -> float:
+    async def renew(self, leases: AsyncJobStore, renewed_at: float) -> float:
         """One round of the heartbeat on the store connection `leases`;
         returns when leases were last renewed (`renewed_at`, the last time,
         if they could not be now)."""
         job_ids = list(self._running)
         try:
-            kept, cancelled = await leases.run(leases.renew_leases, job_ids, self._config.lease_s)
+            kept, cancelled = await leases.renew_leases(job_ids, self._config.lease_s)
         except StoreUnavailableError as error:
             logger.warning("could not renew the leases of %d jobs: %s", len(job_ids), error)
             if time.monotonic() - renewed_at > self._config.lease_s:

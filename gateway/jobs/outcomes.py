@@ -19,7 +19,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.pipeline import Peers
 from gateway.jobs.uploads import discard_upload, upload_bytes
 from gateway.records import JobFailure, JobRecord, JobState, Stage
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class OutcomeRecorder:
     is the `time.monotonic()` its processing time counts from. Every write
     checks the lease like any other (LeaseLostError)."""
 
-    def __init__(self, store: JobStore, events: EventHub, peers: Peers, sizes: JobSizes) -> None:
+    def __init__(self, store: AsyncJobStore, events: EventHub, peers: Peers, sizes: JobSizes) -> None:
         self._store = store
         self._events = events
         self._peers = peers
@@ -82,7 +82,7 @@ class OutcomeRecorder:
     async def release_stored_audio(self, job_id: str) -> None:
         """Gives back the audio a job that will not run again still holds."""
         try:
-            handle = await self._store.run(self._store.audio_handle, job_id)
+            handle = await self._store.audio_handle(job_id)
         except DecodeError:
             return  # unreadable: its lease frees it
         if handle is None:

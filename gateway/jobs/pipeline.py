@@ -45,7 +45,9 @@ from gateway.jobs.run_state import RunState, SpeechChunk
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
 from gateway.jobs.transcription import TranscriptionDispatch
 from gateway.records import JobRecord, Stage
-from gateway.store.job_store import Checkpoint, JobStore, LeaseLostError, StoreUnavailableError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import LeaseLostError, StoreUnavailableError
+from gateway.store.stage_outputs import Checkpoint
 from subtitler.align.v1 import align_pb2_grpc
 from subtitler.asr.v1 import asr_pb2_grpc
 from subtitler.audio.v1 import audio_pb2_grpc
@@ -77,7 +79,7 @@ class JobPipeline:
         self,
         job: JobRecord,
         peers: Peers,
-        store: JobStore,
+        store: AsyncJobStore,
         events: EventHub,
         config: GatewayConfig,
         checkpoint: Checkpoint | None = None,

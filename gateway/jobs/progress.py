@@ -11,7 +11,7 @@ from common.rpc.convert import duration_to_seconds
 from gateway.jobs.events import EventHub
 from gateway.jobs.run_state import RunState
 from gateway.records import JobRecord, Stage
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -19,7 +19,7 @@ from subtitler.gateway.v1 import gateway_pb2
 class ProgressReporter:
     """Saves and publishes one job's stage progress."""
 
-    def __init__(self, job: JobRecord, store: JobStore, events: EventHub, state: RunState) -> None:
+    def __init__(self, job: JobRecord, store: AsyncJobStore, events: EventHub, state: RunState) -> None:
         self._job = job
         self._store = store
         self._events = events

@@ -9,7 +9,7 @@ import time
 
 from gateway.config import GatewayConfig
 from gateway.jobs.uploads import discard_upload
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +18,16 @@ class RetentionSweeper:
     """Sweeps the store for expired jobs, once or every
     `retention_sweep_interval_s`."""
 
-    def __init__(self, store: JobStore, config: GatewayConfig) -> None:
+    def __init__(self, store: AsyncJobStore, config: GatewayConfig) -> None:
         self._store = store
         self._config = config
 
     async def sweep_expired(self) -> int:
         """Deletes finished jobs older than the retention, with their files."""
-        expired = await self._store.run(self._store.expired_jobs, time.time() - self._config.retention_s)
+        expired = await self._store.expired_jobs(time.time() - self._config.retention_s)
         for job in expired:
             discard_upload(job)
-            await self._store.run(self._store.delete_job, job.job_id)
+            await self._store.delete_job(job.job_id)
         if expired:
             logger.info("deleted %d jobs past their retention", len(expired))
         return len(expired)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from common.transcript import Segment, TimeRange
 from gateway.output.speakers import assign_speakers, turns_from_proto
-from gateway.store.job_store import Checkpoint
+from gateway.store.stage_outputs import Checkpoint
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
 

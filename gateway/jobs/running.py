@@ -19,7 +19,9 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.pipeline import JobPipeline, Peers, StageFailedError
 from gateway.records import JobFailure, JobRecord, JobState
-from gateway.store.job_store import Checkpoint, CorruptRecordError, JobStore, LeaseLostError, StoreUnavailableError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import CorruptRecordError, LeaseLostError, StoreUnavailableError
+from gateway.store.stage_outputs import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class RunningJobs:
 
     def __init__(
         self,
-        store: JobStore,
+        store: AsyncJobStore,
         events: EventHub,
         peers: Peers,
         config: GatewayConfig,
@@ -103,7 +105,7 @@ class RunningJobs:
 
     async def _release_lease(self, job_id: str) -> None:
         with contextlib.suppress(Exception):  # unreachable still: the lease lapses instead
-            await self._store.run(self._store.release_leases, [job_id])
+            await self._store.release_leases([job_id])
         self._wake.set()
 
     def stop_lost(self, job_id: str) -> None:

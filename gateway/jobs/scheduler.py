@@ -25,7 +25,7 @@ from gateway.jobs.retention import RetentionSweeper
 from gateway.jobs.running import RunningJobs
 from gateway.jobs.uploads import check_upload_space
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 
@@ -35,7 +35,7 @@ class JobScheduler:
     priority, then arrival.
 
     The queue is the store itself. A gateway leases each job it starts
-    (`JobStore.claim_next`) and renews its leases every third of
+    (`AsyncJobStore.claim_next`) and renews its leases every third of
     `lease_s`; a job whose gateway died is taken over by another once its
     lease lapses, and resumes from its checkpoint. Every write about a job
     checks that this gateway still holds its lease (else LeaseLostError):
@@ -43,7 +43,7 @@ class JobScheduler:
     store, which one gateway uses, the leases of earlier runs are dropped at
     start."""
 
-    def __init__(self, store: JobStore, events: EventHub, peers: Peers, config: GatewayConfig) -> None:
+    def __init__(self, store: AsyncJobStore, events: EventHub, peers: Peers, config: GatewayConfig) -> None:
         self._store = store
         self._background: set[asyncio.Task[object]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -142,13 +142,11 @@ class JobScheduler:
         this gateway left, for a SQLite store) and renewing their leases.
         Returns how many unfinished jobs the store holds."""
         if not self._store.shared:
-            await self._store.run(self._store.clear_leases)
-        recent = await self._store.run(
-            lambda: self._store.list_jobs(limit=RECENT_JOBS, before=None, state=JobState.SUCCEEDED)
-        )
+            await self._store.clear_leases()
+        recent = await self._store.list_jobs(limit=RECENT_JOBS, before=None, state=JobState.SUCCEEDED)
         for job in recent:  # what jobs' audio lasts, before any ends here
             self.admission.sizes.record(job.audio_duration_s)
-        unfinished = len(await self._store.run(self._store.unfinished_jobs))
+        unfinished = len(await self._store.unfinished_jobs())
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._dispatcher.dispatch_forever(self._intake.refresh_wait), name="job-dispatch"),
@@ -172,4 +170,4 @@ class JobScheduler:
         running = self._running.stop_all()
         await asyncio.gather(*(task for _, task in running), *self._loops, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._store.run(self._store.release_leases, [job_id for job_id, _ in running])
+            await self._store.release_leases([job_id for job_id, _ in running])

@@ -28,7 +28,7 @@ from common.rpc.retry_hint import is_busy, retry_after_s
 from gateway.config import RetryPolicy
 from gateway.jobs.events import EventHub
 from gateway.records import JobRecord, Stage
-from gateway.store.job_store import JobStore
+from gateway.store.async_store import AsyncJobStore
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -80,7 +80,7 @@ class StageCaller:
     waiting reason: calls of several stages run at once, and the reason shown
     is that of the latest call still waiting."""
 
-    def __init__(self, job: JobRecord, store: JobStore, events: EventHub, policy: RetryPolicy) -> None:
+    def __init__(self, job: JobRecord, store: AsyncJobStore, events: EventHub, policy: RetryPolicy) -> None:
         self._job = job
         self._store = store
         self._events = events
@@ -190,5 +190,5 @@ class StageCaller:
             attempt,
             delay_s,
         )
-        await self._store.run(self._store.add_retry, self._job.job_id, retry)
+        await self._store.add_retry(self._job.job_id, retry)
         await self._events.publish(self._job, retry=retry)

@@ -229,8 +229,7 @@ class TranscriptionDispatch:
         self, response: asr_pb2.TranscribeResponse, segments: list[Segment], align_queue: asyncio.Queue[int | None]
     ) -> None:
         """Stores a chunk's transcript, tells the watchers, and passes the chunk on to alignment."""
-        await self._store.run(
-            self._store.save_chunk_transcript,
+        await self._store.save_chunk_transcript(
             self._job.job_id,
             response.chunk_index,
             response.language_code,

@@ -23,7 +23,7 @@ from subtitler.gateway.v1 import gateway_pb2
 
 class AsyncJobStore:
     """A `JobStore` seen from the event loop. Its operations run one at a
-    time on the store's thread, the same one `JobStore.run` uses."""
+    time on the store's thread (`JobStore.thread`)."""
 
     def __init__(self, store: JobStore) -> None:
         self._store = store

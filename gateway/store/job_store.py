@@ -11,28 +11,25 @@ connection and one transaction model (gateway/store/session.py):
 from, gateway/store/stage_outputs.py). Its methods of the same names are
 the parts' own, for the callers that use them through the store.
 
-The store is synchronous and not thread-safe by itself: the gateway calls it
-from one dedicated thread (`JobStore.run`, gateway/store/store_thread.py),
-so the event loop never blocks on disk and writes are serialised. Async code
-is to use it through `AsyncJobStore` (gateway/store/async_store.py), whose
-operations all run on that thread; `run`, `save` and `save_finished` here
-serve the callers not yet moved to it.
+The store is synchronous and not thread-safe by itself. The gateway's async
+code holds only an `AsyncJobStore` (gateway/store/async_store.py), whose
+every operation is an `async def` run on the store's one thread
+(gateway/store/store_thread.py): the event loop cannot block on disk by
+mistake, and writes are serialised. Tests and benchmarks call the store
+directly.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from common.transcript import Segment, TimeRange
 from gateway.records import JobRecord, JobState
 from gateway.store.database import open_database
-from gateway.store.errors import CorruptRecordError, LeaseLostError, StoreUnavailableError
 from gateway.store.event_log import EventLog
 from gateway.store.job_queue import Claim, JobQueue
 from gateway.store.job_table import JobTable
@@ -43,11 +40,6 @@ from gateway.store.store_thread import StoreThread
 from subtitler.common.v1 import common_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from subtitler.gateway.v1 import gateway_pb2
-
-# What callers import from here (the parts define them).
-__all__ = ["Checkpoint", "Claim", "CorruptRecordError", "JobStore", "LeaseLostError", "StoreUnavailableError"]
-
-T = TypeVar("T")
 
 
 class JobStore:
@@ -64,7 +56,7 @@ class JobStore:
         self.shared = self.dialect == "postgresql"
         # This gateway, as the holder of its jobs' leases.
         self.owner_id = owner_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # The one thread the connection is used on (`run`, and AsyncJobStore's operations).
+        # The one thread the connection is used on from async code (AsyncJobStore's operations).
         self.thread = StoreThread(self._connection)
         session = StoreSession(self._connection, self.owner_id)
         migrate(session)
@@ -78,24 +70,6 @@ class JobStore:
         its own: lease renewals there never wait behind the store's other
         work (many watchers reading, a slow write)."""
         return JobStore(self._location, owner_id=self.owner_id)
-
-    async def save(self, job: JobRecord) -> None:
-        """Stores the job's state. The record is copied on the calling (event
-        loop) thread, since the loop goes on changing it meanwhile."""
-        job.updated_s = time.time()
-        await self.run(self.update_job, job.snapshot())
-
-    async def save_finished(self, job: JobRecord, segments: Sequence[Segment]) -> None:
-        """Stores a succeeded job's result and state (see `save`)."""
-        job.updated_s = job.finished_s = time.time()
-        job.waiting_reason = ""
-        await self.run(self.finish_job, job.snapshot(), segments)
-
-    async def run(self, operation: Callable[..., T], *args: Any) -> T:
-        """Runs a store operation on the store's own thread (`StoreThread.run`:
-        tried once more on a dropped connection; StoreUnavailableError when
-        the database cannot be reached)."""
-        return await self.thread.run(operation, *args)
 
     def close(self) -> None:
         self.thread.close()

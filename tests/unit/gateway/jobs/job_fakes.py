@@ -16,6 +16,7 @@ from gateway.jobs.progress import ProgressReporter
 from gateway.jobs.run_state import RunState
 from gateway.jobs.stage_calls import StageCaller
 from gateway.records import JobRecord, JobState, Stage
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.audio.v1 import audio_pb2
 from subtitler.common.v1 import common_pb2
@@ -75,20 +76,21 @@ class FakeAudio:
 async def decoded_run(store: JobStore, job: JobRecord, state: RunState | None = None) -> JobRun:
     """`job`'s run with its audio decoded (on a `FakeAudio`), as its stage units get it."""
     state = state if state is not None else RunState()
-    events = EventHub(store)
-    progress = ProgressReporter(job, store, events, state)
-    calls = StageCaller(job, store, events, FAST)
+    facade = AsyncJobStore(store)
+    events = EventHub(facade)
+    progress = ProgressReporter(job, facade, events, state)
+    calls = StageCaller(job, facade, events, FAST)
     audio = AudioLease(
         job,
         FakeAudio(),
-        store,
+        facade,
         calls,
         dict,
         lambda: progress.enter(Stage.DECODE),
         progress.decoded,  # type: ignore[arg-type]
     )
     await audio.decode()
-    return JobRun(job, store, events, progress, state, audio, calls, dict)
+    return JobRun(job, facade, events, progress, state, audio, calls, dict)
 
 
 def published(store: JobStore, job: JobRecord, detail: str) -> list[Any]:

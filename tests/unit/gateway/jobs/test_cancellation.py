@@ -20,6 +20,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.pipeline import Peers
 from gateway.records import JobRecord, JobState
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -56,9 +57,9 @@ class Harness:
         self.spawned: list[asyncio.Task[object]] = []
         config = GatewayConfig(server=ServerConfig(), lease_s=lease_s, poll_s=0.01)
         peers = Peers(audio=None, vad=None, asr=None, align=None)  # type: ignore[arg-type]
-        outcomes = OutcomeRecorder(store, EventHub(store), peers, JobSizes())
+        outcomes = OutcomeRecorder(AsyncJobStore(store), EventHub(AsyncJobStore(store)), peers, JobSizes())
         self.canceller = JobCanceller(
-            store,
+            AsyncJobStore(store),
             config,
             running,  # type: ignore[arg-type]
             self.dispatcher,  # type: ignore[arg-type]

@@ -19,7 +19,9 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.pipeline import Peers
 from gateway.records import JobRecord, JobState, Stage
-from gateway.store.job_store import Checkpoint, JobStore
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.job_store import JobStore
+from gateway.store.stage_outputs import Checkpoint
 from subtitler.common.v1 import common_pb2
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -56,10 +58,10 @@ def add(store: JobStore, job_id: str, state: JobState = JobState.QUEUED, **field
 def dispatcher(store: JobStore, running: FakeRunning, max_jobs: int = 4) -> tuple[JobDispatcher, asyncio.Event]:
     config = GatewayConfig(server=ServerConfig(), max_concurrent_jobs=max_jobs, lease_s=30.0)
     peers = Peers(audio=None, vad=None, asr=None, align=None)  # type: ignore[arg-type]
-    events = EventHub(store)
+    events = EventHub(AsyncJobStore(store))
     wake = asyncio.Event()
-    outcomes = OutcomeRecorder(store, events, peers, JobSizes())
-    return JobDispatcher(store, events, config, running, outcomes, wake), wake  # type: ignore[arg-type]
+    outcomes = OutcomeRecorder(AsyncJobStore(store), events, peers, JobSizes())
+    return JobDispatcher(AsyncJobStore(store), events, config, running, outcomes, wake), wake  # type: ignore[arg-type]
 
 
 def test_jobs_are_taken_while_there_is_room_and_the_rest_get_places(store: JobStore) -> None:

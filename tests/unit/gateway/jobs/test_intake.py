@@ -16,6 +16,7 @@ from gateway.jobs.admission import PRIOR_JOB_AUDIO_S, JobAdmission, QueueBounds
 from gateway.jobs.events import EventHub
 from gateway.jobs.intake import JobIntake
 from gateway.records import JobState
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -43,7 +44,7 @@ def intake(
     admission = JobAdmission(lambda: rate, QueueBounds(config.max_queued_jobs, config.max_queue_wait_s))
     counted = Counted(running)
     wake = asyncio.Event()
-    made = JobIntake(store, EventHub(store), config, admission, counted, counted, wake)  # type: ignore[arg-type]
+    made = JobIntake(AsyncJobStore(store), EventHub(AsyncJobStore(store)), config, admission, counted, counted, wake)  # type: ignore[arg-type]
     return made, wake
 
 

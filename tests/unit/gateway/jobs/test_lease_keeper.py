@@ -15,7 +15,9 @@ from common.rpc.server import ServerConfig
 from gateway.config import GatewayConfig
 from gateway.jobs.lease_keeper import LeaseKeeper
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore, StoreUnavailableError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import StoreUnavailableError
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 LEASE_S = 30.0
@@ -50,11 +52,8 @@ class FakeRunning:
 class DownStore:
     """A store connection that cannot be reached."""
 
-    async def run(self, *_: Any) -> Any:
+    async def renew_leases(self, *_: Any) -> Any:
         raise StoreUnavailableError("down")
-
-    def renew_leases(self, *_: Any) -> Any:
-        raise AssertionError("not reached")
 
 
 @pytest.fixture
@@ -70,7 +69,7 @@ def leased(store: JobStore, job_id: str, lease_s: float = LEASE_S) -> None:
 
 def keeper(store: JobStore, running: FakeRunning, spawned: list[Coroutine[Any, Any, object]]) -> LeaseKeeper:
     config = GatewayConfig(server=ServerConfig(), lease_s=LEASE_S)
-    return LeaseKeeper(store, config, running, spawned.append)  # type: ignore[arg-type]
+    return LeaseKeeper(AsyncJobStore(store), config, running, spawned.append)  # type: ignore[arg-type]
 
 
 def test_held_leases_are_renewed_and_taken_ones_stopped(store: JobStore, tmp_path: Path) -> None:
@@ -80,7 +79,7 @@ def test_held_leases_are_renewed_and_taken_ones_stopped(store: JobStore, tmp_pat
     running = FakeRunning("kept", "taken")
     spawned: list[Coroutine[Any, Any, object]] = []
     before = time.monotonic()
-    renewed_at = asyncio.run(keeper(store, running, spawned).renew(store, 0.0))
+    renewed_at = asyncio.run(keeper(store, running, spawned).renew(AsyncJobStore(store), 0.0))
     assert renewed_at >= before
     assert running.lost == ["taken"] and not spawned
 
@@ -93,11 +92,11 @@ def test_a_cancel_asked_anywhere_drops_the_job_here_once(store: JobStore) -> Non
 
     async def main() -> None:
         lease_keeper = keeper(store, running, spawned)
-        await lease_keeper.renew(store, 0.0)
+        await lease_keeper.renew(AsyncJobStore(store), 0.0)
         await asyncio.gather(*spawned)
         assert running.dropped == ["job-1"]
         running.asked.add("job-1")  # dropping it already
-        await lease_keeper.renew(store, 0.0)
+        await lease_keeper.renew(AsyncJobStore(store), 0.0)
         assert len(spawned) == 1
 
     asyncio.run(main())
@@ -114,7 +113,7 @@ def test_jobs_finished_meanwhile_are_passed_over(store: JobStore, tmp_path: Path
             return False
 
     finishing = Finishing("job-1")
-    asyncio.run(keeper(store, finishing, []).renew(store, 0.0))
+    asyncio.run(keeper(store, finishing, []).renew(AsyncJobStore(store), 0.0))
     assert not finishing.lost
 
 
@@ -132,7 +131,7 @@ def test_an_unreachable_store_stops_every_job_after_a_whole_lease(store: JobStor
 def test_the_heartbeat_runs_until_the_gateway_stops(store: JobStore) -> None:
     running = FakeRunning()
     config = GatewayConfig(server=ServerConfig(), lease_s=0.03)
-    lease_keeper = LeaseKeeper(store, config, running, lambda work: None)  # type: ignore[arg-type]
+    lease_keeper = LeaseKeeper(AsyncJobStore(store), config, running, lambda work: None)  # type: ignore[arg-type]
 
     async def main() -> None:
         heartbeat = asyncio.create_task(lease_keeper.keep_forever())

@@ -17,6 +17,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
 from gateway.jobs.pipeline import Peers
 from gateway.records import JobFailure, JobRecord, JobState, Stage
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.audio.v1 import audio_pb2
 from subtitler.common.v1 import common_pb2
@@ -60,7 +61,7 @@ def running_job(store: JobStore, upload: Path) -> JobRecord:
 
 def recorder(store: JobStore, audio: FakeAudio | None = None, sizes: JobSizes | None = None) -> OutcomeRecorder:
     peers = Peers(audio=audio or FakeAudio(), vad=None, asr=None, align=None)  # type: ignore[arg-type]
-    return OutcomeRecorder(store, EventHub(store), peers, sizes or JobSizes())
+    return OutcomeRecorder(AsyncJobStore(store), EventHub(AsyncJobStore(store)), peers, sizes or JobSizes())
 
 
 def test_a_success_stores_the_result_and_teaches_the_sizes(store: JobStore, tmp_path: Path) -> None:

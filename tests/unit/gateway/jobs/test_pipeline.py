@@ -29,6 +29,7 @@ from gateway.jobs.policy import (
 )
 from gateway.jobs.stage_calls import StageCaller, StageFailedError
 from gateway.records import JobRecord, Stage
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
@@ -57,7 +58,8 @@ def store(tmp_path: Path) -> JobStore:
 
 
 def caller(store: JobStore, job: JobRecord, policy: RetryPolicy = FAST) -> StageCaller:
-    return StageCaller(job, store, EventHub(store), policy)
+    facade = AsyncJobStore(store)
+    return StageCaller(job, facade, EventHub(facade), policy)
 
 
 def test_transient_codes_are_retried_and_every_attempt_is_kept(store: JobStore) -> None:
@@ -133,7 +135,7 @@ def lease(
     return AudioLease(
         job,
         audio,
-        store,
+        AsyncJobStore(store),
         caller(store, job),
         lambda: {},
         nothing,
@@ -190,7 +192,7 @@ def test_release_audio_never_fails(store: JobStore) -> None:
         ) -> audio_pb2.ReleaseAudioResponse:
             raise rpc_error(grpc.StatusCode.UNAVAILABLE)
 
-    asyncio.run(release_audio(Down(), store, job.job_id, common_pb2.AudioHandle(audio_id="x")))  # type: ignore[arg-type]
+    asyncio.run(release_audio(Down(), AsyncJobStore(store), job.job_id, common_pb2.AudioHandle(audio_id="x")))  # type: ignore[arg-type]
 
 
 def test_align_method_policy() -> None:
@@ -345,7 +347,9 @@ def run_detected_job(store: JobStore, asr: SkippingAsr) -> list[Segment]:
         asr_capacity=AsrCapacity(None, replica_count=1),
     )
     config = GatewayConfig(server=ServerConfig(), retry=FAST)
-    return asyncio.run(JobPipeline(job, peers, store, EventHub(store), config, store.checkpoint(job.job_id)).run())
+    facade = AsyncJobStore(store)
+    pipeline = JobPipeline(job, peers, facade, EventHub(facade), config, store.checkpoint(job.job_id))
+    return asyncio.run(pipeline.run())
 
 
 def test_a_second_look_goes_out_while_the_rest_of_its_call_streams(store: JobStore) -> None:

@@ -15,6 +15,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.progress import ProgressReporter
 from gateway.jobs.run_state import RunState, SpeechChunk
 from gateway.records import JobRecord, Stage
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.common.v1 import common_pb2
 from tests.unit.gateway.jobs.job_fakes import new_job, published
@@ -26,7 +27,8 @@ def store(tmp_path: Path) -> JobStore:
 
 
 def reporter(store: JobStore, job: JobRecord, state: RunState | None = None) -> ProgressReporter:
-    return ProgressReporter(job, store, EventHub(store), state if state is not None else RunState())
+    facade = AsyncJobStore(store)
+    return ProgressReporter(job, facade, EventHub(facade), state if state is not None else RunState())
 
 
 def figures(store: JobStore, job: JobRecord) -> list[tuple[int, float, int, int]]:

@@ -16,7 +16,9 @@ from common.rpc.server import ServerConfig
 from gateway.config import GatewayConfig
 from gateway.jobs.retention import RetentionSweeper
 from gateway.records import JobRecord, JobState
-from gateway.store.job_store import JobStore, LeaseLostError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import LeaseLostError
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 RETENTION_S = 100.0
@@ -39,7 +41,7 @@ def add(store: JobStore, job_id: str, state: JobState, finished_ago_s: float, up
 
 def sweeper(store: JobStore, interval_s: float = 600.0) -> RetentionSweeper:
     config = GatewayConfig(server=ServerConfig(), retention_s=RETENTION_S, retention_sweep_interval_s=interval_s)
-    return RetentionSweeper(store, config)
+    return RetentionSweeper(AsyncJobStore(store), config)
 
 
 def test_only_jobs_finished_past_the_retention_are_deleted(store: JobStore, tmp_path: Path) -> None:
@@ -67,7 +69,7 @@ def test_the_sweep_goes_on_after_a_failure(store: JobStore, monkeypatch: pytest.
             raise LeaseLostError("a bad round")
         return []
 
-    monkeypatch.setattr(store, "expired_jobs", expired_jobs)
+    monkeypatch.setattr(store.jobs, "expired_jobs", expired_jobs)
 
     async def main() -> None:
         sweep = asyncio.create_task(sweeper(store, interval_s=0.01).sweep_forever())

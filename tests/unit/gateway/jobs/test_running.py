@@ -25,7 +25,9 @@ from gateway.jobs.pipeline import Peers
 from gateway.jobs.running import RunningJobs
 from gateway.jobs.stage_calls import StageFailedError
 from gateway.records import JobRecord, JobState, Stage
-from gateway.store.job_store import JobStore, StoreUnavailableError
+from gateway.store.async_store import AsyncJobStore
+from gateway.store.errors import StoreUnavailableError
+from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
 LEASE_S = 30.0
@@ -76,10 +78,10 @@ class Harness:
         self.spawned: list[asyncio.Task[object]] = []
         self.wake = asyncio.Event()
         peers = Peers(audio=None, vad=None, asr=None, align=None)  # type: ignore[arg-type]
-        events = EventHub(store)
-        outcomes = OutcomeRecorder(store, events, peers, JobSizes())
+        events = EventHub(AsyncJobStore(store))
+        outcomes = OutcomeRecorder(AsyncJobStore(store), events, peers, JobSizes())
         config = GatewayConfig(server=ServerConfig(), lease_s=LEASE_S)
-        self.running = RunningJobs(store, events, peers, config, outcomes, self.spawn, self.wake)
+        self.running = RunningJobs(AsyncJobStore(store), events, peers, config, outcomes, self.spawn, self.wake)
 
     def spawn(self, work: Coroutine[Any, Any, object]) -> None:
         self.spawned.append(asyncio.get_running_loop().create_task(work))

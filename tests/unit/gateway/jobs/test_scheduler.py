@@ -20,6 +20,7 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.pipeline import Peers
 from gateway.jobs.scheduler import JobScheduler
 from gateway.records import JobRecord, JobState
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 
@@ -46,7 +47,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobStore:
 def scheduler(store: JobStore, data_dir: Path) -> JobScheduler:
     config = GatewayConfig(server=ServerConfig(), data_dir=data_dir, max_concurrent_jobs=1, lease_s=30.0)
     peers = Peers(audio=None, vad=None, asr=None, align=None)  # type: ignore[arg-type]
-    return JobScheduler(store, EventHub(store), peers, config)
+    return JobScheduler(AsyncJobStore(store), EventHub(AsyncJobStore(store)), peers, config)
 
 
 async def until(condition: Any) -> None:

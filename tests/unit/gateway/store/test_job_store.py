@@ -9,6 +9,7 @@ import pytest
 
 from common.transcript import Segment, TimeRange
 from gateway.records import JobState
+from gateway.store.async_store import AsyncJobStore
 from gateway.store.errors import CorruptRecordError
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
@@ -110,6 +111,6 @@ def test_a_postgresql_store_connects_again_after_the_server_drops_it(postgres: s
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-    # Through `run`, as the gateway calls it, the operation is tried again on a new connection.
-    assert asyncio.run(store.run(store.get_job, "a")).job_id == "a"
+    # Through AsyncJobStore, as the gateway calls it, the operation is tried again on a new connection.
+    assert asyncio.run(AsyncJobStore(store).get_job("a")).job_id == "a"
     store.close()
