@@ -97,3 +97,17 @@ def test_no_class_over_400_lines_and_no_function_over_80() -> None:
                 if lines > limit:
                     too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not too_long
+
+
+def test_unit_tests_mirror_the_modules_they_cover() -> None:
+    """tests/unit/<path>/test_<name>.py covers <path>/<name>.py (or the package
+    <path>/<name>/), so a newcomer goes from a module to its tests in one step."""
+    unit = ROOT / "tests" / "unit"
+    orphans = []
+    for test in sorted(unit.rglob("test_*.py")):
+        if test.parent == unit and test.stem in ("test_house", "test_deploy"):  # the project itself; deploy/
+            continue
+        module = test.parent.relative_to(unit) / test.stem.removeprefix("test_")
+        if not (ROOT / module.with_suffix(".py")).is_file() and not (ROOT / module).is_dir():
+            orphans.append(str(test.relative_to(ROOT)))
+    assert not orphans

@@ -96,3 +96,9 @@ async def decoded_run(store: JobStore, job: JobRecord, state: RunState | None = 
 def published(store: JobStore, job: JobRecord, detail: str) -> list[Any]:
     """The `detail` of every event of `job` that holds one, in order."""
     return [getattr(event, detail) for event in store.events_after(job.job_id, 0) if event.HasField(detail)]
+
+
+def stage_caller(store: JobStore, job: JobRecord, policy: RetryPolicy = FAST) -> StageCaller:
+    """`job`'s stage caller on `store`, with its own event hub."""
+    facade = AsyncJobStore(store)
+    return StageCaller(job, facade, EventHub(facade), policy)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from common.rpc.convert import segments_from_proto, segments_to_proto
 from common.transcript import Segment, TimeRange, Word
@@ -20,11 +17,6 @@ from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, published
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 class FakeAlign:

@@ -5,11 +5,9 @@ that fails keeps the first pass."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from common.limits import MAX_CHUNKS_PER_REQUEST
 from common.rpc.convert import segment_to_proto, time_range_from_proto
@@ -19,11 +17,6 @@ from gateway.jobs.coverage import SecondLook
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, rpc_error
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 class LookingAsr:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from common.rpc.convert import seconds_to_duration, time_range_to_proto
 from common.transcript import TimeRange
@@ -16,11 +13,6 @@ from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from subtitler.vad.v1 import vad_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, published
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 class FakeVad:

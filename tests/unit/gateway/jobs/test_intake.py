@@ -32,11 +32,6 @@ class Counted:
         return self.running
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
-
-
 def intake(
     store: JobStore, *, running: int = 0, rate: float = 0.0, max_queued_jobs: int = 10
 ) -> tuple[JobIntake, asyncio.Event]:

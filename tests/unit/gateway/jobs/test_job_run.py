@@ -4,7 +4,6 @@ speech of a packed chunk."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,11 +16,6 @@ from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, rpc_error
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 def test_a_call_that_finds_the_audio_gone_is_made_again_on_new_audio(store: JobStore) -> None:

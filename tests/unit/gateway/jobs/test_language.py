@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +17,6 @@ from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from subtitler.vad.v1 import vad_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, published
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 class FakeAsr:

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from common.transcript import Segment
 from gateway.jobs.admission import JobSizes
 from gateway.jobs.events import EventHub
@@ -33,11 +31,6 @@ class FakeAudio:
     async def ReleaseAudio(self, request: audio_pb2.ReleaseAudioRequest, **_: Any) -> audio_pb2.ReleaseAudioResponse:
         self.released.append(request.audio_id)
         return audio_pb2.ReleaseAudioResponse()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 def running_job(store: JobStore, upload: Path) -> JobRecord:

@@ -5,7 +5,6 @@ of the audio detection has covered, a finished stage is timed."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -19,11 +18,6 @@ from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.common.v1 import common_pb2
 from tests.unit.gateway.jobs.job_fakes import new_job, published
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 def reporter(store: JobStore, job: JobRecord, state: RunState | None = None) -> ProgressReporter:

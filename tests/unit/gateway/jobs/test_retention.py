@@ -24,11 +24,6 @@ from subtitler.gateway.v1 import gateway_pb2
 RETENTION_S = 100.0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
-
-
 def add(store: JobStore, job_id: str, state: JobState, finished_ago_s: float, upload: Path) -> None:
     upload.write_bytes(b"x")
     now = time.time()

@@ -3,8 +3,6 @@ for a resumed job, and put together into the job's segments."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from common.rpc.convert import seconds_to_duration
@@ -14,11 +12,6 @@ from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.diarize.v1 import diarize_pb2
 from tests.unit.gateway.jobs.job_fakes import new_job
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 def turns(*spans: tuple[str, float, float]) -> diarize_pb2.DiarizeResponse:

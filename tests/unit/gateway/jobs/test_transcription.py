@@ -7,10 +7,7 @@ to alignment; the language detected on the first batch when not known.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from common.rpc.convert import segment_to_proto, time_range_from_proto
 from common.transcript import Segment, TimeRange
@@ -23,11 +20,6 @@ from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, published
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "jobs.sqlite3")
 
 
 class FakeAsr:
