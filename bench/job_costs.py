@@ -44,7 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.machine import print_machine_line
 from bench.media import BenchMedia, MediaOptions, realistic_media
 from common.transcript import Segment
-from gateway.jobs.policy import uncovered_speech
+from gateway.jobs.run.policy import uncovered_speech
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc

@@ -22,7 +22,7 @@ from gateway.api.servicer import GatewayServicer
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
 from gateway.jobs.events import EventHub
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.pipeline import Peers
 from gateway.jobs.scheduler import JobScheduler
 from gateway.live.admission import MAX_STREAMS_CEILING, StreamAdmission
 from gateway.live.decoder import LiveDecoder

@@ -1,5 +1,5 @@
-"""A job's life: the scheduler that composes intake (creation and admission),
-the claim loop (dispatch), the jobs running here and their leases,
-cancellation and retention; the pipeline of stage calls for one job (decode,
-speech, transcribe, align, diarize) and the units it composes; its audio
-lease, admission of new jobs, and the event hub that streams progress."""
+"""Jobs: the scheduler that composes intake (creation and admission), the
+claim loop (dispatch), the jobs running here and their leases, outcomes,
+cancellation and retention, and the event hub that streams progress. One
+job's run through the stage services is `run/`, which imports none of these
+but the event hub."""

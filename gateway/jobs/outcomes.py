@@ -14,9 +14,9 @@ from google.protobuf.message import DecodeError
 from common.rpc import metrics
 from common.transcript import Segment
 from gateway.jobs.admission import JobSizes
-from gateway.jobs.audio_lease import release_audio
 from gateway.jobs.events import EventHub
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.audio_lease import release_audio
+from gateway.jobs.run.pipeline import Peers
 from gateway.jobs.uploads import discard_upload, upload_bytes
 from gateway.records import JobFailure, JobRecord, JobState, Stage
 from gateway.store.async_store import AsyncJobStore

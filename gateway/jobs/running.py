@@ -17,7 +17,7 @@ from common.transcript import Segment
 from gateway.config import GatewayConfig
 from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
-from gateway.jobs.pipeline import JobPipeline, Peers, StageFailedError
+from gateway.jobs.run.pipeline import JobPipeline, Peers, StageFailedError
 from gateway.records import JobFailure, JobRecord, JobState
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.errors import CorruptRecordError, LeaseLostError, StoreUnavailableError

@@ -20,8 +20,8 @@ from gateway.jobs.events import EventHub
 from gateway.jobs.intake import JobIntake
 from gateway.jobs.lease_keeper import LeaseKeeper
 from gateway.jobs.outcomes import OutcomeRecorder
-from gateway.jobs.pipeline import Peers
 from gateway.jobs.retention import RetentionSweeper
+from gateway.jobs.run.pipeline import Peers
 from gateway.jobs.running import RunningJobs
 from gateway.jobs.uploads import check_upload_space
 from gateway.records import JobRecord, JobState

@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 
 from gateway.config import RetryPolicy
-from gateway.jobs.audio_lease import AudioLease
 from gateway.jobs.events import EventHub
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.progress import ProgressReporter
-from gateway.jobs.run_state import RunState
-from gateway.jobs.stage_calls import StageCaller
+from gateway.jobs.run.audio_lease import AudioLease
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.progress import ProgressReporter
+from gateway.jobs.run.run_state import RunState
+from gateway.jobs.run.stage_calls import StageCaller
 from gateway.records import JobRecord, JobState, Stage
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore

@@ -18,7 +18,7 @@ from gateway.jobs.admission import JobSizes
 from gateway.jobs.cancellation import JobCanceller
 from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.pipeline import Peers
 from gateway.records import JobRecord, JobState
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore

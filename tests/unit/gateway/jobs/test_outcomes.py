@@ -13,7 +13,7 @@ from common.transcript import Segment
 from gateway.jobs.admission import JobSizes
 from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.pipeline import Peers
 from gateway.records import JobFailure, JobRecord, JobState, Stage
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore

@@ -21,9 +21,9 @@ from gateway.jobs import running as running_module
 from gateway.jobs.admission import JobSizes
 from gateway.jobs.events import EventHub
 from gateway.jobs.outcomes import OutcomeRecorder
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.pipeline import Peers
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.jobs.running import RunningJobs
-from gateway.jobs.stage_calls import StageFailedError
 from gateway.records import JobRecord, JobState, Stage
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.errors import StoreUnavailableError

@@ -17,7 +17,7 @@ from common.transcript import Segment
 from gateway.config import GatewayConfig
 from gateway.jobs import running as running_module
 from gateway.jobs.events import EventHub
-from gateway.jobs.pipeline import Peers
+from gateway.jobs.run.pipeline import Peers
 from gateway.jobs.scheduler import JobScheduler
 from gateway.records import JobRecord, JobState
 from gateway.store.async_store import AsyncJobStore

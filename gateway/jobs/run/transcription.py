@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from common.rpc.convert import segment_to_proto, segments_from_proto, time_range_to_proto
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
-from gateway.jobs.coverage import SecondLook
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.language import LanguageSettling
-from gateway.jobs.policy import consecutive_runs, tail_share, uncovered_speech
-from gateway.jobs.run_state import SpeechChunk
-from gateway.jobs.stage_calls import StageFailedError
+from gateway.jobs.run.coverage import SecondLook
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.language import LanguageSettling
+from gateway.jobs.run.policy import consecutive_runs, tail_share, uncovered_speech
+from gateway.jobs.run.run_state import SpeechChunk
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.records import Stage
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 

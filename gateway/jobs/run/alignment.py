@@ -9,8 +9,8 @@ import functools
 
 from common.rpc.convert import segments_from_proto, segments_to_proto
 from common.transcript import Segment
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.language import LanguageSettling
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.language import LanguageSettling
 from gateway.records import Stage
 from subtitler.align.v1 import align_pb2, align_pb2_grpc
 from subtitler.gateway.v1 import gateway_pb2

@@ -15,7 +15,7 @@ from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
 from gateway.jobs.events import EventHub
-from gateway.jobs.pipeline import JobPipeline, Peers
+from gateway.jobs.run.pipeline import JobPipeline, Peers
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from common.transcript import TimeRange
 from gateway.jobs.events import EventHub
-from gateway.jobs.progress import ProgressReporter
-from gateway.jobs.run_state import RunState, SpeechChunk
+from gateway.jobs.run.progress import ProgressReporter
+from gateway.jobs.run.run_state import RunState, SpeechChunk
 from gateway.records import JobRecord, Stage
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore

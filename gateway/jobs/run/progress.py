@@ -9,7 +9,7 @@ import time
 from common.rpc import metrics
 from common.rpc.convert import duration_to_seconds
 from gateway.jobs.events import EventHub
-from gateway.jobs.run_state import RunState
+from gateway.jobs.run.run_state import RunState
 from gateway.records import JobRecord, Stage
 from gateway.store.async_store import AsyncJobStore
 from subtitler.common.v1 import common_pb2

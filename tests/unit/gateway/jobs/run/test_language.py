@@ -9,8 +9,8 @@ import pytest
 
 from common.rpc.convert import time_range_from_proto
 from common.transcript import TimeRange
-from gateway.jobs.language import LanguageSettling
-from gateway.jobs.run_state import SpeechChunk
+from gateway.jobs.run.language import LanguageSettling
+from gateway.jobs.run.run_state import SpeechChunk
 from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2

@@ -7,8 +7,8 @@ from typing import Any
 
 from common.rpc.convert import seconds_to_duration, time_range_to_proto
 from common.transcript import TimeRange
-from gateway.jobs.detection import SpeechDetection
-from gateway.jobs.run_state import RunState, SpeechChunk
+from gateway.jobs.run.detection import SpeechDetection
+from gateway.jobs.run.run_state import RunState, SpeechChunk
 from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from subtitler.vad.v1 import vad_pb2

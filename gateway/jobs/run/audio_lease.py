@@ -21,7 +21,7 @@ import grpc
 
 from common.limits import UPLOAD_CHUNK_BYTES
 from common.rpc.convert import timestamp_to_epoch
-from gateway.jobs.stage_calls import StageCaller, StageFailedError
+from gateway.jobs.run.stage_calls import StageCaller, StageFailedError
 from gateway.records import JobRecord, Stage
 from gateway.store.async_store import AsyncJobStore
 from subtitler.audio.v1 import audio_pb2, audio_pb2_grpc

@@ -12,15 +12,15 @@ the audio service is used again (else decoded again), stored speech chunks
 are not detected again, stored transcripts are not sent to ASR again, stored
 words are not aligned again.
 
-This module composes the units, each readable alone: `gateway.jobs.stage_calls`
-(the retry policy of every call), `gateway.jobs.audio_lease` (the job's audio),
-`gateway.jobs.run_state` (the run's outputs, restored from the checkpoint),
-`gateway.jobs.progress` (the job's progress), `gateway.jobs.job_run` (what the
-units share), the stage units `gateway.jobs.detection`,
-`gateway.jobs.transcription` (with `gateway.jobs.language` and the coverage
-check of `gateway.jobs.coverage`), `gateway.jobs.alignment` and
-`gateway.jobs.diarization`, and the plain policy functions of
-`gateway.jobs.policy`.
+This module composes the units, each readable alone: `gateway.jobs.run.stage_calls`
+(the retry policy of every call), `gateway.jobs.run.audio_lease` (the job's audio),
+`gateway.jobs.run.run_state` (the run's outputs, restored from the checkpoint),
+`gateway.jobs.run.progress` (the job's progress), `gateway.jobs.run.job_run` (what the
+units share), the stage units `gateway.jobs.run.detection`,
+`gateway.jobs.run.transcription` (with `gateway.jobs.run.language` and the coverage
+check of `gateway.jobs.run.coverage`), `gateway.jobs.run.alignment` and
+`gateway.jobs.run.diarization`, and the plain policy functions of
+`gateway.jobs.run.policy`.
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ from common.rpc.server import JOB_ID_KEY, REQUEST_ID_KEY
 from common.transcript import Segment
 from gateway.asr_capacity import AsrCapacity
 from gateway.config import GatewayConfig
-from gateway.jobs.alignment import ChunkAlignment
-from gateway.jobs.audio_lease import AudioLease
-from gateway.jobs.detection import SpeechDetection
-from gateway.jobs.diarization import Diarization
 from gateway.jobs.events import EventHub
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.language import LanguageSettling
-from gateway.jobs.progress import ProgressReporter
-from gateway.jobs.run_state import RunState, SpeechChunk
-from gateway.jobs.stage_calls import StageCaller, StageFailedError
-from gateway.jobs.transcription import TranscriptionDispatch
+from gateway.jobs.run.alignment import ChunkAlignment
+from gateway.jobs.run.audio_lease import AudioLease
+from gateway.jobs.run.detection import SpeechDetection
+from gateway.jobs.run.diarization import Diarization
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.language import LanguageSettling
+from gateway.jobs.run.progress import ProgressReporter
+from gateway.jobs.run.run_state import RunState, SpeechChunk
+from gateway.jobs.run.stage_calls import StageCaller, StageFailedError
+from gateway.jobs.run.transcription import TranscriptionDispatch
 from gateway.records import JobRecord, Stage
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.errors import LeaseLostError, StoreUnavailableError

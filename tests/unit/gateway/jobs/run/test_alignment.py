@@ -8,9 +8,9 @@ from typing import Any
 
 from common.rpc.convert import segments_from_proto, segments_to_proto
 from common.transcript import Segment, TimeRange, Word
-from gateway.jobs.alignment import ChunkAlignment
-from gateway.jobs.language import LanguageSettling
-from gateway.jobs.run_state import RunState, SpeechChunk
+from gateway.jobs.run.alignment import ChunkAlignment
+from gateway.jobs.run.language import LanguageSettling
+from gateway.jobs.run.run_state import RunState, SpeechChunk
 from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import grpc
 
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.stage_calls import StageFailedError
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.records import Stage
 from subtitler.diarize.v1 import diarize_pb2, diarize_pb2_grpc
 

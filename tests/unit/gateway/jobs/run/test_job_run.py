@@ -10,7 +10,7 @@ import pytest
 
 from common.rpc.convert import time_range_from_proto
 from common.transcript import TimeRange
-from gateway.jobs.run_state import SpeechChunk
+from gateway.jobs.run.run_state import SpeechChunk
 from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from subtitler.gateway.v1 import gateway_pb2

@@ -7,7 +7,7 @@ import pytest
 
 from common.rpc.convert import seconds_to_duration
 from common.transcript import Segment, TimeRange
-from gateway.jobs.run_state import RunState, SpeechChunk
+from gateway.jobs.run.run_state import RunState, SpeechChunk
 from gateway.store.job_store import JobStore
 from subtitler.align.v1 import align_pb2
 from subtitler.diarize.v1 import diarize_pb2

@@ -1,5 +1,5 @@
 """The coverage check's second look: a chunk's speech that no segment of the
-ASR's first pass covers (`gateway.jobs.policy.uncovered_speech`) is
+ASR's first pass covers (`gateway.jobs.run.policy.uncovered_speech`) is
 transcribed again window by window, within the ASR slots, and what is found
 there is merged into the chunk's segments."""
 
@@ -14,9 +14,9 @@ from common.limits import MAX_CHUNKS_PER_REQUEST
 from common.rpc.convert import segments_from_proto, time_range_to_proto
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.policy import merge_found_segments
-from gateway.jobs.stage_calls import StageFailedError
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.policy import merge_found_segments
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.records import Stage
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 from common.rpc.convert import time_range_to_proto
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.policy import choose_align_method
-from gateway.jobs.run_state import SpeechChunk
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.policy import choose_align_method
+from gateway.jobs.run.run_state import SpeechChunk
 from gateway.records import Stage
 from subtitler.align.v1 import align_pb2
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
@@ -23,7 +23,7 @@ class LanguageSettling:
         self._run = run
         self._job = run.job
         self._asr = asr
-        # Resolved once the language is known (see gateway.jobs.policy.choose_align_method).
+        # Resolved once the language is known (see gateway.jobs.run.policy.choose_align_method).
         self._align_method: align_pb2.AlignMethod.ValueType | None = None
         self._settled = asyncio.Event()
 

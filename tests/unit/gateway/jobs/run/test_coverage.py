@@ -13,7 +13,7 @@ from common.limits import MAX_CHUNKS_PER_REQUEST
 from common.rpc.convert import segment_to_proto, time_range_from_proto
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
-from gateway.jobs.coverage import SecondLook
+from gateway.jobs.run.coverage import SecondLook
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2
 from tests.unit.gateway.jobs.job_fakes import decoded_run, new_job, rpc_error

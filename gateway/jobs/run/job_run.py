@@ -1,7 +1,7 @@
 """One job's run as its stage units share it: the job record, its store and
 watchers, its progress and outputs so far, and the way its calls reach the
 stage services (the job's metadata and deadline, its audio, the retry policy
-of `gateway.jobs.stage_calls`)."""
+of `gateway.jobs.run.stage_calls`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from common.rpc.convert import time_range_to_proto
-from gateway.jobs.audio_lease import AudioLease
 from gateway.jobs.events import EventHub
-from gateway.jobs.progress import ProgressReporter
-from gateway.jobs.run_state import RunState, SpeechChunk
-from gateway.jobs.stage_calls import StageCaller
+from gateway.jobs.run.audio_lease import AudioLease
+from gateway.jobs.run.progress import ProgressReporter
+from gateway.jobs.run.run_state import RunState, SpeechChunk
+from gateway.jobs.run.stage_calls import StageCaller
 from gateway.records import JobRecord, Stage
 from gateway.store.async_store import AsyncJobStore
 from subtitler.common.v1 import common_pb2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.transcript import Segment, TimeRange
-from gateway.jobs.policy import (
+from gateway.jobs.run.policy import (
     choose_align_method,
     consecutive_runs,
     merge_found_segments,

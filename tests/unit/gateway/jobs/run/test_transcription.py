@@ -12,9 +12,9 @@ from typing import Any
 from common.rpc.convert import segment_to_proto, time_range_from_proto
 from common.transcript import Segment, TimeRange
 from gateway.asr_capacity import AsrCapacity
-from gateway.jobs.language import LanguageSettling
-from gateway.jobs.run_state import RunState, SpeechChunk
-from gateway.jobs.transcription import TranscriptionDispatch
+from gateway.jobs.run.language import LanguageSettling
+from gateway.jobs.run.run_state import RunState, SpeechChunk
+from gateway.jobs.run.transcription import TranscriptionDispatch
 from gateway.records import JobRecord, Stage
 from gateway.store.job_store import JobStore
 from subtitler.asr.v1 import asr_pb2

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
-from gateway.jobs.stage_calls import StageFailedError
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from tests.unit.gateway.jobs.job_fakes import FAST, new_job, rpc_error, stage_caller

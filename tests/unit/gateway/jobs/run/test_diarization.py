@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from common.rpc.convert import seconds_to_duration
-from gateway.jobs.diarization import Diarization
-from gateway.jobs.stage_calls import StageFailedError
+from gateway.jobs.run.diarization import Diarization
+from gateway.jobs.run.stage_calls import StageFailedError
 from gateway.records import Stage
 from gateway.store.job_store import JobStore
 from subtitler.diarize.v1 import diarize_pb2

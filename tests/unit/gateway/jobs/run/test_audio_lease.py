@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from gateway.jobs.audio_lease import AudioLease, release_audio
+from gateway.jobs.run.audio_lease import AudioLease, release_audio
 from gateway.records import JobRecord
 from gateway.store.async_store import AsyncJobStore
 from gateway.store.job_store import JobStore

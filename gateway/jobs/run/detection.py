@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from common.rpc.convert import duration_to_seconds, time_range_from_proto
-from gateway.jobs.job_run import JobRun
-from gateway.jobs.run_state import SpeechChunk
+from gateway.jobs.run.job_run import JobRun
+from gateway.jobs.run.run_state import SpeechChunk
 from gateway.records import Stage
 from subtitler.vad.v1 import vad_pb2, vad_pb2_grpc
 
