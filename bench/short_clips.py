@@ -34,7 +34,7 @@ import grpc
 from bench.end_to_end import start_suite
 from bench.machine import print_machine_line
 from bench.media import cut_clips, realistic_media, write_clips
-from gateway.cli.main import upload_requests
+from gateway.cli.connection import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from tests.speech import SAMPLE_RATE_HERTZ, build_long_recording, write_with_video

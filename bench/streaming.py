@@ -61,8 +61,8 @@ from bench.end_to_end import Suite, start_suite
 from bench.machine import print_machine_line
 from bench.media import realistic_media
 from common.rpc.convert import duration_to_seconds, seconds_to_duration
+from gateway.cli.connection import upload_requests
 from gateway.cli.live import BLOCK_S
-from gateway.cli.main import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc

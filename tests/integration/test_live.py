@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from common.rpc.convert import duration_to_seconds
-from gateway.cli.main import upload_requests
+from gateway.cli.connection import upload_requests
 from subtitler.asr.v1 import asr_pb2
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from subtitler.status.v1 import status_pb2, status_pb2_grpc

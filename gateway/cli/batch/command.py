@@ -14,10 +14,11 @@ from typing import TextIO
 
 import grpc
 
+from gateway.cli.arguments import EXTENSIONS, UsageError, build_config
 from gateway.cli.batch.inputs import InputProblem, expand_inputs, is_pattern, output_names
 from gateway.cli.batch.progress import BatchProgress
 from gateway.cli.batch.runner import BatchRunner, BatchSettings, FileOutcome
-from gateway.cli.main import EXTENSIONS, UsageError, build_config, gateway_credentials
+from gateway.cli.connection import gateway_credentials
 from subtitler.gateway.v1 import gateway_pb2_grpc
 
 # How long the gateway may take to answer at all before the batch gives up on it.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from common.rpc.convert import duration_to_seconds
-from gateway.cli.main import bar_text, clock
+from gateway.cli.progress import bar_text, clock
 from subtitler.gateway.v1 import gateway_pb2
 
 # Fastest redraw on a terminal: the events of a hundred jobs need not each draw.

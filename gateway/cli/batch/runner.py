@@ -27,8 +27,11 @@ import grpc
 
 from common.rpc.convert import duration_to_seconds
 from common.rpc.retry_hint import is_busy, retry_after_s
+from gateway.cli.arguments import FORMATS
 from gateway.cli.batch.progress import BatchProgress
-from gateway.cli.main import FORMATS, MAX_WATCH_RECONNECTS, upload_requests, write_output
+from gateway.cli.commands import write_output
+from gateway.cli.connection import upload_requests
+from gateway.cli.progress import MAX_WATCH_RECONNECTS
 from subtitler.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 # Uploads in flight at once. They share the channel's one connection, so
@@ -57,7 +60,7 @@ class BatchSettings:
     """What every file's job shares."""
 
     config: gateway_pb2.JobConfig
-    # A key of gateway.cli.main.FORMATS.
+    # A key of gateway.cli.arguments.FORMATS.
     result_format: str
     output_dir: Path
     # The files are paths on the audio service's host (CreateJob), not uploads.
