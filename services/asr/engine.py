@@ -34,12 +34,10 @@ from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 from common.errors import CancelledError, InvalidInputError
 from common.limits import (
     DEFAULT_BEAM_SIZE,
-    MAX_BEAM_SIZE,
     MAX_CHUNK_DURATION_S,
     MAX_CHUNKS_PER_REQUEST,
     MAX_CONTEXT_CHARS,
     MAX_PREFIX_CHARS,
-    MAX_TEMPERATURE,
     SAMPLE_RATE_HERTZ,
 )
 from common.speech.languages import to_bcp47, to_whisper_language
@@ -47,12 +45,12 @@ from common.speech.silence_snap import snap_words_to_sound
 from common.speech.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
 from common.speech.word_timing import placements_by_position, split_tokens, words_from_placements
 from common.transcript import Segment, TimeRange, Word
+from services.asr.options import TranscriptionOptions
 
 logger = logging.getLogger(__name__)
 
 # Ranges may end this far past the end of the audio (rounding of offsets); they are clipped.
 RANGE_TOLERANCE_S = 0.01
-TASKS = ("transcribe", "translate")
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
 # Parts a packed chunk may have (a 30 s chunk of 32 ms speech regions).
@@ -69,49 +67,6 @@ CALIBRATION_LIVE_TOKENS = 40
 WINDOW_MARGIN_S = 5.0
 # The shortest window that decoded real speech as well as Whisper's 30 s (see `window_frames`).
 DEFAULT_MIN_WINDOW_S = 20.0
-
-
-@dataclass(frozen=True)
-class TranscriptionOptions:
-    """What to transcribe with and how. Defaults follow faster-whisper's
-    `BatchedInferencePipeline.transcribe`."""
-
-    # Model name (see common.speech.whisper_models): "embedded:tiny.en", "embedded:base",
-    # a faster-whisper size, a Hugging Face repository id or a local directory.
-    model: str = DEFAULT_MODEL
-    # BCP-47 code of the speech ("en", "pt-BR": only the primary subtag is
-    # used); empty: detected from the first 30 s of the chunks.
-    language_code: str = ""
-    # "transcribe" in the spoken language, or "translate" to English.
-    task: str = "transcribe"
-    # Beam size of the beam search.
-    beam_size: int = DEFAULT_BEAM_SIZE
-    # Chunks decoded together.
-    batch_size: int = 8
-    # Text given to the model as previous context (names, spelling); empty: none.
-    initial_prompt: str = ""
-    # Words or phrases to favour; empty: none.
-    hotwords: str = ""
-    # Sampling temperature; 0 is beam search / greedy.
-    temperature: float = 0.0
-    # True (as BatchedInferencePipeline): one segment per chunk, spanning it.
-    # False: Whisper also predicts timestamps and splits a chunk into segments.
-    without_timestamps: bool = True
-    # Also time every word with Whisper's cross-attention, in the same pass,
-    # snapped out of the chunk's silences (common.speech.silence_snap).
-    word_timestamps: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.model.strip():
-            raise InvalidInputError("model must not be empty")
-        if self.task not in TASKS:
-            raise InvalidInputError(f"task {self.task!r} must be one of {', '.join(TASKS)}")
-        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
-            raise InvalidInputError(f"beam_size {self.beam_size} must be between 1 and {MAX_BEAM_SIZE}")
-        if self.batch_size < 1:
-            raise InvalidInputError(f"batch_size {self.batch_size} must be at least 1")
-        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= MAX_TEMPERATURE):
-            raise InvalidInputError(f"temperature {self.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
 
 
 @dataclass(frozen=True)

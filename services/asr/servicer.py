@@ -36,9 +36,9 @@ from services.asr.engine import (
     ChunkTranscript,
     LanguageDetection,
     Transcriber,
-    TranscriptionOptions,
     first_speech,
 )
+from services.asr.options import TranscriptionOptions
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 
 logger = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from services.asr.engine import (
     ChunkTranscript,
     PendingWords,
     Transcriber,
-    TranscriptionOptions,
     window_frames,
 )
+from services.asr.options import TranscriptionOptions
 from tests.speech import (
     ASTERISK_SOUNDS_DIR,
     FRENCH_SOUNDS_DIR,
