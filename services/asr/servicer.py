@@ -29,14 +29,13 @@ from common.rpc.convert import epoch_to_timestamp, seconds_to_duration, segments
 from common.speech.whisper_models import ModelState, ModelStatus
 from common.transcript import TimeRange
 from services.asr.batcher import BatchPool
+from services.asr.chunks import MAX_CHUNK_PARTS, first_speech
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
-    MAX_CHUNK_PARTS,
     SAMPLE_RATE_HERTZ,
     ChunkTranscript,
     LanguageDetection,
     Transcriber,
-    first_speech,
 )
 from services.asr.options import TranscriptionOptions
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
