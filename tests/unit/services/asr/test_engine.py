@@ -23,12 +23,12 @@ from common.speech.whisper_models import (
     build_embedded_base,
 )
 from common.transcript import TimeRange
+from services.asr.decoding import window_frames
 from services.asr.engine import (
     MAX_CHUNK_DURATION_S,
     ChunkTranscript,
     PendingWords,
     Transcriber,
-    window_frames,
 )
 from services.asr.options import TranscriptionOptions
 from tests.speech import (
