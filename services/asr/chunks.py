@@ -31,7 +31,7 @@ Samples = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
-class _AudioWindow:
+class AudioWindow:
     """Samples [offset, offset + len(samples)) of an audio of `audio_sample_count` samples."""
 
     samples: Samples
@@ -39,7 +39,7 @@ class _AudioWindow:
     audio_sample_count: int
 
     @classmethod
-    def of(cls, audio: npt.ArrayLike, offset_samples: int, audio_sample_count: int | None) -> _AudioWindow:
+    def of(cls, audio: npt.ArrayLike, offset_samples: int, audio_sample_count: int | None) -> AudioWindow:
         samples = np.asarray(audio, dtype=np.float32)
         if samples.ndim != 1:
             raise InvalidInputError(f"audio must be one channel of samples, got shape {samples.shape}")
@@ -83,7 +83,7 @@ def check_range(time_range: TimeRange, audio_duration_s: float, max_duration_s: 
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class Chunk:
     """A chunk as samples of the whole audio (times rounded to the nearest sample)."""
 
     index: int
@@ -119,14 +119,14 @@ class _Chunk:
         return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
 
 
-def _chunk_of(
+def chunk_of(
     index: int,
     time_range: TimeRange,
     sample_count: int,
     context: str = "",
     prefix: str = "",
     parts: Sequence[TimeRange] = (),
-) -> _Chunk:
+) -> Chunk:
     start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
     end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
     part_samples = tuple(
@@ -142,7 +142,7 @@ def _chunk_of(
         raise InvalidInputError(
             f"no part of chunk {index} ({time_range.start_s:.3f}-{time_range.end_s:.3f} s) lies inside it"
         )
-    return _Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()), kept)
+    return Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()), kept)
 
 
 def first_speech(parts: Sequence[TimeRange], limit_s: float) -> list[TimeRange]:
@@ -158,7 +158,7 @@ def first_speech(parts: Sequence[TimeRange], limit_s: float) -> list[TimeRange]:
     return kept
 
 
-def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, what: str) -> None:
+def check_parts(parts: Sequence[TimeRange], chunk: TimeRange, what: str) -> None:
     """A packed chunk's parts (`what` names the chunk): inside it, in order,
     not overlapping, at most Whisper's window together."""
     if len(parts) > MAX_CHUNK_PARTS:
@@ -180,7 +180,7 @@ def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, what: str) -> Non
 
 
 @dataclass(frozen=True)
-class _PackedTimes:
+class PackedTimes:
     """Maps times in a packed chunk's decoded audio (its parts back to back
     from 0) to times in the whole audio, as faster-whisper's
     `SpeechTimestampsMap` does."""
@@ -191,7 +191,7 @@ class _PackedTimes:
     lengths_s: tuple[float, ...]
 
     @classmethod
-    def of(cls, chunk: _Chunk) -> _PackedTimes:
+    def of(cls, chunk: Chunk) -> PackedTimes:
         lengths = [(end - start) / SAMPLE_RATE_HERTZ for start, end in chunk.parts]
         decoded = [sum(lengths[:position]) for position in range(len(lengths))]
         starts = [start / SAMPLE_RATE_HERTZ for start, _ in chunk.parts]
@@ -227,7 +227,7 @@ class _PackedTimes:
         return dataclasses.replace(segment, start_s=start_s, end_s=end_s)
 
 
-def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
+def per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
     """`texts` checked as none or one per chunk, each at most `limit` characters."""
     if texts and len(texts) != chunk_count:
         raise InvalidInputError(f"{len(texts)} chunk {what}s for {chunk_count} chunks: give one per chunk, or none")
@@ -239,10 +239,10 @@ def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: i
 
 @dataclass(frozen=True)
 class PreparedTranscription:
-    """A checked request whose model is loaded: what `decode_batch` needs."""
+    """A checked request whose model is loaded: what `Transcriber.decode_batch` needs."""
 
-    window: _AudioWindow
-    chunks: tuple[_Chunk, ...]
+    window: AudioWindow
+    chunks: tuple[Chunk, ...]
     options: TranscriptionOptions
     model: LoadedModel
     # Whisper's code of the language to decode; None until detected.
@@ -257,17 +257,17 @@ class PreparedTranscription:
         return (id(self.model), self.language, options)
 
 
-def _chunk_samples(window: _AudioWindow, chunk: _Chunk) -> Samples:
+def chunk_samples(window: AudioWindow, chunk: Chunk) -> Samples:
     """The audio the model hears for a chunk: all of it, or its parts back to back."""
     if not chunk.parts:
         return window.slice(chunk.start_sample, chunk.end_sample)
     return np.concatenate([window.slice(start, end) for start, end in chunk.parts])
 
 
-def _features(prepared: PreparedTranscription, position: int, samples: Samples | None = None) -> np.ndarray:
+def chunk_features(prepared: PreparedTranscription, position: int, samples: Samples | None = None) -> np.ndarray:
     """The log-mel features of one chunk (of its `samples` when the caller
     has them already); as BatchedInferencePipeline, the extractor's last
     frame is dropped."""
     if samples is None:
-        samples = _chunk_samples(prepared.window, prepared.chunks[position])
+        samples = chunk_samples(prepared.window, prepared.chunks[position])
     return prepared.model.whisper.feature_extractor(samples)[..., :-1]

@@ -24,7 +24,7 @@ from common.limits import DEFAULT_BEAM_SIZE, MAX_CHUNK_DURATION_S, SAMPLE_RATE_H
 from common.speech.whisper_models import LoadedModel
 from common.speech.word_timing import placements_by_position, split_tokens, words_from_placements
 from common.transcript import Segment, Word
-from services.asr.chunks import _Chunk
+from services.asr.chunks import Chunk
 from services.asr.options import TranscriptionOptions
 
 # The encoder hears a short chunk plus this much padding, rounded up to whole
@@ -32,7 +32,7 @@ from services.asr.options import TranscriptionOptions
 WINDOW_MARGIN_S = 5.0
 
 
-def _calibration_decode(loaded: LoadedModel, window_s: float, tokens: int) -> float:
+def calibration_decode(loaded: LoadedModel, window_s: float, tokens: int) -> float:
     """Seconds one worker takes to do what a chunk of real speech costs: the
     features of a `window_s` window, the encoder over it, a beam
     search of `tokens` steps (CTranslate2's max_length; the end of text
@@ -89,7 +89,7 @@ _PIPELINE_DEFAULTS = {
 }
 
 
-def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> Any:
+def decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> Any:
     """faster-whisper's decoding options, set as BatchedInferencePipeline.transcribe sets them."""
     return DecodingOptions(
         beam_size=options.beam_size,
@@ -122,11 +122,11 @@ def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> An
     )
 
 
-class _StagedWhisper:
+class StagedWhisper:
     """The WhisperModel as a batch pipeline sees it on CPU: the encoder runs
     chunk by chunk while the beam search decodes the whole batch, and each
     chunk's outputs are kept (`encoded`) for its word alignment, a step of
-    its own (`PendingWords`).
+    its own (the engine's `PendingWords`).
 
     Measured on CPU (tiny.en int8, one thread): the encoder costs the same
     per chunk in a batch of 1 as of 8 (0.15 s), but its attention scores take
@@ -158,7 +158,7 @@ class _StagedWhisper:
         return ctranslate2.StorageView.from_array(self.encoded)
 
 
-class _ContextPipeline(BatchedInferencePipeline):
+class ContextPipeline(BatchedInferencePipeline):
     """BatchedInferencePipeline whose chunks each have their own previous
     text and prefix: the prompt of chunk i is the options' initial prompt
     followed by `contexts[i]`, then the start of transcript, then
@@ -170,7 +170,7 @@ class _ContextPipeline(BatchedInferencePipeline):
     context makes the whole batch go without); prefixes come after it and
     may differ in length. CTranslate2 returns each sequence with its prefix,
     so the prefix's words are timed with the rest (the alignment starts at
-    the start of the audio) and `_segments` leaves them out. The rest is
+    the start of the audio) and `chunk_segments` leaves them out. The rest is
     `generate_segment_batched` as faster-whisper 1.2 writes it, without the
     per-chunk language detection and the max_new_tokens this service never
     asks for."""
@@ -242,7 +242,7 @@ class _ContextPipeline(BatchedInferencePipeline):
         return encoder_output, output
 
 
-def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:
+def chunk_segments(output: list[dict[str, Any]], chunk: Chunk) -> tuple[Segment, ...]:
     """Segments of one chunk, kept inside the audio decoded, without empty ones."""
     chunk_range = chunk.decoded_range
     # Words of the forced prefix still to leave out (they lead the first pieces).

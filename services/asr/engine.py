@@ -4,10 +4,13 @@ VAD service) and yielding each chunk's transcript as soon as its batch is done.
 
 The decoding itself is faster-whisper's: features from its feature extractor,
 `BatchedInferencePipeline.forward` (encode, batched generate, split by
-timestamps) and its language detection. What this module adds is the chunk
-bookkeeping, validation, language codes and cancellation between batches, so
-the same chunks with the same options give the same text as
-`BatchedInferencePipeline.transcribe(audio, clip_timestamps=...)`.
+timestamps) and its language detection. What this module adds is the
+request's checks, language codes, batches of chunks from one or several
+requests, word timing as a step of its own, the warm-up and cancellation
+between batches, so the same chunks with the same options give the same text
+as `BatchedInferencePipeline.transcribe(audio, clip_timestamps=...)`. The
+chunks' bookkeeping is services/asr/chunks.py's, the decoding internals
+services/asr/decoding.py's.
 """
 
 from __future__ import annotations
@@ -42,25 +45,25 @@ from common.speech.silence_snap import snap_words_to_sound
 from common.speech.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
 from common.transcript import Segment, TimeRange
 from services.asr.chunks import (
+    AudioWindow,
+    Chunk,
+    PackedTimes,
     PreparedTranscription,
     Samples,
-    _AudioWindow,
-    _check_parts,
-    _Chunk,
-    _chunk_of,
-    _chunk_samples,
-    _features,
-    _PackedTimes,
-    _per_chunk_texts,
+    check_parts,
     check_range,
+    chunk_features,
+    chunk_of,
+    chunk_samples,
     first_speech,
+    per_chunk_texts,
 )
 from services.asr.decoding import (
-    _calibration_decode,
-    _ContextPipeline,
-    _decoding_options,
-    _segments,
-    _StagedWhisper,
+    ContextPipeline,
+    StagedWhisper,
+    calibration_decode,
+    chunk_segments,
+    decoding_options,
     window_frames,
 )
 from services.asr.options import TranscriptionOptions
@@ -69,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
-# The warm-up's calibrated decodes (`_calibration_decode`): a file chunk is
+# The warm-up's calibrated decodes (`calibration_decode`): a file chunk is
 # Whisper's whole window of dense speech (about 100 tokens: 75 words); a live
 # decode is an utterance of a few seconds after a lead-in of earlier finals,
 # 14 s of audio, about 40 tokens.
@@ -102,7 +105,7 @@ class ChunkTranscript:
 class Calibration:
     """What the warm-up measured, every worker decoding at once (the slowest
     worker's time): seconds of one worker's time per second of a file's
-    audio, and per live decode (see `_calibration_decode`)."""
+    audio, and per live decode (see `calibration_decode`)."""
 
     file_seconds_per_audio_second: float
     live_decode_s: float
@@ -126,13 +129,13 @@ def _chunk_transcript(
     """The transcript of one decoded chunk: its segments in the audio's
     times, words snapped out of its silences."""
     chunk = prepared.chunks[position]
-    segments = _segments(output, chunk)
+    segments = chunk_segments(output, chunk)
     if prepared.options.word_timestamps:
         # Cross-attention starts words early after a pause: move
         # them out of the chunk's silences (microseconds of work).
         segments = snap_words_to_sound(segments, samples, chunk.decoded_range.start_s)
     if chunk.parts:
-        times = _PackedTimes.of(chunk)
+        times = PackedTimes.of(chunk)
         segments = tuple(times.restore(segment) for segment in segments)
     return ChunkTranscript(
         chunk_index=chunk.index,
@@ -274,7 +277,7 @@ class Transcriber:
         back with the audio between them cut out (faster-whisper's speech
         packing; empty: the whole chunk), at most 30 s together; such a chunk
         may span more than 30 s. Results are timed in the whole audio."""
-        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        window = AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
         if options.batch_size > self.max_batch_size:
@@ -284,8 +287,8 @@ class Transcriber:
             raise InvalidInputError(
                 f"{len(chunks)} chunks in one request; at most {self.max_chunks_per_request}: send them in several"
             )
-        chunk_contexts = _per_chunk_texts(contexts, len(chunks), "context", MAX_CONTEXT_CHARS)
-        chunk_prefixes = _per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
+        chunk_contexts = per_chunk_texts(contexts, len(chunks), "context", MAX_CONTEXT_CHARS)
+        chunk_prefixes = per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
         if any(chunk_prefixes) and not options.without_timestamps:
             raise InvalidInputError("chunk prefixes need transcripts without timestamps")
         if parts and len(parts) != len(chunks):
@@ -296,11 +299,11 @@ class Transcriber:
             for position, chunk in enumerate(chunks)
         ]
         for position, chunk in enumerate(checked):
-            _check_parts(chunk_parts[position], chunk, f"chunk {position}")
+            check_parts(chunk_parts[position], chunk, f"chunk {position}")
         if any(chunk_parts) and any(chunk_prefixes):
             raise InvalidInputError("a chunk decoded in parts cannot have a prefix")
         prepared_chunks = [
-            _chunk_of(
+            chunk_of(
                 first_chunk_index + position,
                 chunk,
                 window.audio_sample_count,
@@ -327,7 +330,7 @@ class Transcriber:
         if prepared.language is not None or not prepared.chunks:
             return prepared
         language, probability = self._detect_from_features(
-            prepared.model, list(prepared.chunks), lambda position: _features(prepared, position)
+            prepared.model, list(prepared.chunks), lambda position: chunk_features(prepared, position)
         )
         return dataclasses.replace(prepared, language=language, language_probability=probability)
 
@@ -362,22 +365,23 @@ class Transcriber:
         tokenizer = Tokenizer(
             whisper.hf_tokenizer, first.model.is_multilingual, task=first.options.task, language=first.language
         )
-        decoding = _decoding_options(first.options, tokenizer)
+        decoding = decoding_options(first.options, tokenizer)
         contexts = [prepared.chunks[position].context for prepared, position in items]
         prefixes = [prepared.chunks[position].prefix for prepared, position in items]
-        staged = _StagedWhisper(whisper) if first.model.device == "cpu" else None
+        staged = StagedWhisper(whisper) if first.model.device == "cpu" else None
         model = staged or whisper
         pipeline = (
-            _ContextPipeline(model, contexts, prefixes)
+            ContextPipeline(model, contexts, prefixes)
             if any(contexts) or any(prefixes)
             else BatchedInferencePipeline(model)
         )
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
         # A packed chunk's parts are joined in a copy: once per chunk, for the features and the snapping.
-        heard = [_chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
+        heard = [chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
         unpadded = [
-            _features(prepared, position, samples) for (prepared, position), samples in zip(items, heard, strict=True)
+            chunk_features(prepared, position, samples)
+            for (prepared, position), samples in zip(items, heard, strict=True)
         ]
         frames = window_frames(max(each.shape[-1] for each in unpadded), self.min_window_s)
         features = np.stack([pad_or_trim(each, frames) for each in unpadded])
@@ -436,7 +440,7 @@ class Transcriber:
 
     @staticmethod
     def _detect_from_features(
-        model: LoadedModel, chunks: list[_Chunk], features_of: Callable[[int], np.ndarray]
+        model: LoadedModel, chunks: list[Chunk], features_of: Callable[[int], np.ndarray]
     ) -> tuple[str, float]:
         """Detects the language from the first 30 s of the chunks, as
         BatchedInferencePipeline does from the first 30 s of speech."""
@@ -456,7 +460,7 @@ class Transcriber:
 
     def warm_up(self, model: str, workers: int = 1) -> Calibration:
         """Loads `model` and runs a calibrated decode of each kind on each of
-        its `workers` at once (`_calibration_decode`), so the first real
+        its `workers` at once (`calibration_decode`), so the first real
         request does not pay for the first-call allocations and the service
         knows what its workers do on this machine; returns what each took."""
         started = time.perf_counter()
@@ -470,13 +474,11 @@ class Transcriber:
             # The first call of a worker pays for its allocations: not timed.
             # The live decode is timed twice, the faster counting: the other
             # services start at the same time and share the CPUs for a moment.
-            _calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS)
+            calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS)
             file_times.append(
-                _calibration_decode(loaded, MAX_CHUNK_DURATION_S, CALIBRATION_FILE_TOKENS) / MAX_CHUNK_DURATION_S
+                calibration_decode(loaded, MAX_CHUNK_DURATION_S, CALIBRATION_FILE_TOKENS) / MAX_CHUNK_DURATION_S
             )
-            live_times.append(
-                min(_calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS) for _ in range(2))
-            )
+            live_times.append(min(calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS) for _ in range(2)))
 
         threads = [threading.Thread(target=one, name=f"warm-up-{number}") for number in range(max(1, workers))]
         for thread in threads:
@@ -513,7 +515,7 @@ class Transcriber:
         (ranges inside it, in order) back to back. An English-only model
         answers "en". `audio` is the whole audio or a window of it, as for
         `transcribe`."""
-        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        window = AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         checked = check_range(
             time_range or TimeRange(0.0, window.audio_duration_s), window.audio_duration_s, max_duration_s=None
         )
@@ -529,10 +531,10 @@ class Transcriber:
         if parts:
             # The speech as a packed chunk of the range: its first 30 s, back to back.
             listened = first_speech(parts, loaded.whisper.feature_extractor.n_samples / SAMPLE_RATE_HERTZ)
-            _check_parts(listened, checked, "the range to listen to")
-            speech = _chunk_of(0, checked, window.audio_sample_count, parts=listened)
+            check_parts(listened, checked, "the range to listen to")
+            speech = chunk_of(0, checked, window.audio_sample_count, parts=listened)
             window.check_covers(speech.parts[0][0], speech.parts[-1][1])
-            heard = _chunk_samples(window, speech)
+            heard = chunk_samples(window, speech)
         else:
             window.check_covers(start_sample, end_sample)
             heard = window.slice(start_sample, end_sample)

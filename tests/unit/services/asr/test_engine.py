@@ -151,7 +151,7 @@ def test_words_and_text_do_not_depend_on_which_chunks_share_a_batch(
     transcriber: Transcriber, recording: Recording
 ) -> None:
     # On CPU the batch's chunks are encoded and aligned one at a time
-    # (`_StagedWhisper`): a chunk's words come out the same alone or batched.
+    # (`StagedWhisper`): a chunk's words come out the same alone or batched.
     options = TranscriptionOptions(word_timestamps=True, batch_size=3)
     together = list(transcriber.transcribe(recording.samples, recording.chunks, options))
     alone = [
