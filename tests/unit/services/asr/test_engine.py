@@ -14,6 +14,7 @@ import pytest
 from faster_whisper import BatchedInferencePipeline
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError
+from common.limits import MAX_CHUNK_DURATION_S
 from common.speech.languages import to_bcp47, to_whisper_language
 from common.speech.whisper_models import (
     EMBEDDED_BASE,
@@ -24,12 +25,7 @@ from common.speech.whisper_models import (
 )
 from common.transcript import TimeRange
 from services.asr.decoding import window_frames
-from services.asr.engine import (
-    MAX_CHUNK_DURATION_S,
-    ChunkTranscript,
-    PendingWords,
-    Transcriber,
-)
+from services.asr.engine import ChunkTranscript, PendingWords, Transcriber
 from services.asr.options import TranscriptionOptions
 from tests.speech import (
     ASTERISK_SOUNDS_DIR,
