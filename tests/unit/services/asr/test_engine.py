@@ -24,7 +24,6 @@ from common.speech.whisper_models import (
     build_embedded_base,
 )
 from common.transcript import TimeRange
-from services.asr.decoding import window_frames
 from services.asr.engine import ChunkTranscript, PendingWords, Transcriber
 from services.asr.options import TranscriptionOptions
 from tests.speech import (
@@ -112,22 +111,6 @@ def test_same_text_as_batched_inference_pipeline_in_its_30_s_windows(models: Mod
     whole_windows = Transcriber(models, min_window_s=MAX_CHUNK_DURATION_S)
     transcripts = whole_windows.transcribe(recording.samples, recording.chunks, TranscriptionOptions(batch_size=2))
     assert [segment.text for transcript in transcripts for segment in transcript.segments] == expected
-
-
-@pytest.mark.parametrize(
-    ("chunk_s", "min_window_s", "window_s"),
-    [
-        (2.0, 20.0, 20.0),
-        (15.2, 20.0, 21.0),
-        (24.0, 20.0, 29.0),
-        (25.5, 20.0, 30.0),
-        (30.0, 20.0, 30.0),
-        (2.0, 30.0, 30.0),
-    ],
-)
-def test_a_short_chunk_is_encoded_in_a_shorter_window(chunk_s: float, min_window_s: float, window_s: float) -> None:
-    # The chunk, 5 s of padding, whole seconds; at least the minimum, at most Whisper's 30 s.
-    assert window_frames(round(chunk_s * 100), min_window_s) == round(window_s * 100)
 
 
 @needs_speech
