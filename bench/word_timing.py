@@ -44,7 +44,8 @@ from common.transcript import Segment
 from services.align.cross_attention import CrossAttentionAligner
 from services.align.engine import AlignEngine, AlignMethod
 from services.align.phonetic import PhoneticAligner
-from services.asr.engine import ChunkTranscript, Transcriber, TranscriptionOptions
+from services.asr.engine import ChunkTranscript, Transcriber
+from services.asr.options import TranscriptionOptions
 from tests.speech import SAMPLE_RATE_HERTZ
 from tests.word_reference import (
     ReferenceSentence,

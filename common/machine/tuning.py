@@ -16,7 +16,7 @@ single-threaded worker per effective CPU, up to `_MAX_CPU_ASR_WORKERS`; beyond
 that the CPUs are shared out as threads per worker.
 
 Batches on CPU: the ASR encodes and aligns a batch's chunks one at a time
-and decodes them together (services/asr/engine.py, `_StagedWhisper`), and
+and decodes them together (services/asr/decoding.py, `StagedWhisper`), and
 its allocator keeps freed buffers (common/machine/memory.py). Then the beam search
 gets cheaper per chunk as the batch grows (one thread, tiny.en: 0.21 s a
 chunk alone, 0.17 in 2, 0.14 in 4, 0.13 in 8), and through the suite a

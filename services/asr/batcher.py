@@ -48,7 +48,8 @@ from typing import Any
 
 from common.errors import UnavailableError
 from common.machine.capacity import WorkRate
-from services.asr.engine import Calibration, ChunkTranscript, PendingWords, PreparedTranscription, Transcriber
+from services.asr.chunks import PreparedTranscription
+from services.asr.engine import Calibration, ChunkTranscript, PendingWords, Transcriber
 
 logger = logging.getLogger(__name__)
 

@@ -4,17 +4,18 @@ VAD service) and yielding each chunk's transcript as soon as its batch is done.
 
 The decoding itself is faster-whisper's: features from its feature extractor,
 `BatchedInferencePipeline.forward` (encode, batched generate, split by
-timestamps) and its language detection. What this module adds is the chunk
-bookkeeping, validation, language codes and cancellation between batches, so
-the same chunks with the same options give the same text as
-`BatchedInferencePipeline.transcribe(audio, clip_timestamps=...)`.
+timestamps) and its language detection. What this module adds is the
+request's checks, language codes, batches of chunks from one or several
+requests, word timing as a step of its own, the warm-up and cancellation
+between batches, so the same chunks with the same options give the same text
+as `BatchedInferencePipeline.transcribe(audio, clip_timestamps=...)`. The
+chunks' bookkeeping is services/asr/chunks.py's, the decoding internals
+services/asr/decoding.py's.
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import inspect
 import logging
 import math
 import threading
@@ -28,90 +29,58 @@ import numpy as np
 import numpy.typing as npt
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import BatchedInferencePipeline, WhisperModel, get_suppressed_tokens
+from faster_whisper.transcribe import BatchedInferencePipeline
 from faster_whisper.transcribe import TranscriptionOptions as DecodingOptions
 
 from common.errors import CancelledError, InvalidInputError
 from common.limits import (
-    DEFAULT_BEAM_SIZE,
-    MAX_BEAM_SIZE,
     MAX_CHUNK_DURATION_S,
     MAX_CHUNKS_PER_REQUEST,
     MAX_CONTEXT_CHARS,
     MAX_PREFIX_CHARS,
-    MAX_TEMPERATURE,
     SAMPLE_RATE_HERTZ,
 )
 from common.speech.languages import to_bcp47, to_whisper_language
 from common.speech.silence_snap import snap_words_to_sound
 from common.speech.whisper_models import DEFAULT_MODEL, LoadedModel, ModelCache
-from common.speech.word_timing import placements_by_position, split_tokens, words_from_placements
-from common.transcript import Segment, TimeRange, Word
+from common.transcript import Segment, TimeRange
+from services.asr.chunks import (
+    AudioWindow,
+    Chunk,
+    PackedTimes,
+    PreparedTranscription,
+    Samples,
+    check_parts,
+    check_range,
+    chunk_features,
+    chunk_of,
+    chunk_samples,
+    first_speech,
+    per_chunk_texts,
+)
+from services.asr.decoding import (
+    ContextPipeline,
+    StagedWhisper,
+    calibration_decode,
+    chunk_segments,
+    decoding_options,
+    window_frames,
+)
+from services.asr.options import TranscriptionOptions
 
 logger = logging.getLogger(__name__)
 
-# Ranges may end this far past the end of the audio (rounding of offsets); they are clipped.
-RANGE_TOLERANCE_S = 0.01
-TASKS = ("transcribe", "translate")
 # Candidates returned by language detection.
 MAX_LANGUAGE_CANDIDATES = 5
-# Parts a packed chunk may have (a 30 s chunk of 32 ms speech regions).
-MAX_CHUNK_PARTS = 1024
-# The warm-up's calibrated decodes (`_calibration_decode`): a file chunk is
+# The warm-up's calibrated decodes (`calibration_decode`): a file chunk is
 # Whisper's whole window of dense speech (about 100 tokens: 75 words); a live
 # decode is an utterance of a few seconds after a lead-in of earlier finals,
 # 14 s of audio, about 40 tokens.
 CALIBRATION_FILE_TOKENS = 100
 CALIBRATION_LIVE_AUDIO_S = 14.0
 CALIBRATION_LIVE_TOKENS = 40
-# The encoder hears a short chunk plus this much padding, rounded up to whole
-# seconds, in a window of at least `Transcriber.min_window_s` (see `window_frames`).
-WINDOW_MARGIN_S = 5.0
 # The shortest window that decoded real speech as well as Whisper's 30 s (see `window_frames`).
 DEFAULT_MIN_WINDOW_S = 20.0
-
-
-@dataclass(frozen=True)
-class TranscriptionOptions:
-    """What to transcribe with and how. Defaults follow faster-whisper's
-    `BatchedInferencePipeline.transcribe`."""
-
-    # Model name (see common.speech.whisper_models): "embedded:tiny.en", "embedded:base",
-    # a faster-whisper size, a Hugging Face repository id or a local directory.
-    model: str = DEFAULT_MODEL
-    # BCP-47 code of the speech ("en", "pt-BR": only the primary subtag is
-    # used); empty: detected from the first 30 s of the chunks.
-    language_code: str = ""
-    # "transcribe" in the spoken language, or "translate" to English.
-    task: str = "transcribe"
-    # Beam size of the beam search.
-    beam_size: int = DEFAULT_BEAM_SIZE
-    # Chunks decoded together.
-    batch_size: int = 8
-    # Text given to the model as previous context (names, spelling); empty: none.
-    initial_prompt: str = ""
-    # Words or phrases to favour; empty: none.
-    hotwords: str = ""
-    # Sampling temperature; 0 is beam search / greedy.
-    temperature: float = 0.0
-    # True (as BatchedInferencePipeline): one segment per chunk, spanning it.
-    # False: Whisper also predicts timestamps and splits a chunk into segments.
-    without_timestamps: bool = True
-    # Also time every word with Whisper's cross-attention, in the same pass,
-    # snapped out of the chunk's silences (common.speech.silence_snap).
-    word_timestamps: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.model.strip():
-            raise InvalidInputError("model must not be empty")
-        if self.task not in TASKS:
-            raise InvalidInputError(f"task {self.task!r} must be one of {', '.join(TASKS)}")
-        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
-            raise InvalidInputError(f"beam_size {self.beam_size} must be between 1 and {MAX_BEAM_SIZE}")
-        if self.batch_size < 1:
-            raise InvalidInputError(f"batch_size {self.batch_size} must be at least 1")
-        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= MAX_TEMPERATURE):
-            raise InvalidInputError(f"temperature {self.temperature} must be between 0 and {MAX_TEMPERATURE:g}")
 
 
 @dataclass(frozen=True)
@@ -136,7 +105,7 @@ class ChunkTranscript:
 class Calibration:
     """What the warm-up measured, every worker decoding at once (the slowest
     worker's time): seconds of one worker's time per second of a file's
-    audio, and per live decode (see `_calibration_decode`)."""
+    audio, and per live decode (see `calibration_decode`)."""
 
     file_seconds_per_audio_second: float
     live_decode_s: float
@@ -154,265 +123,19 @@ class LanguageDetection(NamedTuple):
     candidates: tuple[tuple[str, float], ...]
 
 
-Samples = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class _AudioWindow:
-    """Samples [offset, offset + len(samples)) of an audio of `audio_sample_count` samples."""
-
-    samples: Samples
-    offset_samples: int
-    audio_sample_count: int
-
-    @classmethod
-    def of(cls, audio: npt.ArrayLike, offset_samples: int, audio_sample_count: int | None) -> _AudioWindow:
-        samples = np.asarray(audio, dtype=np.float32)
-        if samples.ndim != 1:
-            raise InvalidInputError(f"audio must be one channel of samples, got shape {samples.shape}")
-        total = offset_samples + samples.shape[0] if audio_sample_count is None else audio_sample_count
-        if offset_samples < 0 or offset_samples + samples.shape[0] > total:
-            raise InvalidInputError(
-                f"audio window [{offset_samples}, {offset_samples + samples.shape[0]}) is not inside "
-                f"the {total} samples of the audio"
-            )
-        return cls(samples, offset_samples, total)
-
-    @property
-    def audio_duration_s(self) -> float:
-        return self.audio_sample_count / SAMPLE_RATE_HERTZ
-
-    def check_covers(self, start_sample: int, end_sample: int) -> None:
-        if start_sample < self.offset_samples or end_sample > self.offset_samples + self.samples.shape[0]:
-            raise InvalidInputError(
-                f"samples [{start_sample}, {end_sample}) are not in the audio window given "
-                f"[{self.offset_samples}, {self.offset_samples + self.samples.shape[0]})"
-            )
-
-    def slice(self, start_sample: int, end_sample: int) -> Samples:
-        """Samples [start, end) of the whole audio."""
-        return self.samples[start_sample - self.offset_samples : end_sample - self.offset_samples]
-
-
-def check_range(time_range: TimeRange, audio_duration_s: float, max_duration_s: float | None) -> TimeRange:
-    """The range clipped to the audio; `InvalidInputError` if it is empty,
-    outside the audio or longer than `max_duration_s`."""
-    start_s, end_s = time_range.start_s, time_range.end_s
-    if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s <= start_s:
-        raise InvalidInputError(f"range {start_s:.3f}-{end_s:.3f} s is empty (its end must be after its start)")
-    if start_s < 0 or start_s >= audio_duration_s or end_s > audio_duration_s + RANGE_TOLERANCE_S:
-        raise InvalidInputError(f"range {start_s:.3f}-{end_s:.3f} s is outside the audio (0-{audio_duration_s:.3f} s)")
-    if max_duration_s is not None and end_s - start_s > max_duration_s + 1e-3:
-        raise InvalidInputError(
-            f"range {start_s:.3f}-{end_s:.3f} s lasts {end_s - start_s:.3f} s; chunks last at most {max_duration_s:g} s"
-        )
-    return TimeRange(start_s, min(end_s, audio_duration_s))
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """A chunk as samples of the whole audio (times rounded to the nearest sample)."""
-
-    index: int
-    start_sample: int
-    end_sample: int
-    # Text said just before it, given to the model as previous context; empty: none.
-    context: str = ""
-    # Text its audio is known to begin with (already transcribed): forced as
-    # the start of its transcript and left out of its result; empty: none.
-    prefix: str = ""
-    # Packed: the [start, end) sample ranges decoded back to back, the audio
-    # between them cut out; empty: the whole chunk.
-    parts: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def offset_s(self) -> float:
-        return self.start_sample / SAMPLE_RATE_HERTZ
-
-    @property
-    def decoded_range(self) -> TimeRange:
-        """The times of the audio the model hears: the chunk's own, or for a
-        packed chunk its parts' back to back from 0."""
-        if not self.parts:
-            return self.time_range
-        return TimeRange(0.0, sum(end - start for start, end in self.parts) / SAMPLE_RATE_HERTZ)
-
-    @property
-    def duration_s(self) -> float:
-        return (self.end_sample - self.start_sample) / SAMPLE_RATE_HERTZ
-
-    @property
-    def time_range(self) -> TimeRange:
-        return TimeRange(self.offset_s, self.end_sample / SAMPLE_RATE_HERTZ)
-
-
-def _chunk_of(
-    index: int,
-    time_range: TimeRange,
-    sample_count: int,
-    context: str = "",
-    prefix: str = "",
-    parts: Sequence[TimeRange] = (),
-) -> _Chunk:
-    start_sample = min(round(time_range.start_s * SAMPLE_RATE_HERTZ), sample_count - 1)
-    end_sample = min(max(round(time_range.end_s * SAMPLE_RATE_HERTZ), start_sample + 1), sample_count)
-    part_samples = tuple(
-        (
-            max(start_sample, round(part.start_s * SAMPLE_RATE_HERTZ)),
-            min(end_sample, round(part.end_s * SAMPLE_RATE_HERTZ)),
-        )
-        for part in parts
-    )
-    kept = tuple(part for part in part_samples if part[1] > part[0])
-    if parts and not kept:
-        # Else the chunk would be decoded whole: its first 30 s only.
-        raise InvalidInputError(
-            f"no part of chunk {index} ({time_range.start_s:.3f}-{time_range.end_s:.3f} s) lies inside it"
-        )
-    return _Chunk(index, start_sample, end_sample, context, " ".join(prefix.split()), kept)
-
-
-def first_speech(parts: Sequence[TimeRange], limit_s: float) -> list[TimeRange]:
-    """The leading `parts` that hold the first `limit_s` of speech, the last cut to fit."""
-    kept: list[TimeRange] = []
-    left_s = limit_s
-    for part in parts:
-        if left_s <= 0:
-            break
-        length_s = min(part.end_s - part.start_s, left_s)
-        kept.append(TimeRange(part.start_s, part.start_s + length_s))
-        left_s -= length_s
-    return kept
-
-
-def _check_parts(parts: Sequence[TimeRange], chunk: TimeRange, what: str) -> None:
-    """A packed chunk's parts (`what` names the chunk): inside it, in order,
-    not overlapping, at most Whisper's window together."""
-    if len(parts) > MAX_CHUNK_PARTS:
-        raise InvalidInputError(f"{what} has {len(parts)} parts; at most {MAX_CHUNK_PARTS}")
-    previous_end = chunk.start_s - RANGE_TOLERANCE_S
-    for part in parts:
-        inside = part.start_s >= previous_end and part.end_s <= chunk.end_s + RANGE_TOLERANCE_S
-        if not (inside and part.end_s - part.start_s >= 1 / SAMPLE_RATE_HERTZ):
-            raise InvalidInputError(
-                f"part {part.start_s:.3f}-{part.end_s:.3f} s of {what} "
-                f"({chunk.start_s:.3f}-{chunk.end_s:.3f} s) is not inside it after the part before it"
-            )
-        previous_end = part.end_s
-    total_s = sum(part.end_s - part.start_s for part in parts)
-    if total_s > MAX_CHUNK_DURATION_S + RANGE_TOLERANCE_S:
-        raise InvalidInputError(
-            f"the parts of {what} last {total_s:.3f} s together; at most {MAX_CHUNK_DURATION_S:g} s"
-        )
-
-
-@dataclass(frozen=True)
-class _PackedTimes:
-    """Maps times in a packed chunk's decoded audio (its parts back to back
-    from 0) to times in the whole audio, as faster-whisper's
-    `SpeechTimestampsMap` does."""
-
-    # Per part: where it starts in the whole audio and in the decoded audio, and its length.
-    starts_s: tuple[float, ...]
-    decoded_starts_s: tuple[float, ...]
-    lengths_s: tuple[float, ...]
-
-    @classmethod
-    def of(cls, chunk: _Chunk) -> _PackedTimes:
-        lengths = [(end - start) / SAMPLE_RATE_HERTZ for start, end in chunk.parts]
-        decoded = [sum(lengths[:position]) for position in range(len(lengths))]
-        starts = [start / SAMPLE_RATE_HERTZ for start, _ in chunk.parts]
-        return cls(tuple(starts), tuple(decoded), tuple(lengths))
-
-    def part_of(self, decoded_s: float, *, is_end: bool = False) -> int:
-        """The part a time falls in; an end on the seam of two parts ends the first."""
-        find = bisect.bisect_left if is_end else bisect.bisect_right
-        return min(max(find(self.decoded_starts_s, decoded_s) - 1, 0), len(self.starts_s) - 1)
-
-    def original_s(self, decoded_s: float, part: int) -> float:
-        offset_s = min(max(decoded_s - self.decoded_starts_s[part], 0.0), self.lengths_s[part])
-        return round(self.starts_s[part] + offset_s, 3)
-
-    def restore(self, segment: Segment) -> Segment:
-        """`segment` timed in the whole audio: each word within the part its
-        middle falls in (a word does not straddle the cut silence), and the
-        segment from its first word's start to its last word's end (as
-        faster-whisper's `restore_speech_timestamps`), so it does not span
-        the silence cut before or after its words."""
-        words = []
-        for word in segment.words:
-            part = self.part_of((word.start_s + word.end_s) / 2)
-            words.append(
-                dataclasses.replace(
-                    word, start_s=self.original_s(word.start_s, part), end_s=self.original_s(word.end_s, part)
-                )
-            )
-        if words:
-            return dataclasses.replace(segment, start_s=words[0].start_s, end_s=words[-1].end_s, words=tuple(words))
-        start_s = self.original_s(segment.start_s, self.part_of(segment.start_s))
-        end_s = max(start_s, self.original_s(segment.end_s, self.part_of(segment.end_s, is_end=True)))
-        return dataclasses.replace(segment, start_s=start_s, end_s=end_s)
-
-
-def _per_chunk_texts(texts: Sequence[str], chunk_count: int, what: str, limit: int) -> list[str]:
-    """`texts` checked as none or one per chunk, each at most `limit` characters."""
-    if texts and len(texts) != chunk_count:
-        raise InvalidInputError(f"{len(texts)} chunk {what}s for {chunk_count} chunks: give one per chunk, or none")
-    for position, text in enumerate(texts):
-        if len(text) > limit:
-            raise InvalidInputError(f"the {what} of chunk {position} has {len(text)} characters; at most {limit}")
-    return list(texts) if texts else [""] * chunk_count
-
-
-@dataclass(frozen=True)
-class PreparedTranscription:
-    """A checked request whose model is loaded: what `decode_batch` needs."""
-
-    window: _AudioWindow
-    chunks: tuple[_Chunk, ...]
-    options: TranscriptionOptions
-    model: LoadedModel
-    # Whisper's code of the language to decode; None until detected.
-    language: str | None
-    language_probability: float
-
-    @property
-    def batch_key(self) -> tuple[object, ...]:
-        """What chunks decoded in one batch must share: the model and every
-        decoding option (not the batch size, nor the audio)."""
-        options = dataclasses.replace(self.options, language_code="", batch_size=1)
-        return (id(self.model), self.language, options)
-
-
-def _chunk_samples(window: _AudioWindow, chunk: _Chunk) -> Samples:
-    """The audio the model hears for a chunk: all of it, or its parts back to back."""
-    if not chunk.parts:
-        return window.slice(chunk.start_sample, chunk.end_sample)
-    return np.concatenate([window.slice(start, end) for start, end in chunk.parts])
-
-
-def _features(prepared: PreparedTranscription, position: int, samples: Samples | None = None) -> np.ndarray:
-    """The log-mel features of one chunk (of its `samples` when the caller
-    has them already); as BatchedInferencePipeline, the extractor's last
-    frame is dropped."""
-    if samples is None:
-        samples = _chunk_samples(prepared.window, prepared.chunks[position])
-    return prepared.model.whisper.feature_extractor(samples)[..., :-1]
-
-
 def _chunk_transcript(
     prepared: PreparedTranscription, position: int, output: list[dict[str, Any]], samples: Samples
 ) -> ChunkTranscript:
     """The transcript of one decoded chunk: its segments in the audio's
     times, words snapped out of its silences."""
     chunk = prepared.chunks[position]
-    segments = _segments(output, chunk)
+    segments = chunk_segments(output, chunk)
     if prepared.options.word_timestamps:
         # Cross-attention starts words early after a pause: move
         # them out of the chunk's silences (microseconds of work).
         segments = snap_words_to_sound(segments, samples, chunk.decoded_range.start_s)
     if chunk.parts:
-        times = _PackedTimes.of(chunk)
+        times = PackedTimes.of(chunk)
         segments = tuple(times.restore(segment) for segment in segments)
     return ChunkTranscript(
         chunk_index=chunk.index,
@@ -554,7 +277,7 @@ class Transcriber:
         back with the audio between them cut out (faster-whisper's speech
         packing; empty: the whole chunk), at most 30 s together; such a chunk
         may span more than 30 s. Results are timed in the whole audio."""
-        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        window = AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         if first_chunk_index < 0:
             raise InvalidInputError(f"first_chunk_index {first_chunk_index} must not be negative")
         if options.batch_size > self.max_batch_size:
@@ -564,8 +287,8 @@ class Transcriber:
             raise InvalidInputError(
                 f"{len(chunks)} chunks in one request; at most {self.max_chunks_per_request}: send them in several"
             )
-        chunk_contexts = _per_chunk_texts(contexts, len(chunks), "context", MAX_CONTEXT_CHARS)
-        chunk_prefixes = _per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
+        chunk_contexts = per_chunk_texts(contexts, len(chunks), "context", MAX_CONTEXT_CHARS)
+        chunk_prefixes = per_chunk_texts(prefixes, len(chunks), "prefix", MAX_PREFIX_CHARS)
         if any(chunk_prefixes) and not options.without_timestamps:
             raise InvalidInputError("chunk prefixes need transcripts without timestamps")
         if parts and len(parts) != len(chunks):
@@ -576,11 +299,11 @@ class Transcriber:
             for position, chunk in enumerate(chunks)
         ]
         for position, chunk in enumerate(checked):
-            _check_parts(chunk_parts[position], chunk, f"chunk {position}")
+            check_parts(chunk_parts[position], chunk, f"chunk {position}")
         if any(chunk_parts) and any(chunk_prefixes):
             raise InvalidInputError("a chunk decoded in parts cannot have a prefix")
         prepared_chunks = [
-            _chunk_of(
+            chunk_of(
                 first_chunk_index + position,
                 chunk,
                 window.audio_sample_count,
@@ -607,7 +330,7 @@ class Transcriber:
         if prepared.language is not None or not prepared.chunks:
             return prepared
         language, probability = self._detect_from_features(
-            prepared.model, list(prepared.chunks), lambda position: _features(prepared, position)
+            prepared.model, list(prepared.chunks), lambda position: chunk_features(prepared, position)
         )
         return dataclasses.replace(prepared, language=language, language_probability=probability)
 
@@ -642,22 +365,23 @@ class Transcriber:
         tokenizer = Tokenizer(
             whisper.hf_tokenizer, first.model.is_multilingual, task=first.options.task, language=first.language
         )
-        decoding = _decoding_options(first.options, tokenizer)
+        decoding = decoding_options(first.options, tokenizer)
         contexts = [prepared.chunks[position].context for prepared, position in items]
         prefixes = [prepared.chunks[position].prefix for prepared, position in items]
-        staged = _StagedWhisper(whisper) if first.model.device == "cpu" else None
+        staged = StagedWhisper(whisper) if first.model.device == "cpu" else None
         model = staged or whisper
         pipeline = (
-            _ContextPipeline(model, contexts, prefixes)
+            ContextPipeline(model, contexts, prefixes)
             if any(contexts) or any(prefixes)
             else BatchedInferencePipeline(model)
         )
         # Chunks are independent: no word is pushed past an earlier chunk's speech.
         pipeline.last_speech_timestamp = 0.0
         # A packed chunk's parts are joined in a copy: once per chunk, for the features and the snapping.
-        heard = [_chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
+        heard = [chunk_samples(prepared.window, prepared.chunks[position]) for prepared, position in items]
         unpadded = [
-            _features(prepared, position, samples) for (prepared, position), samples in zip(items, heard, strict=True)
+            chunk_features(prepared, position, samples)
+            for (prepared, position), samples in zip(items, heard, strict=True)
         ]
         frames = window_frames(max(each.shape[-1] for each in unpadded), self.min_window_s)
         features = np.stack([pad_or_trim(each, frames) for each in unpadded])
@@ -716,7 +440,7 @@ class Transcriber:
 
     @staticmethod
     def _detect_from_features(
-        model: LoadedModel, chunks: list[_Chunk], features_of: Callable[[int], np.ndarray]
+        model: LoadedModel, chunks: list[Chunk], features_of: Callable[[int], np.ndarray]
     ) -> tuple[str, float]:
         """Detects the language from the first 30 s of the chunks, as
         BatchedInferencePipeline does from the first 30 s of speech."""
@@ -736,7 +460,7 @@ class Transcriber:
 
     def warm_up(self, model: str, workers: int = 1) -> Calibration:
         """Loads `model` and runs a calibrated decode of each kind on each of
-        its `workers` at once (`_calibration_decode`), so the first real
+        its `workers` at once (`calibration_decode`), so the first real
         request does not pay for the first-call allocations and the service
         knows what its workers do on this machine; returns what each took."""
         started = time.perf_counter()
@@ -750,13 +474,11 @@ class Transcriber:
             # The first call of a worker pays for its allocations: not timed.
             # The live decode is timed twice, the faster counting: the other
             # services start at the same time and share the CPUs for a moment.
-            _calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS)
+            calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS)
             file_times.append(
-                _calibration_decode(loaded, MAX_CHUNK_DURATION_S, CALIBRATION_FILE_TOKENS) / MAX_CHUNK_DURATION_S
+                calibration_decode(loaded, MAX_CHUNK_DURATION_S, CALIBRATION_FILE_TOKENS) / MAX_CHUNK_DURATION_S
             )
-            live_times.append(
-                min(_calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS) for _ in range(2))
-            )
+            live_times.append(min(calibration_decode(loaded, live_window_s, CALIBRATION_LIVE_TOKENS) for _ in range(2)))
 
         threads = [threading.Thread(target=one, name=f"warm-up-{number}") for number in range(max(1, workers))]
         for thread in threads:
@@ -793,7 +515,7 @@ class Transcriber:
         (ranges inside it, in order) back to back. An English-only model
         answers "en". `audio` is the whole audio or a window of it, as for
         `transcribe`."""
-        window = _AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
+        window = AudioWindow.of(audio, audio_offset_samples, audio_sample_count)
         checked = check_range(
             time_range or TimeRange(0.0, window.audio_duration_s), window.audio_duration_s, max_duration_s=None
         )
@@ -809,10 +531,10 @@ class Transcriber:
         if parts:
             # The speech as a packed chunk of the range: its first 30 s, back to back.
             listened = first_speech(parts, loaded.whisper.feature_extractor.n_samples / SAMPLE_RATE_HERTZ)
-            _check_parts(listened, checked, "the range to listen to")
-            speech = _chunk_of(0, checked, window.audio_sample_count, parts=listened)
+            check_parts(listened, checked, "the range to listen to")
+            speech = chunk_of(0, checked, window.audio_sample_count, parts=listened)
             window.check_covers(speech.parts[0][0], speech.parts[-1][1])
-            heard = _chunk_samples(window, speech)
+            heard = chunk_samples(window, speech)
         else:
             window.check_covers(start_sample, end_sample)
             heard = window.slice(start_sample, end_sample)
@@ -823,257 +545,3 @@ class Transcriber:
         )
         logger.info("detected language %s (probability %.2f) with %s", language, probability, loaded.name)
         return LanguageDetection(to_bcp47(language), float(probability), candidates)
-
-
-def _calibration_decode(loaded: LoadedModel, window_s: float, tokens: int) -> float:
-    """Seconds one worker takes to do what a chunk of real speech costs: the
-    features of a `window_s` window, the encoder over it, a beam
-    search of `tokens` steps (CTranslate2's max_length; the end of text
-    suppressed: the audio is noise, and a beam search costs by its steps) and their word
-    alignment. The first call of a worker also warms its buffers."""
-    whisper = loaded.whisper
-    samples = np.random.default_rng(0).normal(0.0, 0.05, round(window_s * SAMPLE_RATE_HERTZ)).astype(np.float32)
-    started = time.perf_counter()
-    features = whisper.feature_extractor(samples)[..., :-1]
-    encoded = whisper.encode(np.ascontiguousarray(pad_or_trim(features, round(window_s * 100))[np.newaxis]))
-    tokenizer = Tokenizer(whisper.hf_tokenizer, loaded.is_multilingual, task="transcribe", language="en")
-    prompt = whisper.get_prompt(tokenizer, [], without_timestamps=True)
-    result = whisper.model.generate(
-        encoded,
-        [prompt],
-        beam_size=DEFAULT_BEAM_SIZE,
-        max_length=tokens,
-        suppress_tokens=[-1, tokenizer.eot],
-        suppress_blank=False,
-    )[0]
-    text_tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
-    if text_tokens:
-        whisper.find_alignment(tokenizer, [text_tokens], encoded, [math.ceil(window_s) * whisper.frames_per_second])
-    return time.perf_counter() - started
-
-
-def window_frames(chunk_frames: int, min_window_s: float) -> int:
-    """The feature frames (100 a second) the encoder hears for a batch whose
-    longest chunk has `chunk_frames`: the chunk and `WINDOW_MARGIN_S` of
-    padding, rounded up to whole seconds, at least `min_window_s`, at most
-    Whisper's 30 s.
-
-    faster-whisper pads every chunk to 30 s, and the encoder's cost grows
-    faster than its input (its attention): for tiny.en on one core a 20 s
-    window costs 0.13 s, a 30 s one 0.36 s (0.20 and 0.53 s with AVX2
-    forced). But Whisper was trained on 30 s windows, and in a short one it
-    mishears short phrases ("connect your car") and repeats itself
-    (whisper.cpp's `audio_ctx`): on 241 utterances of real speech (asterisk
-    prompts, one to three, 1-28 s) beam 5 gave a WER of 2.00% with 30 s
-    windows, 2.51% with at least 12 s and 5 s of padding, 2.20-2.26% with at
-    least 16 s, and 1.89% with at least 20 s and 5 s of padding (the
-    default). A live step or final (an utterance after a lead-in of earlier
-    finals), a second look at a stretch Whisper skipped and a short clip
-    are such chunks; a packed 30 s chunk of a file is not."""
-    whisper_frames = round(MAX_CHUNK_DURATION_S * 100)
-    wanted = max(chunk_frames + round(WINDOW_MARGIN_S * 100), round(min_window_s * 100))
-    return min(whisper_frames, math.ceil(wanted / 100) * 100)
-
-
-# BatchedInferencePipeline.transcribe's defaults, for the options this service does not expose.
-_PIPELINE_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(BatchedInferencePipeline.transcribe).parameters.items()
-}
-
-
-def _decoding_options(options: TranscriptionOptions, tokenizer: Tokenizer) -> Any:
-    """faster-whisper's decoding options, set as BatchedInferencePipeline.transcribe sets them."""
-    return DecodingOptions(
-        beam_size=options.beam_size,
-        best_of=_PIPELINE_DEFAULTS["best_of"],
-        patience=_PIPELINE_DEFAULTS["patience"],
-        length_penalty=_PIPELINE_DEFAULTS["length_penalty"],
-        repetition_penalty=_PIPELINE_DEFAULTS["repetition_penalty"],
-        no_repeat_ngram_size=_PIPELINE_DEFAULTS["no_repeat_ngram_size"],
-        log_prob_threshold=_PIPELINE_DEFAULTS["log_prob_threshold"],
-        no_speech_threshold=_PIPELINE_DEFAULTS["no_speech_threshold"],
-        compression_ratio_threshold=_PIPELINE_DEFAULTS["compression_ratio_threshold"],
-        # The pipeline forces these: chunks are decoded independently.
-        condition_on_previous_text=False,
-        prompt_reset_on_temperature=0.5,
-        temperatures=[options.temperature],
-        initial_prompt=options.initial_prompt or None,
-        prefix=None,
-        suppress_blank=_PIPELINE_DEFAULTS["suppress_blank"],
-        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-        without_timestamps=options.without_timestamps,
-        max_initial_timestamp=0.0,
-        word_timestamps=options.word_timestamps,
-        prepend_punctuations=_PIPELINE_DEFAULTS["prepend_punctuations"],
-        append_punctuations=_PIPELINE_DEFAULTS["append_punctuations"],
-        multilingual=False,
-        max_new_tokens=None,
-        clip_timestamps=[],
-        hallucination_silence_threshold=None,
-        hotwords=options.hotwords or None,
-    )
-
-
-class _StagedWhisper:
-    """The WhisperModel as a batch pipeline sees it on CPU: the encoder runs
-    chunk by chunk while the beam search decodes the whole batch, and each
-    chunk's outputs are kept (`encoded`) for its word alignment, a step of
-    its own (`PendingWords`).
-
-    Measured on CPU (tiny.en int8, one thread): the encoder costs the same
-    per chunk in a batch of 1 as of 8 (0.15 s), but its attention scores take
-    54 MB a chunk; the beam search gets cheaper per chunk as the batch grows
-    (0.21 s a chunk alone, 0.17 in 2, 0.14 in 4, 0.13 in 8: each step reads
-    the decoder's weights once for the batch); the alignment costs more per
-    chunk in a batch (0.037 s alone, 0.047 in 4: each chunk's text is padded
-    to the longest). On a GPU, where one call for the whole batch is what is
-    fast, the pipeline uses the model itself.
-
-    Each chunk's words are aligned on their own, as after a pause: a word's
-    time does not depend on which chunks share its batch."""
-
-    def __init__(self, whisper: WhisperModel) -> None:
-        self._whisper = whisper
-        # The encoder's output of the last batch's chunks, in host memory (one row each).
-        self.encoded: npt.NDArray[np.float32] = np.zeros((0,), dtype=np.float32)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._whisper, name)
-
-    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
-        # Host memory: the chunks' outputs (2.3 MB each for tiny) joined in one
-        # copy, which the beam search reads and the word alignment slices
-        # (`encoded`: a chunk's row stays alive while its words wait).
-        self.encoded = np.concatenate(
-            [np.asarray(self._whisper.encode(features[position : position + 1])) for position in range(len(features))]
-        )
-        return ctranslate2.StorageView.from_array(self.encoded)
-
-
-class _ContextPipeline(BatchedInferencePipeline):
-    """BatchedInferencePipeline whose chunks each have their own previous
-    text and prefix: the prompt of chunk i is the options' initial prompt
-    followed by `contexts[i]`, then the start of transcript, then
-    `prefixes[i]`, where the pipeline gives every chunk the same prompt.
-
-    CTranslate2 decodes a batch only when the start-of-transcript token is
-    at the same place in every prompt, so each context is cut, from its
-    start, to the tokens of the shortest one in the batch (a chunk without
-    context makes the whole batch go without); prefixes come after it and
-    may differ in length. CTranslate2 returns each sequence with its prefix,
-    so the prefix's words are timed with the rest (the alignment starts at
-    the start of the audio) and `_segments` leaves them out. The rest is
-    `generate_segment_batched` as faster-whisper 1.2 writes it, without the
-    per-chunk language detection and the max_new_tokens this service never
-    asks for."""
-
-    def __init__(self, model: Any, contexts: Sequence[str], prefixes: Sequence[str]) -> None:
-        super().__init__(model)
-        self._contexts = list(contexts)
-        self._prefixes = list(prefixes)
-
-    def generate_segment_batched(
-        self, features: np.ndarray, tokenizer: Tokenizer, options: DecodingOptions
-    ) -> tuple[Any, list[dict[str, Any]]]:
-        count = features.shape[0]
-        if (
-            options.multilingual
-            or options.max_new_tokens is not None
-            or len(self._contexts) != count
-            or len(self._prefixes) != count
-        ):
-            raise ValueError(
-                "a context pipeline needs one context and prefix per chunk, no per-chunk language detection "
-                "and no max_new_tokens"
-            )
-        initial = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
-        said = [tokenizer.encode(" " + context.strip()) if context.strip() else [] for context in self._contexts]
-        forced = [tokenizer.encode(" " + prefix.strip()) if prefix.strip() else [] for prefix in self._prefixes]
-        # Previous text and prefix together stay within the first half of the
-        # window (faster-whisper's bound on previous text), the context giving way.
-        room = max(0, self.model.max_length // 2 - 1 - len(initial) - max(map(len, forced), default=0))
-        kept = min(room, *(len(tokens) for tokens in said))
-        prompts = [
-            self.model.get_prompt(
-                tokenizer,
-                previous_tokens=initial + (tokens[len(tokens) - kept :] if kept else []),
-                without_timestamps=options.without_timestamps,
-                hotwords=options.hotwords,
-            )
-            + prefix
-            for tokens, prefix in zip(said, forced, strict=True)
-        ]
-        encoder_output = self.model.encode(features)
-        results = self.model.model.generate(
-            encoder_output,
-            prompts,
-            beam_size=options.beam_size,
-            patience=options.patience,
-            length_penalty=options.length_penalty,
-            max_length=self.model.max_length,  # (this service never sets max_new_tokens)
-            suppress_blank=options.suppress_blank,
-            suppress_tokens=options.suppress_tokens,
-            return_scores=True,
-            return_no_speech_prob=True,
-            sampling_temperature=options.temperatures[0],
-            repetition_penalty=options.repetition_penalty,
-            no_repeat_ngram_size=options.no_repeat_ngram_size,
-        )
-        output = []
-        for result, prefix in zip(results, forced, strict=True):
-            # Scored on the tokens the model chose, not the forced prefix.
-            length = max(1, len(result.sequences_ids[0]) - len(prefix))
-            cumulative = result.scores[0] * (length**options.length_penalty)
-            output.append(
-                {
-                    "avg_logprob": cumulative / (length + 1),
-                    "no_speech_prob": result.no_speech_prob,
-                    "tokens": result.sequences_ids[0],
-                }
-            )
-        return encoder_output, output
-
-
-def _segments(output: list[dict[str, Any]], chunk: _Chunk) -> tuple[Segment, ...]:
-    """Segments of one chunk, kept inside the audio decoded, without empty ones."""
-    chunk_range = chunk.decoded_range
-    # Words of the forced prefix still to leave out (they lead the first pieces).
-    prefix_words = len(split_tokens(chunk.prefix))
-    segments = []
-    for piece in output:
-        text = str(piece["text"]).strip()
-        if not text:
-            continue
-        start_s = round(min(max(float(piece["start"]), chunk_range.start_s), chunk_range.end_s), 3)
-        end_s = round(min(max(float(piece["end"]), start_s), chunk_range.end_s), 3)
-        tokens = split_tokens(text)
-        words: tuple[Word, ...] = ()
-        if piece.get("words") is not None:
-            # Whisper's words carry their leading spaces and may split or glue
-            # tokens differently from the text: map them onto its whitespace
-            # tokens by character position, interpolating any left over.
-            placements = placements_by_position(" " + " ".join(tokens), tokens, piece["words"])
-            words = words_from_placements(tokens, placements, offset_s=0.0, start_s=start_s, end_s=end_s)
-        if prefix_words:
-            dropped = min(prefix_words, len(tokens))
-            prefix_words -= dropped
-            tokens, words = tokens[dropped:], words[dropped:]
-            if not tokens:
-                continue
-            text = " ".join(tokens)
-            if words:
-                start_s = words[0].start_s
-        segments.append(
-            Segment(
-                text=text,
-                start_s=start_s,
-                end_s=end_s,
-                words=words,
-                avg_logprob=float(piece["avg_logprob"]),
-                no_speech_prob=float(piece["no_speech_prob"]),
-                compression_ratio=float(piece["compression_ratio"]),
-                chunk_index=chunk.index,
-            )
-        )
-    return tuple(segments)

@@ -24,21 +24,15 @@ import structlog
 from common.audio.access import AudioReader, audio_ref_from_proto, sample_range
 from common.audio.pcm import float32_samples
 from common.errors import InvalidInputError, NotFoundError, UnavailableError
+from common.limits import MAX_CHUNK_DURATION_S, SAMPLE_RATE_HERTZ
 from common.rpc.admission import AdmissionLimit, run_blocking
 from common.rpc.convert import epoch_to_timestamp, seconds_to_duration, segments_to_proto, time_range_from_proto
 from common.speech.whisper_models import ModelState, ModelStatus
 from common.transcript import TimeRange
 from services.asr.batcher import BatchPool
-from services.asr.engine import (
-    MAX_CHUNK_DURATION_S,
-    MAX_CHUNK_PARTS,
-    SAMPLE_RATE_HERTZ,
-    ChunkTranscript,
-    LanguageDetection,
-    Transcriber,
-    TranscriptionOptions,
-    first_speech,
-)
+from services.asr.chunks import MAX_CHUNK_PARTS, first_speech
+from services.asr.engine import ChunkTranscript, LanguageDetection, Transcriber
+from services.asr.options import TranscriptionOptions
 from subtitler.asr.v1 import asr_pb2, asr_pb2_grpc
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from common.errors import InvalidInputError
 from common.speech.silence_snap import SAMPLE_RATE_HERTZ, SnapOptions, find_silences, snap_words_to_sound
 from common.speech.whisper_models import EMBEDDED_TINY_EN, ModelCache, ModelLoadOptions
 from common.transcript import Segment, Word
-from services.asr.engine import Transcriber, TranscriptionOptions
+from services.asr.engine import Transcriber
+from services.asr.options import TranscriptionOptions
 from tests.word_reference import build_word_reference, raw_word_timestamps, start_errors_s, timed_tokens
 
 # Where the chunk of the synthetic tests starts in the whole audio.

@@ -16,7 +16,8 @@ import pytest
 
 from common.transcript import TimeRange
 from services.asr.batcher import WORDS_WAITING_PER_WORKER, BatchPool
-from services.asr.engine import ChunkTranscript, PreparedTranscription, Transcriber
+from services.asr.chunks import PreparedTranscription
+from services.asr.engine import ChunkTranscript, Transcriber
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 from faster_whisper import BatchedInferencePipeline
 
 from common.errors import CancelledError, InvalidInputError, NotFoundError
+from common.limits import MAX_CHUNK_DURATION_S
 from common.speech.languages import to_bcp47, to_whisper_language
 from common.speech.whisper_models import (
     EMBEDDED_BASE,
@@ -23,14 +24,8 @@ from common.speech.whisper_models import (
     build_embedded_base,
 )
 from common.transcript import TimeRange
-from services.asr.engine import (
-    MAX_CHUNK_DURATION_S,
-    ChunkTranscript,
-    PendingWords,
-    Transcriber,
-    TranscriptionOptions,
-    window_frames,
-)
+from services.asr.engine import ChunkTranscript, PendingWords, Transcriber
+from services.asr.options import TranscriptionOptions
 from tests.speech import (
     ASTERISK_SOUNDS_DIR,
     FRENCH_SOUNDS_DIR,
@@ -118,22 +113,6 @@ def test_same_text_as_batched_inference_pipeline_in_its_30_s_windows(models: Mod
     assert [segment.text for transcript in transcripts for segment in transcript.segments] == expected
 
 
-@pytest.mark.parametrize(
-    ("chunk_s", "min_window_s", "window_s"),
-    [
-        (2.0, 20.0, 20.0),
-        (15.2, 20.0, 21.0),
-        (24.0, 20.0, 29.0),
-        (25.5, 20.0, 30.0),
-        (30.0, 20.0, 30.0),
-        (2.0, 30.0, 30.0),
-    ],
-)
-def test_a_short_chunk_is_encoded_in_a_shorter_window(chunk_s: float, min_window_s: float, window_s: float) -> None:
-    # The chunk, 5 s of padding, whole seconds; at least the minimum, at most Whisper's 30 s.
-    assert window_frames(round(chunk_s * 100), min_window_s) == round(window_s * 100)
-
-
 @needs_speech
 def test_short_windows_hear_real_speech_as_whisper_s_30_s_ones(models: ModelCache, recording: Recording) -> None:
     options = TranscriptionOptions(batch_size=3)
@@ -151,7 +130,7 @@ def test_words_and_text_do_not_depend_on_which_chunks_share_a_batch(
     transcriber: Transcriber, recording: Recording
 ) -> None:
     # On CPU the batch's chunks are encoded and aligned one at a time
-    # (`_StagedWhisper`): a chunk's words come out the same alone or batched.
+    # (`StagedWhisper`): a chunk's words come out the same alone or batched.
     options = TranscriptionOptions(word_timestamps=True, batch_size=3)
     together = list(transcriber.transcribe(recording.samples, recording.chunks, options))
     alone = [
