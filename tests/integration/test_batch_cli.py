@@ -16,7 +16,7 @@ import pytest
 
 from subtitler.gateway.v1 import gateway_pb2
 from tests.integration.suite_fixtures import RunningSuite
-from tests.speech import ASTERISK_SOUNDS_DIR, speech_available
+from tests.speech import ASTERISK_SOUNDS_DIR, build_long_recording, speech_available, write_wav
 
 pytestmark = [
     pytest.mark.integration,
@@ -149,11 +149,16 @@ def small_gateway(suite: RunningSuite, tmp_path: Path) -> Iterator[tuple[str, Pa
 def test_a_full_gateway_is_waited_for_not_failed(small_gateway: tuple[str, Path], tmp_path: Path) -> None:
     address, log = small_gateway
     out = tmp_path / "out"
+    # One file long enough (30 s of speech, seconds to transcribe) that the
+    # uploads sent beside it meet a full gateway whatever the machine's pace:
+    # short prompts alone may each finish before the next upload arrives.
+    long = write_wav(tmp_path / "long.wav", build_long_recording(30.0).samples)
+    inputs = [str(long), *(str(recording(name)) for name in PROMPTS)]
     started = time.monotonic()
-    done = run_cli(address, *(str(recording(name)) for name in PROMPTS), "--output-dir", str(out), "-q", token=TOKEN)
+    done = run_cli(address, *inputs, "--output-dir", str(out), "-q", token=TOKEN)
     took_s = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    assert sorted(path.name for path in out.iterdir()) == sorted(f"{name}.srt" for name in PROMPTS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(["long.srt", *(f"{name}.srt" for name in PROMPTS)])
     refusals = [line for line in log.read_text().splitlines() if "UploadMedia" in line and "RESOURCE_EXHAUSTED" in line]
     assert refusals, "the gateway never refused: the test did not test waiting"
     # A refused upload goes again when one of the batch's jobs ends, not
