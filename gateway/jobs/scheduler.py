@@ -26,7 +26,6 @@ from gateway.jobs.running import RunningJobs
 from gateway.jobs.uploads import check_upload_space
 from gateway.records import JobRecord, JobState
 from gateway.store.async_store import AsyncJobStore
-from subtitler.gateway.v1 import gateway_pb2
 
 
 class JobScheduler:
@@ -80,21 +79,8 @@ class JobScheduler:
         """What a job of priority 0 submitted now would wait (the status's), as last estimated."""
         return self._intake.queue_wait
 
-    def new_job(
-        self,
-        config: gateway_pb2.JobConfig,
-        source: str,
-        media_path: str,
-        *,
-        uploaded: bool,
-        request_id: str = "",
-        priority: int = 0,
-        owner: str = "",
-    ) -> JobRecord:
-        """A new job, queued, not stored yet (see `submit`)."""
-        return self._intake.new_job(
-            config, source, media_path, uploaded=uploaded, request_id=request_id, priority=priority, owner=owner
-        )
+    # A new job, queued, not stored yet (see `submit`): JobIntake's own, not a copy of its signature.
+    new_job = staticmethod(JobIntake.new_job)
 
     async def check_queue_space(self, priority: int = 0) -> None:
         """RESOURCE_EXHAUSTED, with a retry hint, when a new job of `priority`
